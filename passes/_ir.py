@@ -1,0 +1,169 @@
+"""Small helpers over TVM 0.27 Relax IR shared by the passes (no rewriting policy lives here)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import GenericConst
+
+
+class FxpGraphError(ValueError):
+    """The graph cannot be handled; the message names the node and what to do."""
+
+
+def op_name(expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return expr.op.name
+    return None
+
+
+def is_const(expr) -> bool:
+    return isinstance(expr, GenericConst)
+
+
+def const_np(expr) -> np.ndarray:
+    return expr.value.numpy()
+
+
+def static_shape(expr) -> tuple | None:
+    """Shape as a tuple of ints, with symbolic dims kept as their names (str)."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    out = []
+    for s in ty.shape:
+        out.append(int(s.value) if isinstance(s, tvm.tirx.IntImm) else str(s))
+    return tuple(out)
+
+
+def dtype_of(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def var_name(var) -> str:
+    return var.name
+
+
+def main_bindings(func: relax.Function) -> list:
+    """All bindings of a function body, in order, across its blocks."""
+    body = func.body
+    if not isinstance(body, relax.SeqExpr):
+        raise FxpGraphError("expected a function body made of binding blocks (run relax.transform.Normalize)")
+    return [b for block in body.blocks for b in block.bindings]
+
+
+def use_counts(func: relax.Function) -> dict:
+    """How often each var is used (the function's result counts as one use)."""
+    counts: dict = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            counts[e] = counts.get(e, 0) + 1
+        elif isinstance(e, relax.Call):
+            for a in e.args:
+                visit(a)
+        elif isinstance(e, relax.Tuple):
+            for a in e.fields:
+                visit(a)
+        elif isinstance(e, relax.TupleGetItem):
+            visit(e.tuple_value)
+
+    for b in main_bindings(func):
+        visit(b.value)
+    visit(func.body.body)
+    return counts
+
+
+def consumers(func: relax.Function) -> dict:
+    """var -> list of bindings that use it."""
+    out: dict = {}
+
+    def collect(e, acc):
+        if isinstance(e, relax.Var):
+            acc.append(e)
+        elif isinstance(e, relax.Call):
+            for a in e.args:
+                collect(a, acc)
+        elif isinstance(e, relax.Tuple):
+            for a in e.fields:
+                collect(a, acc)
+        elif isinstance(e, relax.TupleGetItem):
+            collect(e.tuple_value, acc)
+
+    for b in main_bindings(func):
+        used: list = []
+        collect(b.value, used)
+        for v in used:
+            out.setdefault(v, []).append(b)
+    return out
+
+
+def remap_expr(expr, env: dict):
+    """Rebuild ``expr`` with vars replaced through ``env`` (var -> new expr); other leaves are kept."""
+    if isinstance(expr, relax.Var):
+        return env.get(expr, expr)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([remap_expr(a, env) for a in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
+    return expr
+
+
+BindingRule = Callable[[relax.BlockBuilder, object, object, dict], object]
+
+
+def rebuild_function(func: relax.Function, rule: BindingRule, params: list | None = None,
+                     prologue: Callable | None = None, epilogue: Callable | None = None) -> relax.Function:
+    """Re-emit every binding of ``func`` through ``rule`` inside one dataflow block.
+
+    ``rule(bb, binding, remapped_value, env)`` returns the new expression for the binding (it may emit
+    helper bindings itself), or ``None`` to drop the binding (then it must have set ``env[binding.var]``).
+    ``prologue(bb, env)`` runs first (e.g. to cast parameters), ``epilogue(bb, result, env)`` rewrites the result.
+    """
+    new_params = params if params is not None else list(func.params)
+    env: dict = {old: new for old, new in zip(func.params, new_params)}
+    bb = relax.BlockBuilder()
+    attrs = dict(func.attrs) if func.attrs is not None else None
+    with bb.function("main", new_params, attrs=attrs):
+        with bb.dataflow():
+            if prologue is not None:
+                prologue(bb, env)
+            for b in main_bindings(func):
+                if not isinstance(b, relax.VarBinding):
+                    raise FxpGraphError(f"binding of {b.var.name}: match_cast is not supported here")
+                value = remap_expr(b.value, env)
+                new = rule(bb, b, value, env)
+                if new is None:
+                    continue
+                if isinstance(new, relax.Var):
+                    env[b.var] = new
+                else:
+                    env[b.var] = bb.emit(new, b.var.name)
+            result = remap_expr(func.body.body, env)
+            if epilogue is not None:
+                result = epilogue(bb, result, env)
+            out = bb.emit_output(result)
+        bb.emit_func_output(out)
+    return bb.get()["main"]
+
+
+def default_rule(bb, binding, value, env):
+    return value
+
+
+def map_relax_functions(mod: tvm.IRModule, fn: Callable[[relax.Function, str], relax.Function]) -> tvm.IRModule:
+    """Apply ``fn`` to every Relax function of ``mod``; other functions are kept."""
+    new_mod = tvm.IRModule(attrs=mod.attrs) if mod.attrs is not None else tvm.IRModule()
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            nf = fn(func, gv.name_hint)
+            nf = nf.with_attrs(func.attrs) if func.attrs is not None else nf
+            new_mod[gv.name_hint] = nf
+        else:
+            new_mod[gv] = func
+    return new_mod

@@ -1,0 +1,76 @@
+"""Annotate: attach a plan's formats to a prepared Relax module as ``fxp.annotate`` calls.
+
+Runs after ``Prepare`` and before ``Simulate`` or ``Realize``.  Every input parameter, every weight and
+bias constant and every layer output (see ``analysis``) is wrapped in ``fxp.annotate(x, format, key)``.
+The plan is validated against the model first: a plan for another model, a format that cannot be realized
+(bias finer than the accumulator, a per-channel activation, an accumulator beyond 52 bits) is refused
+with the offending tensor named.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from tvm_fxp.bounds import layer_arithmetic
+from tvm_fxp.plan import Plan, PlanError
+
+from ._ir import map_relax_functions, rebuild_function
+from .analysis import LayerGraph, analyze
+from .ops import annotate
+
+
+def validate_plan(lg: LayerGraph, plan: Plan) -> dict:
+    """Check ``plan`` against the layer graph; return ``{layer: LayerArithmetic}`` for weighted/anchor layers."""
+    plan.check_keys(lg.tensors())
+    for key, (kind, _, _) in lg.tensors().items():
+        if kind in ("activation", "input") and plan[key].per_channel:
+            raise PlanError(f"{key}: activations take per-tensor formats only")
+    out = {}
+    for layer in lg.layers.values():
+        if layer.op == "input":
+            continue
+        fmts = [plan[lg.layers[i].output_key] for i in layer.inputs]
+        out[layer.name] = layer_arithmetic(layer, plan, fmts)
+    return out
+
+
+def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
+    lg = analyze(func)
+    validate_plan(lg, plan)
+    by_anchor = {l.anchor: l for l in lg.layers.values() if l.weight is not None}
+    by_bias = {l.bias_var: l for l in lg.layers.values() if l.bias_var is not None}
+    by_tail = lg.by_tail()
+
+    def prologue(bb, env):
+        for p in func.params:
+            layer = by_tail[p]
+            env[p] = bb.emit(annotate(env[p], plan[layer.output_key], layer.output_key), f"{p.name}_fxp")
+
+    def rule(bb, b, value, env):
+        if b.var in by_anchor:
+            layer = by_anchor[b.var]
+            w = bb.emit(annotate(value.args[1], plan[layer.weight_key], layer.weight_key), f"{layer.name}_w")
+            value = relax.Call(value.op, [value.args[0], w], value.attrs)
+        if b.var in by_bias:
+            layer = by_bias[b.var]
+            bias = bb.emit(annotate(value.args[1], plan[layer.bias_key], layer.bias_key), f"{layer.name}_b")
+            value = relax.Call(value.op, [value.args[0], bias], value.attrs)
+        if b.var in by_tail:
+            layer = by_tail[b.var]
+            raw = bb.emit(value, b.var.name)
+            return annotate(raw, plan[layer.output_key], layer.output_key)
+        return value
+
+    return rebuild_function(func, rule, prologue=prologue)
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Annotate")
+class Annotate:
+    """Mark every tensor of ``main`` with its format from ``plan`` (a ``Plan`` or a path to plan JSON)."""
+
+    def __init__(self, plan):
+        self.plan = plan if isinstance(plan, Plan) else Plan.load(plan)
+
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        return map_relax_functions(mod, lambda f, name: annotate_function(f, self.plan) if name == "main" else f)

@@ -1,0 +1,174 @@
+"""Accumulator bounds: proofs that an integer layer cannot overflow its accumulator.
+
+For a weighted layer with stored input integers ``|x| <= X`` (``X = 2**(w-1)`` signed, ``2**w - 1``
+unsigned), stored weights ``Wq`` and the bias shifted to the accumulator scale ``Bq``:
+
+- worst case (hls4ml's formula): ``X * fan_in * max|Wq| + max|Bq|`` -> ``w_x + w_w + ceil(log2 fan_in)`` bits;
+- data-dependent L1 bound (A2Q-style), per output channel ``c``: ``X * sum_k |Wq[c, k]| + |Bq[c]|``.
+
+Both bound every partial sum too, whatever the summation order, so they hold for any kernel schedule.
+The integer graph uses int32 when the tighter bound fits 31 bits with a margin for the rounding offset,
+else int64.  The float64 simulation is exact while every accumulator magnitude stays below ``2**52``
+(every value is an integer multiple of ``2**-frac`` and float64 holds 53-bit integers); plans beyond that
+are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .formats import FixedPointFormat, bits_for_magnitude
+
+INT32_LIMIT = 1 << 30   # keeps acc + 2**(s-1) and aligned operands inside int32
+SIM_EXACT_LIMIT = 1 << 52
+
+
+class AccumulatorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AccumulatorBound:
+    layer: str
+    worst_case: int        # magnitude bound from bit widths only
+    l1: int                # data-dependent bound (equals worst_case for layers without weights)
+    fan_in: int
+
+    @property
+    def worst_case_bits(self) -> int:
+        return bits_for_magnitude(self.worst_case)
+
+    @property
+    def l1_bits(self) -> int:
+        return bits_for_magnitude(self.l1)
+
+    @property
+    def bits(self) -> int:
+        """Accumulator bits the layer needs (the tighter of the two proofs)."""
+        return min(self.worst_case_bits, self.l1_bits)
+
+    @property
+    def decided_by(self) -> str:
+        return "l1" if self.l1_bits < self.worst_case_bits else "worst-case"
+
+    @property
+    def dtype(self) -> str:
+        return "int32" if min(self.worst_case, self.l1) < INT32_LIMIT else "int64"
+
+    def check_simulation_exact(self):
+        if min(self.worst_case, self.l1) >= SIM_EXACT_LIMIT:
+            raise AccumulatorError(
+                f"layer {self.layer}: accumulator needs {self.bits} bits (> 52); float64 simulation would not "
+                "be exact. Use fewer weight/activation bits for this layer.")
+
+    def to_json(self) -> dict:
+        return {"worst_case_bits": self.worst_case_bits, "l1_bits": self.l1_bits, "bits": self.bits,
+                "decided_by": self.decided_by, "dtype": self.dtype, "fan_in": self.fan_in}
+
+
+def weight_l1_per_channel(wq: np.ndarray, axis: int) -> np.ndarray:
+    """sum |Wq| over everything but the output-channel axis."""
+    a = np.abs(wq.astype(np.int64))
+    return np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).sum(axis=1)
+
+
+def bias_at_accumulator(bias_q: np.ndarray, bias_fmt: FixedPointFormat, acc_frac: np.ndarray) -> np.ndarray:
+    """Stored bias integers shifted left to the accumulator scale (exact; bias frac <= accumulator frac)."""
+    shift = np.asarray(acc_frac, dtype=np.int64).reshape(-1) - np.asarray(bias_fmt.frac_list, dtype=np.int64)
+    if np.any(shift < 0):
+        raise AccumulatorError("bias has more fractional bits than the accumulator")
+    return bias_q.astype(np.int64) << np.broadcast_to(shift, bias_q.shape)
+
+
+def weighted_layer_bound(name: str, x_fmt: FixedPointFormat, wq: np.ndarray, w_fmt: FixedPointFormat,
+                         w_axis: int, fan_in: int, bias_acc: np.ndarray | None) -> AccumulatorBound:
+    X = x_fmt.max_abs_q
+    b = 0 if bias_acc is None else np.abs(bias_acc).astype(np.int64)
+    worst = X * fan_in * w_fmt.max_abs_q + int(np.max(b, initial=0))
+    l1 = int(np.max(X * weight_l1_per_channel(wq, w_axis) + b))
+    return AccumulatorBound(name, int(worst), l1, fan_in)
+
+
+def aligned_sum_bound(name: str, fmts: list, acc_frac: int, terms_per_input: int = 1,
+                      multiplier: int = 1) -> AccumulatorBound:
+    """Bound for adds/concats/pools: inputs shifted left to ``acc_frac`` then summed."""
+    total = 0
+    for f in fmts:
+        total += (f.max_abs_q << (acc_frac - f.frac)) * terms_per_input
+    total *= multiplier
+    return AccumulatorBound(name, int(total), int(total), terms_per_input)
+
+
+def pool_multiplier(count: int) -> tuple[int, int]:
+    """Integer ``m`` and shift ``s`` with ``m / 2**s`` ~ ``1 / count`` (exact when count is a power of 2)."""
+    if count & (count - 1) == 0:
+        return 1, count.bit_length() - 1
+    s = 15 + (count - 1).bit_length()
+    return int(round((1 << s) / count)), s
+
+
+@dataclass(frozen=True)
+class LayerArithmetic:
+    """The integer arithmetic of one layer under a plan: quantized operands, scales and the bound."""
+
+    name: str
+    acc_frac: np.ndarray           # per output channel (1-D) or scalar (0-D)
+    bound: AccumulatorBound
+    wq: np.ndarray | None = None
+    bias_acc: np.ndarray | None = None
+    pool: tuple | None = None      # (count, m, s) for avgpool/mean
+
+
+def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
+    """Quantize a layer's constants under ``plan`` and prove its accumulator bound.
+
+    ``layer`` is a ``tvm_fxp.passes.analysis.Layer``; ``input_fmts`` the formats of its inputs.
+    Raises AccumulatorError / FormatError naming the layer when the plan cannot be realized exactly.
+    """
+    from .plan import PlanError
+
+    if layer.weight is not None:
+        x_fmt = input_fmts[0]
+        if x_fmt.per_channel:
+            raise PlanError(f"{layer.name}: input activation format must be per-tensor")
+        w_fmt = plan[layer.weight_key]
+        if w_fmt.per_channel and (len(w_fmt.frac) != layer.channels or w_fmt.axis != layer.weight_axis):
+            raise PlanError(f"{layer.weight_key}: per-channel format needs {layer.channels} fracs on axis "
+                            f"{layer.weight_axis}, got {len(w_fmt.frac)} on axis {w_fmt.axis}")
+        wq = w_fmt.quantize(layer.weight)
+        acc_frac = x_fmt.frac + np.asarray(w_fmt.frac_list, dtype=np.int64)
+        bias_acc = None
+        if layer.bias is not None:
+            b_fmt = plan[layer.bias_key]
+            if b_fmt.per_channel and len(b_fmt.frac) != layer.channels:
+                raise PlanError(f"{layer.bias_key}: per-channel format needs {layer.channels} fracs")
+            over = np.asarray(b_fmt.frac_list) > acc_frac
+            if np.any(over):
+                raise PlanError(f"{layer.bias_key}: frac {max(b_fmt.frac_list)} exceeds the accumulator's "
+                                f"{int(np.min(acc_frac))} (bias is added at accumulator scale; lower its frac)")
+            bias_acc = bias_at_accumulator(b_fmt.quantize(layer.bias), b_fmt,
+                                           np.broadcast_to(acc_frac, (layer.channels,)))
+        bound = weighted_layer_bound(layer.name, x_fmt, wq, w_fmt, layer.weight_axis, layer.fan_in, bias_acc)
+        bound.check_simulation_exact()
+        return LayerArithmetic(layer.name, acc_frac if w_fmt.per_channel else acc_frac.reshape(()),
+                               bound, wq, bias_acc)
+    for f in input_fmts:
+        if f.per_channel:
+            raise PlanError(f"{layer.name}: input activation formats must be per-tensor")
+    if layer.op in ("add", "concat"):
+        acc = max(f.frac for f in input_fmts)
+        if layer.op == "add":
+            bound = aligned_sum_bound(layer.name, input_fmts, acc)
+        else:
+            bound = max((aligned_sum_bound(layer.name, [f], acc) for f in input_fmts), key=lambda b: b.l1)
+        bound.check_simulation_exact()
+        return LayerArithmetic(layer.name, np.asarray(acc), bound)
+    if layer.op in ("avgpool", "mean"):
+        count = layer.pool_count
+        m, s = pool_multiplier(count)
+        bound = aligned_sum_bound(layer.name, input_fmts, input_fmts[0].frac, count, m)
+        bound.check_simulation_exact()
+        return LayerArithmetic(layer.name, np.asarray(input_fmts[0].frac + s), bound, pool=(count, m, s))
+    raise PlanError(f"{layer.name}: no integer arithmetic for op {layer.op}")
