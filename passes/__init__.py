@@ -1,0 +1,16 @@
+"""tvm-fxp's Relax passes, in pipeline order: Prepare -> Annotate(plan) -> Simulate | Realize.
+
+Each is an ordinary ``tvm.transform.Pass`` and composes in ``tvm.transform.Sequential``.
+"""
+
+from .analysis import LayerGraph, analyze
+from .annotate import Annotate, validate_plan
+from .ops import ANNOTATE, annotate
+from .prepare import FoldAffineIntoLayers, Prepare
+from .realize import Realize
+from .simulate import Simulate
+from .structure import float_ops_in_integer_graph
+from ._ir import FxpGraphError
+
+__all__ = ["ANNOTATE", "Annotate", "FoldAffineIntoLayers", "FxpGraphError", "LayerGraph", "Prepare", "Realize",
+           "Simulate", "analyze", "annotate", "float_ops_in_integer_graph", "validate_plan"]

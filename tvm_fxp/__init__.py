@@ -1,0 +1,11 @@
+"""tvm-fxp: fixed-point quantization for Apache TVM (Relax + TIR)."""
+
+from .api import (ModelError, Quantized, Runner, bind_plan, build, import_onnx, load_model, prepare,
+                  quantize)
+from .formats import FixedPointFormat, FormatError
+from .methods import Uniform
+from .plan import Plan, PlanError
+
+__version__ = "0.1.0"
+__all__ = ["FixedPointFormat", "FormatError", "ModelError", "Plan", "PlanError", "Quantized", "Runner",
+           "Uniform", "bind_plan", "build", "import_onnx", "load_model", "prepare", "quantize"]

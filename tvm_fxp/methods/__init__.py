@@ -1,0 +1,21 @@
+"""Precision-allocation methods: one module each, each a config dataclass and an ``allocate`` function.
+
+``allocate(layer_graph, stats, config, evaluate=None) -> Plan``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .uniform import MethodError, Uniform
+
+METHODS = {"uniform": "tvm_fxp.methods.uniform"}
+
+
+def get_method(name: str):
+    if name not in METHODS:
+        raise MethodError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+    return importlib.import_module(METHODS[name])
+
+
+__all__ = ["METHODS", "MethodError", "Uniform", "get_method"]

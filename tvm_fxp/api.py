@@ -1,0 +1,176 @@
+"""The Python API: import, prepare, calibrate, allocate, annotate, simulate, realize, build, run.
+
+    import tvm_fxp
+    q = tvm_fxp.quantize("model.onnx", calib_images, method=tvm_fxp.Uniform(bits=8))
+    ex = tvm_fxp.build(q.realized())          # integer-only module
+    logits = tvm_fxp.Runner(ex).run(images)
+
+Each step is also a plain Relax pass (``tvm_fxp.passes``) for users who assemble their own pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .calibrate import CalibrationError, TensorStats, calibrate, check_batch
+from .methods import get_method
+from .plan import Plan, PlanError
+
+
+class ModelError(ValueError):
+    """The model file cannot be used; the message names the file/node and what to do."""
+
+
+def import_onnx(path, input_shape=None) -> tvm.IRModule:
+    """Load an ONNX file into Relax (weights as constants), with clear errors for bad files."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file {p} does not exist")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ModelError(f"model file {p} is not a valid ONNX model (truncated or corrupt?): {e}") from None
+    if not model.graph.node:
+        raise ModelError(f"model file {p} has an empty graph (not an ONNX model, or truncated)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ModelError(f"model file {p} fails the ONNX checker: {str(e).splitlines()[0]}") from None
+    init_names = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in init_names]
+    shape_dict = None
+    if input_shape is not None:
+        if len(graph_inputs) != 1:
+            raise ModelError(f"{p}: input_shape given but the model has {len(graph_inputs)} inputs")
+        shape_dict = {graph_inputs[0].name: [int(s) for s in input_shape]}
+    for t in model.graph.initializer:
+        arr = onnx.numpy_helper.to_array(t)
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            raise ModelError(f"{p}: initializer {t.name!r} contains NaN/inf; fix the exported weights")
+    try:
+        mod = from_onnx(model, shape_dict=shape_dict, keep_params_in_input=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{p}: TVM's ONNX importer failed: {msg}") from None
+    return mod
+
+
+def model_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    from .passes import Prepare
+
+    return Prepare()(mod)
+
+
+@dataclass
+class Quantized:
+    """A prepared float module, its layer graph, calibration statistics and the chosen plan."""
+
+    prepared: tvm.IRModule
+    graph: object                    # tvm_fxp.passes.analysis.LayerGraph
+    plan: Plan
+    stats: dict = field(default_factory=dict)
+    arithmetic: dict = field(default_factory=dict)
+
+    def annotated(self) -> tvm.IRModule:
+        from .passes import Annotate
+
+        return Annotate(self.plan)(self.prepared)
+
+    def simulated(self) -> tvm.IRModule:
+        from .passes import Simulate
+
+        return Simulate()(self.annotated())
+
+    def realized(self) -> tvm.IRModule:
+        from .passes import Realize
+
+        return Realize()(self.annotated())
+
+    def with_plan(self, plan: Plan) -> "Quantized":
+        return bind_plan(self.prepared, self.graph, plan, self.stats)
+
+
+def bind_plan(prepared, lg, plan: Plan, stats=None) -> Quantized:
+    """Validate ``plan`` against the model and fill its informative ``layers`` section."""
+    from .passes.annotate import validate_plan
+
+    arith = validate_plan(lg, plan)
+    layers = {}
+    for layer in lg.layers.values():
+        info = {"op": layer.op, "inputs": layer.inputs, "out_shape": list(layer.out_shape), "macs": layer.macs,
+                "fan_in": layer.fan_in, "fused": layer.fused,
+                "params": 0 if layer.weight is None else int(layer.weight.size)
+                + (0 if layer.bias is None else int(layer.bias.size))}
+        if layer.name in arith:
+            info["accumulator"] = arith[layer.name].bound.to_json()
+        layers[layer.name] = info
+    plan.layers = layers
+    return Quantized(prepared, lg, plan, stats or {}, arith)
+
+
+def load_model(model, input_shape=None) -> tuple:
+    """``(prepared module, layer graph)`` from an ONNX path or a Relax module."""
+    from .passes.analysis import analyze
+
+    mod = import_onnx(model, input_shape) if isinstance(model, (str, Path)) else model
+    prepared = prepare(mod)
+    return prepared, analyze(prepared["main"])
+
+
+def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,
+             evaluate=None) -> Quantized:
+    """Calibrate ``model`` on ``calib_inputs`` and choose formats with ``method`` (default: uniform 8-bit)."""
+    from .methods.uniform import Uniform
+
+    method = method or Uniform(8)
+    prepared, lg = load_model(model, input_shape)
+    stats = calibrate(prepared, lg, calib_inputs, batch_size=batch_size, progress=progress)
+    plan = get_method(method.name).allocate(lg, stats, method, evaluate)
+    if isinstance(model, (str, Path)):
+        plan.model = {"name": Path(model).name, "sha256": model_digest(model)}
+    return bind_plan(prepared, lg, plan, stats)
+
+
+def build(mod: tvm.IRModule, target="llvm"):
+    """Compile a (float, simulated or realized) module to a VM executable."""
+    return tvm.compile(mod, target=target)
+
+
+class Runner:
+    """Run a compiled module over a batch of inputs, in chunks (the model has a dynamic batch dimension)."""
+
+    def __init__(self, executable_or_path, device=None):
+        dev = device or tvm.cpu()
+        ex = executable_or_path
+        if isinstance(ex, (str, Path)):
+            ex = tvm.runtime.load_module(str(ex))
+        self.vm = relax.VirtualMachine(ex, dev)
+
+    def run(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        outs = []
+        for s in range(0, len(inputs), batch_size):
+            x = np.ascontiguousarray(inputs[s:s + batch_size], dtype=np.float32)
+            outs.append(self.vm["main"](tvm.runtime.tensor(x)).numpy())
+        return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def output_integers(y: np.ndarray, frac: int) -> np.ndarray:
+    """Stored integers of a dequantized output (exact: the output is ``q * 2**-frac`` in float32)."""
+    return np.rint(np.ldexp(y.astype(np.float64), frac)).astype(np.int64)
+
+
+__all__ = ["ModelError", "PlanError", "CalibrationError", "TensorStats", "Quantized", "Runner", "bind_plan",
+           "build", "check_batch", "import_onnx", "load_model", "prepare", "quantize", "output_integers"]
