@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import tvm_ffi
 import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
 
 
+@tvm_ffi.register_error
 class FxpGraphError(ValueError):
     """The graph cannot be handled; the message names the node and what to do."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import tvm_ffi
 
 from .formats import FixedPointFormat, bits_for_magnitude
 
@@ -25,6 +26,7 @@ INT32_LIMIT = 1 << 30   # keeps acc + 2**(s-1) and aligned operands inside int32
 SIM_EXACT_LIMIT = 1 << 52
 
 
+@tvm_ffi.register_error
 class AccumulatorError(ValueError):
     pass
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import tvm_ffi
 import tvm
 from tvm import relax
 from tqdm.auto import tqdm
@@ -18,6 +19,7 @@ HIST_LO, HIST_HI, HIST_PER_OCTAVE = -32, 32, 4
 HIST_EDGES = np.linspace(HIST_LO, HIST_HI, (HIST_HI - HIST_LO) * HIST_PER_OCTAVE + 1)
 
 
+@tvm_ffi.register_error
 class CalibrationError(ValueError):
     pass
 

@@ -1,0 +1,193 @@
+"""The ``tvm-fxp`` command line.
+
+    tvm-fxp quantize MODEL.onnx --calib DATA --method uniform --bits 8 --out DIR
+    tvm-fxp evaluate DIR --data DATA
+
+DATA is ``fashion-mnist`` (calibrate on training images; measure on the full 10,000-image test split when the
+Debian package is installed, else on the bundled subset), an ``.npz`` of inputs (and optional labels), or
+``synthetic`` (random inputs of the model's input shape; accuracy keys are then null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from .calibrate import CalibrationError
+from .datasets import Dataset, fashion_mnist, load_npz
+from .formats import FormatError
+from .methods import METHODS, MethodError, Uniform
+from .plan import Plan, PlanError
+from .report import agreement, markdown_report, plan_costs, top1
+
+SUMMARY_KEYS = ("method", "float_top1", "fxp_top1", "agreement", "weight_bits", "activation_bits",
+                "memory_reduction_vs_float", "mult_cost_vs_8bit", "max_accumulator_bits", "bit_exact",
+                "float_ops_in_integer_graph", "wall_s")
+
+
+class CliError(Exception):
+    pass
+
+
+def load_data(spec: str, lg, role: str, limit: int | None, seed: int = 0) -> Dataset:
+    """``role`` is ``calib`` or ``eval``."""
+    if spec == "fashion-mnist":
+        return fashion_mnist("train" if role == "calib" else "test", limit=limit)
+    if spec == "synthetic":
+        shape = lg.layers["input"].out_shape if "input" in lg.layers else None
+        if shape is None:
+            raise CliError("synthetic data needs a model with one input")
+        n = limit or 64
+        rng = np.random.default_rng(seed if role == "calib" else seed + 1)
+        return Dataset(rng.random((n,) + tuple(shape), dtype=np.float32), None,
+                       f"synthetic: {n} uniform [0,1) inputs of shape {list(shape)}")
+    p = Path(spec)
+    if p.suffix == ".npz":
+        ds = load_npz(p)
+        if limit is not None and role == "calib":
+            ds = Dataset(ds.inputs[:limit], None if ds.labels is None else ds.labels[:limit], ds.source)
+        return ds
+    raise CliError(f"--calib/--data {spec!r}: expected 'fashion-mnist', 'synthetic' or a path to an .npz file")
+
+
+def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size: int = 256) -> dict:
+    """Float, simulated and realized outputs on ``data``: accuracy, agreement and bit-exactness."""
+    from .passes import float_ops_in_integer_graph
+
+    float_out = api.Runner(api.build(q.prepared)).run(data.inputs, batch_size)
+    sim_out = api.Runner(api.build(q.simulated())).run(data.inputs, batch_size)
+    fxp_out = fxp_runner.run(data.inputs, batch_size)
+    return {
+        "float_top1": top1(float_out, data.labels),
+        "fxp_top1": top1(fxp_out, data.labels),
+        "agreement": agreement(float_out, fxp_out),
+        "bit_exact": bool(np.array_equal(sim_out, fxp_out)),
+        "float_ops_in_integer_graph": len(float_ops_in_integer_graph(q.realized())),
+        "evaluated_inputs": int(len(data.inputs)),
+        "data_source": data.source,
+    }
+
+
+def method_config(args):
+    if args.method == "uniform":
+        return Uniform(bits=args.bits, per_channel_weights=args.per_channel)
+    raise MethodError(f"unknown method {args.method!r}; available: {sorted(METHODS)}")
+
+
+def cmd_quantize(args) -> dict:
+    t0 = time.time()
+    out = Path(args.out)
+    method = method_config(args)
+    prepared, lg = api.load_model(args.model, args.input_shape)
+    calib = load_data(args.calib, lg, "calib", args.calib_size, args.seed)
+    print(f"calibrating on {len(calib.inputs)} inputs ({calib.source})", file=sys.stderr)
+    from .calibrate import calibrate
+    from .methods import get_method
+
+    stats = calibrate(prepared, lg, calib.inputs, batch_size=args.batch_size, progress=not args.quiet)
+    if args.plan:
+        plan = Plan.load(args.plan)
+    else:
+        plan = get_method(method.name).allocate(lg, stats, method)
+    plan.model = {"name": Path(args.model).name, "sha256": api.model_digest(args.model)}
+    q = api.bind_plan(prepared, lg, plan, stats)
+    out.mkdir(parents=True, exist_ok=True)
+    plan.save(out / "plan.json")
+    shutil.copyfile(args.model, out / "source.onnx")
+    ex = api.build(q.realized(), target="llvm")
+    ex.export_library(str(out / "model.so"))
+    data_spec = args.data or args.calib
+    eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed)
+    print(f"measuring on {len(eval_data.inputs)} inputs ({eval_data.source})", file=sys.stderr)
+    summary = {"model": Path(args.model).name, "method": plan.method, "config": plan.config,
+               "input_shape": args.input_shape}
+    summary.update(measure(q, api.Runner(out / "model.so"), eval_data, args.batch_size))
+    summary.update(plan_costs(q))
+    summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source}
+    summary["wall_s"] = round(time.time() - t0, 2)
+    _write_outputs(out, q, summary)
+    return summary
+
+
+def cmd_evaluate(args) -> dict:
+    t0 = time.time()
+    d = Path(args.dir)
+    for f in ("plan.json", "model.so", "source.onnx"):
+        if not (d / f).exists():
+            raise CliError(f"{d / f} is missing: is {d} the --out directory of `tvm-fxp quantize`?")
+    plan = Plan.load(d / "plan.json")
+    prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    input_shape = args.input_shape or prev.get("input_shape")
+    prepared, lg = api.load_model(d / "source.onnx", input_shape)
+    q = api.bind_plan(prepared, lg, plan)
+    data = load_data(args.data, lg, "eval", args.eval_size, args.seed)
+    summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method, "config": plan.config,
+               "input_shape": input_shape}
+    summary.update(measure(q, api.Runner(d / "model.so"), data, args.batch_size))
+    summary.update(plan_costs(q))
+    summary["wall_s"] = round(time.time() - t0, 2)
+    _write_outputs(d, q, summary, name="evaluation")
+    return summary
+
+
+def _write_outputs(out: Path, q, summary: dict, name: str = "summary") -> None:
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / ("report.md" if name == "summary" else f"{name}.md")).write_text(markdown_report(q, summary))
+
+
+def _shape(s: str):
+    try:
+        return [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-shape must be comma-separated integers, got {s!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tvm-fxp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--batch-size", type=int, default=256)
+    common.add_argument("--eval-size", type=int, default=None, help="evaluate on the first N inputs only")
+    common.add_argument("--input-shape", type=_shape, default=None, help="static input shape, e.g. 1,3,224,224")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--quiet", action="store_true")
+    q = sub.add_parser("quantize", parents=[common], help="calibrate, choose formats, realize and build")
+    q.add_argument("model")
+    q.add_argument("--calib", required=True, help="fashion-mnist | synthetic | FILE.npz")
+    q.add_argument("--data", default=None, help="evaluation data (default: same source as --calib)")
+    q.add_argument("--calib-size", type=int, default=500)
+    q.add_argument("--method", default="uniform", choices=sorted(METHODS))
+    q.add_argument("--bits", type=int, default=8)
+    q.add_argument("--per-channel", action="store_true", help="per-channel weight formats")
+    q.add_argument("--plan", default=None, help="use this (hand-edited) plan.json instead of a method")
+    q.add_argument("--target", default="llvm", choices=["llvm"], help="compilation target")
+    q.add_argument("--out", required=True)
+    e = sub.add_parser("evaluate", parents=[common], help="re-measure a quantized model directory")
+    e.add_argument("dir")
+    e.add_argument("--data", required=True)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .passes import FxpGraphError
+
+    try:
+        summary = cmd_quantize(args) if args.cmd == "quantize" else cmd_evaluate(args)
+    except (CliError, api.ModelError, PlanError, FormatError, MethodError, CalibrationError, FxpGraphError,
+            FileNotFoundError, ValueError) as e:
+        print(f"tvm-fxp: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS + ("data_source",)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
