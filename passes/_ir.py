@@ -108,7 +108,7 @@ def remap_expr(expr, env: dict):
     if isinstance(expr, relax.Var):
         return env.get(expr, expr)
     if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs)
+        return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs, expr.ty_args)
     if isinstance(expr, relax.Tuple):
         return relax.Tuple([remap_expr(a, env) for a in expr.fields])
     if isinstance(expr, relax.TupleGetItem):

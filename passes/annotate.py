@@ -9,6 +9,10 @@ with the offending tensor named.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+
 import tvm
 from tvm import relax
 
@@ -54,7 +58,11 @@ def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
             value = relax.Call(value.op, [value.args[0], w], value.attrs)
         if b.var in by_bias:
             layer = by_bias[b.var]
-            bias = bb.emit(annotate(value.args[1], plan[layer.bias_key], layer.bias_key), f"{layer.name}_b")
+            fmt = plan[layer.bias_key]
+            if fmt.per_channel:  # the plan indexes the 1-D bias; the constant is e.g. (1, C, 1, 1)
+                shape = [int(s) for s in value.args[1].ty.shape]
+                fmt = dataclasses.replace(fmt, axis=int(np.argmax(shape)) if max(shape) > 1 else len(shape) - 1)
+            bias = bb.emit(annotate(value.args[1], fmt, layer.bias_key), f"{layer.name}_b")
             value = relax.Call(value.op, [value.args[0], bias], value.attrs)
         if b.var in by_tail:
             layer = by_tail[b.var]

@@ -198,13 +198,19 @@ def realize_function(func: relax.Function) -> relax.Function:
             dom[b.var] = d
             lo, hi = float(orig.args[1].value), float(orig.args[2].value)
             frac = np.asarray(d.frac, dtype=np.int64)
-            lo_i, hi_i = np.ldexp(lo, frac), np.ldexp(hi, frac)
-            if np.any(lo_i != np.round(lo_i)) or np.any(hi_i != np.round(hi_i)):
-                raise FxpGraphError(f"{where}: clip bounds ({lo}, {hi}) are not representable at scale 2**-{frac.min()}"
-                                    "; give this tensor more fractional bits")
             info = np.iinfo(d.dtype)
-            lo_i, hi_i = np.clip(lo_i, info.min, info.max), np.clip(hi_i, info.min, info.max)
-            return relax.op.minimum(relax.op.maximum(value.args[0], _iconst(lo_i, d.dtype)), _iconst(hi_i, d.dtype))
+            out = value.args[0]
+            for bound, pick, limit in ((lo, relax.op.maximum, info.min), (hi, relax.op.minimum, info.max)):
+                if not np.isfinite(bound):
+                    continue
+                scaled = np.ldexp(bound, frac)
+                if np.any(scaled != np.round(scaled)):
+                    raise FxpGraphError(f"{where}: clip bound {bound} is not representable at scale "
+                                        f"2**-{int(frac.min())}; give this tensor more fractional bits")
+                scaled = np.clip(scaled, float(info.min), float(info.max))
+                ints = np.where(np.abs(scaled) >= 2.0 ** 62, limit, scaled).astype(np.int64)
+                out = bb.emit(pick(out, _iconst(ints, d.dtype)), f"{b.var.name}_clip")
+            return out
 
         if name in _LAYOUT_OPS:
             dom[b.var] = dom_of(orig.args[0], where)

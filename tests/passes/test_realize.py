@@ -1,0 +1,124 @@
+"""Realize vs Simulate (bit for bit) and vs an independent numpy int64 reference, op by op."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tvm_fxp
+from tvm_fxp.api import output_integers
+from tvm_fxp.formats import FixedPointFormat, rounding_right_shift
+from tvm_fxp.passes import float_ops_in_integer_graph
+from onnx_graphs import GraphBuilder, save
+
+
+def quantize_and_compare(path, bits, inputs, per_channel=False):
+    q = tvm_fxp.quantize(path, inputs, tvm_fxp.Uniform(bits, per_channel_weights=per_channel), progress=False)
+    real_mod = q.realized()
+    assert float_ops_in_integer_graph(real_mod) == []
+    sim = tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(inputs)
+    real = tvm_fxp.Runner(tvm_fxp.build(real_mod)).run(inputs)
+    out_fmt = q.plan[q.graph.layers[q.graph.output].output_key]
+    np.testing.assert_array_equal(output_integers(sim, out_fmt.frac), output_integers(real, out_fmt.frac))
+    assert np.array_equal(sim, real)
+    return q, real
+
+
+def _residual(g):
+    a = g.op("Relu", [g.conv("input", 4, 8)])
+    b = g.conv(a, 8, 8)
+    s = g.op("Relu", [g.op("Add", [a, b])])
+    return s
+
+
+def _concat(g):
+    a = g.op("Relu", [g.conv("input", 4, 6, k=1, pad=0)])
+    b = g.conv("input", 4, 5)
+    return g.op("Concat", [a, b], axis=1)
+
+
+def _pools(g):
+    a = g.op("Relu", [g.conv("input", 4, 8)])
+    p = g.op("AveragePool", [a], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1)
+    m = g.op("MaxPool", [p], kernel_shape=[2, 2], strides=[2, 2])
+    q = g.op("AveragePool", [m], kernel_shape=[2, 2], strides=[2, 2])
+    gap = g.op("GlobalAveragePool", [q])
+    return g.gemm(g.op("Flatten", [gap]), 8, 3)
+
+
+def _depthwise_strided(g):
+    a = g.op("Clip", [g.conv("input", 4, 4, k=3, stride=2, pad=1, groups=4), g.const(0.0), g.const(6.0)])
+    b = g.conv(a, 4, 8, k=1, pad=0)
+    c = g.conv(b, 8, 8, k=3, stride=1, pad=0, groups=2)
+    return g.gemm(g.op("Flatten", [c]), 8 * 3 * 3, 5)
+
+
+def _gap7(g):  # global average over 7x7: a non-power-of-two count uses the multiplier
+    a = g.op("Relu", [g.conv("input", 4, 6, stride=1, pad=0)])
+    return g.op("GlobalAveragePool", [a])
+
+
+GRAPHS = {"residual": (_residual, [1, 4, 8, 8]), "concat": (_concat, [1, 4, 8, 8]),
+          "pools": (_pools, [1, 4, 8, 8]), "depthwise_strided": (_depthwise_strided, [1, 4, 10, 10]),
+          "gap7": (_gap7, [1, 4, 9, 9])}
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_ops_bit_exact(tmp_path, rng, graph, bits):
+    build, shape = GRAPHS[graph]
+    g = GraphBuilder(shape, seed=hash(graph) % 1000)
+    path = save(g.model(build(g)), tmp_path)
+    inputs = rng.normal(0, 1, (16,) + tuple(shape[1:])).astype(np.float32)
+    quantize_and_compare(path, bits, inputs, per_channel=(bits == 8))
+
+
+def conv2d_int64(x, w, stride, pad, groups):
+    """Independent numpy int64 reference of an NCHW/OIHW conv2d."""
+    x = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    n, cin, h, wd = x.shape
+    cout, cg, kh, kw = w.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, cout, oh, ow), dtype=np.int64)
+    og = cout // groups
+    for gi in range(groups):
+        xs = x[:, gi * cg:(gi + 1) * cg]
+        ws = w[gi * og:(gi + 1) * og].astype(np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                out[:, gi * og:(gi + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[:, :, i, j])
+    return out
+
+
+def requantize_int64(acc, acc_frac, fmt: FixedPointFormat):
+    s = np.asarray(acc_frac) - fmt.frac
+    shifted = np.where(s >= 0, rounding_right_shift(acc, np.maximum(s, 0)), acc << np.maximum(-s, 0))
+    return np.clip(shifted, fmt.qmin, fmt.qmax)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cin=st.sampled_from([1, 2, 4]), mult=st.sampled_from([1, 2]), k=st.sampled_from([1, 3]),
+       stride=st.sampled_from([1, 2]), pad=st.sampled_from([0, 1]), depthwise=st.booleans(),
+       bits=st.sampled_from([3, 5, 8, 12]), relu=st.booleans(), seed=st.integers(0, 1000))
+def test_conv_layer_matches_numpy_int64_reference(tmp_path, cin, mult, k, stride, pad, depthwise, bits, relu, seed):
+    groups = cin if depthwise else 1
+    cout = cin * mult
+    g = GraphBuilder([1, cin, 7, 7], seed=seed)
+    y = g.conv("input", cin, cout, k=k, stride=stride, pad=pad, groups=groups)
+    if relu:
+        y = g.op("Relu", [y])
+    path = save(g.model(y), tmp_path, f"c{seed}.onnx")
+    x = np.random.default_rng(seed).normal(0, 1, (6, cin, 7, 7)).astype(np.float32)
+    q, real = quantize_and_compare(path, bits, x)
+    layer = q.graph.layers["conv2d_0"]
+    f_in, f_w, f_out = q.plan["input"], q.plan["conv2d_0.weight"], q.plan["conv2d_0.output"]
+    xq, wq = f_in.quantize(x), f_w.quantize(layer.weight)
+    acc_frac = f_in.frac + f_w.frac
+    acc = conv2d_int64(xq, wq, stride, pad, groups)
+    f_b = q.plan["conv2d_0.bias"]
+    acc += (f_b.quantize(layer.bias) << (acc_frac - f_b.frac)).reshape(1, -1, 1, 1)
+    if relu:
+        acc = np.maximum(acc, 0)
+    expected = requantize_int64(acc, acc_frac, f_out)
+    np.testing.assert_array_equal(output_integers(real, f_out.frac), expected)
