@@ -144,9 +144,14 @@ def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int
     return bind_plan(prepared, lg, plan, stats)
 
 
-def build(mod: tvm.IRModule, target="llvm"):
-    """Compile a (float, simulated or realized) module to a VM executable."""
-    return tvm.compile(mod, target=target)
+def host_target() -> tvm.target.Target:
+    """LLVM for this machine's CPU (so LLVM may use its vector extensions)."""
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def build(mod: tvm.IRModule, target=None):
+    """Compile a (float, simulated or realized) module to a VM executable (default: the host CPU)."""
+    return tvm.compile(mod, target=target or host_target())
 
 
 class Runner:

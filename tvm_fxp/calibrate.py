@@ -86,22 +86,24 @@ def probe_module(prepared: tvm.IRModule, lg) -> tvm.IRModule:
 def check_batch(x: np.ndarray, where: str) -> np.ndarray:
     x = np.asarray(x)
     if x.size == 0:
-        raise CalibrationError(f"{where}: calibration data is empty; give at least one input")
+        raise CalibrationError(f"{where} is empty; give at least one input")
     if not np.issubdtype(x.dtype, np.number):
         raise CalibrationError(f"{where}: calibration data has dtype {x.dtype}, expected numbers")
     bad = ~np.isfinite(x)
     if bad.any():
-        idx = np.argwhere(bad)[0]
-        raise CalibrationError(f"{where}: calibration data contains NaN/inf (first at index {tuple(idx)}); "
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise CalibrationError(f"{where} contains NaN/inf (first at index {idx}); "
                                "clean or drop those samples")
     return x.astype(np.float32, copy=False)
 
 
-def calibrate(prepared: tvm.IRModule, lg, inputs: np.ndarray, batch_size: int = 64, target="llvm",
+def calibrate(prepared: tvm.IRModule, lg, inputs: np.ndarray, batch_size: int = 64, target=None,
               progress: bool = True) -> dict:
     """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs``."""
     inputs = check_batch(inputs, "calibration data")
-    ex = tvm.compile(probe_module(prepared, lg), target=target)
+    from .api import build
+
+    ex = build(probe_module(prepared, lg), target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     keys = [layer.output_key for layer in lg.layers.values()]
     stats = {k: TensorStats() for k in keys}

@@ -101,7 +101,7 @@ def cmd_quantize(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.json")
     shutil.copyfile(args.model, out / "source.onnx")
-    ex = api.build(q.realized(), target="llvm")
+    ex = api.build(q.realized())
     ex.export_library(str(out / "model.so"))
     data_spec = args.data or args.calib
     eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed)
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bits", type=int, default=8)
     q.add_argument("--per-channel", action="store_true", help="per-channel weight formats")
     q.add_argument("--plan", default=None, help="use this (hand-edited) plan.json instead of a method")
-    q.add_argument("--target", default="llvm", choices=["llvm"], help="compilation target")
+    q.add_argument("--target", default="host", choices=["host"], help="compilation target (this CPU)")
     q.add_argument("--out", required=True)
     e = sub.add_parser("evaluate", parents=[common], help="re-measure a quantized model directory")
     e.add_argument("dir")

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+
+from tvm_fxp.cli import SUMMARY_KEYS, main
+from conftest import model_path
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_quantize_fashion_mnist_writes_everything(tmp_path, capsys):
+    out = tmp_path / "vgg8"
+    code, stdout, err = _run(["quantize", str(model_path("fmnist_vgg")), "--calib", "fashion-mnist", "--method",
+                              "uniform", "--bits", "8", "--out", str(out), "--calib-size", "200",
+                              "--eval-size", "500", "--quiet"], capsys)
+    assert code == 0, err
+    for f in ("plan.json", "model.so", "report.md", "summary.json"):
+        assert (out / f).stat().st_size > 0
+    s = json.loads((out / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(s)
+    assert s["method"] == "uniform" and s["bit_exact"] is True and s["float_ops_in_integer_graph"] == 0
+    assert 0.85 < s["fxp_top1"] <= 1 and 0.85 < s["float_top1"] <= 1 and s["agreement"] > 0.95
+    assert s["mult_cost_vs_8bit"] == pytest.approx(1.0)
+    assert s["memory_reduction_vs_float"] == pytest.approx(4.0)
+    assert 16 <= s["max_accumulator_bits"] <= 31
+    assert "fashion-mnist test split" in s["data_source"]
+    # weight_bits counts every weight and bias at 8 bits
+    plan = json.loads((out / "plan.json").read_text())
+    n_params = sum(l["params"] for l in plan["layers"].values())
+    assert s["weight_bits"] == 8 * n_params
+    assert "| conv2d_0 | conv2d+relu |" in (out / "report.md").read_text()
+
+    # evaluate re-measures from the directory
+    code, stdout, err = _run(["evaluate", str(out), "--data", "fashion-mnist", "--eval-size", "300", "--quiet"], capsys)
+    assert code == 0, err
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert ev["bit_exact"] is True and ev["evaluated_inputs"] == 300
+
+
+def test_hand_edited_plan_pins_a_layer_to_16_bits(tmp_path, capsys):
+    out = tmp_path / "a"
+    args = ["--calib", "synthetic", "--calib-size", "16", "--eval-size", "16", "--quiet"]
+    assert _run(["quantize", str(model_path("fmnist_vgg")), "--out", str(out)] + args, capsys)[0] == 0
+    plan = json.loads((out / "plan.json").read_text())
+    plan["tensors"]["conv2d_1.weight"] = {"bits": 16, "frac": 15, "signed": True}
+    plan["tensors"]["conv2d_1.bias"]["bits"] = 16
+    (tmp_path / "edited.json").write_text(json.dumps(plan))
+    out2 = tmp_path / "b"
+    code, _, err = _run(["quantize", str(model_path("fmnist_vgg")), "--plan", str(tmp_path / "edited.json"),
+                         "--out", str(out2)] + args, capsys)
+    assert code == 0, err
+    s = json.loads((out2 / "summary.json").read_text())
+    assert s["bit_exact"] is True
+    assert s["mult_cost_vs_8bit"] > 1.0     # one layer now multiplies 8 x 16 bits
+    assert json.loads((out2 / "plan.json").read_text())["tensors"]["conv2d_1.weight"]["bits"] == 16
+
+
+def test_synthetic_and_npz_data(tmp_path, capsys, rng):
+    code, stdout, err = _run(["quantize", str(model_path("fmnist_vgg")), "--calib", "synthetic", "--out",
+                              str(tmp_path / "s"), "--calib-size", "16", "--eval-size", "16", "--quiet"], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert s["float_top1"] is None and s["fxp_top1"] is None and s["bit_exact"] is True
+    x = rng.random((20, 1, 28, 28), dtype=np.float32)
+    np.savez(tmp_path / "d.npz", inputs=x, labels=np.arange(20) % 10)
+    code, stdout, err = _run(["quantize", str(model_path("fmnist_vgg")), "--calib", str(tmp_path / "d.npz"),
+                              "--out", str(tmp_path / "n"), "--bits", "6", "--quiet"], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "n" / "summary.json").read_text())
+    assert 0 <= s["fxp_top1"] <= 1 and s["evaluated_inputs"] == 20
+    assert s["mult_cost_vs_8bit"] == pytest.approx(36 / 64)
