@@ -32,7 +32,7 @@ __all__ = [
     "load_npz",
 ]
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_DIR = Path(os.environ.get("TVM_FXP_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 SUBSET_PATH = Path(__file__).parent / "data" / "fashion_mnist_subset.npz"
 
 # IDX type codes -> big-endian numpy dtypes.

@@ -1,0 +1,68 @@
+"""Regenerate the README's results section from bench/results/*.json (numbers are never typed by hand).
+
+    .venv/bin/python bench/update_readme.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _load(name):
+    p = RESULTS / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def main_job_table(r) -> list[str]:
+    lines = [f"8-bit uniform dynamic fixed point (`examples/main_job.py`, {r['date']}); "
+             f"data: {next(iter(r['models'].values()))['data_source']}.", "",
+             "| model | float top-1 | fxp top-1 | drop (points) | agreement | bit-exact | float ops in int graph "
+             "| memory vs float | widest accumulator | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in r["models"].items():
+        lines.append(f"| {name} | {s['float_top1']:.4f} | {s['fxp_top1']:.4f} | "
+                     f"{100 * (s['float_top1'] - s['fxp_top1']):.2f} | {s['agreement']:.4f} | {s['bit_exact']} | "
+                     f"{s['float_ops_in_integer_graph']} | {s['memory_reduction_vs_float']:.2f}x | "
+                     f"{s['max_accumulator_bits']} bits | {s['wall_s']:.0f} |")
+    return lines
+
+
+def latency_table(r) -> list[str]:
+    lines = [f"Latency (`bench/latency.py`, batch 1, one thread, median of {next(iter(r['models'].values())).get('repeats', '?')} "
+             f"interleaved repeats; {r['machine'].get('cpu', '')}). Baseline: int32 accumulators, default TVM "
+             "schedules, untuned.", "",
+             "| model | ORT fp32 ms | ORT int8 ms | TVM float ms | TVM fxp ms | fxp / ORT fp32 | fxp / ORT int8 | fxp / TVM float |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        t = m["median_ms"]
+        lines.append(f"| {name} | {t['ort_fp32']:.3f} | {t['ort_int8']:.3f} | {t['tvm_float']:.3f} | {t['tvm_fxp']:.3f} "
+                     f"| {m['ratio_vs_ort_fp32']:.2f} | {m['ratio_vs_ort_int8']:.2f} | {m['ratio_vs_tvm_float']:.2f} |")
+    return lines
+
+
+def render() -> str:
+    parts = []
+    r = _load("main_job.json")
+    if r:
+        parts += main_job_table(r) + [""]
+    r = _load("latency.json")
+    if r:
+        parts += latency_table(r) + [""]
+    return "\n".join(parts)
+
+
+def main():
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), START + "\n" + render() + END, text, flags=re.S)
+    readme.write_text(new)
+    print(render())
+
+
+if __name__ == "__main__":
+    main()
