@@ -51,9 +51,15 @@ def _iconst(v, dtype):
     return relax.const(np.asarray(v).astype(dtype), dtype)
 
 
-def _acc_dtype(bound: int, where: str) -> str:
+INT16_LIMIT = 1 << 15
+
+
+def _acc_dtype(bound: int, where: str, narrow: bool = False) -> str:
+    """The accumulator dtype a proven magnitude ``bound`` allows (int16 only when ``narrow``)."""
     if bound >= 1 << 52:
         raise FxpGraphError(f"{where}: accumulator bound 2**{int(np.log2(bound))} exceeds 52 bits")
+    if narrow and bound < INT16_LIMIT:
+        return "int16"
     return "int32" if bound < INT32_LIMIT else "int64"
 
 
@@ -61,7 +67,7 @@ def emit_requantize(bb, x, dom: Dom, fmt: FixedPointFormat, name: str):
     """Accumulator (or stored integers) at ``dom.frac`` -> stored integers of ``fmt``."""
     shift = np.asarray(dom.frac, dtype=np.int64) - fmt.frac
     dtype = dom.dtype
-    if dom.kind == "q" and dtype not in ("int32", "int64"):
+    if dtype not in ("int32", "int64"):  # stored integers or an int16 accumulator: widen for the rounding
         dtype = "int32"
         x = bb.emit(relax.op.astype(x, dtype), f"{name}_wide")
     rs, ls = np.maximum(shift, 0), np.maximum(-shift, 0)
@@ -91,7 +97,7 @@ def _channel_frac(frac: np.ndarray, out_ndim: int, axis: int) -> np.ndarray:
     return frac.reshape(shape)
 
 
-def realize_function(func: relax.Function) -> relax.Function:
+def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.Function:
     dom: dict = {}
     users = consumers(func)
     # the bias annotation that follows each weighted op, for the accumulator bound at the op itself
@@ -154,7 +160,7 @@ def realize_function(func: relax.Function) -> relax.Function:
                                                   np.broadcast_to(acc_frac, (bq.size,))))
                 l1 = l1 + bacc
                 worst = worst + int(bacc.max(initial=0))
-            dtype = _acc_dtype(min(int(np.max(l1)), worst), where)
+            dtype = _acc_dtype(min(int(np.max(l1)), worst), where, narrow=accumulator == "narrow")
             out_ndim = len(orig.ty.shape)
             dom[b.var] = Dom("acc", _channel_frac(acc_frac, out_ndim, 1 if w_axis == 0 else -1), dtype)
             return rebuild_weighted(orig, value.args[0], value.args[1], dtype)
@@ -246,8 +252,22 @@ def _aligned(bb, b, xs, ds, combine, dom, where, summed):
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Realize")
 class Realize:
-    """Lower the annotated ``main`` to an integer-only graph (float only at input quantize/output dequantize)."""
+    """Lower the annotated ``main`` to an integer-only graph (float only at input quantize/output dequantize).
+
+    Parameters
+    ----------
+    accumulator : str
+        ``"wide"`` (default): conv2d/matmul accumulate in int32, or int64 when the proof needs more.
+        ``"narrow"``: int16 wherever the layer's proven bound (L1 or worst case, bias included) is below
+        ``2**15``, so 16-bit-accumulator kernels can be used; other layers as ``"wide"``.
+    """
+
+    def __init__(self, accumulator: str = "wide"):
+        if accumulator not in ("wide", "narrow"):
+            raise ValueError(f"accumulator must be 'wide' or 'narrow', got {accumulator!r}")
+        self.accumulator = accumulator
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        mod = map_relax_functions(mod, lambda f, name: realize_function(f) if name == "main" else f)
+        mod = map_relax_functions(
+            mod, lambda f, name: realize_function(f, self.accumulator) if name == "main" else f)
         return relax.transform.DeadCodeElimination()(mod)

@@ -94,10 +94,10 @@ class Quantized:
 
         return Simulate()(self.annotated())
 
-    def realized(self) -> tvm.IRModule:
+    def realized(self, accumulator: str = "wide") -> tvm.IRModule:
         from .passes import Realize
 
-        return Realize()(self.annotated())
+        return Realize(accumulator)(self.annotated())
 
     def with_plan(self, plan: Plan) -> "Quantized":
         return bind_plan(self.prepared, self.graph, plan, self.stats)

@@ -122,3 +122,21 @@ def test_conv_layer_matches_numpy_int64_reference(tmp_path, cin, mult, k, stride
         acc = np.maximum(acc, 0)
     expected = requantize_int64(acc, acc_frac, f_out)
     np.testing.assert_array_equal(output_integers(real, f_out.frac), expected)
+
+
+def test_narrow_accumulators_only_where_proven(tmp_path, calib_images, test_images):
+    """Realize(accumulator="narrow") uses int16 exactly for the layers whose bound is below 2**15."""
+    from conftest import model_path
+    from tvm_fxp.passes._ir import main_bindings, op_name
+
+    x = test_images.inputs[:200]
+    q = tvm_fxp.quantize(model_path("fmnist_vgg"), calib_images[:64], tvm_fxp.Uniform(4), progress=False)
+    w = q.plan["conv2d_1.weight"]   # one layer with 8-bit weights: its accumulator no longer fits 16 bits
+    q = q.with_plan(q.plan.with_format("conv2d_1.weight", FixedPointFormat(8, w.frac + 4)))
+    narrow = q.realized(accumulator="narrow")
+    acc_dtypes = [str(b.var.ty.dtype) for b in main_bindings(narrow["main"])
+                  if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")]
+    expected = ["int16" if a.bound.bits <= 16 else a.bound.dtype for a in q.arithmetic.values() if a.wq is not None]
+    assert acc_dtypes == expected and "int16" in acc_dtypes and "int32" in acc_dtypes
+    wide = tvm_fxp.Runner(tvm_fxp.build(q.realized())).run(x)
+    np.testing.assert_array_equal(tvm_fxp.Runner(tvm_fxp.build(narrow)).run(x), wide)
