@@ -22,7 +22,9 @@ from .ops import annotation_format, is_annotate
 SIM_DTYPE = "float64"
 
 
-def simulate_function(func: relax.Function) -> relax.Function:
+def simulate_function(func: relax.Function, lower_annotation=None, extra_params=()) -> relax.Function:
+    """Simulate ``func``; ``lower_annotation(bb, binding, value)`` may replace the default fake-quant of an
+    ``fxp.annotate`` (``tvm_fxp.passes.search`` feeds formats at run time through ``extra_params``)."""
     out_dtype = str(func.body.body.ty.dtype)
 
     def prologue(bb, env):
@@ -31,6 +33,8 @@ def simulate_function(func: relax.Function) -> relax.Function:
 
     def rule(bb, b, value, env):
         name = op_name(value)
+        if is_annotate(value) and lower_annotation is not None:
+            return lower_annotation(bb, b, value)
         if is_annotate(value):
             fmt, key = annotation_format(value)
             x = value.args[0]
@@ -47,7 +51,7 @@ def simulate_function(func: relax.Function) -> relax.Function:
             return relax.op.multiply(total, fconst(np.ldexp(1.0, -s)))
         return value
 
-    return rebuild_function(func, rule, prologue=prologue,
+    return rebuild_function(func, rule, params=list(func.params) + list(extra_params), prologue=prologue,
                             epilogue=lambda bb, r, env: bb.emit(relax.op.astype(r, out_dtype), "sim_out"))
 
 
