@@ -130,14 +130,35 @@ def load_model(model, input_shape=None) -> tuple:
     return prepared, analyze(prepared["main"])
 
 
+def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, progress=True):
+    """The plan scorer the search methods use (parametric simulation compiled once)."""
+    from tqdm.auto import tqdm
+
+    from .methods.evaluate import Evaluator, uniform_plan
+
+    inputs = check_batch(inputs, "search data")
+    bar = tqdm(desc="search", unit="plan", disable=not progress)
+    return Evaluator(prepared, lg, uniform_plan(lg, stats, 16), inputs, labels, time_limit, progress=bar)
+
+
 def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,
-             evaluate=None) -> Quantized:
-    """Calibrate ``model`` on ``calib_inputs`` and choose formats with ``method`` (default: uniform 8-bit)."""
+             search_inputs=None, search_labels=None, time_limit: float | None = None) -> Quantized:
+    """Calibrate ``model`` on ``calib_inputs`` and choose formats with ``method`` (default: uniform 8-bit).
+
+    Search methods score candidate plans on ``search_inputs`` (default: the calibration inputs), on top-1
+    when ``search_labels`` are given, else label-free against the float model; ``time_limit`` (seconds)
+    bounds the search, which then returns its best plan so far.
+    """
+    from .methods import needs_evaluation
     from .methods.uniform import Uniform
 
     method = method or Uniform(8)
     prepared, lg = load_model(model, input_shape)
     stats = calibrate(prepared, lg, calib_inputs, batch_size=batch_size, progress=progress)
+    evaluate = None
+    if needs_evaluation(method):
+        evaluate = make_evaluator(prepared, lg, stats, calib_inputs if search_inputs is None else search_inputs,
+                                  search_labels, time_limit, progress)
     plan = get_method(method.name).allocate(lg, stats, method, evaluate)
     if isinstance(model, (str, Path)):
         plan.model = {"name": Path(model).name, "sha256": model_digest(model)}

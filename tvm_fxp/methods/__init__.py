@@ -9,7 +9,7 @@ import importlib
 
 from .uniform import MethodError, Uniform
 
-METHODS = {"uniform": "tvm_fxp.methods.uniform"}
+METHODS = {"uniform": "tvm_fxp.methods.uniform", "goyal2021": "tvm_fxp.methods.goyal2021"}
 
 
 def get_method(name: str):
@@ -18,4 +18,9 @@ def get_method(name: str):
     return importlib.import_module(METHODS[name])
 
 
-__all__ = ["METHODS", "MethodError", "Uniform", "get_method"]
+def needs_evaluation(config) -> bool:
+    """Methods that search on accuracy need an evaluator (labelled or label-free data)."""
+    return config.name != "uniform"
+
+
+__all__ = ["METHODS", "MethodError", "Uniform", "get_method", "needs_evaluation"]

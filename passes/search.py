@@ -1,0 +1,118 @@
+"""A simulated graph compiled once, with the formats fed at run time: cheap evaluation of many plans.
+
+Precision searches (the allocation methods) try hundreds of plans.  Rebuilding and recompiling the simulated
+module for each would cost seconds per candidate.  Here the annotated module is simulated with every
+activation annotation reading its scale ``2**f``, ``2**-f`` and its clip bounds ``qmin``/``qmax`` from a
+runtime ``fxp_table`` (one row per activation tensor), and every weight and bias arriving as a runtime input,
+already fake-quantized in numpy.  The arithmetic is exactly that of ``Simulate`` (float64, same rounding, same
+pool multipliers), so a candidate's outputs are bit-identical to ``Simulate`` of its plan (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvm_fxp.plan import Plan
+
+from ._ir import const_np, is_const, main_bindings
+from .annotate import Annotate
+from .ops import annotation_format, is_annotate
+from .simulate import SIM_DTYPE, simulate_function
+
+TABLE_COLUMNS = ("scale", "inv_scale", "qmin", "qmax")
+
+
+@dataclass
+class ParamLayout:
+    activations: list          # plan keys, one row of the runtime table each, in graph order
+    constants: list            # plan keys of weights/biases, one runtime input each
+    constant_values: dict      # key -> float values (in the graph's shape)
+
+
+def parametric_module(prepared: tvm.IRModule, plan: Plan) -> tuple[tvm.IRModule, ParamLayout]:
+    """``main(input, fxp_table, *constants)``: the simulated module with formats as runtime inputs.
+
+    ``plan`` only fixes the structure (which tensors are annotated); any plan of the same model can be
+    evaluated with the result.
+    """
+    annotated = Annotate(plan)(prepared)["main"]
+    layout = ParamLayout([], [], {})
+    for b in main_bindings(annotated):
+        if is_annotate(b.value):
+            _, key = annotation_format(b.value)
+            if is_const(b.value.args[0]):
+                layout.constants.append(key)
+                layout.constant_values[key] = const_np(b.value.args[0])
+            else:
+                layout.activations.append(key)
+    table = relax.Var("fxp_table", relax.TensorType((len(layout.activations), 4), SIM_DTYPE))
+    const_vars = {k: relax.Var(f"fxp_{k.replace('.', '_')}",
+                               relax.TensorType(layout.constant_values[k].shape, SIM_DTYPE))
+                  for k in layout.constants}
+    rows = {k: i for i, k in enumerate(layout.activations)}
+
+    def lower(bb, b, value):
+        _, key = annotation_format(value)
+        x = value.args[0]
+        if is_const(x):
+            return const_vars[key]
+        r = bb.emit(relax.op.take(table, relax.const(rows[key], "int64"), axis=0), f"{b.var.name}_fmt")
+        col = [bb.emit(relax.op.take(r, relax.const(i, "int64"), axis=0), f"{b.var.name}_{n}")
+               for i, n in enumerate(TABLE_COLUMNS)]
+        scaled = bb.emit(relax.op.multiply(x, col[0]), f"{b.var.name}_scaled")
+        mag = bb.emit(relax.op.floor(relax.op.add(relax.op.abs(scaled), relax.const(0.5, SIM_DTYPE))))
+        rounded = bb.emit(relax.op.multiply(relax.op.sign(scaled), mag))
+        clipped = bb.emit(relax.op.maximum(relax.op.minimum(rounded, col[3]), col[2]), f"{b.var.name}_q")
+        return relax.op.multiply(clipped, col[1])
+
+    func = simulate_function(annotated, lower_annotation=lower,
+                             extra_params=[table] + [const_vars[k] for k in layout.constants])
+    return tvm.IRModule({"main": func}), layout
+
+
+class PlanEvaluator:
+    """Evaluate plans of one model on fixed inputs with one compiled module.
+
+    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).
+    """
+
+    def __init__(self, prepared: tvm.IRModule, template: Plan, target=None, batch_size: int = 256):
+        from tvm_fxp.api import build
+
+        mod, self.layout = parametric_module(prepared, template)
+        self.vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
+        self.batch_size = batch_size
+        self.calls = 0
+
+    def table(self, plan: Plan) -> np.ndarray:
+        rows = []
+        for key in self.layout.activations:
+            f = plan[key]
+            rows.append([np.ldexp(1.0, f.frac), np.ldexp(1.0, -f.frac), f.qmin, f.qmax])
+        return np.asarray(rows, dtype=np.float64)
+
+    def constants(self, plan: Plan) -> list:
+        out = []
+        for key in self.layout.constants:
+            fmt = plan[key]
+            arr = self.layout.constant_values[key]
+            if fmt.per_channel and arr.ndim > 1 and key.endswith(".bias"):
+                flat = fmt.fake_quantize(arr.reshape(-1).astype(np.float64))
+                out.append(flat.reshape(arr.shape))
+            else:
+                out.append(fmt.fake_quantize(arr.astype(np.float64)))
+        return out
+
+    def outputs(self, plan: Plan, inputs: np.ndarray) -> np.ndarray:
+        table = tvm.runtime.tensor(self.table(plan))
+        consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in self.constants(plan)]
+        outs = []
+        for s in range(0, len(inputs), self.batch_size):
+            x = tvm.runtime.tensor(np.ascontiguousarray(inputs[s:s + self.batch_size], dtype=np.float32))
+            outs.append(self.vm["main"](x, table, *consts).numpy())
+        self.calls += 1
+        return np.concatenate(outs)

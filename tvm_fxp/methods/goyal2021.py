@@ -1,0 +1,98 @@
+"""Goyal et al. 2021: layer-by-layer search of bit-width and fractional offset, cumulative, post-training.
+
+In topological order, for each layer's weights, then bias, then output activation, find the smallest
+bit-width in ``min_bits..max_bits`` (beyond, up to ``start_bits``, only when nothing smaller keeps
+the budget) (and for it the best fractional offset around the range-derived ``frac``, ``f0-2..f0+2``) such
+that the accuracy with *everything already chosen applied* stays within the loss budget of the float
+model.  Tensors not chosen yet stay at ``start_bits`` (16: close to float).  Ignoring the other layers'
+quantization is what loses up to 50% in the paper; here every evaluation includes all earlier choices.
+
+The smallest passing bit-width is found by bisection over ``min_bits..max_bits`` (accuracy is close to
+monotone in bit-width); each probed width tries all offsets.  The search honours a time limit and returns
+the best plan so far (remaining tensors at ``max_bits`` with range-derived fracs, which is then re-checked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..formats import FixedPointFormat
+from ..plan import Plan
+from .evaluate import SearchTimeout, clamp_biases, range_format, search_order, uniform_plan
+from .uniform import MethodError
+
+
+@dataclass(frozen=True)
+class Goyal2021:
+    budget: float = 0.01          # accuracy-loss budget (fraction: 0.01 = 1 point)
+    min_bits: int = 2
+    max_bits: int = 8
+    start_bits: int = 16
+    offsets: tuple = (-2, -1, 0, 1, 2)
+    name = "goyal2021"
+
+    def __post_init__(self):
+        if not 2 <= self.min_bits <= self.max_bits <= 16:
+            raise MethodError(f"goyal2021: need 2 <= min_bits <= max_bits <= 16, got {self.min_bits}..{self.max_bits}")
+        if not 0 <= self.budget < 1:
+            raise MethodError(f"goyal2021: budget must be a fraction in [0, 1), got {self.budget}")
+
+
+def _candidates(lg, stats, plan: Plan, key: str, bits: int, offsets) -> list:
+    """Plans with ``key`` at ``bits`` and each offset; a bias may not exceed its accumulator's frac."""
+    out = []
+    for off in offsets:
+        fmt = range_format(lg, stats, key, bits, off)
+        trial = clamp_biases(lg, plan.with_format(key, fmt))
+        if key.endswith(".bias") and trial[key] != fmt and off > 0:
+            continue  # clamped to the same format as a smaller offset
+        out.append(trial)
+    return out
+
+
+def allocate(lg, stats: dict, config: Goyal2021, evaluate) -> Plan:
+    if evaluate is None:
+        raise MethodError("goyal2021 needs evaluation data (an accuracy budget is searched)")
+    plan = uniform_plan(lg, stats, config.start_bits)
+    chosen = set()
+    trace = []
+    try:
+        for key in search_order(lg):
+            best = _smallest_passing(lg, stats, plan, key, config, evaluate)
+            plan = best
+            chosen.add(key)
+            trace.append({"tensor": key, "bits": plan[key].bits, "frac": plan[key].frac,
+                          "loss": round(evaluate.loss(plan), 5)})
+    except SearchTimeout:
+        # best plan so far: the chosen tensors keep their choice, the rest drop to max_bits
+        for key in search_order(lg):
+            if key not in chosen:
+                plan = clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, config.max_bits)))
+        trace.append({"timeout": True, "chosen": len(chosen)})
+    plan = Plan(plan.tensors, config.name, {**asdict(config), "offsets": list(config.offsets),
+                                            "trace": trace, "evaluations": evaluate.evaluations})
+    return plan
+
+
+def _smallest_passing(lg, stats, plan, key, config, evaluate) -> Plan:
+    def best_at(bits):
+        trials = _candidates(lg, stats, plan, key, bits, config.offsets)
+        return min(trials, key=lambda p: (evaluate.loss(p), -p[key].frac))
+
+    lo, hi = config.min_bits, config.max_bits
+    best_plan = best_at(hi)
+    if evaluate.loss(best_plan) > config.budget:
+        # even max_bits breaks the budget (often the logits, where coarse steps create argmax ties):
+        # widen this tensor beyond max_bits, up to start_bits, rather than break the budget
+        lo, hi = config.max_bits + 1, config.start_bits
+        best_plan = best_at(hi)
+        if evaluate.loss(best_plan) > config.budget:
+            return best_plan
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = best_at(mid)
+        if evaluate.loss(p) <= config.budget:
+            hi, best_plan = mid, p
+        else:
+            lo = mid + 1
+    return best_plan
