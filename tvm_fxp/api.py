@@ -157,8 +157,9 @@ def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int
     stats = calibrate(prepared, lg, calib_inputs, batch_size=batch_size, progress=progress)
     evaluate = None
     if needs_evaluation(method):
+        labels = None if getattr(method, "label_free", False) else search_labels  # self-distillation
         evaluate = make_evaluator(prepared, lg, stats, calib_inputs if search_inputs is None else search_inputs,
-                                  search_labels, time_limit, progress)
+                                  labels, time_limit, progress)
     plan = get_method(method.name).allocate(lg, stats, method, evaluate)
     if isinstance(model, (str, Path)):
         plan.model = {"name": Path(model).name, "sha256": model_digest(model)}

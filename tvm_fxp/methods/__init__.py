@@ -9,7 +9,9 @@ import importlib
 
 from .uniform import MethodError, Uniform
 
-METHODS = {"uniform": "tvm_fxp.methods.uniform", "goyal2021": "tvm_fxp.methods.goyal2021"}
+METHODS = {"uniform": "tvm_fxp.methods.uniform", "lin2016": "tvm_fxp.methods.lin2016",
+           "goyal2021": "tvm_fxp.methods.goyal2021", "fxpqnet": "tvm_fxp.methods.fxpqnet",
+           "debruin2020": "tvm_fxp.methods.debruin2020"}
 
 
 def get_method(name: str):

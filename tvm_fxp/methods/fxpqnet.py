@@ -1,0 +1,96 @@
+"""FxP-QNet (Shawahna et al. 2022): gradual per-data-structure precision reduction, label-free.
+
+Every data structure (each layer's weights, bias and output activation, and the input) starts at
+``start_bits``.  Each round tries lowering every structure that is not frozen by one bit; for the lowered
+width the fractional length is the one (among ``f0 + frac_offsets``, ``f0`` from the range) that minimises
+the *network-level* prediction error against the float model's own outputs (self-distillation: error =
+``1 - agreement + KL``; no labels are read).  A structure whose one-bit step alone breaks the budget
+(agreement with float drops by more than ``budget``) is frozen.  The others are scored by memory saved per
+unit of added error and committed best-first; every commit is re-checked with all earlier commits applied
+and skipped if it would break the budget (a batched form of the paper's one-step-at-a-time loop: fewer
+evaluations, same guarantee that no committed step breaks the budget).  Rounds repeat until nothing can be
+lowered or the time limit is hit (the best plan so far, always within budget, is returned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..formats import FixedPointFormat
+from ..plan import Plan
+from .evaluate import SearchTimeout, clamp_biases, range_format, search_order, uniform_plan
+from .uniform import MethodError
+
+
+@dataclass(frozen=True)
+class FxpQNet:
+    budget: float = 0.01                 # max drop of top-1 agreement with the float model (fraction)
+    start_bits: int = 12
+    min_bits: int = 2
+    frac_offsets: tuple = (-1, 0, 1)
+    name = "fxpqnet"
+    label_free = True
+
+    def __post_init__(self):
+        if not 2 <= self.min_bits <= self.start_bits <= 16:
+            raise MethodError("fxpqnet: need 2 <= min_bits <= start_bits <= 16")
+
+
+def network_error(score) -> float:
+    return (1.0 - score.agreement) + score.kl
+
+
+def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
+    if evaluate is None:
+        raise MethodError("fxpqnet needs (unlabelled) evaluation data")
+    sizes = {k: int(np.prod(shape)) for k, (_, _, shape) in lg.tensors().items()}
+    plan = uniform_plan(lg, stats, config.start_bits)
+    frozen: set = set()
+    commits = []
+    rounds = 0
+
+    def drop(p):
+        return 1.0 - evaluate(p).agreement
+
+    try:
+        if drop(plan) > config.budget:
+            raise MethodError(f"fxpqnet: the {config.start_bits}-bit starting plan already breaks the budget")
+        while True:
+            rounds += 1
+            base_err = network_error(evaluate(plan))
+            trials = []
+            for key in search_order(lg):
+                if key in frozen:
+                    continue
+                bits = plan[key].bits - 1
+                if bits < config.min_bits:
+                    frozen.add(key)
+                    continue
+                options = [clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits, off)))
+                           for off in config.frac_offsets]
+                best = min(options, key=lambda p: network_error(evaluate(p)))
+                if drop(best) > config.budget:
+                    frozen.add(key)
+                    continue
+                added = max(network_error(evaluate(best)) - base_err, 1e-9)
+                trials.append((sizes[key] / added, key, best[key]))
+            if not trials:
+                break
+            committed = 0
+            for _, key, fmt in sorted(trials, key=lambda t: -t[0]):
+                candidate = clamp_biases(lg, plan.with_format(key, fmt))
+                d = drop(candidate)
+                if d <= config.budget:
+                    plan = candidate
+                    committed += 1
+                    commits.append({"round": rounds, "tensor": key, "bits": fmt.bits, "frac": fmt.frac,
+                                    "agreement_drop": round(d, 5)})
+            if committed == 0:
+                break
+    except SearchTimeout:
+        commits.append({"timeout": True})
+    return Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
+                                            "rounds": rounds, "commits": commits,
+                                            "evaluations": evaluate.evaluations})

@@ -1,0 +1,179 @@
+"""Lin, Talathi, Annapureddy 2016: SQNR-optimal bit-widths across layers.
+
+- Per weight tensor the distribution is fitted (Gaussian, Laplacian or uniform: the nearest kurtosis) and,
+  for a bit-width ``b``, the MSE-optimal step of the clipped uniform quantizer for that unit-variance
+  distribution, ``step*(b) / sigma``, is derived numerically (tabulated once); the step is then rounded to a
+  power of two in the log domain, which fixes ``frac``.  Activations use the same criterion on their
+  calibrated (empirical, histogram) distribution at ``act_bits``.
+- Noise adds at the output (``1/SQNR_out = sum 1/SQNR_i``) and SQNR grows ``kappa = 6.02`` dB per bit, so
+  minimising ``sum rho_i * b_i`` at fixed output SQNR gives ``b_i - b_j = (10 / kappa) log10(rho_j / rho_i)``:
+  ``b_i = round(c - (10 / kappa) log10 rho_i)`` with one offset ``c`` for the model (``rho_i`` = weight
+  count of layer ``i``; about half a bit less per doubling of parameters).
+- The offset is searched on accuracy: first the best equal-bit-width plan (the smallest common weight
+  bit-width within ``budget`` of float), then the smallest model (lowest ``c``) whose loss is no worse than
+  that equal-bit-width plan's plus ``tolerance``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..formats import FixedPointFormat, frac_for_range, round_half_away
+from ..plan import Plan
+from .evaluate import SearchTimeout, clamp_biases, range_format, weight_bits
+from .uniform import MethodError
+
+KAPPA_DB_PER_BIT = 6.02
+KURTOSIS = {"uniform": 1.8, "gaussian": 3.0, "laplacian": 6.0}
+
+
+@dataclass(frozen=True)
+class Lin2016:
+    budget: float = 0.01          # the equal-bit-width reference must be within this of float
+    tolerance: float = 0.0        # Lin's plan may lose at most this much more than that reference
+    act_bits: int = 8
+    bias_bits: int = 16
+    min_bits: int = 2
+    max_bits: int = 16
+    offset_step: float = 0.25
+    name = "lin2016"
+
+    def __post_init__(self):
+        if not 2 <= self.min_bits <= self.max_bits <= 16 or not 2 <= self.act_bits <= 16:
+            raise MethodError("lin2016: bit-widths must lie in 2..16")
+
+
+def _unit_samples(dist: str, n: int = 200_001) -> np.ndarray:
+    """Deterministic unit-variance samples: the distribution's quantiles at evenly spaced probabilities."""
+    p = (np.arange(n) + 0.5) / n
+    if dist == "uniform":
+        return (p - 0.5) * math.sqrt(12.0)
+    if dist == "laplacian":
+        b = 1 / math.sqrt(2.0)
+        return -b * np.sign(p - 0.5) * np.log1p(-2 * np.abs(p - 0.5))
+    from statistics import NormalDist
+
+    nd = NormalDist()
+    return np.array([nd.inv_cdf(v) for v in p[:: max(1, n // 20001)]])
+
+
+def quantizer_mse(x: np.ndarray, step: float, bits: int, signed: bool = True, weights=None) -> float:
+    qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    err = x - np.clip(round_half_away(x / step), qmin, qmax) * step
+    return float(np.average(err * err, weights=weights))
+
+
+@functools.lru_cache(maxsize=None)
+def optimal_step(dist: str, bits: int) -> float:
+    """MSE-optimal step / sigma of the ``bits``-bit signed clipped uniform quantizer for ``dist``."""
+    x = _unit_samples(dist)
+    grid = np.geomspace(1e-4, 4.0, 400)
+    errs = [quantizer_mse(x, s, bits) for s in grid]
+    i = int(np.argmin(errs))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    for _ in range(40):  # golden-section refinement
+        a, b = lo + 0.382 * (hi - lo), lo + 0.618 * (hi - lo)
+        if quantizer_mse(x, a, bits) < quantizer_mse(x, b, bits):
+            hi = b
+        else:
+            lo = a
+    return (lo + hi) / 2
+
+
+def fit_distribution(w: np.ndarray) -> str:
+    w = np.asarray(w, dtype=np.float64).ravel()
+    s = w.std()
+    if s == 0:
+        return "uniform"
+    k = float(np.mean(((w - w.mean()) / s) ** 4))
+    return min(KURTOSIS, key=lambda d: abs(math.log(KURTOSIS[d] / k)))
+
+
+def sqnr_weight_format(w: np.ndarray, bits: int) -> FixedPointFormat:
+    sigma = float(np.std(w))
+    if sigma == 0:
+        return FixedPointFormat(bits, bits - 1, True)
+    step = optimal_step(fit_distribution(w), bits) * sigma
+    return FixedPointFormat(bits, int(round(-math.log2(step))), True)
+
+
+def sqnr_activation_format(stats, bits: int) -> FixedPointFormat:
+    """MSE-optimal power-of-two step for the calibrated distribution (log2-magnitude histogram)."""
+    from ..calibrate import HIST_EDGES
+
+    signed = stats.min < 0
+    f0 = frac_for_range(stats.abs_max, bits, signed)
+    centers = np.exp2((HIST_EDGES[:-1] + HIST_EDGES[1:]) / 2)
+    counts = stats.hist.astype(np.float64)
+    if counts.sum() == 0:
+        return FixedPointFormat(bits, f0, signed)
+    # magnitudes; a signed tensor's negative half mirrors the positive one (symmetric saturation)
+    best = min(range(f0 - 1, f0 + 6),
+               key=lambda f: quantizer_mse(centers, 2.0 ** -f, bits, signed, counts))
+    return FixedPointFormat(bits, best, signed)
+
+
+def lin_bits(rho: dict, c: float, lo: int, hi: int) -> dict:
+    """Bit-width per layer from the parameter-count rule and offset ``c``."""
+    return {k: int(np.clip(round(c - (10 / KAPPA_DB_PER_BIT) * math.log10(r)), lo, hi)) for k, r in rho.items()}
+
+
+def build_plan(lg, stats, config: Lin2016, bits_per_layer: dict) -> Plan:
+    tensors = {}
+    for layer in lg.layers.values():
+        tensors[layer.output_key] = sqnr_activation_format(stats[layer.output_key], config.act_bits)
+        if layer.weight is not None:
+            tensors[layer.weight_key] = sqnr_weight_format(layer.weight, bits_per_layer[layer.name])
+        if layer.bias is not None:
+            tensors[layer.bias_key] = range_format(lg, stats, layer.bias_key, config.bias_bits)
+    return clamp_biases(lg, Plan(tensors))
+
+
+def allocate(lg, stats: dict, config: Lin2016, evaluate) -> Plan:
+    if evaluate is None:
+        raise MethodError("lin2016 needs evaluation data (the offset is searched on accuracy)")
+    weighted = [l for l in lg.layers.values() if l.weight is not None]
+    rho = {l.name: int(l.weight.size) for l in weighted}
+    trace = {"equal_bits": [], "offsets": []}
+    best = eq_plan = None
+    eq_bits = config.max_bits
+    try:
+        for b in range(config.min_bits, config.max_bits + 1):
+            p = build_plan(lg, stats, config, {k: b for k in rho})
+            loss = evaluate.loss(p)
+            trace["equal_bits"].append({"bits": b, "loss": round(loss, 5)})
+            if loss <= config.budget:
+                eq_bits, eq_plan = b, p
+                break
+        if eq_plan is None:
+            eq_plan = build_plan(lg, stats, config, {k: config.max_bits for k in rho})
+        target = evaluate.loss(eq_plan) + config.tolerance
+        best = eq_plan
+        # offsets from "every layer at least eq_bits" downwards, one distinct allocation at a time
+        c = eq_bits + (10 / KAPPA_DB_PER_BIT) * math.log10(max(rho.values())) + 1.0
+        c_min = config.min_bits + (10 / KAPPA_DB_PER_BIT) * math.log10(min(rho.values())) - 1.0
+        seen = set()
+        while c >= c_min:
+            bits = lin_bits(rho, c, config.min_bits, config.max_bits)
+            c -= config.offset_step
+            key = tuple(sorted(bits.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            p = build_plan(lg, stats, config, bits)
+            loss = evaluate.loss(p)
+            trace["offsets"].append({"c": round(c + config.offset_step, 3), "bits": bits, "loss": round(loss, 5),
+                                     "weight_bits": weight_bits(lg, p)})
+            if loss <= target and weight_bits(lg, p) < weight_bits(lg, best):
+                best = p
+    except SearchTimeout:
+        trace["timeout"] = True
+        if best is None:
+            best = build_plan(lg, stats, config, {k: 8 for k in rho})
+    cfg = {**asdict(config), "trace": trace, "evaluations": evaluate.evaluations, "equal_bits": eq_bits,
+           "equal_bit_weight_bits": weight_bits(lg, eq_plan) if eq_plan is not None else None}
+    return Plan(best.tensors, config.name, cfg)
