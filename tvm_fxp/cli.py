@@ -2,6 +2,7 @@
 
     tvm-fxp quantize MODEL.onnx --calib DATA --method uniform --bits 8 --out DIR
     tvm-fxp evaluate DIR --data DATA
+    tvm-fxp report DIR
 
 DATA is ``fashion-mnist`` (calibrate on training images; measure on the full 10,000-image test split when the
 Debian package is installed, else on the bundled subset), an ``.npz`` of inputs (and optional labels), or
@@ -76,9 +77,35 @@ def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size:
 
 
 def method_config(args):
+    from .methods.debruin2020 import DeBruin2020
+    from .methods.fxpqnet import FxpQNet
+    from .methods.goyal2021 import Goyal2021
+    from .methods.lin2016 import Lin2016
+
+    budget = args.budget / 100.0
     if args.method == "uniform":
         return Uniform(bits=args.bits, per_channel_weights=args.per_channel)
+    if args.method == "lin2016":
+        return Lin2016(budget=budget)
+    if args.method == "goyal2021":
+        return Goyal2021(budget=budget)
+    if args.method == "fxpqnet":
+        return FxpQNet(budget=budget)
+    if args.method == "debruin2020":
+        return DeBruin2020(acc_bits=args.acc_bits)
     raise MethodError(f"unknown method {args.method!r}; available: {sorted(METHODS)}")
+
+
+def search_data(spec: str, lg, args) -> Dataset:
+    """Data the search methods score plans on: held-out *training* images for fashion-mnist (never the test
+    split), else the given data."""
+    if spec == "fashion-mnist":
+        full = fashion_mnist("train", limit=args.calib_size + args.search_size)
+        if len(full.inputs) <= args.calib_size:   # the bundled subset has only calibration images
+            return Dataset(full.inputs[:args.search_size], full.labels[:args.search_size], full.source)
+        return Dataset(full.inputs[args.calib_size:], full.labels[args.calib_size:],
+                       f"fashion-mnist train images {args.calib_size}..{len(full.inputs) - 1} (held out)")
+    return load_data(spec, lg, "calib", args.search_size, args.seed + 7)
 
 
 def cmd_quantize(args) -> dict:
@@ -92,16 +119,27 @@ def cmd_quantize(args) -> dict:
     from .methods import get_method
 
     stats = calibrate(prepared, lg, calib.inputs, batch_size=args.batch_size, progress=not args.quiet)
+    search_source = None
     if args.plan:
         plan = Plan.load(args.plan)
     else:
-        plan = get_method(method.name).allocate(lg, stats, method)
+        from .methods import needs_evaluation
+
+        evaluate = None
+        if needs_evaluation(method):
+            sd = search_data(args.calib, lg, args)
+            search_source = sd.source
+            labels = None if getattr(method, "label_free", False) else sd.labels
+            evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, labels, args.time_limit, not args.quiet)
+            print(f"searching on {len(sd.inputs)} inputs ({sd.source}; "
+                  f"{'labels' if labels is not None else 'label-free'})", file=sys.stderr)
+        plan = get_method(method.name).allocate(lg, stats, method, evaluate)
     plan.model = {"name": Path(args.model).name, "sha256": api.model_digest(args.model)}
     q = api.bind_plan(prepared, lg, plan, stats)
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.json")
     shutil.copyfile(args.model, out / "source.onnx")
-    ex = api.build(q.realized())
+    ex = api.build(q.realized(args.accumulator))
     ex.export_library(str(out / "model.so"))
     data_spec = args.data or args.calib
     eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed)
@@ -110,9 +148,29 @@ def cmd_quantize(args) -> dict:
                "input_shape": args.input_shape}
     summary.update(measure(q, api.Runner(out / "model.so"), eval_data, args.batch_size))
     summary.update(plan_costs(q))
-    summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source}
+    summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
+    summary["search_data"] = search_source
+    summary["accumulator_policy"] = args.accumulator
     summary["wall_s"] = round(time.time() - t0, 2)
     _write_outputs(out, q, summary)
+    return summary
+
+
+def cmd_report(args) -> dict:
+    from .report import render_report
+
+    d = Path(args.dir)
+    for f in ("plan.json", "source.onnx", "summary.json"):
+        if not (d / f).exists():
+            raise CliError(f"{d / f} is missing: is {d} the --out directory of `tvm-fxp quantize`?")
+    summary = json.loads((d / "summary.json").read_text())
+    plan = Plan.load(d / "plan.json")
+    prepared, lg = api.load_model(d / "source.onnx", summary.get("input_shape"))
+    q = api.bind_plan(prepared, lg, plan)
+    spec = args.data or (summary.get("calibration") or {}).get("spec") or "synthetic"
+    data = load_data(spec, lg, "calib", args.calib_size, args.seed)
+    out = render_report(q, summary, d, data.inputs)
+    print(f"wrote {out['html']} and {out['png']}", file=sys.stderr)
     return summary
 
 
@@ -164,7 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", default=None, help="evaluation data (default: same source as --calib)")
     q.add_argument("--calib-size", type=int, default=500)
     q.add_argument("--method", default="uniform", choices=sorted(METHODS))
-    q.add_argument("--bits", type=int, default=8)
+    q.add_argument("--bits", type=int, default=8, help="uniform: bits of every tensor")
+    q.add_argument("--budget", type=float, default=1.0, help="search methods: accuracy-loss budget in points")
+    q.add_argument("--acc-bits", type=int, default=16, help="debruin2020: accumulator width P")
+    q.add_argument("--search-size", type=int, default=512, help="inputs the search methods score plans on")
+    q.add_argument("--time-limit", type=float, default=None, help="seconds; a search returns its best plan so far")
+    q.add_argument("--accumulator", default="wide", choices=["wide", "narrow"],
+                   help="narrow: int16 accumulators wherever the plan proves them safe")
     q.add_argument("--per-channel", action="store_true", help="per-channel weight formats")
     q.add_argument("--plan", default=None, help="use this (hand-edited) plan.json instead of a method")
     q.add_argument("--target", default="host", choices=["host"], help="compilation target (this CPU)")
@@ -172,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", parents=[common], help="re-measure a quantized model directory")
     e.add_argument("dir")
     e.add_argument("--data", required=True)
+    r = sub.add_parser("report", parents=[common], help="per-layer tables and plots (HTML + PNG) of a directory")
+    r.add_argument("dir")
+    r.add_argument("--data", default=None, help="inputs for activation SQNR (default: the calibration data)")
+    r.add_argument("--calib-size", type=int, default=128)
     return p
 
 
@@ -180,7 +248,7 @@ def main(argv=None) -> int:
     from .passes import FxpGraphError
 
     try:
-        summary = cmd_quantize(args) if args.cmd == "quantize" else cmd_evaluate(args)
+        summary = {"quantize": cmd_quantize, "evaluate": cmd_evaluate, "report": cmd_report}[args.cmd](args)
     except (CliError, api.ModelError, PlanError, FormatError, MethodError, CalibrationError, FxpGraphError,
             FileNotFoundError, ValueError) as e:
         print(f"tvm-fxp: error: {e}", file=sys.stderr)

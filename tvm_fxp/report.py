@@ -88,3 +88,117 @@ def markdown_report(q, summary: dict) -> str:
         lines.append(f"| {r['layer']} | {r['op']} | {r['input']} | {r['weight']} | {r['bias']} | {r['output']} | "
                      f"{r['macs']} | {r['params']} | {acc} | {r.get('acc_dtype', '-')} | {r.get('acc_margin_bits', '-')} |")
     return "\n".join(lines) + "\n"
+
+
+def sqnr_db(x: np.ndarray, xq: np.ndarray) -> float:
+    noise = float(np.sum((x.astype(np.float64) - xq) ** 2))
+    signal = float(np.sum(x.astype(np.float64) ** 2))
+    if noise == 0:
+        return float("inf")
+    return 10 * np.log10(max(signal, 1e-300) / noise)
+
+
+def tensor_sqnr(q, inputs: np.ndarray) -> dict:
+    """SQNR (dB) of each tensor's quantizer: weights/biases on their values, activations on the float
+    model's activations for ``inputs`` (the per-layer SQNR of Lin et al.; noise does not accumulate here)."""
+    from .calibrate import probe_module
+    from .api import build
+    import tvm
+    from tvm import relax
+
+    lg, plan = q.graph, q.plan
+    out = {}
+    for layer in lg.layers.values():
+        if layer.weight is not None:
+            out[layer.weight_key] = sqnr_db(layer.weight, plan[layer.weight_key].fake_quantize(layer.weight))
+        if layer.bias is not None:
+            out[layer.bias_key] = sqnr_db(layer.bias, plan[layer.bias_key].fake_quantize(layer.bias))
+    vm = relax.VirtualMachine(build(probe_module(q.prepared, lg)), tvm.cpu())
+    acts = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(inputs, dtype=np.float32)))
+    for layer, a in zip(lg.layers.values(), acts):
+        x = a.numpy()
+        out[layer.output_key] = sqnr_db(x, plan[layer.output_key].fake_quantize(x))
+    return out
+
+
+def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -> dict:
+    """Write ``report.html`` (self-contained), ``report_layers.png`` and ``report_layers.json``."""
+    import base64
+    import html
+    import io
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    rows = layer_table(q)
+    sq = tensor_sqnr(q, inputs) if inputs is not None else {}
+    lg, plan = q.graph, q.plan
+    for r in rows:
+        layer = lg.layers[r["layer"]]
+        r["sqnr_output_db"] = sq.get(layer.output_key)
+        r["sqnr_weight_db"] = sq.get(layer.weight_key) if layer.weight is not None else None
+        r["weight_memory_bits"] = 0 if layer.weight is None else int(
+            layer.weight.size * plan[layer.weight_key].bits + (0 if layer.bias is None else layer.bias.size * plan[layer.bias_key].bits))
+        r["activation_memory_bits"] = int(np.prod(layer.out_shape)) * plan[layer.output_key].bits
+        if layer.weight is not None:
+            r["mult_cost_bits2"] = layer.macs * plan[lg.layers[layer.inputs[0]].output_key].bits * plan[layer.weight_key].bits
+    names = [r["layer"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    x = np.arange(len(rows))
+    ax = axes[0, 0]
+    ax.bar(x - 0.2, [plan[lg.layers[n].output_key].bits for n in names], 0.4, label="output activation")
+    ax.bar(x + 0.2, [plan[lg.layers[n].weight_key].bits if lg.layers[n].weight is not None else 0 for n in names],
+           0.4, label="weights")
+    ax.set_title("bits per tensor"), ax.legend(), ax.set_xticks(x, names, rotation=60, fontsize=7)
+    ax = axes[0, 1]
+    ax.bar(x, [r.get("sqnr_output_db") or 0 for r in rows], label="activation")
+    ax.plot(x, [r.get("sqnr_weight_db") or np.nan for r in rows], "o", color="C3", label="weights")
+    ax.set_title("quantizer SQNR (dB)"), ax.legend(), ax.set_xticks(x, names, rotation=60, fontsize=7)
+    ax = axes[1, 0]
+    ax.bar(x - 0.2, [r["weight_memory_bits"] / 8192 for r in rows], 0.4, label="weights+bias")
+    ax.bar(x + 0.2, [r["activation_memory_bits"] / 8192 for r in rows], 0.4, label="activations (1 input)")
+    ax.set_title("memory (KiB)"), ax.legend(), ax.set_xticks(x, names, rotation=60, fontsize=7)
+    ax = axes[1, 1]
+    acc = [r.get("acc_bits", 0) for r in rows]
+    ax.bar(x, acc, label="needed (proof)")
+    ax.plot(x, [32 if r.get("acc_dtype") == "int32" else 64 if r.get("acc_dtype") == "int64" else np.nan
+                for r in rows], "_", markersize=20, color="k", label="accumulator dtype")
+    ax.axhline(16, ls=":", color="C3", label="16-bit accumulator")
+    ax.set_title("accumulator bits"), ax.legend(fontsize=7), ax.set_xticks(x, names, rotation=60, fontsize=7)
+    fig.suptitle(f"{summary.get('model', '')}: {summary.get('method', '')}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    png = buf.getvalue()
+    (out_dir / "report_layers.png").write_bytes(png)
+    (out_dir / "report_layers.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    cols = ["layer", "op", "input", "weight", "bias", "output", "macs", "params", "sqnr_weight_db", "sqnr_output_db",
+            "weight_memory_bits", "activation_memory_bits", "acc_bits", "acc_worst_bits", "acc_l1_bits", "acc_dtype",
+            "acc_margin_bits"]
+
+    def cell(v):
+        return f"{v:.2f}" if isinstance(v, float) else html.escape(str(v if v is not None else "-"))
+
+    table = "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows) + "</table>"
+    summary_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{cell(v)}</td></tr>" for k, v in summary.items()
+                           if not isinstance(v, (dict, list)))
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tvm-fxp report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}</style></head><body>
+<h1>tvm-fxp report: {html.escape(str(summary.get('model', '')))}</h1>
+<h2>Summary</h2><table>{summary_rows}</table>
+<h2>Per layer</h2><p>Formats are Q&lt;int&gt;.&lt;frac&gt; (u = unsigned). SQNR is each quantizer's own (not cumulative);
+acc bits is what the layer's proof needs (worst case / per-channel L1); margin = bits left in the accumulator dtype.</p>
+{table}
+<h2>Plots</h2><img alt="per-layer plots" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+</body></html>
+"""
+    (out_dir / "report.html").write_text(page)
+    return {"rows": rows, "png": str(out_dir / "report_layers.png"), "html": str(out_dir / "report.html")}
