@@ -1,0 +1,189 @@
+"""Each allocation method: its own property, and its plan realized bit-exact with its simulation."""
+
+import math
+
+import numpy as np
+import pytest
+
+import tvm_fxp
+from tvm_fxp.api import make_evaluator
+from tvm_fxp.methods import get_method
+from tvm_fxp.methods.debruin2020 import DeBruin2020
+from tvm_fxp.methods.fxpqnet import FxpQNet
+from tvm_fxp.methods.goyal2021 import Goyal2021
+from tvm_fxp.methods.lin2016 import KAPPA_DB_PER_BIT, Lin2016
+from tvm_fxp.passes import float_ops_in_integer_graph
+from tvm_fxp.passes._ir import main_bindings, op_name, rebuild_function
+from conftest import model_path
+
+MODELS = ["fmnist_vgg", "fmnist_resnet"]
+CONFIGS = {
+    "lin2016": Lin2016(offset_step=0.5),
+    "goyal2021": Goyal2021(max_bits=6, offsets=(-1, 0, 1)),
+    "fxpqnet": FxpQNet(start_bits=8),
+    "debruin2020": DeBruin2020(acc_bits=16, max_bits=8),
+}
+SEARCH_SECONDS = 25
+
+
+@pytest.fixture(scope="module")
+def models(calib_images):
+    from tvm_fxp.calibrate import calibrate
+
+    out = {}
+    for name in MODELS:
+        prepared, lg = tvm_fxp.load_model(model_path(name))
+        out[name] = (prepared, lg, calibrate(prepared, lg, calib_images, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def search_data():
+    from tvm_fxp.datasets import fashion_mnist
+
+    d = fashion_mnist("train", limit=500 + 96)
+    return d.inputs[-96:], d.labels[-96:]
+
+
+@pytest.fixture(scope="module")
+def plans(models, search_data):
+    """(model, method) -> (Quantized, evaluator), each search capped at SEARCH_SECONDS."""
+    x, y = search_data
+    out = {}
+    for name, (prepared, lg, stats) in models.items():
+        for method, config in CONFIGS.items():
+            labels = None if getattr(config, "label_free", False) else y
+            ev = make_evaluator(prepared, lg, stats, x, labels, SEARCH_SECONDS, progress=False)
+            plan = get_method(method).allocate(lg, stats, config, ev)
+            out[name, method] = (tvm_fxp.bind_plan(prepared, lg, plan, stats), ev)
+    return out
+
+
+@pytest.mark.parametrize("method", sorted(CONFIGS))
+@pytest.mark.parametrize("name", MODELS)
+def test_plan_realizes_bit_exact(plans, test_images, name, method):
+    q, _ = plans[name, method]
+    acc = "narrow" if method == "debruin2020" else "wide"
+    real_mod = q.realized(accumulator=acc)
+    assert float_ops_in_integer_graph(real_mod) == []
+    x = test_images.inputs[:200]
+    sim = tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x)
+    real = tvm_fxp.Runner(tvm_fxp.build(real_mod)).run(x)
+    np.testing.assert_array_equal(sim, real)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parametric_simulation_equals_simulate(plans, search_data, name):
+    """The search's compiled-once module gives the same outputs as Simulate of the chosen plan."""
+    q, ev = plans[name, "goyal2021"]
+    x = search_data[0][:32]
+    np.testing.assert_array_equal(ev.sim.outputs(q.plan, x), tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_lin2016_bit_widths_follow_parameter_counts(plans, name):
+    q, _ = plans[name, "lin2016"]
+    cfg = CONFIGS["lin2016"]
+    layers = [l for l in q.graph.layers.values() if l.weight is not None]
+    bits = {l.name: q.plan[l.weight_key].bits for l in layers}
+    free = [l for l in layers if cfg.min_bits < bits[l.name] < cfg.max_bits]
+    for a in free:
+        for b in free:
+            ideal = (10 / KAPPA_DB_PER_BIT) * math.log10(b.weight.size / a.weight.size)
+            assert abs((bits[a.name] - bits[b.name]) - ideal) <= 1.0, (a.name, b.name, bits, ideal)
+    # bigger layers never get more bits than smaller ones
+    for a in layers:
+        for b in layers:
+            if a.weight.size > 2 * b.weight.size:
+                assert bits[a.name] <= bits[b.name]
+    assert len(set(bits.values())) > 1   # not an equal-bit-width plan
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_goyal2021_meets_budget_cumulatively(plans, name):
+    q, ev = plans[name, "goyal2021"]
+    cfg = CONFIGS["goyal2021"]
+    trace = [t for t in q.plan.config["trace"] if "tensor" in t]
+    assert trace, "the search chose nothing"
+    for t in trace:   # each choice was accepted with all earlier choices applied
+        assert t["loss"] <= cfg.budget + 1e-9 or t["bits"] > cfg.max_bits
+    if not any("timeout" in t for t in q.plan.config["trace"]):
+        assert ev.loss(q.plan) <= cfg.budget + 1e-9
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fxpqnet_never_commits_a_step_that_breaks_the_budget(plans, name):
+    q, ev = plans[name, "fxpqnet"]
+    assert ev.labels is None and ev.use_labels is False    # self-distillation only
+    commits = [c for c in q.plan.config["commits"] if "tensor" in c]
+    assert commits
+    assert all(c["agreement_drop"] <= CONFIGS["fxpqnet"].budget for c in commits)
+    assert 1 - ev(q.plan).agreement <= CONFIGS["fxpqnet"].budget
+
+
+def test_fxpqnet_reads_no_labels(models, search_data):
+    """Poisoned labels change nothing: the method is label-free."""
+    prepared, lg, stats = models["fmnist_vgg"]
+    x, y = search_data
+    cfg = FxpQNet(start_bits=6)
+    p1 = tvm_fxp.quantize(model_path("fmnist_vgg"), x, cfg, search_inputs=x[:48], search_labels=(y[:48] + 1) % 10,
+                          progress=False, time_limit=15).plan
+    p2 = tvm_fxp.quantize(model_path("fmnist_vgg"), x, cfg, search_inputs=x[:48], search_labels=None,
+                          progress=False, time_limit=15).plan
+    if not any("timeout" in c for c in p1.config["commits"] + p2.config["commits"]):
+        assert p1.tensors == p2.tensors
+
+
+def _accumulator_probe(realized):
+    """The realized module returning every conv2d/matmul accumulator (an overflow detector on int32/64)."""
+    func = realized["main"]
+    accs = [b.var for b in main_bindings(func) if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")]
+    from tvm import relax
+
+    new = rebuild_function(func, lambda bb, b, v, env: v, epilogue=lambda bb, r, env: relax.Tuple([env[a] for a in accs]))
+    import tvm
+
+    return tvm.IRModule({"main": new})
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_debruin2020_bound_holds_on_real_and_worst_case_inputs(plans, test_images, name):
+    import tvm
+    from tvm import relax
+
+    q, _ = plans[name, "debruin2020"]
+    P = CONFIGS["debruin2020"].acc_bits
+    limit = 1 << (P - 1)
+    weighted = [l for l in q.graph.layers.values() if l.weight is not None]
+    # the proof stored in the plan
+    for l in weighted:
+        proof = q.plan.config["proofs"][l.name]
+        assert proof["bound"] < limit and q.arithmetic[l.name].bound.bits <= P
+    # real data through the realized graph with wide accumulators, every accumulator observed
+    probe = _accumulator_probe(q.realized(accumulator="wide"))
+    vm = relax.VirtualMachine(tvm_fxp.build(probe), tvm.cpu())
+    rng = np.random.default_rng(0)
+    for x in (test_images.inputs[:200], rng.random((32, 1, 28, 28), dtype=np.float32)):
+        accs = vm["main"](tvm.runtime.tensor(x))
+        for l, a in zip(weighted, accs):
+            assert np.abs(a.numpy()).max() < limit, l.name
+    # adversarial worst case per layer: inputs at the format's extreme with the sign of each weight
+    for l in weighted:
+        x_fmt = q.plan[q.graph.layers[l.inputs[0]].output_key]
+        wq = q.plan[l.weight_key].quantize(l.weight)
+        flat = np.moveaxis(wq, l.weight_axis, 0).reshape(wq.shape[l.weight_axis], -1).astype(np.int64)
+        hi = np.where(flat > 0, x_fmt.qmax, x_fmt.qmin)      # maximises each channel's sum
+        lo = np.where(flat > 0, x_fmt.qmin, x_fmt.qmax)      # minimises it
+        bias = q.arithmetic[l.name].bias_acc
+        b = np.zeros(len(flat), np.int64) if bias is None else bias
+        worst = np.maximum(np.abs((flat * hi).sum(1) + b), np.abs((flat * lo).sum(1) + b))
+        assert worst.max() < limit, l.name
+        assert worst.max() <= q.plan.config["proofs"][l.name]["bound"]
+
+
+def test_debruin2020_int16_accumulators_are_used(plans):
+    q, _ = plans["fmnist_vgg", "debruin2020"]
+    mod = q.realized(accumulator="narrow")
+    dtypes = {str(b.var.ty.dtype) for b in main_bindings(mod["main"])
+              if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")}
+    assert dtypes == {"int16"}
