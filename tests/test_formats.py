@@ -59,3 +59,15 @@ def test_json_roundtrip_and_str():
     for f in [FixedPointFormat(8, 5), FixedPointFormat(6, -2, False), FixedPointFormat(8, (1, 2, 3), True, 0)]:
         assert FixedPointFormat.from_json(f.to_json()) == f
     assert str(FixedPointFormat(8, 5)) == "Q3.5" and str(FixedPointFormat(8, 8, False)) == "uQ0.8"
+
+
+def test_cluster_multiplier_and_ternary_levels():
+    f = FixedPointFormat(2, (4, 5), True, axis=0, multiplier=(3, 5), symmetric=True)
+    assert (f.qmin, f.qmax) == (-1, 1)
+    w = np.array([[0.8, -0.05, -2.0], [0.1, 0.05, -0.2]])
+    q = f.quantize(w)
+    assert q.tolist() == [[1, 0, -1], [1, 0, -1]]
+    np.testing.assert_array_equal(f.dequantize(q), [[3 / 16, 0, -3 / 16], [5 / 32, 0, -5 / 32]])
+    assert FixedPointFormat.from_json(f.to_json()) == f
+    with pytest.raises(FormatError, match="one multiplier per channel"):
+        FixedPointFormat(4, 3, True, multiplier=(2,))

@@ -152,7 +152,8 @@ def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
                                 f"{int(np.min(acc_frac))} (bias is added at accumulator scale; lower its frac)")
             bias_acc = bias_at_accumulator(b_fmt.quantize(layer.bias), b_fmt,
                                            np.broadcast_to(acc_frac, (layer.channels,)))
-        bound = weighted_layer_bound(layer.name, x_fmt, wq, w_fmt, layer.weight_axis, layer.fan_in, bias_acc)
+        effective = wq * w_fmt.multiplier_array(wq.ndim)   # cluster multipliers scale the products
+        bound = weighted_layer_bound(layer.name, x_fmt, effective, w_fmt, layer.weight_axis, layer.fan_in, bias_acc)
         bound.check_simulation_exact()
         return LayerArithmetic(layer.name, acc_frac if w_fmt.per_channel else acc_frac.reshape(()),
                                bound, wq, bias_acc)

@@ -53,6 +53,8 @@ class FixedPointFormat:
     frac: int | tuple[int, ...]
     signed: bool = True
     axis: int | None = None
+    multiplier: tuple[int, ...] | None = None   # per channel: value = q * m * 2**-frac (cluster scales)
+    symmetric: bool = False                      # qmin = -qmax (e.g. ternary: 2 bits, levels -1, 0, 1)
 
     def __post_init__(self):
         if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)):
@@ -77,6 +79,15 @@ class FixedPointFormat:
         for f in self.frac_list:
             if abs(f) > 64:
                 raise FormatError(f"frac {f} is out of the supported range -64..64")
+        if self.multiplier is not None:
+            m = tuple(int(v) for v in self.multiplier)
+            if not self.per_channel or len(m) != len(self.frac):
+                raise FormatError("a multiplier needs a per-channel format with one multiplier per channel")
+            if any(v < 1 or v >= 1 << 16 for v in m):
+                raise FormatError("multipliers must be integers in 1..65535")
+            object.__setattr__(self, "multiplier", m)
+        if self.symmetric and not self.signed:
+            raise FormatError("a symmetric format must be signed")
 
     # ---- derived quantities -------------------------------------------------------------------
     @property
@@ -89,6 +100,8 @@ class FixedPointFormat:
 
     @property
     def qmin(self) -> int:
+        if self.symmetric:
+            return -self.qmax
         return -(1 << (self.bits - 1)) if self.signed else 0
 
     @property
@@ -97,8 +110,8 @@ class FixedPointFormat:
 
     @property
     def max_abs_q(self) -> int:
-        """Largest magnitude of a stored integer."""
-        return max(-self.qmin, self.qmax)
+        """Largest magnitude of a stored integer (times the largest multiplier, if any)."""
+        return max(-self.qmin, self.qmax) * (max(self.multiplier) if self.multiplier else 1)
 
     @property
     def storage_dtype(self) -> str:
@@ -106,6 +119,14 @@ class FixedPointFormat:
             if self.bits <= width:
                 return f"{'int' if self.signed else 'uint'}{width}"
         raise FormatError(f"no storage type for {self.bits} bits")
+
+    def multiplier_array(self, ndim: int) -> np.ndarray:
+        """Per-channel integer multipliers broadcastable against a tensor of rank ``ndim`` (1 if none)."""
+        if self.multiplier is None:
+            return np.array(1, dtype=np.int64)
+        shape = [1] * ndim
+        shape[self.axis if self.axis >= 0 else self.axis + ndim] = len(self.multiplier)
+        return np.asarray(self.multiplier, dtype=np.int64).reshape(shape)
 
     def frac_array(self, ndim: int) -> np.ndarray:
         """``frac`` as an int64 array broadcastable against a tensor of rank ``ndim``."""
@@ -121,11 +142,14 @@ class FixedPointFormat:
         """Real values -> stored integers (int64), rounded half away from zero and saturated."""
         x = np.asarray(x, dtype=np.float64)
         scaled = np.ldexp(x, self.frac_array(x.ndim).astype(np.int32))
+        if self.multiplier is not None:
+            scaled = scaled / self.multiplier_array(x.ndim)
         return np.clip(round_half_away(scaled), self.qmin, self.qmax).astype(np.int64)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         q = np.asarray(q)
-        return np.ldexp(q.astype(np.float64), -self.frac_array(q.ndim).astype(np.int32))
+        m = self.multiplier_array(q.ndim)
+        return np.ldexp((q * m).astype(np.float64), -self.frac_array(q.ndim).astype(np.int32))
 
     def fake_quantize(self, x: np.ndarray) -> np.ndarray:
         return self.dequantize(self.quantize(x))
@@ -133,6 +157,9 @@ class FixedPointFormat:
     # ---- text ---------------------------------------------------------------------------------
     def __str__(self) -> str:
         u = "" if self.signed else "u"
+        if self.multiplier is not None:
+            levels = "ternary" if self.symmetric and self.bits == 2 else f"{self.bits}b"
+            return f"{levels}*m[{min(self.multiplier)}..{max(self.multiplier)}]*2^-[{min(self.frac)}..{max(self.frac)}]"
         if self.per_channel:
             lo, hi = min(self.frac), max(self.frac)
             return f"{u}Q{self.bits}[f={lo}..{hi}/ch]"
@@ -143,18 +170,23 @@ class FixedPointFormat:
              "signed": self.signed}
         if self.per_channel:
             d["axis"] = self.axis
+        if self.multiplier is not None:
+            d["multiplier"] = list(self.multiplier)
+        if self.symmetric:
+            d["symmetric"] = True
         return d
 
     @classmethod
     def from_json(cls, d: dict, where: str = "format") -> "FixedPointFormat":
         if not isinstance(d, dict):
             raise FormatError(f"{where}: expected an object like {{'bits': 8, 'frac': 5, 'signed': true}}, got {d!r}")
-        unknown = set(d) - {"bits", "frac", "signed", "axis"}
+        unknown = set(d) - {"bits", "frac", "signed", "axis", "multiplier", "symmetric"}
         missing = {"bits", "frac"} - set(d)
         if unknown or missing:
             raise FormatError(f"{where}: unknown keys {sorted(unknown)} / missing keys {sorted(missing)}")
         try:
-            return cls(d["bits"], d["frac"], bool(d.get("signed", True)), d.get("axis"))
+            return cls(d["bits"], d["frac"], bool(d.get("signed", True)), d.get("axis"), d.get("multiplier"),
+                       bool(d.get("symmetric", False)))
         except FormatError as e:
             raise FormatError(f"{where}: {e}") from None
 
