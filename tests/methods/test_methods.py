@@ -20,7 +20,7 @@ MODELS = ["fmnist_vgg", "fmnist_resnet"]
 CONFIGS = {
     "lin2016": Lin2016(offset_step=0.5),
     "goyal2021": Goyal2021(max_bits=6, offsets=(-1, 0, 1)),
-    "fxpqnet": FxpQNet(start_bits=8),
+    "fxpqnet": FxpQNet(start_bits=12, budget=0.03),  # 96 search images: one disagreement is 1 point
     "debruin2020": DeBruin2020(acc_bits=16, max_bits=8),
 }
 SEARCH_SECONDS = 25

@@ -11,7 +11,7 @@ from .uniform import MethodError, Uniform
 
 METHODS = {"uniform": "tvm_fxp.methods.uniform", "lin2016": "tvm_fxp.methods.lin2016",
            "goyal2021": "tvm_fxp.methods.goyal2021", "fxpqnet": "tvm_fxp.methods.fxpqnet",
-           "debruin2020": "tvm_fxp.methods.debruin2020"}
+           "debruin2020": "tvm_fxp.methods.debruin2020", "mellempudi2017": "tvm_fxp.methods.mellempudi2017"}
 
 
 def get_method(name: str):
@@ -22,7 +22,7 @@ def get_method(name: str):
 
 def needs_evaluation(config) -> bool:
     """Methods that search on accuracy need an evaluator (labelled or label-free data)."""
-    return config.name != "uniform"
+    return config.name not in ("uniform", "mellempudi2017")
 
 
 __all__ = ["METHODS", "MethodError", "Uniform", "get_method", "needs_evaluation"]
