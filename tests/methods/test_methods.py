@@ -23,7 +23,7 @@ CONFIGS = {
     "fxpqnet": FxpQNet(start_bits=12, budget=0.03),  # 96 search images: one disagreement is 1 point
     "debruin2020": DeBruin2020(acc_bits=16, max_bits=8),
 }
-SEARCH_SECONDS = 25
+SEARCH_SECONDS = 30
 
 
 @pytest.fixture(scope="module")

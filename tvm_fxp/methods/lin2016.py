@@ -133,14 +133,20 @@ def build_plan(lg, stats, config: Lin2016, bits_per_layer: dict) -> Plan:
     return clamp_biases(lg, Plan(tensors))
 
 
+def _offset_for_mean(rho: dict, mean_bits: float) -> float:
+    """Offset ``c`` whose (unrounded) allocation has ``mean_bits`` on average over the weights."""
+    total = sum(rho.values())
+    return mean_bits + sum(r * (10 / KAPPA_DB_PER_BIT) * math.log10(r) for r in rho.values()) / total
+
+
 def allocate(lg, stats: dict, config: Lin2016, evaluate) -> Plan:
     if evaluate is None:
         raise MethodError("lin2016 needs evaluation data (the offset is searched on accuracy)")
     weighted = [l for l in lg.layers.values() if l.weight is not None]
     rho = {l.name: int(l.weight.size) for l in weighted}
     trace = {"equal_bits": [], "offsets": []}
-    best = eq_plan = None
-    eq_bits = config.max_bits
+    eq_plan, tried, target = None, [], 0.0
+    eq_bits = 8
     try:
         for b in range(config.min_bits, config.max_bits + 1):
             p = build_plan(lg, stats, config, {k: b for k in rho})
@@ -152,11 +158,13 @@ def allocate(lg, stats: dict, config: Lin2016, evaluate) -> Plan:
         if eq_plan is None:
             eq_plan = build_plan(lg, stats, config, {k: config.max_bits for k in rho})
         target = evaluate.loss(eq_plan) + config.tolerance
-        best = eq_plan
-        # offsets from "every layer at least eq_bits" downwards, one distinct allocation at a time
+        # offsets from "every layer at least eq_bits" downwards, one distinct allocation at a time; the
+        # result always follows the parameter-count rule: the smallest allocation meeting the target, else
+        # the most accurate one tried
         c = eq_bits + (10 / KAPPA_DB_PER_BIT) * math.log10(max(rho.values())) + 1.0
         c_min = config.min_bits + (10 / KAPPA_DB_PER_BIT) * math.log10(min(rho.values())) - 1.0
         seen = set()
+        tried = []
         while c >= c_min:
             bits = lin_bits(rho, c, config.min_bits, config.max_bits)
             c -= config.offset_step
@@ -166,14 +174,20 @@ def allocate(lg, stats: dict, config: Lin2016, evaluate) -> Plan:
             seen.add(key)
             p = build_plan(lg, stats, config, bits)
             loss = evaluate.loss(p)
+            tried.append((loss, weight_bits(lg, p), p))
             trace["offsets"].append({"c": round(c + config.offset_step, 3), "bits": bits, "loss": round(loss, 5),
                                      "weight_bits": weight_bits(lg, p)})
-            if loss <= target and weight_bits(lg, p) < weight_bits(lg, best):
-                best = p
     except SearchTimeout:
         trace["timeout"] = True
-        if best is None:
-            best = build_plan(lg, stats, config, {k: 8 for k in rho})
+    meeting = [t for t in tried if t[0] <= target] if tried else []
+    if meeting:
+        best = min(meeting, key=lambda t: t[1])[2]
+    elif tried:
+        best = min(tried, key=lambda t: (t[0], t[1]))[2]
+    else:  # out of time before any offset was scored: the allocation with eq_bits on average
+        best = build_plan(lg, stats, config, lin_bits(rho, _offset_for_mean(rho, eq_bits), config.min_bits,
+                                                      config.max_bits))
+    trace["target_met"] = bool(meeting)
     cfg = {**asdict(config), "trace": trace, "evaluations": evaluate.evaluations, "equal_bits": eq_bits,
            "equal_bit_weight_bits": weight_bits(lg, eq_plan) if eq_plan is not None else None}
     return Plan(best.tensors, config.name, cfg)
