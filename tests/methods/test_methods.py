@@ -20,7 +20,7 @@ MODELS = ["fmnist_vgg", "fmnist_resnet"]
 CONFIGS = {
     "lin2016": Lin2016(offset_step=0.5),
     "goyal2021": Goyal2021(max_bits=6, offsets=(-1, 0, 1)),
-    "fxpqnet": FxpQNet(start_bits=12, budget=0.03),  # 96 search images: one disagreement is 1 point
+    "fxpqnet": FxpQNet(start_bits=8, min_bits=3, budget=0.03),  # 96 images: one disagreement is 1 point
     "debruin2020": DeBruin2020(acc_bits=16, max_bits=8),
 }
 SEARCH_SECONDS = 30
@@ -125,7 +125,7 @@ def test_fxpqnet_reads_no_labels(models, search_data):
     """Poisoned labels change nothing: the method is label-free."""
     prepared, lg, stats = models["fmnist_vgg"]
     x, y = search_data
-    cfg = FxpQNet(start_bits=6)
+    cfg = FxpQNet(start_bits=8, budget=0.05)   # 48 images: one disagreement is 2 points
     p1 = tvm_fxp.quantize(model_path("fmnist_vgg"), x, cfg, search_inputs=x[:48], search_labels=(y[:48] + 1) % 10,
                           progress=False, time_limit=15).plan
     p2 = tvm_fxp.quantize(model_path("fmnist_vgg"), x, cfg, search_inputs=x[:48], search_labels=None,

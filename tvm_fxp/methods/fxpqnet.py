@@ -4,11 +4,12 @@ Every data structure (each layer's weights, bias and output activation, and the 
 ``start_bits``.  Each round tries lowering every structure that is not frozen by one bit; for the lowered
 width the fractional length is the one (among ``f0 + frac_offsets``, ``f0`` from the range) that minimises
 the *network-level* prediction error against the float model's own outputs (self-distillation: error =
-``1 - agreement + KL``; no labels are read).  A structure whose one-bit step alone breaks the budget
-(agreement with float drops by more than ``budget``) is frozen.  The others are scored by memory saved per
-unit of added error and committed best-first; every commit is re-checked with all earlier commits applied
-and skipped if it would break the budget (a batched form of the paper's one-step-at-a-time loop: fewer
-evaluations, same guarantee that no committed step breaks the budget).  Rounds repeat until nothing can be
+``1 - agreement + KL``; no labels are read).  Each round scores every structure's one-bit step by memory
+saved per unit of added network error, then commits the steps best-first, each with all earlier commits
+applied and its fractional length re-chosen on network-level error; a step that would break the budget
+(agreement with float dropping by more than ``budget``) is not committed and freezes its structure (a batched
+form of the paper's one-step-at-a-time loop: fewer evaluations, same guarantee that no committed step
+breaks the budget).  Rounds repeat until nothing can be
 lowered or the time limit is hit (the best plan so far, always within budget, is returned).
 """
 
@@ -61,32 +62,32 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
             rounds += 1
             base_err = network_error(evaluate(plan))
             trials = []
-            for key in search_order(lg):
+            for key in search_order(lg):       # score every structure's one-bit step (range-derived frac)
                 if key in frozen:
                     continue
                 bits = plan[key].bits - 1
                 if bits < config.min_bits:
                     frozen.add(key)
                     continue
-                options = [clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits, off)))
-                           for off in config.frac_offsets]
-                best = min(options, key=lambda p: network_error(evaluate(p)))
-                if drop(best) > config.budget:
-                    frozen.add(key)
-                    continue
-                added = max(network_error(evaluate(best)) - base_err, 1e-9)
-                trials.append((sizes[key] / added, key, best[key]))
+                trial = clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits)))
+                added = max(network_error(evaluate(trial)) - base_err, 1e-9)
+                trials.append((sizes[key] / added, key, bits))
             if not trials:
                 break
             committed = 0
-            for _, key, fmt in sorted(trials, key=lambda t: -t[0]):
-                candidate = clamp_biases(lg, plan.with_format(key, fmt))
+            for _, key, bits in sorted(trials, key=lambda t: -t[0]):   # best first
+                # fractional length on network-level error, with everything committed so far applied
+                options = [clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits, off)))
+                           for off in config.frac_offsets]
+                candidate = min(options, key=lambda p: network_error(evaluate(p)))
                 d = drop(candidate)
                 if d <= config.budget:
                     plan = candidate
                     committed += 1
-                    commits.append({"round": rounds, "tensor": key, "bits": fmt.bits, "frac": fmt.frac,
+                    commits.append({"round": rounds, "tensor": key, "bits": bits, "frac": plan[key].frac,
                                     "agreement_drop": round(d, 5)})
+                else:
+                    frozen.add(key)    # its one-bit step breaks the budget
             if committed == 0:
                 break
     except SearchTimeout:
