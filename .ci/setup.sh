@@ -20,4 +20,9 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e ".[test]"
-.venv/bin/python -c "import tvm, tvm_ffi, tvm_fxp; assert tvm_ffi.__version__ == '0.1.14.post1', tvm_ffi.__version__" 
+.venv/bin/python -c "import tvm, tvm_ffi, tvm_fxp; assert tvm_ffi.__version__ == '0.1.14.post1', tvm_ffi.__version__"
+
+# aarch64 cross toolchain + emulation (qemu-user, an aarch64 Python sysroot, llvm-mca-19) for the kernel tests
+if [ "$(id -u)" = 0 ]; then
+  bash .ci/setup_arm.sh || echo "setup: aarch64 emulation unavailable; the emulated tests skip and say why" >&2
+fi

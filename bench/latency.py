@@ -14,7 +14,10 @@ this script measures, in one process and with ONE thread everywhere:
   ``tvm_fxp.build`` (``tvm.compile``, default pipeline, target: the host CPU, ``llvm -mcpu=<host>``);
 * ``tvm_fxp``   -- the integer-only *realized* 8-bit uniform module
   (``tvm_fxp.quantize(..., Uniform(bits=8)).realized()``, int32 accumulators),
-  compiled the same way.
+  compiled the same way (TVM's own legalization: built inside ``tvm_fxp.schedules.disabled()``);
+* ``tvm_fxp_int16`` -- the realized 4-bit uniform module with int16 accumulators
+  (``Uniform(bits=4)``, ``realized(accumulator="narrow")``), compiled through the scheduled integer kernels
+  of ``tvm_fxp.schedules`` (conv2d/matmul legalized to register-blocked, vectorized TIR).
 
 Timing: each engine is warmed up, then ``--repeats`` repeats are taken, each
 repeat averaging enough calls to last about ``--repeat-seconds``; the engines'
@@ -70,6 +73,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_fxp  # noqa: E402
+import tvm_fxp.schedules  # noqa: E402  -- registers the integer-kernel legalization
 from tvm_fxp.datasets import fashion_mnist  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +81,8 @@ MODELS = {
     "fmnist_vgg": REPO / "examples" / "models" / "fmnist_vgg.onnx",
     "fmnist_resnet": REPO / "examples" / "models" / "fmnist_resnet.onnx",
 }
-ENGINES = ("ort_fp32", "ort_int8", "tvm_float", "tvm_fxp")
+ENGINES = ("ort_fp32", "ort_int8", "tvm_float", "tvm_fxp", "tvm_fxp_int16")
+TVM_ENGINES = ("tvm_float", "tvm_fxp", "tvm_fxp_int16")
 INPUT_NAME = "input"
 N_ORT_CALIB = 100
 N_TVM_CALIB = 256
@@ -265,12 +270,25 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
         realized = None
     if realized is not None:
         try:
-            engines["tvm_fxp"] = TvmEngine(tvm_fxp.build(realized), x1)
+            with tvm_fxp.schedules.disabled():  # the baseline keeps TVM's own conv2d/matmul legalization
+                engines["tvm_fxp"] = TvmEngine(tvm_fxp.build(realized), x1)
         except Exception as e:  # noqa: BLE001
             errors["tvm_fxp"] = "compile failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
     t_bx = time.time() - t0
+    print(f"  quantizing with tvm_fxp (Uniform 4-bit), realizing with int16 accumulators, compiling ...",
+          flush=True)
+    t0 = time.time()
+    try:
+        q16 = tvm_fxp.quantize(path, train[:N_TVM_CALIB], tvm_fxp.Uniform(bits=4), progress=False)
+        narrow = q16.realized(accumulator="narrow")
+        result["tvm_fxp_int16_kernels"] = tvm_fxp.schedules.dispatched_kernels(narrow, tvm_fxp.api.host_target())
+        engines["tvm_fxp_int16"] = TvmEngine(tvm_fxp.build(narrow), x1)
+    except Exception as e:  # noqa: BLE001
+        errors["tvm_fxp_int16"] = "failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
+    t_b16 = time.time() - t0
     result["tvm_setup_seconds"] = {"quantize": round(t_q, 2), "build_float": round(t_bf, 2),
-                                   "realize_and_build_fxp": round(t_bx, 2)}
+                                   "realize_and_build_fxp": round(t_bx, 2),
+                                   "quantize_realize_and_build_fxp_int16": round(t_b16, 2)}
     result["tvm_calibration_images"] = N_TVM_CALIB
 
     # ---- correctness: top-1 agreement with ORT fp32 on the first N_AGREE test images
@@ -307,7 +325,7 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
     # ---- timing
     # Timed "slots": the four engines (primary), plus the TVM engines again through a Python loop.
     slots = {k: (lambda n, e=e: e.time_repeat(x1, n)) for k, e in engines.items()}
-    for k in ("tvm_float", "tvm_fxp"):
+    for k in TVM_ENGINES:
         if k in engines:
             slots[k + "@python_loop"] = (lambda n, e=engines[k]: e.time_repeat_python(x1, n))
 
@@ -330,7 +348,7 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
 
     med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     result["median_ms"] = {k: med.get(k) for k in ENGINES}
-    result["median_ms_python_loop"] = {k: med.get(k + "@python_loop") for k in ("tvm_float", "tvm_fxp")}
+    result["median_ms_python_loop"] = {k: med.get(k + "@python_loop") for k in TVM_ENGINES}
     result["samples_ms"] = {k: [round(s * 1e3, 5) for s in v] for k, v in samples.items()}
     result["calls_per_repeat"] = numbers
     result["repeats"] = args.repeats
@@ -344,6 +362,8 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
     result["ratio_vs_tvm_float"] = ratio("tvm_fxp", "tvm_float")
     result["ratio_ort_int8_vs_ort_fp32"] = ratio("ort_int8", "ort_fp32")
     result["ratio_tvm_float_vs_ort_fp32"] = ratio("tvm_float", "ort_fp32")
+    result["ratio_tvm_fxp_int16_vs_tvm_fxp"] = ratio("tvm_fxp_int16", "tvm_fxp")
+    result["ratio_tvm_fxp_int16_vs_ort_int8"] = ratio("tvm_fxp_int16", "ort_int8")
     result["ratios_python_loop"] = {
         "tvm_fxp/ort_fp32": ratio("tvm_fxp@python_loop", "ort_fp32"),
         "tvm_fxp/ort_int8": ratio("tvm_fxp@python_loop", "ort_int8"),
@@ -362,9 +382,9 @@ def print_table(name: str, r: dict) -> None:
     med, pyl, agr = r["median_ms"], r["median_ms_python_loop"], r["agreement_with_ort_fp32"]
     acc = r.get("top1_accuracy", {})
     print(f"\n== {name}: batch 1, 1 thread, median of {r['repeats']} repeats ==")
-    print(f"  {'engine':<10} {'ms/inf':>9} {'py-loop ms':>11} {'calls/rep':>10} {'agree/ortfp32':>14} {'top1':>7}")
+    print(f"  {'engine':<13} {'ms/inf':>9} {'py-loop ms':>11} {'calls/rep':>10} {'agree/ortfp32':>14} {'top1':>7}")
     for k in ENGINES:
-        print(f"  {k:<10} {_fmt(med.get(k), '9.4f')} {_fmt(pyl.get(k), '11.4f') if k in pyl else ' ' * 11}"
+        print(f"  {k:<13} {_fmt(med.get(k), '9.4f')} {_fmt(pyl.get(k), '11.4f') if k in pyl else ' ' * 11}"
               f" {r['calls_per_repeat'].get(k, 0):>10d} {_fmt(agr.get(k), '14.3f')} {_fmt(acc.get(k), '7.3f')}")
     print(f"  tvm_fxp/ort_fp32  = {_fmt(r['ratio_vs_ort_fp32'], '.3f')}"
           f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_fp32'], '.3f')})")
@@ -373,6 +393,8 @@ def print_table(name: str, r: dict) -> None:
     print(f"  tvm_fxp/tvm_float = {_fmt(r['ratio_vs_tvm_float'], '.3f')}"
           f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/tvm_float'], '.3f')})")
     print(f"  ort_int8/ort_fp32 = {_fmt(r['ratio_ort_int8_vs_ort_fp32'], '.3f')}")
+    print(f"  tvm_fxp_int16/tvm_fxp  = {_fmt(r['ratio_tvm_fxp_int16_vs_tvm_fxp'], '.3f')}"
+          f"   tvm_fxp_int16/ort_int8 = {_fmt(r['ratio_tvm_fxp_int16_vs_ort_int8'], '.3f')}")
     print(f"  load average before/after timing: {r['loadavg_before_after_timing']}", flush=True)
 
 
@@ -420,6 +442,8 @@ def main(argv=None) -> int:
                    "ort_timer": "time.perf_counter loop over InferenceSession.run",
                    "ort_session": "CPUExecutionProvider, intra_op=1, inter_op=1, ORT_SEQUENTIAL, ORT_ENABLE_ALL",
                    "tvm_fxp_method": "Uniform(bits=8), realized (integer-only, int32 accumulators)",
+                   "tvm_fxp_int16_method": ("Uniform(bits=4), realized(accumulator='narrow') (int16 "
+                                            "accumulators), tvm_fxp.schedules kernels"),
                    "data_source": train.source},
         "models": {},
         "skipped": {},

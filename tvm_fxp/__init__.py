@@ -2,6 +2,7 @@
 
 from .api import (ModelError, Quantized, Runner, bind_plan, build, import_onnx, load_model, prepare,
                   quantize)
+from . import schedules  # noqa: F401 -- registers the int8/int16 kernel legalization used by tvm.compile
 from .formats import FixedPointFormat, FormatError
 from .methods import Uniform
 from .plan import Plan, PlanError

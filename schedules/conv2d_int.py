@@ -1,0 +1,325 @@
+"""int8/uint8 x int8 conv2d (NCHW data, OIHW weights) with int16 or int32 accumulators, for NEON and AVX.
+
+The arithmetic (the "desc") is plain: ``out[n, o, y, x] = sum_{i, ky, kx} acc(x_pad[n, g*ICg + i, y*sh + ky*dh,
+x*sw + kx*dw]) * acc(w[o, i, ky, kx])`` with ``acc`` the accumulator dtype and ``g = o // OCg``.  With
+int16 accumulators the result is exact when it fits in int16 (see the wrap argument below); ``Realize``
+only chooses int16 when its L1 bound proves that.
+
+The kernel computes it in a vector-friendly packed layout and unpacks at the end:
+
+- output positions are flattened (``p = y*OW + x``) and padded to a multiple of the register block ``R``
+  (the padded input gets extra zero rows so the phantom positions read in bounds and are dropped);
+- layout ``"channels"`` (regular, 1x1 and grouped convs with many output channels per group): weights
+  packed to ``(G, OCB, ICg, KH, KW, L)``, zero-padded to ``L`` lanes; one input value is broadcast against
+  ``L`` output channels.  On NEON with int16 accumulators each step is ``ld1r`` of the input and
+  ``smlal``/``smlal2`` into two ``.8h`` accumulators per position; ``R`` positions share the weight vector.
+- layout ``"groups"`` (depthwise, and grouped convs with few channels per group): input packed to
+  ``(N, GB, ICg, H', W', L)`` and weights to ``(GB, OCg, ICg, KH, KW, L)``: one vector holds ``L`` groups, so
+  no lane is wasted on a depthwise conv.
+
+Schedule (s_tir): ``n, g, ob, p_outer, [i, ky, kx], p_inner (unrolled), lane (vectorized)``, the ``R x L``
+accumulators in a ``local`` buffer (registers after LLVM's SROA), initialised and written back once per
+block.  The weight packing is a separate PrimFunc; the legalization (``legalize.py``) runs it on the host
+at compile time when the weights are constants.
+
+uint8 data with int16 accumulators: NEON has no mixed-sign widening multiply-accumulate, and the plain form
+(``ushll`` + ``mla .8h``) runs at half the rate of ``smlal``.  So the kernel shifts the data into int8,
+``x' = x - 128``, multiplies with ``smlal`` and adds back ``128 * sum(w)`` per output channel (a constant
+computed by the ``weight_offset`` PrimFunc, at compile time for constant weights):
+``sum x*w = sum x'*w + 128 * sum w``, padding included (a padded zero becomes ``-128``).  The partial sums
+of ``x'*w`` may leave the int16 range, but the adds wrap (TVM emits plain, non-``nsw`` adds for 16-bit
+integers; only the int8 x int8 products get ``nsw``, which they satisfy) and the identity holds modulo
+``2**16``, so the result is exact whenever it fits in int16 -- which is what the accumulator proof
+guarantees.  The same wrap argument makes every int16 kernel here
+exact whenever the *final* sum fits, a weaker condition than the L1 bound on partial sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import te, tirx
+from tvm.s_tir import Schedule
+
+from .targets import KernelConfig, kernel_config
+
+INPUT_DTYPES = ("int8", "uint8")
+ACC_DTYPES = ("int16", "int32")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def choose_block(positions: int, max_block: int) -> int:
+    """Register block ``R`` minimising ``ceil(P/R) * (R + 1)``: padded work plus one weight load per block."""
+    best, best_cost = 1, None
+    for r in range(1, max(1, min(max_block, positions)) + 1):
+        cost = _ceil_div(positions, r) * (r + 1)
+        if best_cost is None or cost <= best_cost:
+            best, best_cost = r, cost
+    return best
+
+
+@dataclass(frozen=True)
+class Conv2dPlan:
+    """Static shape, layout and blocking of one conv2d kernel (batch may be symbolic)."""
+
+    channels: int            # C
+    height: int
+    width: int
+    out_channels: int        # OC
+    kernel: tuple            # (KH, KW)
+    strides: tuple
+    padding: tuple           # (top, left, bottom, right), as relax.nn.conv2d
+    dilation: tuple
+    groups: int
+    data_dtype: str
+    acc_dtype: str
+    layout: str              # "channels" | "groups"
+    lanes: int               # L
+    block: int               # R
+
+    @property
+    def in_per_group(self) -> int:
+        return self.channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def out_hw(self) -> tuple:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
+        pt, pl, pb, pr = self.padding
+        oh = (self.height + pt + pb - dh * (kh - 1) - 1) // sh + 1
+        ow = (self.width + pl + pr - dw * (kw - 1) - 1) // sw + 1
+        return oh, ow
+
+    @property
+    def positions(self) -> int:
+        oh, ow = self.out_hw
+        return oh * ow
+
+    @property
+    def padded_positions(self) -> int:
+        return _ceil_div(self.positions, self.block) * self.block
+
+    @property
+    def padded_hw(self) -> tuple:
+        """Input height/width after padding, with extra zero rows for the phantom positions."""
+        (kh, _), (sh, _), (dh, _) = self.kernel, self.strides, self.dilation
+        pt, pl, pb, pr = self.padding
+        _, ow = self.out_hw
+        last_row = ((self.padded_positions - 1) // ow) * sh + (kh - 1) * dh
+        return max(self.height + pt + pb, last_row + 1), self.width + pl + pr
+
+    @property
+    def offset_data(self) -> bool:
+        """uint8 data into int16 accumulators: run on ``x - 128`` (int8) and add ``128 * sum(w)`` back."""
+        return self.data_dtype == "uint8" and self.acc_dtype == "int16"
+
+    @property
+    def vector_blocks(self) -> int:
+        """OCB (channels layout: vectors per group) or GB (groups layout: vectors of groups)."""
+        if self.layout == "channels":
+            return _ceil_div(self.out_per_group, self.lanes)
+        return _ceil_div(self.groups, self.lanes)
+
+    @property
+    def packed_weight_shape(self) -> tuple:
+        kh, kw = self.kernel
+        if self.layout == "channels":
+            return (self.groups, self.vector_blocks, self.in_per_group, kh, kw, self.lanes)
+        return (self.vector_blocks, self.out_per_group, self.in_per_group, kh, kw, self.lanes)
+
+    @property
+    def macs_per_image(self) -> int:
+        kh, kw = self.kernel
+        return self.positions * self.out_channels * self.in_per_group * kh * kw
+
+
+def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strides=(1, 1),
+                padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1,
+                config: KernelConfig | None = None, target=None, layout: str | None = None) -> Conv2dPlan:
+    """Check the operands and choose layout and block for ``config`` (or ``kernel_config(target)``).
+
+    ``data_shape`` is ``(N, C, H, W)`` (``N`` may be symbolic and is ignored), ``weight_shape`` ``(OC, C/G, KH,
+    KW)``; ``padding`` has 2 or 4 entries as in ``relax.nn.conv2d``.
+    """
+    if data_dtype not in INPUT_DTYPES:
+        raise ValueError(f"conv2d input dtype {data_dtype} not in {INPUT_DTYPES}")
+    if acc_dtype not in ACC_DTYPES:
+        raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES}")
+    if config is None:
+        config = kernel_config(target or tvm.target.Target.current(), acc_dtype)
+    _, c, h, w = (int(s) if i else s for i, s in enumerate(data_shape))
+    oc, icg, kh, kw = (int(s) for s in weight_shape)
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        padding = padding * 2
+    if c % groups or oc % groups or icg != c // groups:
+        raise ValueError(f"conv2d: {c} input / {oc} output channels, weight {tuple(weight_shape)}, "
+                         f"do not split into {groups} groups")
+    ocg = oc // groups
+    # vector lanes: the full vector or half of it, whichever pads the channels (or groups) less
+    options = []
+    for lanes in (config.lanes, config.lanes // 2) if config.lanes >= 16 else (config.lanes,):
+        for lay in ("channels", "groups"):
+            work = groups * _ceil_div(ocg, lanes) * lanes if lay == "channels" else \
+                _ceil_div(groups, lanes) * lanes * ocg
+            if layout in (None, lay):
+                options.append((work, -lanes, lay != "channels", lanes, lay))
+    _, _, _, lanes, layout = min(options)
+    plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
+                      tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1)
+    oh, ow = plan.out_hw
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d: empty output {oh}x{ow}")
+    return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, config.block_limit(lanes))})
+
+
+# ----------------------------------------------------------------------------------------- compute (TE)
+
+def pack_weight(weight: te.Tensor, plan: Conv2dPlan) -> te.Tensor:
+    """OIHW int8 weights -> the plan's packed layout, zero in the padded lanes."""
+    ocg, lanes, zero = plan.out_per_group, plan.lanes, tirx.const(0, weight.dtype)
+    if plan.layout == "channels":
+        def f(g, ob, i, ky, kx, v):
+            o = ob * lanes + v
+            return tirx.if_then_else(o < ocg, weight[g * ocg + tirx.min(o, ocg - 1), i, ky, kx], zero)
+    else:
+        def f(gb, o, i, ky, kx, v):
+            g = gb * lanes + v
+            return tirx.if_then_else(g < plan.groups, weight[tirx.min(g, plan.groups - 1) * ocg + o, i, ky, kx], zero)
+    return te.compute(plan.packed_weight_shape, f, name="weight_pack")
+
+
+def weight_offset(weight: te.Tensor, plan: Conv2dPlan) -> te.Tensor:
+    """``128 * sum(w[o])`` per output channel, wrapped to int16 (for ``plan.offset_data``)."""
+    _, icg, kh, kw = weight.shape
+    ri, ry, rx = te.reduce_axis((0, icg), "ri"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    total = te.compute((plan.out_channels,), lambda o: te.sum(
+        weight[o, ri, ry, rx].astype(plan.acc_dtype), axis=[ri, ry, rx]), name="weight_sum")
+    return te.compute((plan.out_channels,), lambda o: total[o] * tirx.const(128, plan.acc_dtype),
+                      name="weight_offset")
+
+
+def _stored_data(value, plan) -> tirx.PrimExpr:
+    """The data as the kernel multiplies it: unchanged, or ``x - 128`` as int8 (``plan.offset_data``)."""
+    if not plan.offset_data:
+        return value
+    return (value.astype("int16") - tirx.const(128, "int16")).astype("int8")
+
+
+def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
+                   offset: te.Tensor | None = None) -> te.Tensor:
+    """NCHW ``data`` x packed weights -> NCHW accumulators of ``plan.acc_dtype``.
+
+    ``offset`` (``weight_offset``) is required exactly when ``plan.offset_data``.
+    """
+    if plan.offset_data != (offset is not None):
+        raise ValueError("conv2d_compute: pass weight_offset exactly for uint8 data into int16")
+    n = data.shape[0]
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    pt, pl, _, _ = plan.padding
+    hp, wp = plan.padded_hw
+    oh, ow = plan.out_hw
+    lanes, icg, ocg, acc = plan.lanes, plan.in_per_group, plan.out_per_group, plan.acc_dtype
+    zero = _stored_data(tirx.const(0, data.dtype), plan)
+
+    def finish(value, o):
+        return value if offset is None else value + offset[o]
+
+    def inside(y, x):
+        return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
+
+    ri = te.reduce_axis((0, icg), "ri")
+    rky = te.reduce_axis((0, kh), "rky")
+    rkx = te.reduce_axis((0, kw), "rkx")
+    if plan.layout == "channels":
+        pad = te.compute((n, plan.channels, hp, wp), lambda b, c, y, x: tirx.if_then_else(
+            inside(y, x), _stored_data(data[b, c, y - pt, x - pl], plan), zero), name="data_pad")
+        conv = te.compute(
+            (n, plan.groups, plan.vector_blocks, plan.padded_positions, lanes),
+            lambda b, g, ob, p, v: te.sum(
+                pad[b, g * icg + ri, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw].astype(acc)
+                * packed[g, ob, ri, rky, rkx, v].astype(acc), axis=[ri, rky, rkx]),
+            name="conv")
+        return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: finish(conv[
+            b, o // ocg, (o % ocg) // lanes, y * ow + x, (o % ocg) % lanes], o), name="conv_unpack")
+    groups = plan.groups
+    pad = te.compute(
+        (n, plan.vector_blocks, icg, hp, wp, lanes),
+        lambda b, gb, i, y, x, v: tirx.if_then_else(
+            tirx.all(inside(y, x), gb * lanes + v < groups),
+            _stored_data(data[b, tirx.min(gb * lanes + v, groups - 1) * icg + i, y - pt, x - pl], plan), zero),
+        name="data_pack")
+    conv = te.compute(
+        (n, plan.vector_blocks, ocg, plan.padded_positions, lanes),
+        lambda b, gb, o, p, v: te.sum(
+            pad[b, gb, ri, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, v].astype(acc)
+            * packed[gb, o, ri, rky, rkx, v].astype(acc), axis=[ri, rky, rkx]),
+        name="conv")
+    return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: finish(conv[
+        b, (o // ocg) // lanes, o % ocg, y * ow + x, (o // ocg) % lanes], o), name="conv_unpack")
+
+
+# ----------------------------------------------------------------------------------------- schedule
+
+def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
+    """Register-block and vectorize a PrimFunc made from ``conv2d_compute``."""
+    sch = Schedule(func)
+    conv = sch.get_sblock("conv")
+    n, g, ob, p, v, ri, rky, rkx = sch.get_loops(conv)
+    po, pi = sch.split(p, [None, plan.block])
+    sch.reorder(n, g, ob, po, ri, rky, rkx, pi, v)
+    acc = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(acc, po)
+    sch.vectorize(v)
+    sch.unroll(pi)
+    if plan.kernel[1] <= 7:
+        sch.unroll(rkx)     # lets LLVM reuse one broadcast input across neighbouring positions (stride 1)
+    *_, ai, av = sch.get_loops(acc)
+    sch.vectorize(av)
+    sch.unroll(ai)
+    init = sch.decompose_reduction(conv, ri)   # after vectorize: see ARM.md
+    *_, ii, iv = sch.get_loops(init)
+    sch.vectorize(iv)
+    sch.unroll(ii)
+    pad = sch.get_sblock("data_pad" if plan.layout == "channels" else "data_pack")
+    sch.compute_at(pad, n)
+    if plan.layout == "groups":
+        sch.vectorize(sch.get_loops(pad)[-1])
+    return sch.mod["main"]
+
+
+# ----------------------------------------------------------------------------------------- PrimFuncs
+
+def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
+    return te.placeholder((batch, plan.channels, plan.height, plan.width), plan.data_dtype, name="data")
+
+
+def conv2d_primfuncs(plan: Conv2dPlan, batch=None) -> tuple:
+    """``(weight_pack, weight_offset or None, conv2d)`` PrimFuncs for ``plan``.
+
+    ``batch``: an int, or None for a symbolic ``n``.  The conv2d PrimFunc takes ``(data, packed_weight,
+    [offset,] out)``; ``weight_offset`` exists only for ``plan.offset_data``.
+    """
+    batch = tirx.Var("n", "int64") if batch is None else batch
+    kh, kw = plan.kernel
+    weight = te.placeholder((plan.out_channels, plan.in_per_group, kh, kw), "int8", name="weight")
+    pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
+    offset_func = None
+    data = _data_placeholder(plan, batch)
+    packed = te.placeholder(plan.packed_weight_shape, "int8", name="weight_packed")
+    params = [data, packed]
+    offset = None
+    if plan.offset_data:
+        offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
+        offset = te.placeholder((plan.out_channels,), plan.acc_dtype, name="weight_offset")
+        params.append(offset)
+    out = conv2d_compute(data, packed, plan, offset)
+    conv_func = schedule_conv2d(te.create_prim_func([*params, out], "int64"), plan)
+    return pack_func, offset_func, conv_func

@@ -1,0 +1,246 @@
+"""Relax legalization of integer conv2d/matmul to the scheduled kernels of this package.
+
+Importing this module (``import tvm_fxp.schedules``) overrides the ``FLegalize`` attribute of
+``relax.nn.conv2d`` and ``relax.matmul`` (at a higher registration level than TVM's own) with a function
+that, when
+
+- the data is int8/uint8, the weight int8 and ``out_dtype`` int16/int32,
+- the layouts are NCHW/OIHW/NCHW (conv2d) or the operands ``(M, K) @ (K, N)`` (matmul),
+- every dimension but the batch is static, and
+- the target in scope (``tvm.compile`` enters it around ``LegalizeOps``) is an LLVM CPU target,
+
+packs the weights (and, for uint8 data into int16, computes a per-channel offset) with the kernel's
+packing PrimFunc -- on the host at compile time when the weight is a constant, since ``tvm.compile``'s
+default CPU pipeline has no ``FoldConstant``, else as a ``call_tir`` -- and emits ``call_tir`` of the
+scheduled kernel, marked ``op_pattern = kOpaque`` so that ``FuseOps``/``FuseTIR`` keep its schedule.
+Anything else goes to TVM's original legalization, which is saved here and called unchanged.
+
+Where it runs: inside ``relax.transform.LegalizeOps`` (so in ``tvm.compile``'s default pipeline); it
+assumes nothing of the graph beyond the op and its operand types.  An int16 result is exact when it fits in
+int16, which the producer of the graph (``tvm_fxp.passes.Realize(accumulator="narrow")``) proves before
+asking for it; ``disabled()`` turns the override off for a block of code (e.g. to build a baseline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax, tirx
+from tvm.ir.expr import GenericConst
+
+from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, conv2d_primfuncs, plan_conv2d
+from .dense_int import dense_primfuncs, plan_dense
+from .targets import kernel_config
+
+_ATTR = "FLegalize"
+_LEVEL = 20                     # TVM registers its legalizations at the default level 10
+OP_PATTERN_OPAQUE = 8           # tvm::relax::OpPatternKind::kOpaque
+KERNEL_ATTR = "tvm_fxp.kernel"  # PrimFunc attribute naming the kernel (for tests and reports)
+
+_original: dict = {}
+_switch = threading.local()
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block (this thread), conv2d/matmul get TVM's own legalization, e.g. for a baseline."""
+    before = getattr(_switch, "off", False)
+    _switch.off = True
+    try:
+        yield
+    finally:
+        _switch.off = before
+
+
+def original_legalize(op_name: str):
+    """TVM's own legalization of ``op_name`` (as it was before this module overrode it)."""
+    return _original[op_name]
+
+
+def _static_dims(shape) -> list | None:
+    out = []
+    for s in shape:
+        if not isinstance(s, tirx.IntImm):
+            return None
+        out.append(int(s.value))
+    return out
+
+
+def _tensor_type(expr):
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    return ty
+
+
+def _cpu_target():
+    if getattr(_switch, "off", False):
+        return None
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
+        return None
+    return target
+
+
+def _add_kernel(bb, func: tirx.PrimFunc, name: str, kernel: str, opaque: bool):
+    attrs = {KERNEL_ATTR: kernel}
+    if opaque:
+        attrs["op_pattern"] = OP_PATTERN_OPAQUE
+    func = func.without_attr("global_symbol").with_attrs(attrs)
+    return bb.add_func(func, name)
+
+
+def conv2d_plan_for(call, target):
+    """The ``Conv2dPlan`` this call would use on ``target``, or None when it is not ours."""
+    attrs = call.attrs
+    out_dtype = str(attrs.out_dtype)
+    if out_dtype not in ACC_DTYPES:
+        return None
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return None
+    data_ty, weight_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
+    if data_ty is None or weight_ty is None or len(data_ty.shape) != 4 or len(weight_ty.shape) != 4:
+        return None
+    if str(data_ty.dtype) not in INPUT_DTYPES or str(weight_ty.dtype) != "int8":
+        return None
+    dims = _static_dims(list(data_ty.shape)[1:])
+    wdims = _static_dims(list(weight_ty.shape))
+    if dims is None or wdims is None:
+        return None
+    try:
+        return plan_conv2d([data_ty.shape[0], *dims], wdims, str(data_ty.dtype), out_dtype,
+                           [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                           [int(d) for d in attrs.dilation], int(attrs.groups),
+                           config=kernel_config(target, out_dtype))
+    except ValueError:
+        return None
+
+
+def dense_plan_for(call, target):
+    """The ``DensePlan`` this matmul would use on ``target``, or None when it is not ours."""
+    out_dtype = str(call.attrs.out_dtype)
+    if out_dtype not in ACC_DTYPES:
+        return None
+    a_ty, b_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
+    if a_ty is None or b_ty is None or len(a_ty.shape) != 2 or len(b_ty.shape) != 2:
+        return None
+    if str(a_ty.dtype) not in INPUT_DTYPES or str(b_ty.dtype) != "int8":
+        return None
+    k = _static_dims([a_ty.shape[1]])
+    kn = _static_dims(list(b_ty.shape))
+    if k is None or kn is None or k[0] != kn[0]:
+        return None
+    try:
+        return plan_dense([a_ty.shape[0], k[0]], kn, str(a_ty.dtype), out_dtype,
+                          config=kernel_config(target, out_dtype))
+    except ValueError:
+        return None
+
+
+def _run_on_host(func: tirx.PrimFunc, weight: np.ndarray, out_shape, out_dtype: str) -> np.ndarray:
+    lib = tvm.tirx.build(func, target=tvm.target.Target("llvm"))
+    out = tvm.runtime.empty(tuple(out_shape), out_dtype, tvm.cpu())
+    lib(tvm.runtime.tensor(weight), out)
+    return out.numpy()
+
+
+def _constant_value(bb, expr) -> np.ndarray | None:
+    """The value of a constant operand, inline or bound to a variable earlier in the function."""
+    seen = 0
+    while isinstance(expr, relax.Var) and seen < 16:
+        bound = bb.lookup_binding(expr)
+        if bound is None:
+            return None
+        expr, seen = bound, seen + 1
+    if isinstance(expr, GenericConst) and isinstance(expr.value, tvm.runtime.Tensor):
+        return expr.value.numpy()
+    return None
+
+
+def _weight_input(bb, func, weight, out_shape, out_dtype: str, name: str, kind: str):
+    """The packed weight (or offset): a constant computed now when the weight is a constant, else a call.
+
+    ``tvm.compile``'s default CPU pipeline has no ``FoldConstant``, so constant weights are packed here, on
+    the host, by the same PrimFunc that would otherwise run at every inference.
+    """
+    value = _constant_value(bb, weight)
+    if value is not None:
+        return relax.const(_run_on_host(func, value, out_shape, out_dtype), out_dtype)
+    gv = _add_kernel(bb, func, f"fxp_{name}", name, opaque=False)
+    return bb.emit(relax.call_tir(gv, [weight], relax.TensorType(tuple(out_shape), out_dtype)))
+
+
+def _emit_kernel(bb, call, plan, funcs, kind: str):
+    """Packed weight (and offset) inputs, then the opaque kernel call."""
+    pack_func, offset_func, kernel_func = funcs
+    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "")
+    weight = call.args[1]
+    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, "int8",
+                                        f"{kind}_weight_pack", kind)]
+    if offset_func is not None:
+        out_len = plan.out_channels if kind == "conv2d" else plan.outputs
+        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.acc_dtype, f"{kind}_weight_offset", kind))
+    kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}", tag, opaque=True)
+    return relax.call_tir(kernel_gv, args, call.ty)
+
+
+def _legalize_conv2d(bb, call):
+    target = _cpu_target()
+    plan = conv2d_plan_for(call, target) if target is not None else None
+    if plan is None:
+        return _original["relax.nn.conv2d"](bb, call)
+    return _emit_kernel(bb, call, plan, conv2d_primfuncs(plan), "conv2d")
+
+
+def _legalize_matmul(bb, call):
+    target = _cpu_target()
+    plan = dense_plan_for(call, target) if target is not None else None
+    if plan is None:
+        return _original["relax.matmul"](bb, call)
+    return _emit_kernel(bb, call, plan, dense_primfuncs(plan), "dense")
+
+
+def dispatched_kernels(mod: tvm.IRModule, target) -> dict:
+    """``{kernel tag: number of calls}`` after ``LegalizeOps`` of ``mod`` under ``target``."""
+    with tvm.target.Target(target):
+        legal = relax.transform.LegalizeOps()(mod)
+    tags = {gv: str(f.attrs[KERNEL_ATTR]) for gv, f in legal.functions.items()
+            if isinstance(f, tirx.PrimFunc) and f.attrs is not None and KERNEL_ATTR in f.attrs}
+    counts: dict = {}
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    for func in legal.functions.values():
+        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+            continue
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and value.op.same_as(call_tir) and value.args[0] in tags:
+                    tag = tags[value.args[0]]
+                    counts[tag] = counts.get(tag, 0) + 1
+    return counts
+
+
+_LEGALIZERS = {"relax.nn.conv2d": _legalize_conv2d, "relax.matmul": _legalize_matmul}
+
+
+def register() -> None:
+    """Install the overrides once per process (also across a reload of this module).
+
+    TVM's originals are kept in the FFI global registry (``tvm_fxp.schedules.original_legalize.<op>``) so
+    that a reloaded module still finds them; an op attribute cannot be registered twice at one level.
+    """
+    for name, fn in _LEGALIZERS.items():
+        key = f"tvm_fxp.schedules.original_legalize.{name}"
+        saved = tvm_ffi.get_global_func(key, allow_missing=True)
+        if saved is None:
+            saved = tvm.ir.Op.get(name).get_attr(_ATTR)
+            tvm_ffi.register_global_func(key, saved)
+            tvm.ir.register_op_attr(name, _ATTR, fn, level=_LEVEL)
+        _original[name] = saved
+
+
+register()

@@ -1,0 +1,100 @@
+"""Cross-compiled aarch64 (Cortex-A72) code of the kernels: the instructions in the hot loop.
+
+No board and no emulator: LLVM's aarch64 backend is part of TVM.  The int16 kernels must multiply-accumulate
+with ``smlal``/``smlal2`` into ``.8h`` lanes (8 MACs per instruction); the int32 kernels must not, and
+accumulate into ``.4s``.  With ``llvm-mca-19`` (``.ci/setup_arm.sh``) the loops are also timed statically.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset
+from tvm_fxp.schedules.asm import hot_loop, llvm_mca, mca_tool
+
+RPI4 = preset("rpi4")
+
+KERNELS = {   # name -> plan factory(acc_dtype)
+    "conv3x3_int8": lambda acc: plan_conv2d((1, 32, 14, 14), (32, 32, 3, 3), "int8", acc, padding=(1, 1, 1, 1),
+                                            target=RPI4),
+    "conv3x3_uint8": lambda acc: plan_conv2d((1, 16, 28, 28), (16, 16, 3, 3), "uint8", acc,
+                                             padding=(1, 1, 1, 1), target=RPI4),
+    "conv1x1_s2_int8": lambda acc: plan_conv2d((1, 32, 14, 14), (64, 32, 1, 1), "int8", acc, strides=(2, 2),
+                                               target=RPI4),
+    "depthwise3x3_uint8": lambda acc: plan_conv2d((1, 32, 14, 14), (32, 1, 3, 3), "uint8", acc, groups=32,
+                                                  padding=(1, 1, 1, 1), target=RPI4),
+    "dense_uint8": lambda acc: plan_dense((1, 1568), (1568, 128), "uint8", acc, target=RPI4),
+}
+
+
+def kernel_asm(name: str, acc: str) -> tuple:
+    plan = KERNELS[name](acc)
+    funcs = conv2d_primfuncs(plan) if name.startswith(("conv", "depthwise")) else dense_primfuncs(plan)
+    return plan, tvm.tirx.build(funcs[2], target=RPI4).inspect_source("asm")
+
+
+def accumulators(loop, arrangement: str) -> set:
+    """Destination registers of multiply-accumulates into ``arrangement`` lanes (e.g. ``8h``)."""
+    regs = set()
+    for insn in loop.lines:
+        m = re.match(rf"(smlal2?|umlal2?|mla)\s+(v\d+)\.{arrangement},", insn)
+        if m:
+            regs.add(m.group(2))
+    return regs
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_int16_kernel_uses_smlal_on_8h(name):
+    plan, asm = kernel_asm(name, "int16")
+    loop = hot_loop(asm)
+    smlal_8h = [i for i in loop.lines if re.match(r"smlal2?\s+v\d+\.8h,", i)]
+    assert smlal_8h, f"no smlal into .8h in the hot loop:\n{loop.text}"
+    assert all(re.match(r"smlal2?\s+v\d+\.8h,", i) for i in loop.lines if i.split()[0] in
+               ("smlal", "smlal2", "mla", "mul", "umlal", "umlal2", "smull", "smull2")
+               and not i.split()[0].startswith("smull")), loop.text
+    # register blocking: R >= 4 positions x 16 channels (two .8h registers each) stay in registers
+    assert plan.block >= 4 and plan.lanes == 16
+    assert len(accumulators(loop, "8h")) >= 2 * plan.block, loop.text
+    assert loop.mul_lanes % (plan.block * plan.lanes) == 0, loop.mnemonics
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_int32_kernel_accumulates_in_4s(name):
+    loop = hot_loop(kernel_asm(name, "int32")[1])
+    assert not any(re.match(r"smlal2?\s+v\d+\.8h,", i) for i in loop.lines), loop.text
+    wide = [i for i in loop.lines if re.match(r"(saddw2?|smlal2?|sadalp|add)\s+v\d+\.4s,", i)]
+    assert wide, f"no accumulation into .4s lanes:\n{loop.text}"
+
+
+def test_relax_module_cross_compiles_to_smlal():
+    """tvm.compile of a Relax conv2d with out_dtype=int16 for the Pi dispatches to the int16 kernel."""
+    bb = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 16, 12, 12), "uint8"))
+    w = np.random.default_rng(0).integers(-8, 8, (32, 16, 3, 3)).astype("int8")
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int16"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    ex = tvm.compile(bb.get(), target=RPI4)
+    lib = ex.mod.imports[0]
+    assert lib.implements_function("fxp_conv2d_uint8_int16_channels")
+    assert not lib.implements_function("fxp_conv2d_weight_pack")     # packed at compile time
+    loop = hot_loop(lib.inspect_source("asm"))
+    assert any(re.match(r"smlal2?\s+v\d+\.8h,", i) for i in loop.lines), loop.text
+
+
+@pytest.mark.skipif(mca_tool() is None, reason="llvm-mca-19 not installed (run .ci/setup_arm.sh)")
+@pytest.mark.parametrize("name", ["conv3x3_int8", "conv3x3_uint8", "dense_uint8"])
+def test_llvm_mca_int16_beats_int32(name):
+    """Cortex-A72 model: the int16 loop runs near one smlal per cycle and at most ~0.55x int32's cycles/MAC."""
+    per_mac = {}
+    for acc in ("int16", "int32"):
+        loop = hot_loop(kernel_asm(name, acc)[1])
+        per_mac[acc] = llvm_mca(loop.text).cycles_per_iteration / loop.mul_lanes
+    assert 1 / per_mac["int16"] >= 0.6 * 8, per_mac            # >= 60% of 8 MACs/cycle
+    assert per_mac["int16"] / per_mac["int32"] <= 0.6, per_mac

@@ -1,0 +1,115 @@
+"""The Relax legalization override (schedules/legalize.py): dispatch, fallback, and a whole model."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_fxp
+from tvm_fxp.schedules import dispatched_kernels, host, original_legalize
+
+from . import reference as ref
+
+HOST = host()
+
+
+def single_op_module(make, data_shape, data_dtype, weight=None):
+    """``main(x[, w]) = make(x, w)`` with a symbolic batch; the weight is a constant unless ``weight`` is None."""
+    bb = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, *data_shape[1:]), data_dtype))
+    params = [x]
+    if isinstance(weight, np.ndarray):
+        w = relax.const(weight)
+    else:
+        w = relax.Var("w", relax.TensorType(weight[0], weight[1]))
+        params.append(w)
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(make(x, w)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def run(mod, *args):
+    vm = relax.VirtualMachine(tvm.compile(mod, target=HOST), tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
+
+
+def test_int16_conv2d_is_dispatched_and_exact():
+    rng = np.random.default_rng(0)
+    x, w = ref.random_operands(rng, (3, 8, 10, 9), (16, 8, 3, 3), "uint8", "int16", 72)
+    mod = single_op_module(lambda a, b: relax.op.nn.conv2d(a, b, strides=[2, 1], padding=[1, 0, 1, 2],
+                                                           out_dtype="int16"), x.shape, "uint8", w)
+    assert dispatched_kernels(mod, HOST) == {"conv2d_uint8_int16_channels": 1}
+    got = run(mod, x)
+    assert got.dtype == np.int16
+    np.testing.assert_array_equal(got, ref.conv2d_ref(x, w, (2, 1), (1, 0, 1, 2)))
+
+
+def test_non_constant_weight_is_packed_at_run_time():
+    rng = np.random.default_rng(1)
+    a, b = ref.random_operands(rng, (2, 50), (50, 20), "int8", "int16", 50)
+    mod = single_op_module(lambda x, w: relax.op.matmul(x, w, out_dtype="int16"), a.shape, "int8",
+                           ((50, 20), "int8"))
+    assert dispatched_kernels(mod, HOST) == {"dense_int8_int16": 1, "dense_weight_pack": 1}
+    np.testing.assert_array_equal(run(mod, a, b), ref.dense_ref(a, b))
+
+
+@pytest.mark.parametrize("case", ["float32", "int64_out", "nhwc", "batched_matmul"])
+def test_other_ops_fall_back_to_tvm(case):
+    rng = np.random.default_rng(2)
+    if case == "float32":
+        x, w = rng.normal(size=(1, 4, 6, 6)).astype("float32"), rng.normal(size=(8, 4, 3, 3)).astype("float32")
+        mod = single_op_module(lambda a, b: relax.op.nn.conv2d(a, b), x.shape, "float32", w)
+        expected = ref.conv2d_ref(x.astype(np.float64), w.astype(np.float64))
+    elif case == "int64_out":
+        x, w = rng.integers(-128, 128, (1, 4, 6, 6)).astype("int8"), rng.integers(-128, 128, (8, 4, 3, 3)).astype("int8")
+        mod = single_op_module(lambda a, b: relax.op.nn.conv2d(a, b, out_dtype="int64"), x.shape, "int8", w)
+        expected = ref.conv2d_ref(x, w)
+    elif case == "nhwc":
+        x, w = rng.integers(-8, 8, (1, 6, 6, 4)).astype("int8"), rng.integers(-8, 8, (8, 4, 3, 3)).astype("int8")
+        mod = single_op_module(lambda a, b: relax.op.nn.conv2d(a, b, data_layout="NHWC", out_dtype="int16"),
+                               x.shape, "int8", w)
+        expected = ref.conv2d_ref(x.transpose(0, 3, 1, 2), w).transpose(0, 2, 3, 1)
+    else:
+        x, w = rng.integers(-8, 8, (2, 3, 5)).astype("int8"), rng.integers(-8, 8, (5, 4)).astype("int8")
+        mod = single_op_module(lambda a, b: relax.op.matmul(a, b, out_dtype="int16"), x.shape, "int8", w)
+        expected = np.einsum("bmk,kn->bmn", x.astype(np.int64), w.astype(np.int64))
+    assert dispatched_kernels(mod, HOST) == {}
+    np.testing.assert_allclose(run(mod, x), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_without_a_target_in_scope_tvm_legalizes():
+    rng = np.random.default_rng(3)
+    x, w = ref.random_operands(rng, (1, 4, 6, 6), (8, 4, 3, 3), "int8", "int16", 36)
+    mod = single_op_module(lambda a, b: relax.op.nn.conv2d(a, b, out_dtype="int16"), x.shape, "int8", w)
+    legal = relax.transform.LegalizeOps()(mod)
+    assert not any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and "tvm_fxp.kernel" in f.attrs
+                   for f in legal.functions.values())
+    assert callable(original_legalize("relax.nn.conv2d"))
+
+
+def weighted_ops(mod) -> int:
+    return sum(1 for b in mod["main"].body.blocks for b in b.bindings
+               if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+               and b.value.op.name in ("relax.nn.conv2d", "relax.matmul"))
+
+
+@pytest.mark.parametrize("bits, acc", [(4, "int16"), (8, "int32")])
+def test_realized_vgg_through_kernels_equals_simulation(test_images, bits, acc):
+    """fmnist_vgg realized with narrow accumulators (int16 everywhere at 4 bits; at 8 bits int32 at least
+    for some layers, int16 wherever a layer's bound allows it): every conv2d and matmul runs on a kernel of
+    this package, with its weights packed at compile time, and the outputs equal the float64 simulation bit
+    for bit."""
+    q = ref.quantized_vgg(bits)
+    realized = q.realized(accumulator="narrow")
+    kernels = dispatched_kernels(realized, HOST)
+    assert not any("weight" in tag for tag in kernels), kernels          # constants packed at compile time
+    assert sum(kernels.values()) == weighted_ops(realized) >= 6, kernels
+    accs = {tag.split("_")[2] for tag in kernels}
+    assert acc in accs and accs <= ({"int16"} if acc == "int16" else {"int16", "int32"}), kernels
+    images = test_images.inputs[:200]
+    real = ref.run_host(realized, images)
+    np.testing.assert_array_equal(real, ref.run_host(q.simulated(), images))
+    assert len(np.unique(real.argmax(1))) >= 3            # not a degenerate (e.g. constant) output
