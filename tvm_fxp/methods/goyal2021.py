@@ -9,7 +9,7 @@ quantization is what loses up to 50% in the paper; here every evaluation include
 
 The smallest passing bit-width is found by bisection over ``min_bits..max_bits`` (accuracy is close to
 monotone in bit-width); each probed width tries all offsets.  The search honours a time limit and returns
-the best plan so far (remaining tensors at ``max_bits`` with range-derived fracs, which is then re-checked).
+the best plan so far (remaining tensors at ``start_bits``, as every accepted choice was evaluated).
 """
 
 from __future__ import annotations
@@ -64,10 +64,8 @@ def allocate(lg, stats: dict, config: Goyal2021, evaluate) -> Plan:
             trace.append({"tensor": key, "bits": plan[key].bits, "frac": plan[key].frac,
                           "loss": round(evaluate.loss(plan), 5)})
     except SearchTimeout:
-        # best plan so far: the chosen tensors keep their choice, the rest drop to max_bits
-        for key in search_order(lg):
-            if key not in chosen:
-                plan = clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, config.max_bits)))
+        # the best plan so far: chosen tensors keep their choice, the rest stay at start_bits (the plan
+        # every accepted choice was evaluated with)
         trace.append({"timeout": True, "chosen": len(chosen)})
     plan = Plan(plan.tensors, config.name, {**asdict(config), "offsets": list(config.offsets),
                                             "trace": trace, "evaluations": evaluate.evaluations})
