@@ -104,14 +104,15 @@ def allocate(lg, stats: dict, config: DeBruin2020, evaluate) -> Plan:
             trial = plan.with_format(x_key, x_fmt).with_format(layer.weight_key, w_fmt)
             if b_fmt is not None:
                 trial = trial.with_format(layer.bias_key, b_fmt)
-            try:
-                loss = evaluate.loss(trial) if not timed_out else 0.0
-            except SearchTimeout:
-                timed_out, loss = True, 0.0
-            # most accurate; ties -> more operand bits (more headroom for later layers' errors)
-            scored.append((loss, -(x_fmt.bits + w_fmt.bits), trial, bound, x_fmt, w_fmt))
-            if timed_out:
-                break
+            if not timed_out:
+                try:
+                    scored.append((evaluate.loss(trial), -(x_fmt.bits + w_fmt.bits), trial, bound, x_fmt, w_fmt))
+                    continue
+                except SearchTimeout:
+                    timed_out = True
+            # out of time: unscored candidates rank behind scored ones, balanced widths first
+            scored.append((float("inf"), -min(x_fmt.bits, w_fmt.bits), trial, bound, x_fmt, w_fmt))
+        # most accurate; ties -> more operand bits (more headroom for later layers' errors)
         loss, _, plan, bound, x_fmt, w_fmt = min(scored, key=lambda t: (t[0], t[1]))
         fixed[x_key] = x_fmt
         proofs[layer.name] = {"input_bits": x_fmt.bits, "weight_bits": w_fmt.bits, "bound": bound,
