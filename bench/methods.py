@@ -36,6 +36,7 @@ def measure(q, x, y, float_out, accumulator="wide") -> dict:
             "weight_bits": costs["weight_bits"], "activation_bits": costs["activation_bits"],
             "memory_reduction_vs_float": costs["memory_reduction_vs_float"],
             "mult_cost_vs_8bit": costs["mult_cost_vs_8bit"], "max_accumulator_bits": costs["max_accumulator_bits"],
+            "max_mac_accumulator_bits": max(a.bound.bits for a in q.arithmetic.values() if a.wq is not None),
             "accumulator_policy": accumulator}
 
 
@@ -69,8 +70,8 @@ def targets(rows: dict) -> dict:
         r = rows["debruin2020"]
         loss = f["top1"] - r["top1"]
         out["debruin2020"] = {"target": "16-bit accumulators within 1 point of float", "loss_points": 100 * loss,
-                              "max_accumulator_bits": r["max_accumulator_bits"],
-                              "met": bool(loss <= 0.01 and r["max_accumulator_bits"] <= 16)}
+                              "max_mac_accumulator_bits": r.get("max_mac_accumulator_bits"),
+                              "met": bool(loss <= 0.01 and (r.get("max_mac_accumulator_bits") or 99) <= 16)}
     return out
 
 

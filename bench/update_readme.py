@@ -45,6 +45,36 @@ def latency_table(r) -> list[str]:
     return lines
 
 
+def methods_table(r) -> list[str]:
+    lines = [f"Allocation methods (`bench/methods.py`, {r['date']}: each search limited to {r['time_limit_s']:.0f} s, "
+             f"scored on {r['search_size']} held-out training images; top-1 on the test split):", ""]
+    for name, m in r["models"].items():
+        lines += [f"**{name}** ({m['data']['test']})", "",
+                  "| method | top-1 | agreement | weights KiB | activations KiB | mult cost vs 8-bit | widest acc | search s | bit-exact |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for k, row in m["rows"].items():
+            acc = row.get("max_accumulator_bits")
+            lines.append(f"| {k} | {row['top1']:.4f} | {row['agreement']:.4f} | {row['weight_bits'] / 8192:.1f} | "
+                         f"{row['activation_bits'] / 8192:.1f} | {row['mult_cost_vs_8bit']:.3f} | {acc if acc else '-'} | "
+                         f"{row.get('wall_s', 0):.0f} | {row.get('bit_exact')} |")
+        lines.append("")
+        for k, t in m["targets"].items():
+            lines.append(f"- {k}: {'met' if t['met'] else 'missed'} ({t['target']}): " + ", ".join(
+                f"{a} = {v:.3f}" if isinstance(v, float) else f"{a} = {v}" for a, v in t.items()
+                if a not in ("target", "met")))
+        lines.append("")
+    return lines
+
+
+def arm_table(r) -> list[str]:
+    lines = [f"Static ARM evidence (`bench/arm_static.py`, llvm-mca-19 -mcpu={r['mca_cpu']}, inner loops; peak "
+             f"{r['peak_macs_per_cycle']:.0f} MACs/cycle: {r['peak_reasoning']}):", "",
+             "| kernel | int16_vs_int32_cycles | neon_peak_fraction |", "|---|---|---|"]
+    for k, v in r["kernels"].items():
+        lines.append(f"| {k} | {v['int16_vs_int32_cycles']:.3f} | {v['neon_peak_fraction']:.3f} |")
+    return lines
+
+
 def render() -> str:
     parts = []
     r = _load("main_job.json")
@@ -53,6 +83,12 @@ def render() -> str:
     r = _load("latency.json")
     if r:
         parts += latency_table(r) + [""]
+    r = _load("methods.json")
+    if r:
+        parts += methods_table(r) + [""]
+    r = _load("arm_static.json")
+    if r:
+        parts += arm_table(r) + [""]
     return "\n".join(parts)
 
 
