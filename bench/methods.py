@@ -72,6 +72,14 @@ def targets(rows: dict) -> dict:
         out["debruin2020"] = {"target": "16-bit accumulators within 1 point of float", "loss_points": 100 * loss,
                               "max_mac_accumulator_bits": r.get("max_mac_accumulator_bits"),
                               "met": bool(loss <= 0.01 and (r.get("max_mac_accumulator_bits") or 99) <= 16)}
+    for kind, allowed in (("4bit", 0.02), ("ternary", 0.06)):
+        key = f"mellempudi2017_{kind}"
+        if key in rows:
+            r = rows[key]
+            loss = f["top1"] - r["top1"]
+            out[key] = {"target": f"N=4 {kind} weights within {100 * allowed:.0f} points of float",
+                        "loss_points": 100 * loss, "multiplies_replaced": r.get("multiplies_replaced"),
+                        "met": bool(loss <= allowed)}
     return out
 
 
@@ -106,7 +114,20 @@ def run_model(name, args) -> dict:
     rows["uniform8"] = measure(q, test.inputs, test.labels, float_out) | {"wall_s": time.time() - t}
     configs = {"lin2016": Lin2016(), "goyal2021": Goyal2021(), "fxpqnet": FxpQNet(),
                "debruin2020": DeBruin2020(acc_bits=16)}
-    for method in args.methods:
+    for kind in ("4bit", "ternary"):
+        if "mellempudi2017" not in args.methods:
+            break
+        from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
+
+        t = time.time()
+        plan = get_method("mellempudi2017").allocate(lg, stats, Mellempudi2017(cluster=4, weights=kind))
+        q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
+        row = measure(q, test.inputs, test.labels, float_out, "narrow") | {"wall_s": time.time() - t}
+        row["multiplies_replaced"] = plan.config["multiplies_replaced"]
+        rows[f"mellempudi2017_{kind}"] = row
+        print(f"[{name}] mellempudi2017 N=4 {kind}: top1 {row['top1']:.4f}  replaced {row['multiplies_replaced']:.3f}"
+              f"  bit-exact {row['bit_exact']}", flush=True)
+    for method in (m for m in args.methods if m != "mellempudi2017"):
         config = configs[method]
         print(f"[{name}] {method} ...", flush=True)
         t = time.time()
@@ -153,7 +174,8 @@ def plot(results, path):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
-    ap.add_argument("--methods", nargs="+", default=["lin2016", "goyal2021", "fxpqnet", "debruin2020"])
+    ap.add_argument("--methods", nargs="+",
+                    default=["mellempudi2017", "lin2016", "goyal2021", "fxpqnet", "debruin2020"])
     ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per search")
     ap.add_argument("--search-size", type=int, default=512)
     ap.add_argument("--test-size", type=int, default=None)

@@ -1,14 +1,20 @@
 """The layer graph of a prepared Relax function: which tensors get a fixed-point format, and where.
 
 A *layer* is an anchor op plus the ops fused into its requantize: ``conv2d``/``matmul`` (+ constant bias
-``add``) and the residual ``add``, ``concat``, ``avg_pool2d`` and spatial ``mean`` anchors, each followed
-by at most ``relu``/``clip`` ops.  Each layer's last value (its *tail*) is an activation that gets a format
-(the plan key ``<layer>.output``); weighted layers add ``<layer>.weight`` and ``<layer>.bias``.  Function
-parameters are the ``input`` layer.  Ops that keep values on their grid (max pool, reshape, flatten,
-transpose, standalone relu/clip) are pass-through: they carry their producer's format.
+``add``), the residual ``add`` (n-ary: a chain of adds whose inner sums have no other user is one layer),
+``concat``, ``avg_pool2d`` and spatial ``mean`` anchors, the elementwise product ``mul`` of two activations
+(squeeze-and-excite gating, hard-swish) and local response normalisation ``lrn`` (recognised from the ops
+the ONNX importer decomposes it into), each followed by at most ``relu``/``clip`` ops.  Each layer's last
+value (its *tail*) is an activation that gets a format (the plan key ``<layer>.output``); weighted layers
+add ``<layer>.weight`` and ``<layer>.bias``.  Function parameters are the ``input`` layer(s).  Ops that keep
+values on their grid (max pool, reshape, flatten, transpose, standalone relu/clip) are pass-through: they
+carry their producer's format.  A ``softmax`` (or ``log_softmax``) on the output is the float *epilogue*: it
+runs after the output dequantize, in float32, in the simulated and the realized graph alike.
 
 Both ``Annotate`` (where to put the annotations), calibration (which tensors to observe) and the allocators
-(fan-in, MACs, parameter counts) read this one analysis, so the plan keys always agree.
+(fan-in, MACs, parameter counts) read this one analysis, so the plan keys always agree.  Per-op facts used
+by several passes live here too: the LRN pattern (``composite_patterns``) and the integer arithmetic of the
+layer kinds ``tvm_fxp.bounds`` does not know (``Layer.arithmetic``: ``mul``, ``lrn``).
 """
 
 from __future__ import annotations
@@ -23,17 +29,18 @@ from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, op
 
 WEIGHTED = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
 ANCHORS = {"relax.add": "add", "relax.concat": "concat", "relax.nn.avg_pool2d": "avgpool",
-           "relax.mean": "mean"}
+           "relax.mean": "mean", "relax.multiply": "mul"}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip"}
 PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.flatten", "relax.permute_dims",
                 "relax.squeeze", "relax.expand_dims", "relax.nn.relu", "relax.clip"}
-SUPPORTED = set(WEIGHTED) | set(ANCHORS) | PASS_THROUGH
+EPILOGUE = {"relax.nn.softmax", "relax.nn.log_softmax"}
+SUPPORTED = set(WEIGHTED) | set(ANCHORS) | PASS_THROUGH | EPILOGUE | {"LRN (decomposed by the importer)"}
 
 
 @dataclass
 class Layer:
     name: str
-    op: str                        # input | conv2d | matmul | add | concat | avgpool | mean
+    op: str                        # input | conv2d | matmul | add | concat | avgpool | mean | mul | lrn
     inputs: list                   # producer layer names, in argument order
     out_shape: tuple               # per image (batch dimension dropped)
     anchor: object = None          # relax binding var of the anchor op (None for the input)
@@ -45,7 +52,8 @@ class Layer:
     fan_in: int = 0                # products per output element
     macs: int = 0                  # multiply-accumulates per image
     fused: list = field(default_factory=list)  # activation op names fused after the anchor
-    pool_count: int = 0            # elements summed per output by avgpool/mean
+    pool_count: int = 0            # elements summed per output by avgpool/mean (the full window)
+    attrs: dict = field(default_factory=dict)  # op parameters (lrn: size, alpha, beta, bias)
 
     @property
     def output_key(self) -> str:
@@ -63,12 +71,23 @@ class Layer:
     def channels(self) -> int:
         return 0 if self.weight is None else int(self.weight.shape[self.weight_axis])
 
+    def arithmetic(self, plan, input_fmts):
+        """``LayerArithmetic`` of the layer kinds ``tvm_fxp.bounds.layer_arithmetic`` has no rule for."""
+        rule = EXTRA_ARITHMETIC.get(self.op)
+        if rule is None:
+            from tvm_fxp.plan import PlanError
+
+            raise PlanError(f"{self.name}: no integer arithmetic for op {self.op}")
+        return rule(self.name, input_fmts, self.attrs)
+
 
 @dataclass
 class LayerGraph:
     layers: dict                   # name -> Layer, in topological order
     output: str                    # name of the layer the function returns (through pass-throughs)
     graph: nx.DiGraph
+    outputs: list = field(default_factory=list)   # every returned layer, in order (tuple results)
+    epilogue: list = field(default_factory=list)  # float ops after the output dequantize (softmax)
 
     def tensors(self) -> dict:
         """Plan key -> (kind, layer name, per-image shape) for every tensor that needs a format."""
@@ -86,6 +105,133 @@ class LayerGraph:
         return {l.tail: l for l in self.layers.values()}
 
 
+# ---- composite patterns --------------------------------------------------------------------------------------
+
+@dataclass
+class LrnMatch:
+    """``y = x / (bias + alpha/size * sum_{window} x^2) ** beta`` across channels (ONNX ``LRN``)."""
+
+    x: object
+    size: int
+    alpha: float
+    beta: float
+    bias: float
+    inner: list                    # the vars of the decomposition, anchor excluded
+
+
+def _scalar(expr) -> float | None:
+    if is_const(expr) and const_np(expr).size == 1:
+        return float(const_np(expr).reshape(()))
+    return None
+
+
+def _match_lrn(b, producer, users) -> LrnMatch | None:
+    """Match TVM's import of ONNX ``LRN``: ``x / power(add(multiply(squeeze(avg_pool3d(expand_dims(x * x))),
+    alpha), bias), beta)`` (4-D input, window along channels, zero padding ``size // 2`` both sides)."""
+    v = b.value
+    if op_name(v) != "relax.divide" or not isinstance(v.args[1], relax.Var):
+        return None
+    x = v.args[0]
+    chain = []
+
+    def step(var, name):
+        p = producer.get(var)
+        if op_name(p) != name or len(users.get(var, [])) != 1:
+            return None
+        chain.append(var)
+        return p
+
+    pw = step(v.args[1], "relax.power")
+    if pw is None or _scalar(pw.args[1]) is None:
+        return None
+    add = step(pw.args[0], "relax.add")
+    if add is None:
+        return None
+    k, a_var = (_scalar(add.args[1]), add.args[0]) if _scalar(add.args[1]) is not None else \
+        (_scalar(add.args[0]), add.args[1])
+    mul = step(a_var, "relax.multiply") if k is not None else None
+    if mul is None:
+        return None
+    alpha, s_var = (_scalar(mul.args[1]), mul.args[0]) if _scalar(mul.args[1]) is not None else \
+        (_scalar(mul.args[0]), mul.args[1])
+    sq = step(s_var, "relax.squeeze") if alpha is not None else None
+    pool = step(sq.args[0], "relax.nn.avg_pool3d") if sq is not None else None
+    ex = step(pool.args[0], "relax.expand_dims") if pool is not None else None
+    if ex is None:
+        return None
+    square = producer.get(ex.args[0])
+    if op_name(square) != "relax.multiply" or not (square.args[0].same_as(x) and square.args[1].same_as(x)) \
+            or len(users.get(ex.args[0], [])) != 1:
+        return None
+    chain.append(ex.args[0])
+    a = pool.attrs
+    size = int(a.pool_size[0])
+    if [int(p) for p in a.pool_size] != [size, 1, 1] or any(int(s) != 1 for s in a.strides) or \
+            [int(p) for p in a.padding] != [size // 2, 0, 0, size // 2, 0, 0] or not a.count_include_pad or \
+            [int(d) for d in ex.attrs.axis] != [1] or [int(d) for d in sq.attrs.axis] != [1] or \
+            static_shape(x) is None or len(static_shape(x)) != 4:
+        return None
+    return LrnMatch(x, size, alpha, _scalar(pw.args[1]), k, chain[::-1])
+
+
+def composite_patterns(func: relax.Function) -> dict:
+    """``{anchor var: LrnMatch}`` for every composite op of ``func`` realized as one layer."""
+    bindings = main_bindings(func)
+    producer = {b.var: b.value for b in bindings}
+    users = consumers(func)
+    out = {}
+    for b in bindings:
+        m = _match_lrn(b, producer, users)
+        if m is not None:
+            out[b.var] = m
+    return out
+
+
+def composite_inner_vars(func: relax.Function) -> set:
+    """Vars inside composite ops (anchors included): the affine rewrites of ``Prepare`` leave them alone."""
+    out = set()
+    for anchor, m in composite_patterns(func).items():
+        out.add(anchor)
+        out.update(m.inner)
+    return out
+
+
+# ---- integer arithmetic of the layer kinds bounds.py has no rule for ------------------------------------------
+
+def mul_arithmetic(name: str, fmts: list, attrs: dict | None = None):
+    """``a * b`` of stored integers: the product is at ``f_a + f_b``, magnitude at most ``|a|max * |b|max``."""
+    from tvm_fxp.bounds import AccumulatorBound, LayerArithmetic
+
+    a, b = fmts
+    bound = a.max_abs_q * b.max_abs_q
+    acc = AccumulatorBound(name, bound, bound, 1)
+    acc.check_simulation_exact()
+    return LayerArithmetic(name, np.asarray(a.frac + b.frac), acc)
+
+
+def lrn_arithmetic(name: str, fmts: list, attrs: dict):
+    """``q * T[s >> r]`` (see ``_arith.lrn_table``): at ``f_x + K``, magnitude at most ``|q|max * max T``;
+    the sum of squares ``s`` itself must stay below ``2**52`` for the float64 simulation."""
+    from tvm_fxp.bounds import AccumulatorBound, AccumulatorError, LayerArithmetic
+
+    from ._arith import lrn_table
+
+    (x,) = fmts
+    t = lrn_table(x, attrs)
+    if t.sum_bound >= 1 << 52:
+        raise AccumulatorError(f"layer {name}: the LRN sum of squares needs more than 52 bits; "
+                               "use fewer bits for its input")
+    bound = x.max_abs_q * int(t.table.max())
+    acc = AccumulatorBound(name, bound, bound, attrs["size"])
+    acc.check_simulation_exact()
+    return LayerArithmetic(name, np.asarray(x.frac + t.frac), acc)
+
+
+EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic}
+
+
+# ---- the analysis ----------------------------------------------------------------------------------------------
+
 def _per_image(shape, where: str) -> tuple:
     if shape is None:
         raise FxpGraphError(f"{where}: tensor has no known shape")
@@ -97,15 +243,63 @@ def _per_image(shape, where: str) -> tuple:
     return tuple(int(s) for s in rest)
 
 
+def avg_pool_counts(call) -> np.ndarray | None:
+    """Per output position, how many input elements an ``avg_pool2d`` with ``count_include_pad=False`` and
+    padding averages (``None`` when every window counts the full ``pool_size``)."""
+    a = call.attrs
+    pads = [int(p) for p in a.padding]
+    if a.count_include_pad or not any(pads):
+        return None
+    h, w = static_shape(call.args[0])[2:]
+    kh, kw = (int(k) for k in a.pool_size)
+    sh, sw = (int(s) for s in a.strides)
+    ones = np.pad(np.ones((h, w), np.int64), ((pads[0], pads[2]), (pads[1], pads[3])))
+    oh = (h + pads[0] + pads[2] - kh) // sh + 1
+    ow = (w + pads[1] + pads[3] - kw) // sw + 1
+    return np.array([[ones[i * sh:i * sh + kh, j * sw:j * sw + kw].sum() for j in range(ow)] for i in range(oh)])
+
+
+def result_fields(func, producer=None) -> list:
+    """The tensors a function returns: its result, or the fields of its result tuple (through aliases)."""
+    producer = producer if producer is not None else {b.var: b.value for b in main_bindings(func)}
+    r = func.body.body
+    while isinstance(r, relax.Var) and isinstance(producer.get(r), (relax.Var, relax.Tuple)) and \
+            isinstance(r.ty, relax.TupleType):
+        r = producer[r]
+    if isinstance(r, relax.Tuple):
+        return list(r.fields)
+    return [r]
+
+
 def analyze(func: relax.Function) -> LayerGraph:
     """Find the layers of a prepared function; raises FxpGraphError naming any unsupported node."""
     bindings = main_bindings(func)
+    producer = {b.var: b.value for b in bindings}
     users = consumers(func)
-    result = func.body.body
+    results = result_fields(func, producer)
+    result_set = set(results)
+    composites = composite_patterns(func)
     layers: dict = {}
     source: dict = {}      # var on the integer domain -> layer that produced it
-    inner: set = set()     # vars inside a layer (between anchor and tail)
+    inner: set = set()     # vars inside a layer (between anchor and tail, or inside a composite op)
+    epilogue: dict = {}    # float var after the output dequantize -> the layer it is computed from
     counters: dict = {}
+    for m in composites.values():
+        inner.update(m.inner)
+
+    def is_plain_add(var):
+        e = producer.get(var)
+        return op_name(e) == "relax.add" and not any(is_const(a) for a in e.args)
+
+    # inner sums of an n-ary add: an add of two tensors whose only user is another such add
+    absorbed = {b.var for b in bindings if is_plain_add(b.var) and b.var not in result_set
+                and len(users.get(b.var, [])) == 1 and is_plain_add(users[b.var][0].var)}
+    inner |= absorbed
+
+    def add_leaves(var):
+        if var in absorbed:
+            return [leaf for a in producer[var].args for leaf in add_leaves(a)]
+        return [var]
 
     def new_name(kind):
         i = counters.get(kind, 0)
@@ -122,11 +316,14 @@ def analyze(func: relax.Function) -> LayerGraph:
 
     def single_user(var):
         us = users.get(var, [])
-        return us[0] if len(us) == 1 and not var.same_as(result) else None
+        return us[0] if len(us) == 1 and var not in result_set else None
 
     def arg_layer(arg, where):
         if isinstance(arg, relax.Var) and arg in source:
             return source[arg]
+        if is_const(arg):
+            raise FxpGraphError(f"{where}: an operand is a constant that Prepare could not fold into a layer "
+                                "(only per-channel or scalar constants fold); tvm-fxp cannot realize it")
         raise FxpGraphError(f"{where}: operand {getattr(arg, 'name', arg)} is not a quantized tensor "
                             "(an op between layers that tvm-fxp cannot realize?)")
 
@@ -140,15 +337,37 @@ def analyze(func: relax.Function) -> LayerGraph:
             if isinstance(e, relax.Var) and e in source:
                 source[v] = source[e]
                 continue
+            if isinstance(e, relax.Var) and e in epilogue:
+                epilogue[v] = epilogue[e]
+                continue
+            if isinstance(e, (relax.Tuple, relax.Var)) and isinstance(v.ty, relax.TupleType):
+                continue   # the result tuple (checked field by field below)
             raise FxpGraphError(f"{where}: unsupported expression; only calls to supported ops can be realized")
         if opn in PASS_THROUGH and isinstance(e.args[0], relax.Var) and e.args[0] in source:
             source[v] = source[e.args[0]]
             continue
-        if opn not in WEIGHTED and opn not in ANCHORS:
+        if opn in EPILOGUE and isinstance(e.args[0], relax.Var) and e.args[0] in source:
+            epilogue[v] = source[e.args[0]]
+            continue
+        if isinstance(e.args[0], relax.Var) and e.args[0] in epilogue and \
+                (opn in PASS_THROUGH - ACTIVATIONS or opn in EPILOGUE):
+            epilogue[v] = epilogue[e.args[0]]
+            continue
+        if isinstance(e.args[0], relax.Var) and e.args[0] in epilogue:
+            raise FxpGraphError(f"{where}: only layout ops may follow the softmax epilogue (it runs in float "
+                                "after the output dequantize)")
+        if opn not in WEIGHTED and opn not in ANCHORS and v not in composites:
             raise FxpGraphError(f"{where}: op {opn} is not supported by the tvm-fxp realizer; supported ops: "
                                 f"{sorted(SUPPORTED)}. Remove it from the model or file an issue.")
         out_shape = _per_image(static_shape(v), where)
-        if opn in WEIGHTED:
+        if v in composites:
+            m = composites[v]
+            layer = Layer(new_name("lrn"), "lrn", [arg_layer(m.x, where)], out_shape, anchor=v,
+                          macs=int(np.prod(out_shape)) * (m.size + 1),
+                          attrs={"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias})
+            if m.bias <= 0:
+                raise FxpGraphError(f"{where}: LRN with bias {m.bias} <= 0 cannot be tabulated")
+        elif opn in WEIGHTED:
             kind = WEIGHTED[opn]
             x, w = e.args
             if not is_const(w):
@@ -163,15 +382,20 @@ def analyze(func: relax.Function) -> LayerGraph:
                 if W.ndim != 2:
                     raise FxpGraphError(f"{where}: matmul weights must be 2-D, got {W.shape}")
                 fan_in, w_axis = int(W.shape[0]), 1
+            if not np.all(np.isfinite(W)):
+                raise FxpGraphError(f"{where}: weights contain NaN/inf; fix the model's weights")
             layer = Layer(new_name(kind), kind, [arg_layer(x, where)], out_shape, anchor=v,
                           weight=W, weight_axis=w_axis, fan_in=fan_in,
                           macs=int(np.prod(out_shape)) * fan_in)
         else:
             kind = ANCHORS[opn]
-            if kind == "add":
+            if kind in ("add", "mul"):
                 if any(is_const(a) for a in e.args):
-                    raise FxpGraphError(f"{where}: add of a constant that is not a layer bias is not supported")
-                ins = [arg_layer(a, where) for a in e.args]
+                    what = "add" if kind == "add" else "multiply"
+                    raise FxpGraphError(f"{where}: {what} of a constant that is neither a layer bias nor a "
+                                        "per-channel/scalar affine Prepare could fold is not supported")
+                args = [leaf for a in e.args for leaf in add_leaves(a)] if kind == "add" else list(e.args)
+                ins = [arg_layer(a, where) for a in args]
             elif kind == "concat":
                 ins = [arg_layer(a, where) for a in e.args[0].fields]
             else:
@@ -189,10 +413,9 @@ def analyze(func: relax.Function) -> LayerGraph:
                 a = e.attrs
                 if a.layout != "NCHW" or a.ceil_mode or any(int(d) != 1 for d in a.dilation):
                     raise FxpGraphError(f"{where}: only NCHW avg_pool2d without ceil_mode/dilation is supported")
-                if any(int(p) for p in a.padding) and not a.count_include_pad:
-                    raise FxpGraphError(f"{where}: padded avg_pool2d with count_include_pad=0 divides by a "
-                                        "varying count; re-export with count_include_pad=1 or no padding")
                 layer.pool_count = int(np.prod([int(k) for k in a.pool_size]))
+            elif kind == "mul":
+                layer.macs = int(np.prod(out_shape))
         tail = v
         # fuse the bias (weighted layers only) and activations that are the tail's only consumer
         while True:
@@ -218,12 +441,19 @@ def analyze(func: relax.Function) -> LayerGraph:
         layers[layer.name] = layer
         source[tail] = layer.name
 
-    if not isinstance(result, relax.Var) or result not in source:
-        raise FxpGraphError("the function must return one tensor computed by supported ops "
-                            "(tuple outputs are not supported yet)")
+    outputs, epi = [], []
+    for r in results:
+        if isinstance(r, relax.Var) and r in source:
+            outputs.append(source[r])
+        elif isinstance(r, relax.Var) and r in epilogue and len(results) == 1:
+            outputs.append(epilogue[r])
+            epi = [b.var.name for b in bindings if b.var in epilogue]
+        else:
+            raise FxpGraphError("the function must return tensors computed by supported ops (or one softmax "
+                                f"of such a tensor); {getattr(r, 'name', r)} is not")
     g = nx.DiGraph()
     for layer in layers.values():
         g.add_node(layer.name, op=layer.op)
         for i in layer.inputs:
             g.add_edge(i, layer.name)
-    return LayerGraph(layers, source[result], g)
+    return LayerGraph(layers, outputs[0], g, outputs, epi)

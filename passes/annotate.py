@@ -70,7 +70,19 @@ def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
             return annotate(raw, plan[layer.output_key], layer.output_key)
         return value
 
-    return rebuild_function(func, rule, prologue=prologue)
+    out = rebuild_function(func, rule, prologue=prologue)
+    claims = accumulator_claims(plan)
+    return out.with_attr(CLAIMS_ATTR, claims) if claims else out
+
+
+CLAIMS_ATTR = "fxp_accumulator_claims"
+
+
+def accumulator_claims(plan: Plan) -> dict:
+    """``{layer: accumulator bits}`` the plan's method proved (de Bruin's ``proofs``); ``Realize`` refuses a
+    layer whose weights, under the plan's formats, need more (a tampered plan or one for other weights)."""
+    proofs = (plan.config or {}).get("proofs") or {}
+    return {str(k): int(v["acc_bits"]) for k, v in proofs.items() if isinstance(v, dict) and "acc_bits" in v}
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Annotate")

@@ -1,10 +1,12 @@
 """The ``fxp.annotate`` Relax op: a tensor carries a fixed-point format.
 
-``fxp.annotate(x, bits, signed, frac, axis, name)``:
+``fxp.annotate(x, bits, signed, frac, axis, name, multiplier, symmetric)``:
 
-- ``bits``, ``signed`` (0/1), ``axis`` (-1 when per-tensor): prim values;
+- ``bits``, ``signed`` (0/1), ``axis`` (-1 when per-tensor), ``symmetric`` (0/1: ``qmin = -qmax``): prim values;
 - ``frac``: an int64 constant, a scalar (per-tensor) or a vector of one ``frac`` per channel along ``axis``;
-- ``name``: the plan key of the tensor (``conv2d_0.weight``, ``add_1.output``, ``input``...).
+- ``name``: the plan key of the tensor (``conv2d_0.weight``, ``add_1.output``, ``input``...);
+- ``multiplier``: an int64 vector of one integer multiplier per channel (clusters of filters sharing a scale
+  ``m * 2**-f``, Mellempudi et al.), empty when the format has none.
 
 It is the identity on ``x``'s type.  It has no lowering of its own: ``Simulate`` turns it into fake-quant
 in float64, ``Realize`` into integer tensors.  Compiling an annotated module directly is an error.
@@ -53,6 +55,8 @@ def annotate(x, fmt: FixedPointFormat, name: str):
         relax.const(frac, "int64"),
         relax.prim_value(-1 if fmt.axis is None else int(fmt.axis)),
         tvm.ir.StringImm(name),
+        relax.const(np.asarray(fmt.multiplier or (), dtype="int64"), "int64"),
+        relax.prim_value(int(fmt.symmetric)),
     ])
 
 
@@ -67,6 +71,8 @@ def annotation_format(call) -> tuple[FixedPointFormat, str]:
     frac = const_np(call.args[3])
     axis = int(call.args[4].value)
     name = str(call.args[5].value)
+    mult = tuple(int(m) for m in const_np(call.args[6])) if len(call.args) > 6 else ()
+    symmetric = bool(int(call.args[7].value)) if len(call.args) > 7 else False
     if frac.ndim == 0:
-        return FixedPointFormat(bits, int(frac), signed), name
-    return FixedPointFormat(bits, tuple(int(f) for f in frac), signed, axis), name
+        return FixedPointFormat(bits, int(frac), signed, symmetric=symmetric), name
+    return FixedPointFormat(bits, tuple(int(f) for f in frac), signed, axis, mult or None, symmetric), name

@@ -4,33 +4,47 @@ Runs on an annotated module (after ``Annotate``), instead of ``Simulate``.  The 
 ``Simulate`` computes, in integers:
 
 - the input quantize (float64 ``clip(round_half_away(x * 2**f))``, the same expression as the simulation)
-  and the output dequantize (``q * 2**-f`` in float32) are the only float ops;
+  and the output dequantize (``q * 2**-f`` in float32) are the only float ops, apart from a softmax
+  epilogue after the dequantize (the same float32 softmax as the simulation's);
 - weights and biases become int8/int16 constants; conv2d/matmul accumulate in an explicit dtype, int32 when
   the layer's proven bound fits (``tvm_fxp.bounds``) and int64 otherwise;
 - the bias is shifted left to the accumulator scale ``f_x + f_w`` and added in the accumulator;
-- relu/clip act on the accumulator (they commute with requantize);
+- relu/clip act on the accumulator (they commute with requantize); a clip bound that is not a multiple of
+  the accumulator's step is reached by shifting the accumulator left first (exact);
 - requantize = rounding right shift (half away from zero: ``(acc + 2**(s-1) - [acc<0]) >> s``) or
   saturating left shift, then saturate to the format and narrow to its storage dtype;
-- residual adds and concats align their operands to the finest input scale by left shifts;
-- average pools sum in integers and multiply by ``m`` (``m / 2**s ~ 1/count``), then requantize.
+- residual adds (n-ary) and concats align their operands to the finest input scale by left shifts;
+- average pools sum in integers and multiply by ``m`` (``m / 2**s ~ 1/count``, per position when the window
+  count varies), then requantize;
+- the product of two activations is ``qa * qb`` at ``2**-(fa + fb)``;
+- LRN is ``q * T[s >> r]`` with ``s`` the integer window sum of ``q**2`` and ``T`` a table of
+  ``2**K * (bias + alpha/size * S)**-beta`` (``_arith.lrn_table``).
+
+Each op's rule is one function registered in ``RULES``; every rule records the domain of its result (``Dom``:
+stored integers of a format, or an accumulator at a scale with a proven magnitude bound).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from tvm_fxp.bounds import (INT32_LIMIT, AccumulatorBound, bias_at_accumulator, pool_multiplier,
-                            weight_l1_per_channel)
+from tvm_fxp.bounds import INT32_LIMIT, bias_at_accumulator, pool_multiplier, weight_l1_per_channel
 from tvm_fxp.formats import FixedPointFormat
 
-from ._arith import emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted
+from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
+    saturate
 from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
     rebuild_function
+from .analysis import EPILOGUE, composite_patterns, lrn_arithmetic, mul_arithmetic, result_fields
+from .annotate import CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
+from .simulate import map_result
 
 _LAYOUT_OPS = {"relax.nn.max_pool2d", "relax.reshape", "relax.flatten", "relax.permute_dims",
                "relax.squeeze", "relax.expand_dims"}
@@ -45,6 +59,13 @@ class Dom:
     dtype: str
     fmt: FixedPointFormat | None = None
     value: np.ndarray | None = None  # stored integers of an annotated constant
+    bound: int = 0                 # proven max |value| (integer units at ``frac``)
+    key: str | None = None         # plan key of an annotated tensor
+
+
+def _q_dom(fmt: FixedPointFormat, value=None) -> Dom:
+    frac = np.asarray(fmt.frac_list if value is not None else fmt.frac)
+    return Dom("q", frac, fmt.storage_dtype, fmt, value, fmt.max_abs_q)
 
 
 def _iconst(v, dtype):
@@ -64,13 +85,23 @@ def _acc_dtype(bound: int, where: str, narrow: bool = False) -> str:
 
 
 def emit_requantize(bb, x, dom: Dom, fmt: FixedPointFormat, name: str):
-    """Accumulator (or stored integers) at ``dom.frac`` -> stored integers of ``fmt``."""
+    """Accumulator (or stored integers) at ``dom.frac`` -> stored integers of ``fmt``.
+
+    Shift amounts are capped below the dtype width without changing the result: the proven bounds keep
+    ``|acc| < 2**30`` in int32 and ``< 2**52`` in int64, so a right shift by 31 (int32) or 62 (int64) already
+    rounds every value to 0, as any larger shift does; after the pre-clip, a left shift by ``fmt.bits`` already
+    saturates every nonzero value, as any larger shift does.
+    """
     shift = np.asarray(dom.frac, dtype=np.int64) - fmt.frac
     dtype = dom.dtype
     if dtype not in ("int32", "int64"):  # stored integers or an int16 accumulator: widen for the rounding
         dtype = "int32"
         x = bb.emit(relax.op.astype(x, dtype), f"{name}_wide")
-    rs, ls = np.maximum(shift, 0), np.maximum(-shift, 0)
+    if dtype == "int32" and fmt.bits > 29 and np.any(shift < 0):
+        dtype = "int64"
+        x = bb.emit(relax.op.astype(x, dtype), f"{name}_wide64")
+    width = 32 if dtype == "int32" else 64
+    rs, ls = np.minimum(np.maximum(shift, 0), width - 2 + (width == 32)), np.minimum(np.maximum(-shift, 0), fmt.bits)
     t = x
     if np.any(rs > 0):
         half = np.where(rs > 0, np.left_shift(1, np.maximum(rs - 1, 0)), 0)
@@ -80,11 +111,11 @@ def emit_requantize(bb, x, dom: Dom, fmt: FixedPointFormat, name: str):
         t = bb.emit(relax.op.subtract(relax.op.add(t, _iconst(half, dtype)), neg), f"{name}_biased")
         t = bb.emit(relax.op.right_shift(t, _iconst(rs, dtype)), f"{name}_shr")
     if np.any(ls > 0):
-        lo = -((-fmt.qmin) >> ls)                       # floor(qmin / 2**ls)
+        lo = fmt.qmin >> ls                              # floor(qmin / 2**ls)
         hi = -((-fmt.qmax) >> ls)                        # ceil(qmax / 2**ls)
-        t = bb.emit(relax.op.minimum(relax.op.maximum(t, _iconst(lo, dtype)), _iconst(hi, dtype)), f"{name}_pre")
+        t = bb.emit(saturate(t, lo, hi, dtype), f"{name}_pre")
         t = bb.emit(relax.op.left_shift(t, _iconst(ls, dtype)), f"{name}_shl")
-    t = bb.emit(relax.op.clip(t, fmt.qmin, fmt.qmax), f"{name}_sat")
+    t = bb.emit(saturate(t, fmt.qmin, fmt.qmax, dtype), f"{name}_sat")
     return relax.op.astype(t, fmt.storage_dtype)
 
 
@@ -97,157 +128,284 @@ def _channel_frac(frac: np.ndarray, out_ndim: int, axis: int) -> np.ndarray:
     return frac.reshape(shape)
 
 
-def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.Function:
-    dom: dict = {}
-    users = consumers(func)
-    # the bias annotation that follows each weighted op, for the accumulator bound at the op itself
-    bias_of: dict = {}
-    annotated_const: dict = {}
-    for b in main_bindings(func):
-        if is_annotate(b.value) and is_const(b.value.args[0]):
-            annotated_const[b.var] = b.value
-    for b in main_bindings(func):
-        if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul"):
-            us = users.get(b.var, [])
-            if len(us) == 1 and op_name(us[0].value) == "relax.add" and us[0].value.args[1] in annotated_const:
-                bias_of[b.var] = annotated_const[us[0].value.args[1]]
+def frac_needed(v: float) -> int:
+    """The smallest ``f`` with ``v * 2**f`` an integer (``v`` finite; ``-inf`` for 0)."""
+    if v == 0:
+        return -(1 << 30)
+    mant, exp = math.frexp(v)
+    m = int(mant * (1 << 53))
+    tz = (m & -m).bit_length() - 1
+    return 53 - exp - tz
 
-    for p in func.params:
-        dom[p] = Dom("float", np.asarray(0), str(p.ty.dtype))
 
-    def dom_of(arg, where):
-        if is_const(arg) or arg not in dom:
+# ---- the per-op rules -------------------------------------------------------------------------------------------
+
+class Ctx:
+    """State shared by the rules of one function: the builder, every value's domain, per-op side tables."""
+
+    def __init__(self, func, accumulator):
+        self.dom: dict = {}
+        self.narrow = accumulator == "narrow"
+        claims = func.attrs.get(CLAIMS_ATTR) if func.attrs is not None else None
+        self.claims = {str(k): int(v) for k, v in claims.items()} if claims is not None else {}
+        self.composites = composite_patterns(func)
+        self.dropped = {v for m in self.composites.values() for v in m.inner}
+        users = consumers(func)
+        annotated_const = {b.var: b.value for b in main_bindings(func)
+                           if is_annotate(b.value) and is_const(b.value.args[0])}
+        # the bias annotation that follows each weighted op, for the accumulator bound at the op itself
+        self.bias_of = {}
+        for b in main_bindings(func):
+            if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul"):
+                us = users.get(b.var, [])
+                if len(us) == 1 and op_name(us[0].value) == "relax.add" and us[0].value.args[1] in annotated_const:
+                    self.bias_of[b.var] = annotated_const[us[0].value.args[1]]
+
+    def of(self, arg, where) -> Dom:
+        if is_const(arg) or arg not in self.dom:
             raise FxpGraphError(f"{where}: operand is not produced by an annotated tensor; run Annotate first")
-        return dom[arg]
+        return self.dom[arg]
 
-    def rule(bb, b, value, env):
+
+RULES: dict = {}
+
+
+def rule(*ops):
+    def register(fn):
+        for o in ops:
+            RULES[o] = fn
+        return fn
+    return register
+
+
+@rule("fxp.annotate")
+def _annotate(ctx, bb, b, orig, value, where):
+    fmt, key = annotation_format(orig)
+    x = orig.args[0]
+    if is_const(x):
+        q = fmt.quantize(const_np(x))
+        ctx.dom[b.var] = dataclasses.replace(_q_dom(fmt, q), key=key)
+        return relax.const(q.astype(fmt.storage_dtype), fmt.storage_dtype)
+    d = ctx.of(x, where)
+    if fmt.per_channel:
+        raise FxpGraphError(f"{key}: activations take per-tensor formats only")
+    ctx.dom[b.var] = _q_dom(fmt)
+    if d.kind == "float":  # the input quantize: same float64 expression as the simulation
+        x64 = bb.emit(relax.op.astype(value.args[0], "float64"), f"{b.var.name}_f64")
+        q = emit_round_clip(bb, x64, fmt, fmt.frac, b.var.name)
+        return relax.op.astype(q, fmt.storage_dtype)
+    return emit_requantize(bb, value.args[0], d, fmt, b.var.name)
+
+
+@rule("relax.nn.conv2d", "relax.matmul")
+def _weighted(ctx, bb, b, orig, value, where):
+    name = op_name(orig)
+    dx, dw = ctx.of(orig.args[0], where), ctx.of(orig.args[1], where)
+    if dx.kind != "q" or dw.kind != "q" or dw.value is None:
+        raise FxpGraphError(f"{where}: needs an annotated input and annotated constant weights")
+    w_axis = 0 if name == "relax.nn.conv2d" else 1
+    fan_in = dw.value.size // dw.value.shape[w_axis]
+    acc_frac = dx.fmt.frac + np.asarray(dw.fmt.frac_list, dtype=np.int64)
+    mult = dw.fmt.multiplier_array(dw.value.ndim)        # cluster multipliers (1 without)
+    l1 = dx.fmt.max_abs_q * weight_l1_per_channel(dw.value * mult, w_axis)
+    worst = dx.fmt.max_abs_q * dw.fmt.max_abs_q * fan_in
+    if b.var in ctx.bias_of:
+        bias = ctx.bias_of[b.var]
+        bfmt, _ = annotation_format(bias)
+        bq = bfmt.quantize(const_np(bias.args[0]))
+        bacc = np.abs(bias_at_accumulator(bq.reshape(-1), bfmt, np.broadcast_to(acc_frac, (bq.size,))))
+        l1 = l1 + bacc
+        worst = worst + int(bacc.max(initial=0))
+    bound = min(int(np.max(l1)), worst)
+    layer = (dw.key or "").rsplit(".", 1)[0]
+    claimed = ctx.claims.get(layer)
+    if claimed is not None and bound >= 1 << (claimed - 1):
+        raise FxpGraphError(
+            f"{where}: layer {layer}: the plan claims a proof that its accumulator fits {claimed} bits, but with "
+            f"these weights and formats the bound is {bound} (needs {bound.bit_length() + 1} bits); the plan was "
+            "edited or belongs to other weights: re-run the method (e.g. --method debruin2020) to re-prove it")
+    dtype = _acc_dtype(bound, where, narrow=ctx.narrow)
+    out_ndim = len(orig.ty.shape)
+    ctx.dom[b.var] = Dom("acc", _channel_frac(acc_frac, out_ndim, 1 if w_axis == 0 else -1), dtype, bound=bound)
+    out = rebuild_weighted(orig, value.args[0], value.args[1], dtype)
+    if dw.fmt.multiplier is not None:
+        # clusters sharing a scale ``m * 2**-f``: the products accumulate with the stored levels (ternary:
+        # additions/subtractions), then one integer multiply per output by its cluster's ``m``; the bound above
+        # counts ``m``, so neither the sum nor the product can overflow ``dtype``
+        acc = bb.emit(out, f"{b.var.name}_levels")
+        m = np.asarray(dw.fmt.multiplier, dtype=np.int64)
+        shape = [1] * out_ndim
+        shape[1 if w_axis == 0 else -1] = m.size
+        return relax.op.multiply(acc, _iconst(m.reshape(shape), dtype))
+    return out
+
+
+@rule("relax.add")
+def _add(ctx, bb, b, orig, value, where):
+    d0, d1 = ctx.of(orig.args[0], where), ctx.of(orig.args[1], where)
+    if d0.kind == "acc" and d1.kind == "q" and d1.value is not None:   # bias at accumulator scale
+        channel_frac = np.asarray(d0.frac, dtype=np.int64)
+        flat = np.broadcast_to(channel_frac.reshape(-1), (d1.value.size,))
+        bacc = bias_at_accumulator(d1.value.reshape(-1), d1.fmt, flat)
+        ctx.dom[b.var] = d0
+        shape = [int(s) for s in orig.args[1].ty.shape]
+        return relax.op.add(value.args[0], _iconst(bacc.reshape(shape), d0.dtype))
+    if d0.value is None and d1.value is None and d0.kind != "float" and d1.kind != "float":
+        # residual add; an operand in an accumulator is an inner sum of an n-ary add
+        return _aligned(ctx, bb, b, [value.args[0], value.args[1]], [d0, d1], relax.op.add, where, True)
+    raise FxpGraphError(f"{where}: add operands must both be annotated tensors")
+
+
+@rule("relax.concat")
+def _concat(ctx, bb, b, orig, value, where):
+    ds = [ctx.of(a, where) for a in orig.args[0].fields]
+    if any(d.kind != "q" for d in ds):
+        raise FxpGraphError(f"{where}: concat operands must be annotated tensors")
+    axis = int(orig.attrs.axis)
+    return _aligned(ctx, bb, b, list(value.args[0].fields), ds, lambda *xs: relax.op.concat(xs, axis=axis),
+                    where, False)
+
+
+def _aligned(ctx, bb, b, xs, ds, combine, where, summed):
+    """Shift operands left to the finest scale among them, then add/concat in the accumulator dtype."""
+    acc_frac = max(int(d.frac) for d in ds)
+    mags = [d.bound << (acc_frac - int(d.frac)) for d in ds]
+    bound = sum(mags) if summed else max(mags)
+    dtype = _acc_dtype(bound, where)
+    aligned = []
+    for i, (x, d) in enumerate(zip(xs, ds)):
+        t = x if d.dtype == dtype else bb.emit(relax.op.astype(x, dtype), f"{b.var.name}_in{i}")
+        if acc_frac != int(d.frac):
+            t = bb.emit(relax.op.left_shift(t, _iconst(acc_frac - int(d.frac), dtype)), f"{b.var.name}_al{i}")
+        aligned.append(t)
+    ctx.dom[b.var] = Dom("acc", np.asarray(acc_frac), dtype, bound=bound)
+    return combine(*aligned)
+
+
+@rule("relax.mean", "relax.nn.avg_pool2d")
+def _pool(ctx, bb, b, orig, value, where):
+    d = ctx.of(orig.args[0], where)
+    count = pool_count(orig)
+    m, _ = pool_multiplier(count)
+    bound = d.fmt.max_abs_q * count * m
+    dtype = _acc_dtype(bound, where)
+    x = bb.emit(relax.op.astype(value.args[0], dtype), f"{b.var.name}_wide")
+    total, s = emit_pool_sum(bb, orig, x, dtype, b.var.name)
+    ctx.dom[b.var] = Dom("acc", np.asarray(d.fmt.frac + s), dtype, bound=bound)
+    return total
+
+
+@rule("relax.multiply")
+def _mul(ctx, bb, b, orig, value, where):
+    ds = [ctx.of(a, where) for a in orig.args]
+    if any(d.kind != "q" or d.value is not None for d in ds):
+        raise FxpGraphError(f"{where}: multiply operands must both be annotated activations")
+    arith = mul_arithmetic(b.var.name, [d.fmt for d in ds])
+    dtype = _acc_dtype(arith.bound.l1, where)
+    xs = [bb.emit(relax.op.astype(x, dtype), f"{b.var.name}_in{i}") for i, x in enumerate(value.args)]
+    ctx.dom[b.var] = Dom("acc", arith.acc_frac, dtype, bound=arith.bound.l1)
+    return relax.op.multiply(*xs)
+
+
+def _lrn(ctx, bb, b, orig, value, where, env):
+    m = ctx.composites[b.var]
+    d = ctx.of(m.x, where)
+    if d.kind != "q":
+        raise FxpGraphError(f"{where}: the LRN input must be an annotated activation")
+    attrs = {"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias}
+    arith = lrn_arithmetic(b.var.name, [d.fmt], attrs)
+    x = bb.emit(relax.op.astype(env[m.x], "int64"), f"{b.var.name}_wide")
+    t, _ = emit_lrn_lookup(bb, x, d.fmt, attrs, "int64", b.var.name)
+    ctx.dom[b.var] = Dom("acc", arith.acc_frac, "int64", bound=arith.bound.l1)
+    return relax.op.multiply(x, t)
+
+
+@rule("relax.nn.relu")
+def _relu(ctx, bb, b, orig, value, where):
+    ctx.dom[b.var] = ctx.of(orig.args[0], where)
+    return value
+
+
+@rule("relax.clip")
+def _clip(ctx, bb, b, orig, value, where):
+    d = ctx.of(orig.args[0], where)
+    lo, hi = float(orig.args[1].value), float(orig.args[2].value)
+    frac = np.asarray(d.frac, dtype=np.int64)
+    out = value.args[0]
+    need = max([frac_needed(v) for v in (lo, hi) if np.isfinite(v)], default=-(1 << 30))
+    extra = max(0, need - int(frac.min()))
+    if extra:   # the bound is finer than the accumulator's step: shift the accumulator left (exact)
+        if d.kind != "acc":
+            raise FxpGraphError(f"{where}: clip bound {lo, hi} is not representable in "
+                                f"{d.fmt}; give this tensor more fractional bits")
+        bound = d.bound << extra
+        dtype = _acc_dtype(bound, where)
+        if dtype != d.dtype:
+            out = bb.emit(relax.op.astype(out, dtype), f"{b.var.name}_wide")
+        out = bb.emit(relax.op.left_shift(out, _iconst(extra, dtype)), f"{b.var.name}_fine")
+        d = Dom("acc", frac + extra, dtype, bound=bound)
+        frac = frac + extra
+    ctx.dom[b.var] = d
+    info = np.iinfo(d.dtype)
+    for v, pick, limit in ((lo, relax.op.maximum, info.min), (hi, relax.op.minimum, info.max)):
+        if not np.isfinite(v):
+            continue
+        scaled = np.clip(np.ldexp(v, frac), float(info.min), float(info.max))
+        ints = np.where(np.abs(scaled) >= 2.0 ** 62, limit, scaled).astype(np.int64)
+        out = bb.emit(pick(out, _iconst(ints, d.dtype)), f"{b.var.name}_clip")
+    return out
+
+
+@rule(*_LAYOUT_OPS)
+def _layout(ctx, bb, b, orig, value, where):
+    ctx.dom[b.var] = ctx.of(orig.args[0], where)
+    return value
+
+
+def _dequantize(bb, x, d: Dom, name: str):
+    out = bb.emit(relax.op.astype(x, "float32"), f"{name}_int")
+    return bb.emit(relax.op.multiply(out, fconst(np.ldexp(1.0, -d.fmt.frac), "float32")), name)
+
+
+@rule(*EPILOGUE)
+def _epilogue_op(ctx, bb, b, orig, value, where):
+    d = ctx.of(orig.args[0], where)
+    x = value.args[0] if d.kind == "float" else _dequantize(bb, value.args[0], d, f"{b.var.name}_deq")
+    ctx.dom[b.var] = Dom("float", np.asarray(0), "float32")
+    return relax.Call(value.op, [x] + list(value.args[1:]), value.attrs, value.ty_args)
+
+
+def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.Function:
+    ctx = Ctx(func, accumulator)
+    for p in func.params:
+        ctx.dom[p] = Dom("float", np.asarray(0), str(p.ty.dtype))
+
+    def rewrite(bb, b, value, env):
         orig = b.value
         name = op_name(orig)
         where = f"node {b.var.name} ({name})"
-        if isinstance(orig, relax.Var):            # an alias binding
-            dom[b.var] = dom_of(orig, where)
+        if b.var in ctx.dropped:
+            return None
+        if isinstance(orig, relax.Var):            # an alias binding (of a tensor, or of the result tuple)
+            if orig in ctx.dom:
+                ctx.dom[b.var] = ctx.dom[orig]
             return value
-        if is_annotate(orig):
-            fmt, key = annotation_format(orig)
-            x = orig.args[0]
-            if is_const(x):
-                q = fmt.quantize(const_np(x))
-                dom[b.var] = Dom("q", np.asarray(fmt.frac_list), fmt.storage_dtype, fmt, q)
-                return relax.const(q.astype(fmt.storage_dtype), fmt.storage_dtype)
-            d = dom_of(x, where)
-            if fmt.per_channel:
-                raise FxpGraphError(f"{key}: activations take per-tensor formats only")
-            dom[b.var] = Dom("q", np.asarray(fmt.frac), fmt.storage_dtype, fmt)
-            if d.kind == "float":  # the input quantize: same float64 expression as the simulation
-                x64 = bb.emit(relax.op.astype(value.args[0], "float64"), f"{b.var.name}_f64")
-                q = emit_round_clip(bb, x64, fmt, fmt.frac, b.var.name)
-                return relax.op.astype(q, fmt.storage_dtype)
-            return emit_requantize(bb, value.args[0], d, fmt, b.var.name)
-
-        if name in ("relax.nn.conv2d", "relax.matmul"):
-            dx, dw = dom_of(orig.args[0], where), dom_of(orig.args[1], where)
-            if dx.kind != "q" or dw.kind != "q" or dw.value is None:
-                raise FxpGraphError(f"{where}: needs an annotated input and annotated constant weights")
-            w_axis = 0 if name == "relax.nn.conv2d" else 1
-            fan_in = dw.value.size // dw.value.shape[w_axis]
-            acc_frac = dx.fmt.frac + np.asarray(dw.fmt.frac_list, dtype=np.int64)
-            l1 = dx.fmt.max_abs_q * weight_l1_per_channel(dw.value, w_axis)
-            worst = dx.fmt.max_abs_q * dw.fmt.max_abs_q * fan_in
-            if b.var in bias_of:
-                bfmt, _ = annotation_format(bias_of[b.var])
-                bq = bfmt.quantize(const_np(bias_of[b.var].args[0]))
-                bacc = np.abs(bias_at_accumulator(bq.reshape(-1), bfmt,
-                                                  np.broadcast_to(acc_frac, (bq.size,))))
-                l1 = l1 + bacc
-                worst = worst + int(bacc.max(initial=0))
-            dtype = _acc_dtype(min(int(np.max(l1)), worst), where, narrow=accumulator == "narrow")
-            out_ndim = len(orig.ty.shape)
-            dom[b.var] = Dom("acc", _channel_frac(acc_frac, out_ndim, 1 if w_axis == 0 else -1), dtype)
-            return rebuild_weighted(orig, value.args[0], value.args[1], dtype)
-
-        if name == "relax.add":
-            d0, d1 = dom_of(orig.args[0], where), dom_of(orig.args[1], where)
-            if d0.kind == "acc" and d1.kind == "q" and d1.value is not None:   # bias at accumulator scale
-                channel_frac = np.asarray(d0.frac, dtype=np.int64)
-                flat = np.broadcast_to(channel_frac.reshape(-1), (d1.value.size,))
-                bacc = bias_at_accumulator(d1.value.reshape(-1), d1.fmt, flat)
-                dom[b.var] = d0
-                return relax.op.add(value.args[0], _iconst(bacc.reshape([int(s) for s in orig.args[1].ty.shape]), d0.dtype))
-            if d0.kind == "q" and d1.kind == "q":
-                return _aligned(bb, b, [value.args[0], value.args[1]], [d0, d1], relax.op.add, dom, where, True)
-            raise FxpGraphError(f"{where}: add operands must both be annotated tensors")
-
-        if name == "relax.concat":
-            ds = [dom_of(a, where) for a in orig.args[0].fields]
-            if any(d.kind != "q" for d in ds):
-                raise FxpGraphError(f"{where}: concat operands must be annotated tensors")
-            axis = int(orig.attrs.axis)
-            return _aligned(bb, b, list(value.args[0].fields), ds,
-                            lambda *xs: relax.op.concat(xs, axis=axis), dom, where, False)
-
-        if name in ("relax.mean", "relax.nn.avg_pool2d"):
-            d = dom_of(orig.args[0], where)
-            count = pool_count(orig)
-            m, s = pool_multiplier(count)
-            dtype = _acc_dtype(d.fmt.max_abs_q * count * m, where)
-            x = bb.emit(relax.op.astype(value.args[0], dtype), f"{b.var.name}_wide")
-            total, s = emit_pool_sum(bb, orig, x, dtype, b.var.name)
-            dom[b.var] = Dom("acc", np.asarray(d.fmt.frac + s), dtype)
-            return total
-
-        if name == "relax.nn.relu":
-            dom[b.var] = dom_of(orig.args[0], where)
+        if isinstance(orig, (relax.Tuple, relax.TupleGetItem)):
             return value
+        if b.var in ctx.composites:
+            return _lrn(ctx, bb, b, orig, value, where, env)
+        if name not in RULES:
+            raise FxpGraphError(f"{where}: op {name} cannot be realized in integers")
+        return RULES[name](ctx, bb, b, orig, value, where)
 
-        if name == "relax.clip":
-            d = dom_of(orig.args[0], where)
-            dom[b.var] = d
-            lo, hi = float(orig.args[1].value), float(orig.args[2].value)
-            frac = np.asarray(d.frac, dtype=np.int64)
-            info = np.iinfo(d.dtype)
-            out = value.args[0]
-            for bound, pick, limit in ((lo, relax.op.maximum, info.min), (hi, relax.op.minimum, info.max)):
-                if not np.isfinite(bound):
-                    continue
-                scaled = np.ldexp(bound, frac)
-                if np.any(scaled != np.round(scaled)):
-                    raise FxpGraphError(f"{where}: clip bound {bound} is not representable at scale "
-                                        f"2**-{int(frac.min())}; give this tensor more fractional bits")
-                scaled = np.clip(scaled, float(info.min), float(info.max))
-                ints = np.where(np.abs(scaled) >= 2.0 ** 62, limit, scaled).astype(np.int64)
-                out = bb.emit(pick(out, _iconst(ints, d.dtype)), f"{b.var.name}_clip")
-            return out
-
-        if name in _LAYOUT_OPS:
-            dom[b.var] = dom_of(orig.args[0], where)
-            return value
-
-        raise FxpGraphError(f"{where}: op {name} cannot be realized in integers")
-
-    def epilogue(bb, result, env):
-        d = dom[func.body.body]
-        if d.kind != "q":
+    def result_of(bb, r, i):
+        d = ctx.dom.get(results[i])
+        if d is None or d.kind == "acc":
             raise FxpGraphError("the function result is not an annotated tensor")
-        out = bb.emit(relax.op.astype(result, "float32"), "deq_int")
-        return bb.emit(relax.op.multiply(out, fconst(np.ldexp(1.0, -d.fmt.frac), "float32")), "dequantize")
+        return r if d.kind == "float" else _dequantize(bb, r, d, "dequantize" if len(results) == 1 else f"dequantize{i}")
 
-    return rebuild_function(func, rule, epilogue=epilogue)
-
-
-def _aligned(bb, b, xs, ds, combine, dom, where, summed):
-    """Shift operands left to the finest scale among them, then add/concat in the accumulator dtype."""
-    fmts = [d.fmt for d in ds]
-    acc_frac = max(f.frac for f in fmts)
-    mags = [f.max_abs_q << (acc_frac - f.frac) for f in fmts]
-    dtype = _acc_dtype(sum(mags) if summed else max(mags), where)
-    aligned = []
-    for i, (x, f) in enumerate(zip(xs, fmts)):
-        t = bb.emit(relax.op.astype(x, dtype), f"{b.var.name}_in{i}")
-        if acc_frac != f.frac:
-            t = bb.emit(relax.op.left_shift(t, _iconst(acc_frac - f.frac, dtype)), f"{b.var.name}_al{i}")
-        aligned.append(t)
-    dom[b.var] = Dom("acc", np.asarray(acc_frac), dtype)
-    return combine(*aligned)
+    results = result_fields(func)
+    return rebuild_function(func, rewrite, epilogue=lambda bb, result, env: map_result(bb, result, result_of))
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Realize")

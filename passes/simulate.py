@@ -7,6 +7,16 @@ constants, and average pools become an exact window sum times the same integer m
 uses.  Every value is then an integer multiple of ``2**-f`` with magnitude below ``2**52 * 2**-f`` (checked
 by ``Annotate``), so float64 holds it exactly and sums are exact in any order: the simulated output equals
 the integer graph's output bit for bit.  The result is cast back to float32 (exact for <= 24-bit outputs).
+
+Per op (the ops not listed are computed as they are, in float64, which is exact for the reason above):
+
+- ``avg_pool2d``/``mean``: window sum times the integer multiplier ``m`` (per position when the window count
+  varies) times ``2**-s``, as ``_arith.emit_pool_sum``;
+- ``mul`` of two activations: the float64 product of ``qa * 2**-fa`` and ``qb * 2**-fb`` is ``qa*qb`` at
+  ``2**-(fa+fb)``, exact while ``|qa*qb| < 2**52`` (``analysis.mul_arithmetic``);
+- ``lrn``: the same table lookup as the integer graph (``_arith.emit_lrn_lookup``), then ``x * T * 2**-K``;
+  the decomposed float ops of the importer are dropped;
+- a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
 
 from __future__ import annotations
@@ -15,17 +25,51 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ._arith import emit_pool_sum, emit_round_clip, fconst, rebuild_weighted
-from ._ir import const_np, is_const, map_relax_functions, op_name, rebuild_function
+from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, rebuild_weighted
+from ._ir import const_np, is_const, main_bindings, map_relax_functions, op_name, rebuild_function
+from .analysis import EPILOGUE, PASS_THROUGH, composite_patterns
 from .ops import annotation_format, is_annotate
 
 SIM_DTYPE = "float64"
 
 
+def _result_dtypes(func) -> list:
+    ty = func.body.body.ty
+    if isinstance(ty, relax.TupleType):
+        return [str(f.dtype) for f in ty.fields]
+    return [str(ty.dtype)]
+
+
+def map_result(bb, result, fn):
+    """Apply ``fn(bb, expr, index)`` to the result, or to every field of a tuple result."""
+    if isinstance(result.ty, relax.TupleType):
+        fields = [fn(bb, bb.emit(relax.TupleGetItem(result, i), f"out{i}"), i) for i in range(len(result.ty.fields))]
+        return bb.emit(relax.Tuple(fields), "outs")
+    return fn(bb, result, 0)
+
+
+def operand_format(var, producer):
+    """The format of an activation: the ``fxp.annotate`` it comes from through pass-through ops."""
+    seen = var
+    while True:
+        e = producer.get(seen)
+        if is_annotate(e):
+            return annotation_format(e)[0]
+        if isinstance(e, relax.Var):
+            seen = e
+        elif op_name(e) in PASS_THROUGH:
+            seen = e.args[0]
+        else:
+            return None
+
+
 def simulate_function(func: relax.Function, lower_annotation=None, extra_params=()) -> relax.Function:
     """Simulate ``func``; ``lower_annotation(bb, binding, value)`` may replace the default fake-quant of an
     ``fxp.annotate`` (``tvm_fxp.passes.search`` feeds formats at run time through ``extra_params``)."""
-    out_dtype = str(func.body.body.ty.dtype)
+    out_dtypes = _result_dtypes(func)
+    producer = {b.var: b.value for b in main_bindings(func)}
+    composites = composite_patterns(func)
+    dropped = {v for m in composites.values() for v in m.inner}
 
     def prologue(bb, env):
         for p in func.params:
@@ -33,6 +77,8 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
 
     def rule(bb, b, value, env):
         name = op_name(value)
+        if b.var in dropped:
+            return None
         if is_annotate(value) and lower_annotation is not None:
             return lower_annotation(bb, b, value)
         if is_annotate(value):
@@ -44,15 +90,29 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             f = fmt.frac_array(ndim)
             q = emit_round_clip(bb, x, fmt, f, b.var.name)
             return relax.op.multiply(q, fconst(np.ldexp(1.0, -f)))
+        if b.var in composites:
+            m = composites[b.var]
+            x = env[m.x]
+            fmt = operand_format(m.x, producer)
+            attrs = {"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias}
+            t, table = emit_lrn_lookup(bb, x, fmt, attrs, SIM_DTYPE, b.var.name)
+            y = bb.emit(relax.op.multiply(x, t), f"{b.var.name}_xt")
+            return relax.op.multiply(y, fconst(np.ldexp(1.0, -table.frac)))
         if name in ("relax.nn.conv2d", "relax.matmul"):
             return rebuild_weighted(value, value.args[0], value.args[1], SIM_DTYPE)
         if name in ("relax.mean", "relax.nn.avg_pool2d"):
             total, s = emit_pool_sum(bb, value, value.args[0], SIM_DTYPE, b.var.name)
             return relax.op.multiply(total, fconst(np.ldexp(1.0, -s)))
+        if name in EPILOGUE and str(value.args[0].ty.dtype) == SIM_DTYPE:
+            x = bb.emit(relax.op.astype(value.args[0], out_dtypes[0]), f"{b.var.name}_in")
+            return relax.Call(value.op, [x] + list(value.args[1:]), value.attrs, value.ty_args)
         return value
 
+    def epilogue(bb, result, env):
+        return map_result(bb, result, lambda bb, r, i: bb.emit(relax.op.astype(r, out_dtypes[i]), f"sim_out{i}"))
+
     return rebuild_function(func, rule, params=list(func.params) + list(extra_params), prologue=prologue,
-                            epilogue=lambda bb, r, env: bb.emit(relax.op.astype(r, out_dtype), "sim_out"))
+                            epilogue=epilogue)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Simulate")

@@ -6,7 +6,9 @@ The only float computation allowed in an integer graph is
   limited to the quantizer's own ops (cast, scale, abs, round-half-away pieces, clip), ending in a cast to
   an integer type;
 - the *output dequantize*: a cast from an integer tensor to float followed by scalings by constants, whose
-  result is what the function returns.
+  result is what the function returns;
+- the *epilogue* after the output dequantize: a softmax/log-softmax (and layout ops) on the dequantized
+  output, computed in float32 exactly as the simulation computes it (``analysis.EPILOGUE``).
 
 Anything else that produces or consumes a float tensor is reported.
 """
@@ -16,10 +18,13 @@ from __future__ import annotations
 from tvm import relax
 
 from ._ir import is_const, main_bindings, op_name
+from .analysis import EPILOGUE
 
 _QUANTIZE_OPS = {"relax.astype", "relax.multiply", "relax.abs", "relax.add", "relax.floor", "relax.sign",
-                 "relax.clip"}
+                 "relax.clip", "relax.maximum", "relax.minimum"}
 _DEQUANTIZE_OPS = {"relax.astype", "relax.multiply"}
+_EPILOGUE_OPS = set(EPILOGUE) | {"relax.reshape", "relax.flatten", "relax.squeeze", "relax.permute_dims",
+                                 "relax.expand_dims"}
 
 
 def _is_float(dtype: str) -> bool:
@@ -50,6 +55,9 @@ def float_ops_in_integer_graph(mod) -> list:
                 name == "relax.astype" and in_regions == {"int"} and _is_float(dtype))):
             if name == "relax.multiply" and len(consts_float) != 1:
                 bad.append((b.var.name, name, dtype))
+            region[b.var] = "output"
+            continue
+        if name in _EPILOGUE_OPS and in_regions == {"output"}:
             region[b.var] = "output"
             continue
         if _is_float(dtype) or "input" in in_regions or "output" in in_regions or consts_float:

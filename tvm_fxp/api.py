@@ -27,8 +27,89 @@ class ModelError(ValueError):
     """The model file cannot be used; the message names the file/node and what to do."""
 
 
+IMPORT_OPSET = 13   # older models are converted to this opset before import (TVM's importer targets it)
+
+
+def _dims(value_info) -> list | None:
+    """Dims of a graph input: ints, or the symbolic name (``'?'`` when unnamed); None when the rank is unknown."""
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def _fix_input_shape(model, p, input_shape):
+    """Check the graph inputs have static non-batch dims, or make them static from ``input_shape``.
+
+    The batch dimension stays as the model has it (symbolic in exported CNNs, so any batch size runs); every
+    other dimension must be static: from the model, or given by ``input_shape`` (batch entry ignored when the
+    model's batch is symbolic).  Raises ModelError naming the dynamic input otherwise.
+    """
+    init_names = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in init_names]
+    if input_shape is not None:
+        if len(graph_inputs) != 1:
+            raise ModelError(f"{p}: input_shape given but the model has {len(graph_inputs)} inputs")
+        want = [int(s) for s in input_shape]
+        inp = graph_inputs[0]
+        dims = _dims(inp)
+        if dims is not None and len(dims) != len(want):
+            raise ModelError(f"{p}: input {inp.name!r} has rank {len(dims)} ({dims}), but input_shape "
+                             f"{want} has rank {len(want)}")
+        if dims is not None:
+            clash = [i for i, (d, w) in enumerate(zip(dims, want)) if i > 0 and isinstance(d, int) and d != w]
+            if clash:
+                raise ModelError(f"{p}: input_shape {want} disagrees with input {inp.name!r} {dims} at dims "
+                                 f"{clash}")
+        shape = inp.type.tensor_type.shape
+        if dims is None:
+            for w in want:
+                shape.dim.add().dim_value = w
+        for i, d in enumerate(shape.dim):
+            if i > 0 or d.HasField("dim_value"):
+                d.dim_value = want[i]
+            elif not d.dim_param:
+                d.dim_param = "N"
+    for inp in graph_inputs:
+        dims = _dims(inp)
+        if dims is None:
+            raise ModelError(f"{p}: input {inp.name!r} has an unknown rank; give its shape with input_shape= "
+                             "(CLI --input-shape, e.g. 1,3,224,224)")
+        dyn = [f"dim {i} ({d})" for i, d in enumerate(dims) if i > 0 and not isinstance(d, int)]
+        if dyn:
+            raise ModelError(f"{p}: input {inp.name!r} {dims} has dynamic dimensions besides the batch: "
+                             f"{', '.join(dyn)}; give a static shape with input_shape= (CLI --input-shape, "
+                             f"e.g. 1,{','.join(str(d) if isinstance(d, int) else 'H' for d in dims[1:])})")
+    return model
+
+
+def _upgrade_opset(model):
+    """Old models (opset < 13) converted to opset 13 with ONNX's version converter, which rewrites the
+    attribute forms TVM's importer does not implement (``Slice`` before 10, ``Clip`` before 11); the model as
+    it is when the conversion fails."""
+    import onnx
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), IMPORT_OPSET)
+    if opset >= IMPORT_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, IMPORT_OPSET)
+    except Exception:
+        return model
+
+
+def _unsupported_nodes(model, message: str) -> str:
+    names = [f"{n.name or n.output[0]!r} ({n.op_type})" for n in model.graph.node
+             if n.op_type in message.replace(",", " ").split()]
+    return f"; nodes {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}" if names else ""
+
+
 def import_onnx(path, input_shape=None) -> tvm.IRModule:
-    """Load an ONNX file into Relax (weights as constants), with clear errors for bad files."""
+    """Load an ONNX file into Relax (weights as constants), with clear errors for bad files.
+
+    ``input_shape`` (e.g. ``[1, 3, 224, 224]``) fixes the input's non-batch dimensions; it is required when
+    the model leaves them dynamic.  The batch dimension stays symbolic when the model has it so.
+    """
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -41,26 +122,29 @@ def import_onnx(path, input_shape=None) -> tvm.IRModule:
         raise ModelError(f"model file {p} is not a valid ONNX model (truncated or corrupt?): {e}") from None
     if not model.graph.node:
         raise ModelError(f"model file {p} has an empty graph (not an ONNX model, or truncated)")
+    model = _fix_input_shape(model, p, input_shape)
     try:
         onnx.checker.check_model(model)
     except Exception as e:
         raise ModelError(f"model file {p} fails the ONNX checker: {str(e).splitlines()[0]}") from None
-    init_names = {i.name for i in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in init_names]
-    shape_dict = None
-    if input_shape is not None:
-        if len(graph_inputs) != 1:
-            raise ModelError(f"{p}: input_shape given but the model has {len(graph_inputs)} inputs")
-        shape_dict = {graph_inputs[0].name: [int(s) for s in input_shape]}
     for t in model.graph.initializer:
         arr = onnx.numpy_helper.to_array(t)
         if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
             raise ModelError(f"{p}: initializer {t.name!r} contains NaN/inf; fix the exported weights")
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    arr = onnx.numpy_helper.to_array(a.t)
+                    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                        raise ModelError(f"{p}: Constant node {n.name or n.output[0]!r} contains NaN/inf; fix the "
+                                         "exported weights")
+    model = _upgrade_opset(model)
     try:
-        mod = from_onnx(model, shape_dict=shape_dict, keep_params_in_input=False)
+        mod = from_onnx(model, keep_params_in_input=False)
     except Exception as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{p}: TVM's ONNX importer failed: {msg}") from None
+        raise ModelError(f"{p}: TVM's ONNX importer failed: {msg}{_unsupported_nodes(model, msg)}") from None
     return mod
 
 

@@ -174,4 +174,6 @@ def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
         bound = aligned_sum_bound(layer.name, input_fmts, input_fmts[0].frac, count, m)
         bound.check_simulation_exact()
         return LayerArithmetic(layer.name, np.asarray(input_fmts[0].frac + s), bound, pool=(count, m, s))
+    if hasattr(layer, "arithmetic"):   # layer kinds defined by the graph analysis (mul, lrn)
+        return layer.arithmetic(plan, input_fmts)
     raise PlanError(f"{layer.name}: no integer arithmetic for op {layer.op}")

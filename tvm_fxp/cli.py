@@ -93,6 +93,10 @@ def method_config(args):
         return FxpQNet(budget=budget)
     if args.method == "debruin2020":
         return DeBruin2020(acc_bits=args.acc_bits)
+    if args.method == "mellempudi2017":
+        from .methods.mellempudi2017 import Mellempudi2017
+
+        return Mellempudi2017(cluster=args.cluster, weights=args.weights, first_last_bits=args.first_last_bits)
     raise MethodError(f"unknown method {args.method!r}; available: {sorted(METHODS)}")
 
 
@@ -225,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bits", type=int, default=8, help="uniform: bits of every tensor")
     q.add_argument("--budget", type=float, default=1.0, help="search methods: accuracy-loss budget in points")
     q.add_argument("--acc-bits", type=int, default=16, help="debruin2020: accumulator width P")
+    q.add_argument("--cluster", type=int, default=4, help="mellempudi2017: filters per cluster sharing a scale")
+    q.add_argument("--weights", default="ternary", choices=["ternary", "4bit"], help="mellempudi2017: weight levels")
+    q.add_argument("--first-last-bits", type=int, default=8,
+                   help="mellempudi2017: bits of the first and last layers' weights (0: cluster them too)")
     q.add_argument("--search-size", type=int, default=512, help="inputs the search methods score plans on")
     q.add_argument("--time-limit", type=float, default=None, help="seconds; a search returns its best plan so far")
     q.add_argument("--accumulator", default="wide", choices=["wide", "narrow"],

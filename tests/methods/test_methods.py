@@ -13,7 +13,7 @@ from tvm_fxp.methods.fxpqnet import FxpQNet
 from tvm_fxp.methods.goyal2021 import Goyal2021
 from tvm_fxp.methods.lin2016 import KAPPA_DB_PER_BIT, Lin2016
 from tvm_fxp.passes import float_ops_in_integer_graph
-from tvm_fxp.passes._ir import main_bindings, op_name, rebuild_function
+from tvm_fxp.passes._ir import const_np, is_const, main_bindings, op_name, rebuild_function
 from conftest import model_path
 
 MODELS = ["fmnist_vgg", "fmnist_resnet"]
@@ -23,7 +23,7 @@ CONFIGS = {
     "fxpqnet": FxpQNet(start_bits=8, min_bits=3, budget=0.03),  # 96 images: one disagreement is 1 point
     "debruin2020": DeBruin2020(acc_bits=16, max_bits=8),
 }
-SEARCH_SECONDS = 30
+SEARCH_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,121 @@ def test_debruin2020_int16_accumulators_are_used(plans):
     dtypes = {str(b.var.ty.dtype) for b in main_bindings(mod["main"])
               if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")}
     assert dtypes == {"int16"}
+
+
+# ---- mellempudi2017: clusters of filters sharing one integer multiplier ------------------------------------------
+
+@pytest.fixture(scope="module")
+def mellempudi_plans(models):
+    from tvm_fxp.methods.mellempudi2017 import Mellempudi2017, allocate
+
+    out = {}
+    for name, (prepared, lg, stats) in models.items():
+        for weights in ("ternary", "4bit"):
+            plan = allocate(lg, stats, Mellempudi2017(cluster=4, weights=weights))
+            out[name, weights] = tvm_fxp.bind_plan(prepared, lg, plan, stats)
+    return out
+
+
+@pytest.mark.parametrize("weights,levels", [("ternary", 3), ("4bit", 15)])
+@pytest.mark.parametrize("name", MODELS)
+def test_mellempudi2017_levels_per_cluster(mellempudi_plans, name, weights, levels):
+    """Every cluster of N=4 consecutive filters takes at most 3 (ternary) or 15 (symmetric 4-bit: -7..7)
+    distinct real weight values, all ``level * m * 2**-f`` of the cluster's single ``(m, f)``."""
+    q = mellempudi_plans[name, weights]
+    weighted = [l for l in q.graph.layers.values() if l.weight is not None]
+    for layer in (weighted[0], weighted[-1]):      # kept at 8-bit per-channel (first_last_bits)
+        assert q.plan[layer.weight_key].bits == 8 and q.plan[layer.weight_key].multiplier is None
+    for layer in weighted[1:-1]:
+        fmt = q.plan[layer.weight_key]
+        assert fmt.multiplier is not None and len(fmt.multiplier) == layer.channels
+        wq = np.moveaxis(fmt.quantize(layer.weight), layer.weight_axis, 0)
+        real = np.moveaxis(fmt.fake_quantize(layer.weight), layer.weight_axis, 0)
+        assert np.abs(wq).max() <= (1 if weights == "ternary" else 7)
+        for start in range(0, layer.channels, 4):
+            sl = slice(start, start + 4)
+            assert len(set(fmt.multiplier[sl])) == 1 and len(set(fmt.frac[sl])) == 1
+            assert np.unique(real[sl]).size <= levels, (layer.name, start)
+            assert np.unique(wq[sl]).size >= 2                      # not a degenerate all-zero cluster
+
+
+@pytest.mark.parametrize("weights", ["ternary", "4bit"])
+@pytest.mark.parametrize("name", MODELS)
+def test_mellempudi2017_realizes_bit_exact_with_adds_and_one_multiply(mellempudi_plans, test_images, name, weights):
+    """The integer graph convolves with the stored levels (ternary: {-1, 0, 1}, additions and subtractions) and
+    multiplies each output once by its cluster's integer ``m``; it agrees bit for bit with the simulation, with
+    wide and with narrow (int16 where proven) accumulators; the share of multiplies replaced is reported."""
+    q = mellempudi_plans[name, weights]
+    x = test_images.inputs[:200]
+    sim = tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x)
+    for acc in ("wide", "narrow"):
+        real_mod = q.realized(accumulator=acc)
+        assert float_ops_in_integer_graph(real_mod) == []
+        bindings = list(main_bindings(real_mod["main"]))
+        convs = [b for b in bindings if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")]
+        bound = {b.var: b.value for b in bindings}
+        consts = [const_np(bound.get(b.value.args[1], b.value.args[1])) for b in convs]
+        weighted = [l for l in q.graph.layers.values() if l.weight is not None]
+        assert len(convs) == len(weighted)
+        clustered = [i for i, l in enumerate(weighted) if q.plan[l.weight_key].multiplier is not None]
+        assert clustered == list(range(1, len(weighted) - 1))
+        if weights == "ternary":
+            assert all(set(np.unique(consts[i])) <= {-1, 0, 1} for i in clustered)
+        users = {b.value.args[0] for b in bindings if op_name(b.value) == "relax.multiply"
+                 and is_const(bound.get(b.value.args[1], b.value.args[1]))
+                 and const_np(bound.get(b.value.args[1], b.value.args[1])).dtype.kind == "i"}
+        assert {convs[i].var for i in clustered} <= users       # one multiply by m after each clustered layer
+        real = tvm_fxp.Runner(tvm_fxp.build(real_mod)).run(x)
+        np.testing.assert_array_equal(sim, real)
+    top1 = (sim.argmax(1) == test_images.labels[:200]).mean()
+    assert top1 > (0.15 if weights == "ternary" else 0.88), top1   # ternary without retraining: see README
+    replaced = q.plan.config["multiplies_replaced"]
+    assert (0.5 < replaced < 1) if weights == "ternary" else replaced == 0.0
+
+
+def test_mellempudi2017_cli_flags(tmp_path):
+    from tvm_fxp.cli import build_parser, method_config
+
+    args = build_parser().parse_args(["quantize", "m.onnx", "--calib", "synthetic", "--out", str(tmp_path),
+                                      "--method", "mellempudi2017", "--cluster", "8", "--weights", "4bit"])
+    cfg = method_config(args)
+    assert (cfg.name, cfg.cluster, cfg.weights) == ("mellempudi2017", 8, "4bit")
+    from tvm_fxp.methods import MethodError
+
+    assert cfg.first_last_bits == 8
+    args.cluster = 0
+    with pytest.raises(MethodError, match="--cluster must be in 1..64"):
+        method_config(args)
+
+
+@pytest.mark.parametrize("accumulator", ["narrow", "wide"])
+def test_tampered_int16_claim_is_refused_at_realize(plans, accumulator):
+    """A de Bruin plan proves each layer fits a 16-bit accumulator.  Widen one layer's weight format by hand (the
+    plan still claims the proof): Realize recomputes the bound from the weights and refuses, naming the layer,
+    instead of emitting an int16 kernel that would wrap (or silently widening)."""
+    import dataclasses
+
+    from tvm_fxp.formats import FixedPointFormat
+    from tvm_fxp.passes import Annotate, FxpGraphError, Realize
+    from tvm_fxp.plan import Plan
+
+    q, _ = plans["fmnist_vgg", "debruin2020"]
+    layer = [l for l in q.graph.layers.values() if l.weight is not None][1]
+    assert q.plan.config["proofs"][layer.name]["acc_bits"] == 16
+    w = q.plan[layer.weight_key]
+    wide = FixedPointFormat(12, tuple(f + 12 - w.bits for f in w.frac_list) if w.per_channel else w.frac + 12 - w.bits,
+                            True, w.axis)
+    tampered = Plan(dict(q.plan.tensors, **{layer.weight_key: wide}), q.plan.method, q.plan.config)
+    qt = tvm_fxp.bind_plan(q.prepared, q.graph, tampered)
+    assert qt.arithmetic[layer.name].bound.bits > 16          # the tampered formats really break the proof
+    msg = rf"layer {layer.name}: the plan claims a proof that its accumulator fits 16 bits, but .* the bound is \d+"
+    with pytest.raises(FxpGraphError, match=msg):
+        qt.realized(accumulator)
+    with pytest.raises(FxpGraphError, match=msg):             # the same through the user's own pass pipeline
+        import tvm
+
+        tvm.transform.Sequential([Annotate(tampered), Realize(accumulator)])(q.prepared)
+    # untampered: realizes, and every proven layer gets its int16 accumulator
+    assert q.realized(accumulator) is not None
+    unclaimed = dataclasses.replace(tampered, config={k: v for k, v in tampered.config.items() if k != "proofs"})
+    assert tvm_fxp.bind_plan(q.prepared, q.graph, unclaimed).realized(accumulator) is not None  # no claim, no refusal
