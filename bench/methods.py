@@ -83,6 +83,14 @@ def targets(rows: dict) -> dict:
     return out
 
 
+def save_plan(plan, model, method, args):
+    """Every chosen plan is kept (``bench/results/plans/MODEL_METHOD.json``): ``bench/latency.py`` times the de
+    Bruin int16 plans, and any row can be re-measured without re-running its search."""
+    d = Path(args.out).parent / "plans"
+    d.mkdir(parents=True, exist_ok=True)
+    plan.save(d / f"{model}_{method}.json")
+
+
 def run_model(name, args) -> dict:
     import tvm_fxp
     from tvm_fxp.api import make_evaluator
@@ -124,6 +132,7 @@ def run_model(name, args) -> dict:
         q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
         row = measure(q, test.inputs, test.labels, float_out, "narrow") | {"wall_s": time.time() - t}
         row["multiplies_replaced"] = plan.config["multiplies_replaced"]
+        save_plan(plan, name, f"mellempudi2017_{kind}", args)
         rows[f"mellempudi2017_{kind}"] = row
         print(f"[{name}] mellempudi2017 N=4 {kind}: top1 {row['top1']:.4f}  replaced {row['multiplies_replaced']:.3f}"
               f"  bit-exact {row['bit_exact']}", flush=True)
@@ -136,6 +145,7 @@ def run_model(name, args) -> dict:
         plan = get_method(method).allocate(lg, stats, config, ev)
         q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
         wall = time.time() - t
+        save_plan(plan, name, method, args)
         row = measure(q, test.inputs, test.labels, float_out, "narrow" if method == "debruin2020" else "wide")
         row.update({"wall_s": wall, "evaluations": ev.evaluations, "timed_out": ev.out_of_time(),
                     "bits": {k: f.bits for k, f in plan.tensors.items()}})
