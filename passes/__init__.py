@@ -3,7 +3,7 @@
 Each is an ordinary ``tvm.transform.Pass`` and composes in ``tvm.transform.Sequential``.
 """
 
-from .analysis import LayerGraph, analyze
+from .analysis import LayerGraph, allow_float_islands, analyze, float_islands
 from .annotate import Annotate, validate_plan
 from .ops import ANNOTATE, annotate
 from .prepare import FoldAffineIntoLayers, Prepare
@@ -12,5 +12,5 @@ from .simulate import Simulate
 from .structure import float_ops_in_integer_graph
 from ._ir import FxpGraphError
 
-__all__ = ["ANNOTATE", "Annotate", "FoldAffineIntoLayers", "FxpGraphError", "LayerGraph", "Prepare", "Realize",
+__all__ = ["ANNOTATE", "Annotate", "allow_float_islands", "float_islands", "FoldAffineIntoLayers", "FxpGraphError", "LayerGraph", "Prepare", "Realize",
            "Simulate", "analyze", "annotate", "float_ops_in_integer_graph", "validate_plan"]

@@ -35,6 +35,33 @@ PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.flatten", "relax.
                 "relax.squeeze", "relax.expand_dims", "relax.nn.relu", "relax.clip"}
 EPILOGUE = {"relax.nn.softmax", "relax.nn.log_softmax"}
 SUPPORTED = set(WEIGHTED) | set(ANCHORS) | PASS_THROUGH | EPILOGUE | {"LRN (decomposed by the importer)"}
+# unary elementwise ops with no integer realization: with float islands allowed (``ISLANDS_ATTR`` on ``main``,
+# set by ``allow_float_islands``), each becomes a layer of kind ``float`` computed in float64 between a
+# dequantize of its (quantized) input and the quantize of its output, in the simulation and in the integer
+# graph alike; ``float_islands`` lists them and the report shows them
+FLOAT_ISLAND_OPS = {"relax.sigmoid", "relax.tanh", "relax.exp", "relax.erf", "relax.log", "relax.sqrt",
+                    "relax.rsqrt", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.nn.softplus",
+                    "relax.nn.leakyrelu", "relax.nn.selu", "relax.nn.elu", "relax.abs", "relax.negative",
+                    "relax.square"}
+ISLANDS_ATTR = "fxp_allow_float_islands"
+
+
+def allow_float_islands(mod):
+    """``mod`` with float islands allowed in ``main`` (see ``FLOAT_ISLAND_OPS``)."""
+    import tvm
+
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    out["main"] = mod["main"].with_attr(ISLANDS_ATTR, True)
+    return out
+
+
+def islands_allowed(func) -> bool:
+    return func.attrs is not None and ISLANDS_ATTR in func.attrs and bool(func.attrs[ISLANDS_ATTR])
+
+
+def float_islands(lg) -> list:
+    """``[(layer, op)]`` of the layers computed in float between a dequantize and a quantize."""
+    return [(l.name, l.attrs.get("op")) for l in lg.layers.values() if l.op == "float"]
 
 
 @dataclass
@@ -227,7 +254,15 @@ def lrn_arithmetic(name: str, fmts: list, attrs: dict):
     return LayerArithmetic(name, np.asarray(x.frac + t.frac), acc)
 
 
-EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic}
+def float_island_arithmetic(name: str, fmts: list, attrs: dict):
+    """A float island has no accumulator: its output is quantized from float64 by its own format."""
+    from tvm_fxp.bounds import AccumulatorBound, LayerArithmetic
+
+    (x,) = fmts
+    return LayerArithmetic(name, np.asarray(x.frac), AccumulatorBound(name, x.max_abs_q, x.max_abs_q, 1))
+
+
+EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic, "float": float_island_arithmetic}
 
 
 # ---- the analysis ----------------------------------------------------------------------------------------------
@@ -306,6 +341,7 @@ def analyze(func: relax.Function) -> LayerGraph:
         counters[kind] = i + 1
         return f"{kind}_{i}"
 
+    allow_islands = islands_allowed(func)
     params = list(func.params)
     for p in params:
         name = "input" if len(params) == 1 else f"input_{p.name}"
@@ -356,7 +392,13 @@ def analyze(func: relax.Function) -> LayerGraph:
         if isinstance(e.args[0], relax.Var) and e.args[0] in epilogue:
             raise FxpGraphError(f"{where}: only layout ops may follow the softmax epilogue (it runs in float "
                                 "after the output dequantize)")
-        if opn not in WEIGHTED and opn not in ANCHORS and v not in composites:
+        island = opn in FLOAT_ISLAND_OPS and allow_islands
+        if opn in FLOAT_ISLAND_OPS and not allow_islands:
+            raise FxpGraphError(f"{where}: op {opn} has no integer realization in tvm-fxp; to keep it in float "
+                                "between a dequantize and a quantize (a float island, listed in the report), "
+                                "pass --allow-float-islands (Python: load_model/quantize(..., "
+                                "allow_float_islands=True)), or remove it from the model")
+        if opn not in WEIGHTED and opn not in ANCHORS and v not in composites and not island:
             raise FxpGraphError(f"{where}: op {opn} is not supported by the tvm-fxp realizer; supported ops: "
                                 f"{sorted(SUPPORTED)}. Remove it from the model or file an issue.")
         out_shape = _per_image(static_shape(v), where)
@@ -367,6 +409,11 @@ def analyze(func: relax.Function) -> LayerGraph:
                           attrs={"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias})
             if m.bias <= 0:
                 raise FxpGraphError(f"{where}: LRN with bias {m.bias} <= 0 cannot be tabulated")
+        elif island:
+            if len([a for a in e.args if isinstance(a.ty, relax.TensorType)]) != 1:
+                raise FxpGraphError(f"{where}: a float island must be a unary op")
+            layer = Layer(new_name("float"), "float", [arg_layer(e.args[0], where)], out_shape, anchor=v,
+                          attrs={"op": opn})
         elif opn in WEIGHTED:
             kind = WEIGHTED[opn]
             x, w = e.args

@@ -41,7 +41,7 @@ from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, poo
     saturate
 from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
     rebuild_function
-from .analysis import EPILOGUE, composite_patterns, lrn_arithmetic, mul_arithmetic, result_fields
+from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, composite_patterns, lrn_arithmetic, mul_arithmetic, result_fields
 from .annotate import CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
 from .simulate import map_result
@@ -360,6 +360,22 @@ def _clip(ctx, bb, b, orig, value, where):
 def _layout(ctx, bb, b, orig, value, where):
     ctx.dom[b.var] = ctx.of(orig.args[0], where)
     return value
+
+
+@rule(*FLOAT_ISLAND_OPS)
+def _float_island(ctx, bb, b, orig, value, where):
+    """A float island (allowed explicitly): dequantize the stored integers to float64 (exact), the op in
+    float64 as the simulation computes it; the layer's output annotation quantizes the result."""
+    d = ctx.of(orig.args[0], where)
+    if d.kind == "acc":
+        raise FxpGraphError(f"{where}: a float island's input must be an annotated tensor")
+    x = value.args[0]
+    if d.kind == "q":
+        x64 = bb.emit(relax.op.astype(x, "float64"), f"{b.var.name}_deq_int")
+        x = bb.emit(relax.op.multiply(x64, fconst(np.ldexp(1.0, -int(d.fmt.frac)), "float64")),
+                    f"{b.var.name}_deq")
+    ctx.dom[b.var] = Dom("float", np.asarray(0), "float64")
+    return relax.Call(value.op, [x] + list(value.args[1:]), value.attrs, value.ty_args)
 
 
 def _dequantize(bb, x, d: Dom, name: str):

@@ -74,3 +74,24 @@ def test_synthetic_and_npz_data(tmp_path, capsys, rng):
     s = json.loads((tmp_path / "n" / "summary.json").read_text())
     assert 0 <= s["fxp_top1"] <= 1 and s["evaluated_inputs"] == 20
     assert s["mult_cost_vs_8bit"] == pytest.approx(36 / 64)
+
+
+def test_allow_float_islands_flag(tmp_path, capsys):
+    """A sigmoid between two convs: refused with a message naming the node and the flag; with
+    --allow-float-islands quantized bit-exact, and summary.json / report.md list the island."""
+    from onnx_graphs import Net, save
+
+    g = Net([1, 2, 6, 6])
+    x = g.conv(g.op("Sigmoid", [g.conv("input", 2, 4)]), 4, 3)
+    path = save(g.model(g.op("GlobalAveragePool", [x])), tmp_path)
+    args = ["quantize", str(path), "--calib", "synthetic", "--calib-size", "16", "--eval-size", "16", "--quiet"]
+    code, _, err = _run(args + ["--out", str(tmp_path / "no")], capsys)
+    assert code != 0 and "relax.sigmoid has no integer realization" in err and "--allow-float-islands" in err
+    code, _, err = _run(args + ["--out", str(tmp_path / "yes"), "--allow-float-islands"], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "yes" / "summary.json").read_text())
+    assert s["float_islands"] == [{"layer": "float_0", "op": "relax.sigmoid"}] and s["bit_exact"] is True
+    assert "| float_0 | relax.sigmoid |" in (tmp_path / "yes" / "report.md").read_text()
+    code, _, err = _run(["report", str(tmp_path / "yes"), "--quiet"], capsys)
+    assert code == 0, err
+    assert "float_0 (relax.sigmoid)" in (tmp_path / "yes" / "report.html").read_text()

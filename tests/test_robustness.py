@@ -99,9 +99,37 @@ def test_standard_op_tvm_cannot_import_names_the_node(tmp_path):
 def test_op_tvm_fxp_cannot_realize_names_the_node(tmp_path):
     g = Net([1, 2, 6, 6])
     x = g.op("Sigmoid", [g.conv("input", 2, 4)])
-    with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.sigmoid\): op relax.sigmoid is not supported by the "
-                                            r"tvm-fxp realizer"):
+    with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.sigmoid\): op relax.sigmoid has no integer "
+                                            r"realization in tvm-fxp; .* pass --allow-float-islands"):
         tvm_fxp.load_model(save(g.model(x), tmp_path))
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+def test_float_island_when_allowed(tmp_path, op):
+    """With ``allow_float_islands`` a sigmoid/tanh between two convs stays in float64 between a dequantize and a
+    quantize, in the simulation and the integer graph alike (bit-exact); the structural check reports exactly
+    the island's float ops, ``float_islands`` and the report list it; without the flag the same model is
+    refused (above)."""
+    from tvm_fxp.passes import float_islands
+    from tvm_fxp.report import markdown_report
+
+    g = Net([1, 2, 6, 6])
+    x = g.conv(g.op(op, [g.conv("input", 2, 4)]), 4, 3)
+    path = save(g.model(g.op("GlobalAveragePool", [x])), tmp_path)
+    x = np.random.default_rng(0).normal(0, 1, (16, 2, 6, 6)).astype(np.float32)
+    q = tvm_fxp.quantize(path, x, tvm_fxp.Uniform(8), allow_float_islands=True, progress=False)
+    assert float_islands(q.graph) == [("float_0", f"relax.{op.lower()}")]
+    real_mod = q.realized()
+    bad = float_ops_in_integer_graph(real_mod)
+    assert bad and {n for _, n, _ in bad} <= {"relax.astype", "relax.multiply", f"relax.{op.lower()}", "relax.abs",
+                                                "relax.add", "relax.floor", "relax.sign", "relax.maximum",
+                                                "relax.minimum"}
+    assert f"relax.{op.lower()}" in {n for _, n, _ in bad}
+    sim = tvm_fxp.Runner(tvm_fxp.build(q.simulated(), FAST_TARGET)).run(x)
+    real = tvm_fxp.Runner(tvm_fxp.build(real_mod, FAST_TARGET)).run(x)
+    np.testing.assert_array_equal(sim, real)
+    assert np.unique(real).size > 8
+    assert f"| float_0 | relax.{op.lower()} |" in markdown_report(q, {"method": "uniform"})
 
 
 def test_activation_times_a_non_channel_constant_is_refused(tmp_path):

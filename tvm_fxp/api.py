@@ -205,12 +205,19 @@ def bind_plan(prepared, lg, plan: Plan, stats=None) -> Quantized:
     return Quantized(prepared, lg, plan, stats or {}, arith)
 
 
-def load_model(model, input_shape=None) -> tuple:
-    """``(prepared module, layer graph)`` from an ONNX path or a Relax module."""
-    from .passes.analysis import analyze
+def load_model(model, input_shape=None, allow_float_islands: bool = False) -> tuple:
+    """``(prepared module, layer graph)`` from an ONNX path or a Relax module.
+
+    ``allow_float_islands``: unary ops with no integer realization (sigmoid, tanh, gelu, ...) stay in float64
+    between a dequantize and a quantize instead of being refused; ``tvm_fxp.passes.float_islands(lg)`` lists
+    them (and the CLI's summary and report do).
+    """
+    from .passes.analysis import allow_float_islands as allow, analyze
 
     mod = import_onnx(model, input_shape) if isinstance(model, (str, Path)) else model
     prepared = prepare(mod)
+    if allow_float_islands:
+        prepared = allow(prepared)
     return prepared, analyze(prepared["main"])
 
 
@@ -226,7 +233,8 @@ def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, pr
 
 
 def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,
-             search_inputs=None, search_labels=None, time_limit: float | None = None) -> Quantized:
+             search_inputs=None, search_labels=None, time_limit: float | None = None,
+             allow_float_islands: bool = False) -> Quantized:
     """Calibrate ``model`` on ``calib_inputs`` and choose formats with ``method`` (default: uniform 8-bit).
 
     Search methods score candidate plans on ``search_inputs`` (default: the calibration inputs), on top-1
@@ -237,7 +245,7 @@ def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int
     from .methods.uniform import Uniform
 
     method = method or Uniform(8)
-    prepared, lg = load_model(model, input_shape)
+    prepared, lg = load_model(model, input_shape, allow_float_islands)
     stats = calibrate(prepared, lg, calib_inputs, batch_size=batch_size, progress=progress)
     evaluate = None
     if needs_evaluation(method):

@@ -116,7 +116,7 @@ def cmd_quantize(args) -> dict:
     t0 = time.time()
     out = Path(args.out)
     method = method_config(args)
-    prepared, lg = api.load_model(args.model, args.input_shape)
+    prepared, lg = api.load_model(args.model, args.input_shape, args.allow_float_islands)
     calib = load_data(args.calib, lg, "calib", args.calib_size, args.seed)
     print(f"calibrating on {len(calib.inputs)} inputs ({calib.source})", file=sys.stderr)
     from .calibrate import calibrate
@@ -155,6 +155,9 @@ def cmd_quantize(args) -> dict:
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search_source
     summary["accumulator_policy"] = args.accumulator
+    from .passes import float_islands
+
+    summary["float_islands"] = [{"layer": n, "op": op} for n, op in float_islands(lg)]
     summary["wall_s"] = round(time.time() - t0, 2)
     _write_outputs(out, q, summary)
     return summary
@@ -169,7 +172,7 @@ def cmd_report(args) -> dict:
             raise CliError(f"{d / f} is missing: is {d} the --out directory of `tvm-fxp quantize`?")
     summary = json.loads((d / "summary.json").read_text())
     plan = Plan.load(d / "plan.json")
-    prepared, lg = api.load_model(d / "source.onnx", summary.get("input_shape"))
+    prepared, lg = api.load_model(d / "source.onnx", summary.get("input_shape"), bool(summary.get("float_islands")))
     q = api.bind_plan(prepared, lg, plan)
     spec = args.data or (summary.get("calibration") or {}).get("spec") or "synthetic"
     data = load_data(spec, lg, "calib", args.calib_size, args.seed)
@@ -187,7 +190,7 @@ def cmd_evaluate(args) -> dict:
     plan = Plan.load(d / "plan.json")
     prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
     input_shape = args.input_shape or prev.get("input_shape")
-    prepared, lg = api.load_model(d / "source.onnx", input_shape)
+    prepared, lg = api.load_model(d / "source.onnx", input_shape, bool(prev.get("float_islands")))
     q = api.bind_plan(prepared, lg, plan)
     data = load_data(args.data, lg, "eval", args.eval_size, args.seed)
     summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method, "config": plan.config,
@@ -238,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--accumulator", default="wide", choices=["wide", "narrow"],
                    help="narrow: int16 accumulators wherever the plan proves them safe")
     q.add_argument("--per-channel", action="store_true", help="per-channel weight formats")
+    q.add_argument("--allow-float-islands", action="store_true",
+                   help="keep ops with no integer realization (sigmoid, tanh, gelu, ...) in float between a "
+                        "dequantize and a quantize (listed in summary.json and the report) instead of refusing")
     q.add_argument("--plan", default=None, help="use this (hand-edited) plan.json instead of a method")
     q.add_argument("--target", default="host", choices=["host"], help="compilation target (this CPU)")
     q.add_argument("--out", required=True)

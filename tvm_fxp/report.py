@@ -87,6 +87,14 @@ def markdown_report(q, summary: dict) -> str:
         acc = f"{r['acc_bits']} ({r['acc_worst_bits']} / {r['acc_l1_bits']})" if "acc_bits" in r else "-"
         lines.append(f"| {r['layer']} | {r['op']} | {r['input']} | {r['weight']} | {r['bias']} | {r['output']} | "
                      f"{r['macs']} | {r['params']} | {acc} | {r.get('acc_dtype', '-')} | {r.get('acc_margin_bits', '-')} |")
+    islands = [(l.name, l.attrs.get("op")) for l in q.graph.layers.values() if l.op == "float"]
+    lines += ["", "## Float islands", ""]
+    if islands:
+        lines += ["Allowed with `--allow-float-islands`: computed in float64 between a dequantize of the input and "
+                  "the quantize of the output (the simulation computes them the same way).", "",
+                  "| layer | op |", "|---|---|"] + [f"| {n} | {op} |" for n, op in islands]
+    else:
+        lines.append("None: every op between the input quantize and the output dequantize is integer.")
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +197,10 @@ def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -
         "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows) + "</table>"
     summary_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{cell(v)}</td></tr>" for k, v in summary.items()
                            if not isinstance(v, (dict, list)))
+    islands = [(l.name, l.attrs.get("op")) for l in q.graph.layers.values() if l.op == "float"]
+    islands_html = ("Allowed with --allow-float-islands, computed in float64 between a dequantize and a quantize: "
+                    + ", ".join(f"{html.escape(n)} ({html.escape(str(op))})" for n, op in islands)) if islands else \
+        "None: every op between the input quantize and the output dequantize is integer."
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tvm-fxp report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}</style></head><body>
@@ -197,6 +209,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#e
 <h2>Per layer</h2><p>Formats are Q&lt;int&gt;.&lt;frac&gt; (u = unsigned). SQNR is each quantizer's own (not cumulative);
 acc bits is what the layer's proof needs (worst case / per-channel L1); margin = bits left in the accumulator dtype.</p>
 {table}
+<h2>Float islands</h2><p>{islands_html}</p>
 <h2>Plots</h2><img alt="per-layer plots" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 </body></html>
 """
