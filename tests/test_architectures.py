@@ -211,3 +211,61 @@ def test_resnet50_224_synthetic_within_ten_minutes(tmp_path):
     print(json.dumps(r))
     assert r["bit_exact"] and r["float_ops_in_integer_graph"] == 0 and r["layers"] == 72
     assert r["macs_per_image"] > 4e9 and r["wall_s"] < 600
+
+
+# ---- every allocation method on the families --------------------------------------------------------------------
+
+
+
+
+def _method_configs():
+    from tvm_fxp.methods.debruin2020 import DeBruin2020
+    from tvm_fxp.methods.fxpqnet import FxpQNet
+    from tvm_fxp.methods.goyal2021 import Goyal2021
+    from tvm_fxp.methods.lin2016 import Lin2016
+    from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
+
+    return {"lin2016": Lin2016(), "goyal2021": Goyal2021(max_bits=8), "fxpqnet": FxpQNet(start_bits=8),
+            "debruin2020": DeBruin2020(acc_bits=20, max_bits=8),
+            "mellempudi2017": Mellempudi2017(cluster=4, weights="4bit")}
+
+
+def _every_method(tmp_path, family, seconds):
+    """Each method plans the family (searches scored label-free against the float model on held-out random
+    inputs, each capped at ``seconds``), and each plan realizes integer-only and bit-exact with its simulation."""
+    from tvm_fxp.api import make_evaluator
+    from tvm_fxp.calibrate import calibrate
+    from tvm_fxp.methods import get_method, needs_evaluation
+
+    path, image = _model(tmp_path, family)
+    rng = np.random.default_rng(0)
+    calib = rng.normal(0, 1, (8, 3, image, image)).astype(np.float32)
+    held_out = rng.normal(0, 1, (16, 3, image, image)).astype(np.float32)
+    prepared, lg = tvm_fxp.load_model(path)
+    stats = calibrate(prepared, lg, calib, progress=False)
+    sims, reals = {}, {}
+    for name, config in _method_configs().items():
+        ev = make_evaluator(prepared, lg, stats, held_out, None, seconds, progress=False) \
+            if needs_evaluation(config) else None
+        plan = get_method(name).allocate(lg, stats, config, ev)
+        q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
+        sims[name] = q.simulated()
+        reals[name] = q.realized("narrow" if name == "debruin2020" else "wide")
+        assert float_ops_in_integer_graph(reals[name]) == [], name
+        if name == "debruin2020":
+            assert all(p["bound"] < 1 << 19 for p in plan.config["proofs"].values())
+    sim, real = _vm(sims, FAST_TARGET, tmp_path), _vm(reals, FAST_TARGET, tmp_path)
+    for name in sims:
+        for x in (calib, held_out):
+            np.testing.assert_array_equal(sim[name](tvm.runtime.tensor(x)).numpy(),
+                                          real[name](tvm.runtime.tensor(x)).numpy(), err_msg=f"{family} {name}")
+
+
+def test_every_method_on_a_family(tmp_path):
+    _every_method(tmp_path, "mobilenet_v3", seconds=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_method_on_every_family(tmp_path, family):
+    _every_method(tmp_path, family, seconds=30)

@@ -538,3 +538,24 @@ def test_random_graphs_simulation_equals_realization_production_build():
 
     check()
     assert totals["cases"] >= 1000, totals
+
+
+def test_impossible_method_budgets(tmp_path):
+    """An accumulator no configuration fits is refused naming the layer and what to change; budgets outside
+    their domain are refused before any work."""
+    from tvm_fxp.methods.debruin2020 import DeBruin2020
+    from tvm_fxp.methods.goyal2021 import Goyal2021
+    from tvm_fxp.methods.lin2016 import Lin2016
+
+    g = Net([1, 3, 8, 8])
+    path = save(g.model(g.op("GlobalAveragePool", [g.conv(g.op("Relu", [g.conv("input", 3, 8)]), 8, 8)])), tmp_path)
+    x = np.random.default_rng(0).normal(0, 1, (8, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(MethodError, match=r"debruin2020: layer conv2d_0 \(fan-in 27\) has no configuration with >= "
+                                          r"4-bit operands that provably fits a 8-bit accumulator; raise --acc-bits"):
+        tvm_fxp.quantize(path, x, DeBruin2020(acc_bits=8, min_bits=4), progress=False, time_limit=5)
+    with pytest.raises(MethodError, match=r"--acc-bits must be in 8..32, got 4"):
+        DeBruin2020(acc_bits=4)
+    with pytest.raises(MethodError, match=r"goyal2021: budget must be a fraction in \[0, 1\), got 1.5"):
+        Goyal2021(budget=1.5)
+    with pytest.raises(MethodError, match=r"lin2016: bit-widths must lie in 2..16"):
+        Lin2016(min_bits=1)
