@@ -34,7 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tvm_fxp.bounds import INT32_LIMIT, bias_at_accumulator, pool_multiplier, weight_l1_per_channel
+from tvm_fxp.bounds import INT32_LIMIT, bias_at_accumulator, k_tiles, pool_multiplier, weight_l1_per_channel
 from tvm_fxp.formats import FixedPointFormat
 
 from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
@@ -146,6 +146,7 @@ class Ctx:
     def __init__(self, func, accumulator):
         self.dom: dict = {}
         self.narrow = accumulator == "narrow"
+        self.accumulators: dict = {}     # layer -> how its products are accumulated (for reports)
         claims = func.attrs.get(CLAIMS_ATTR) if func.attrs is not None else None
         self.claims = {str(k): int(v) for k, v in claims.items()} if claims is not None else {}
         self.composites = composite_patterns(func)
@@ -227,7 +228,16 @@ def _weighted(ctx, bb, b, orig, value, where):
     dtype = _acc_dtype(bound, where, narrow=ctx.narrow)
     out_ndim = len(orig.ty.shape)
     ctx.dom[b.var] = Dom("acc", _channel_frac(acc_frac, out_ndim, 1 if w_axis == 0 else -1), dtype, bound=bound)
-    out = rebuild_weighted(orig, value.args[0], value.args[1], dtype)
+    tiles = None
+    if ctx.narrow and dtype == "int32" and dx.fmt.bits <= 8 and dw.fmt.bits <= 8:
+        groups = int(orig.attrs.groups) if name == "relax.nn.conv2d" else 1
+        tiles = k_tiles(dx.fmt.max_abs_q, dw.value, "conv2d" if w_axis == 0 else "matmul", groups)
+    ctx.accumulators[layer or b.var.name] = "int16" if dtype == "int16" else \
+        (f"int16 x{len(tiles.ranges)} k-tiles (k<={tiles.k}) -> int32" if tiles else dtype)
+    if tiles is not None:
+        out = _k_tiled(bb, b, orig, value.args[0], dw, tiles, w_axis)
+    else:
+        out = rebuild_weighted(orig, value.args[0], value.args[1], dtype)
     if dw.fmt.multiplier is not None:
         # clusters sharing a scale ``m * 2**-f``: the products accumulate with the stored levels (ternary:
         # additions/subtractions), then one integer multiply per output by its cluster's ``m``; the bound above
@@ -238,6 +248,22 @@ def _weighted(ctx, bb, b, orig, value, where):
         shape[1 if w_axis == 0 else -1] = m.size
         return relax.op.multiply(acc, _iconst(m.reshape(shape), dtype))
     return out
+
+
+def _k_tiled(bb, b, orig, x, dw, tiles, w_axis):
+    """The layer as a sum of int16 partial products over input-channel ranges (``tvm_fxp.bounds.k_tiles``
+    proves each range's sum fits int16), each widened to int32 before the ranges are added: the int16 kernels
+    do the multiply-accumulates, exactly."""
+    axis = 1 if w_axis == 0 else len(orig.args[0].ty.shape) - 1
+    acc = None
+    for i, (c0, c1) in enumerate(tiles.ranges):
+        xs = bb.emit(relax.op.strided_slice(x, axes=[axis], begin=[c0], end=[c1]), f"{b.var.name}_x{i}")
+        wq = dw.value[:, c0:c1] if w_axis == 0 else dw.value[c0:c1, :]
+        ws = relax.const(np.ascontiguousarray(wq).astype(dw.fmt.storage_dtype), dw.fmt.storage_dtype)
+        part = bb.emit(rebuild_weighted(orig, xs, ws, "int16"), f"{b.var.name}_k{i}")
+        wide = bb.emit(relax.op.astype(part, "int32"), f"{b.var.name}_k{i}_wide")
+        acc = wide if acc is None else bb.emit(relax.op.add(acc, wide), f"{b.var.name}_ksum{i}")
+    return acc
 
 
 @rule("relax.add")
@@ -421,7 +447,19 @@ def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.F
         return r if d.kind == "float" else _dequantize(bb, r, d, "dequantize" if len(results) == 1 else f"dequantize{i}")
 
     results = result_fields(func)
-    return rebuild_function(func, rewrite, epilogue=lambda bb, result, env: map_result(bb, result, result_of))
+    out = rebuild_function(func, rewrite, epilogue=lambda bb, result, env: map_result(bb, result, result_of))
+    return out.with_attr(ACCUMULATORS_ATTR, dict(ctx.accumulators)) if ctx.accumulators else out
+
+
+ACCUMULATORS_ATTR = "fxp_accumulators"   # {layer: "int16" | "int16 xN k-tiles (k<=K) -> int32" | "int32" | "int64"}
+
+
+def realized_accumulators(mod) -> dict:
+    """How each weighted layer of a realized module accumulates (``ACCUMULATORS_ATTR``)."""
+    attrs = mod["main"].attrs
+    if attrs is None or ACCUMULATORS_ATTR not in attrs:
+        return {}
+    return {str(k): str(v) for k, v in attrs[ACCUMULATORS_ATTR].items()}
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Realize")

@@ -95,3 +95,19 @@ def test_allow_float_islands_flag(tmp_path, capsys):
     code, _, err = _run(["report", str(tmp_path / "yes"), "--quiet"], capsys)
     assert code == 0, err
     assert "float_0 (relax.sigmoid)" in (tmp_path / "yes" / "report.html").read_text()
+
+
+def test_narrow_policy_reports_each_layers_accumulator(tmp_path, capsys):
+    """--accumulator narrow: summary.json and report.md say per layer whether it sums in int16, in int16
+    k-tiles widened into int32, or in int32 (6-bit vgg has all three)."""
+    code, _, err = _run(["quantize", str(model_path("fmnist_vgg")), "--calib", "synthetic", "--bits", "6",
+                         "--accumulator", "narrow", "--calib-size", "16", "--eval-size", "16", "--quiet",
+                         "--out", str(tmp_path / "n")], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "n" / "summary.json").read_text())
+    kinds = set(s["accumulators"].values())
+    assert "int16" in kinds and any("k-tiles" in k for k in kinds), kinds
+    assert s["bit_exact"] is True
+    report = (tmp_path / "n" / "report.md").read_text()
+    assert "Accumulator policy `narrow`" in report
+    assert all(f"| {how} |" in report for how in kinds)

@@ -70,6 +70,58 @@ class AccumulatorBound:
                 "decided_by": self.decided_by, "dtype": self.dtype, "fan_in": self.fan_in}
 
 
+INT16_LIMIT = 1 << 15
+MAX_TILES = 8       # more tiles than this: plain int32 (each tile is a kernel call)
+MIN_K = 32          # fewer products per tile than this: plain int32 (widening would dominate)
+
+
+@dataclass(frozen=True)
+class KTiles:
+    """k-tiled int16 accumulation of one weighted layer: its input channels split into ``ranges``; each
+    range's products are summed in int16 (``tile_bound`` < 2**15 proves it cannot overflow, whatever the order)
+    and the partial sums are widened to int32 and added (the layer's full bound < 2**30 proves that)."""
+
+    ranges: tuple          # ((c0, c1), ...) input-channel ranges
+    k: int                 # most products summed in int16 before widening (range length * kernel area)
+    tile_bound: int
+
+    def to_json(self) -> dict:
+        return {"tiles": len(self.ranges), "k": self.k, "tile_bound": self.tile_bound,
+                "tile_bits": bits_for_magnitude(self.tile_bound)}
+
+
+def k_tiles(x_max: int, wq: np.ndarray, kind: str, groups: int = 1, max_tiles: int = MAX_TILES) -> KTiles | None:
+    """Input-channel ranges whose int16 partial sums provably cannot overflow (greedy, in channel order), or
+    None when one channel alone could overflow int16, the layer is grouped, or more than ``max_tiles`` would be
+    needed.  ``wq``: stored weights (conv2d ``(O, I, kh, kw)``, matmul ``(K, N)``); ``x_max``: the largest
+    stored input magnitude.  Per output channel ``o`` the bound of a range ``R`` is ``x_max * sum_{i in R}
+    sum_k |wq[o, i, k]|`` (the L1 proof restricted to the range)."""
+    if groups != 1:
+        return None
+    a = np.abs(wq.astype(np.int64))
+    contrib = a.reshape(a.shape[0], a.shape[1], -1).sum(axis=2) if kind == "conv2d" else a.T   # (O, I)
+    area = 1 if kind != "conv2d" else int(np.prod(wq.shape[2:]))
+    ranges, start, run, best = [], 0, np.zeros(contrib.shape[0], np.int64), 0
+    for i in range(contrib.shape[1]):
+        nxt = run + contrib[:, i]
+        if x_max * int(nxt.max(initial=0)) < INT16_LIMIT:
+            run = nxt
+            continue
+        if i == start:
+            return None            # this channel alone could overflow int16
+        ranges.append((start, i))
+        best = max(best, x_max * int(run.max(initial=0)))
+        start, run = i, contrib[:, i].copy()
+        if x_max * int(run.max(initial=0)) >= INT16_LIMIT:
+            return None
+    ranges.append((start, contrib.shape[1]))
+    best = max(best, x_max * int(run.max(initial=0)))
+    k = max(c1 - c0 for c0, c1 in ranges) * area
+    if len(ranges) > max_tiles or k < MIN_K:
+        return None
+    return KTiles(tuple(ranges), k, best)
+
+
 def weight_l1_per_channel(wq: np.ndarray, axis: int) -> np.ndarray:
     """sum |Wq| over everything but the output-channel axis."""
     a = np.abs(wq.astype(np.int64))

@@ -143,7 +143,8 @@ def cmd_quantize(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.json")
     shutil.copyfile(args.model, out / "source.onnx")
-    ex = api.build(q.realized(args.accumulator))
+    realized = q.realized(args.accumulator)
+    ex = api.build(realized)
     ex.export_library(str(out / "model.so"))
     data_spec = args.data or args.calib
     eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed)
@@ -155,6 +156,9 @@ def cmd_quantize(args) -> dict:
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search_source
     summary["accumulator_policy"] = args.accumulator
+    from .passes.realize import realized_accumulators
+
+    summary["accumulators"] = realized_accumulators(realized)
     from .passes import float_islands
 
     summary["float_islands"] = [{"layer": n, "op": op} for n, op in float_islands(lg)]

@@ -83,10 +83,17 @@ def markdown_report(q, summary: dict) -> str:
               "the accumulator dtype.", "",
               "| layer | op | input | weight | bias | output | MACs | params | acc bits (worst / L1) | acc dtype | margin |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
+    realized_as = summary.get("accumulators") or {}
     for r in layer_table(q):
         acc = f"{r['acc_bits']} ({r['acc_worst_bits']} / {r['acc_l1_bits']})" if "acc_bits" in r else "-"
+        dtype = realized_as.get(r["layer"], r.get("acc_dtype", "-"))
         lines.append(f"| {r['layer']} | {r['op']} | {r['input']} | {r['weight']} | {r['bias']} | {r['output']} | "
-                     f"{r['macs']} | {r['params']} | {acc} | {r.get('acc_dtype', '-')} | {r.get('acc_margin_bits', '-')} |")
+                     f"{r['macs']} | {r['params']} | {acc} | {dtype} | {r.get('acc_margin_bits', '-')} |")
+    if realized_as:
+        lines += ["", f"Accumulator policy `{summary.get('accumulator_policy', 'wide')}`: acc dtype is how each "
+                  "weighted layer's products are summed in the integer graph (int16 where the bound proves it; "
+                  "int16 k-tiles widened into int32 where each input-channel range's bound fits int16; else "
+                  "int32/int64)."]
     islands = [(l.name, l.attrs.get("op")) for l in q.graph.layers.values() if l.op == "float"]
     lines += ["", "## Float islands", ""]
     if islands:
@@ -153,6 +160,8 @@ def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -
         r["weight_memory_bits"] = 0 if layer.weight is None else int(
             layer.weight.size * plan[layer.weight_key].bits + (0 if layer.bias is None else layer.bias.size * plan[layer.bias_key].bits))
         r["activation_memory_bits"] = int(np.prod(layer.out_shape)) * plan[layer.output_key].bits
+        if r["layer"] in (summary.get("accumulators") or {}):
+            r["acc_realized"] = summary["accumulators"][r["layer"]]
         if layer.weight is not None:
             r["mult_cost_bits2"] = layer.macs * plan[lg.layers[layer.inputs[0]].output_key].bits * plan[layer.weight_key].bits
     names = [r["layer"] for r in rows]
@@ -174,8 +183,12 @@ def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -
     ax = axes[1, 1]
     acc = [r.get("acc_bits", 0) for r in rows]
     ax.bar(x, acc, label="needed (proof)")
-    ax.plot(x, [32 if r.get("acc_dtype") == "int32" else 64 if r.get("acc_dtype") == "int64" else np.nan
-                for r in rows], "_", markersize=20, color="k", label="accumulator dtype")
+    def used(r):
+        how = r.get("acc_realized") or r.get("acc_dtype") or ""
+        return 16 if how.startswith("int16") and "k-tiles" not in how else 64 if how == "int64" else \
+            32 if how else np.nan
+
+    ax.plot(x, [used(r) for r in rows], "_", markersize=20, color="k", label="accumulator dtype (realized)")
     ax.axhline(16, ls=":", color="C3", label="16-bit accumulator")
     ax.set_title("accumulator bits"), ax.legend(fontsize=7), ax.set_xticks(x, names, rotation=60, fontsize=7)
     fig.suptitle(f"{summary.get('model', '')}: {summary.get('method', '')}")
@@ -188,7 +201,7 @@ def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -
     (out_dir / "report_layers.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
     cols = ["layer", "op", "input", "weight", "bias", "output", "macs", "params", "sqnr_weight_db", "sqnr_output_db",
             "weight_memory_bits", "activation_memory_bits", "acc_bits", "acc_worst_bits", "acc_l1_bits", "acc_dtype",
-            "acc_margin_bits"]
+            "acc_realized", "acc_margin_bits"]
 
     def cell(v):
         return f"{v:.2f}" if isinstance(v, float) else html.escape(str(v if v is not None else "-"))
