@@ -262,7 +262,7 @@ def _every_method(tmp_path, family, seconds):
 
 
 def test_every_method_on_a_family(tmp_path):
-    _every_method(tmp_path, "mobilenet_v3", seconds=4)
+    _every_method(tmp_path, "mobilenet_v3", seconds=2)
 
 
 @pytest.mark.slow

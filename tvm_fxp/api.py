@@ -221,15 +221,18 @@ def load_model(model, input_shape=None, allow_float_islands: bool = False) -> tu
     return prepared, analyze(prepared["main"])
 
 
-def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, progress=True):
-    """The plan scorer the search methods use (parametric simulation compiled once)."""
+def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, progress=True,
+                   max_evaluations=None):
+    """The plan scorer the search methods use (parametric simulation compiled once).  ``time_limit``
+    (seconds, from the end of the scorer's compilation) and ``max_evaluations`` bound the search."""
     from tqdm.auto import tqdm
 
     from .methods.evaluate import Evaluator, uniform_plan
 
     inputs = check_batch(inputs, "search data")
     bar = tqdm(desc="search", unit="plan", disable=not progress)
-    return Evaluator(prepared, lg, uniform_plan(lg, stats, 16), inputs, labels, time_limit, progress=bar)
+    return Evaluator(prepared, lg, uniform_plan(lg, stats, 16), inputs, labels, time_limit, progress=bar,
+                     max_evaluations=max_evaluations)
 
 
 def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,

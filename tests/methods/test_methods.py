@@ -23,7 +23,7 @@ CONFIGS = {
     "fxpqnet": FxpQNet(start_bits=8, min_bits=3, budget=0.03),  # 96 images: one disagreement is 1 point
     "debruin2020": DeBruin2020(acc_bits=16, max_bits=8),
 }
-SEARCH_SECONDS = 20
+SEARCH_EVALUATIONS = 25   # per search: a machine-independent budget (a time limit is not, on a loaded CI box)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +47,14 @@ def search_data():
 
 @pytest.fixture(scope="module")
 def plans(models, search_data):
-    """(model, method) -> (Quantized, evaluator), each search capped at SEARCH_SECONDS."""
+    """(model, method) -> (Quantized, evaluator), each search capped at SEARCH_EVALUATIONS."""
     x, y = search_data
     out = {}
     for name, (prepared, lg, stats) in models.items():
         for method, config in CONFIGS.items():
             labels = None if getattr(config, "label_free", False) else y
-            ev = make_evaluator(prepared, lg, stats, x, labels, SEARCH_SECONDS, progress=False)
+            ev = make_evaluator(prepared, lg, stats, x, labels, None, progress=False,
+                                max_evaluations=SEARCH_EVALUATIONS)
             plan = get_method(method).allocate(lg, stats, config, ev)
             out[name, method] = (tvm_fxp.bind_plan(prepared, lg, plan, stats), ev)
     return out
@@ -237,6 +238,10 @@ def test_mellempudi2017_realizes_bit_exact_with_adds_and_one_multiply(mellempudi
     for acc in ("wide", "narrow"):
         real_mod = q.realized(accumulator=acc)
         assert float_ops_in_integer_graph(real_mod) == []
+        real = tvm_fxp.Runner(tvm_fxp.build(real_mod)).run(x)
+        np.testing.assert_array_equal(sim, real)
+        if acc == "narrow":          # the structure below is checked on the wide graph (narrow may k-tile)
+            continue
         bindings = list(main_bindings(real_mod["main"]))
         convs = [b for b in bindings if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")]
         bound = {b.var: b.value for b in bindings}
@@ -251,8 +256,6 @@ def test_mellempudi2017_realizes_bit_exact_with_adds_and_one_multiply(mellempudi
                  and is_const(bound.get(b.value.args[1], b.value.args[1]))
                  and const_np(bound.get(b.value.args[1], b.value.args[1])).dtype.kind == "i"}
         assert {convs[i].var for i in clustered} <= users       # one multiply by m after each clustered layer
-        real = tvm_fxp.Runner(tvm_fxp.build(real_mod)).run(x)
-        np.testing.assert_array_equal(sim, real)
     top1 = (sim.argmax(1) == test_images.labels[:200]).mean()
     assert top1 > (0.15 if weights == "ternary" else 0.88), top1   # ternary without retraining: see README
     replaced = q.plan.config["multiplies_replaced"]

@@ -56,15 +56,16 @@ class Evaluator:
     time_limit: float | None = None
     use_labels: bool = True
     progress: object = None                  # a tqdm bar, updated once per evaluation
+    max_evaluations: int | None = None       # a machine-independent budget (tests); None: unlimited
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from ..api import Runner, build
         from ..passes.search import PlanEvaluator
 
-        self.started = time.time()
         self.sim = PlanEvaluator(self.prepared, self.template)
         self.float_out = Runner(build(self.prepared)).run(self.inputs)
+        self.started = time.time()          # the limit is the search's: compiling the scorer is not counted
         self.float_top1 = top1(self.float_out, self.labels)
         if self.labels is None:
             self.use_labels = False
@@ -76,7 +77,8 @@ class Evaluator:
         return self.float_top1 if self.use_labels else 1.0
 
     def out_of_time(self) -> bool:
-        return self.time_limit is not None and time.time() - self.started > self.time_limit
+        return (self.time_limit is not None and time.time() - self.started > self.time_limit) or \
+            (self.max_evaluations is not None and self.evaluations >= self.max_evaluations)
 
     def __call__(self, plan: Plan) -> Score:
         key = tuple(sorted((k, f.bits, f.frac, f.signed) for k, f in plan.tensors.items()))
