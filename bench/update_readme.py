@@ -71,6 +71,26 @@ def methods_table(r) -> list[str]:
     return lines
 
 
+def diagnostics_table(r) -> list[str]:
+    lines = [f"Where each plan's accuracy goes (`bench/diagnose_methods.py`, {r['date']}, first {r['test_size']} test "
+             "images): a layer's *isolated loss* is the top-1 lost when only its operands (input activation, weights, "
+             "bias) take the plan's formats and every other tensor stays at 16 bits; \"(other tensors)\" are the "
+             "tensors that are no weighted layer's operand.", "",
+             "| model | plan | loss (points) | largest isolated losses (points) | note |", "|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for method, p in m["plans"].items():
+            worst = ", ".join(f"{k} {p['layers'][k]['isolated_loss_points']:.2f}" for k in p["worst_layers"])
+            note = ""
+            if "loss_points_cluster1" in p:
+                errs = [v["weight_rel_error"] for v in p["layers"].values() if "weight_rel_error" in v]
+                note = (f"one filter per cluster (N=1): {p['loss_points_cluster1']:.2f} points, N=4: "
+                        f"{p['loss_points_cluster4']:.2f}")
+                if errs:
+                    note += f"; relative weight error {min(errs):.2f}..{max(errs):.2f} per clustered layer"
+            lines.append(f"| {name} | {method} | {p['loss_points']:.2f} | {worst} | {note} |")
+    return lines
+
+
 def arm_table(r) -> list[str]:
     lines = [f"Static ARM evidence (`bench/arm_static.py`, llvm-mca-19 -mcpu={r['mca_cpu']}, inner loops; peak "
              f"{r['peak_macs_per_cycle']:.0f} MACs/cycle: {r['peak_reasoning']}):", "",
@@ -91,6 +111,9 @@ def render() -> str:
     r = _load("methods.json")
     if r:
         parts += methods_table(r) + [""]
+    r = _load("methods_diagnostics.json")
+    if r:
+        parts += diagnostics_table(r) + [""]
     r = _load("arm_static.json")
     if r:
         parts += arm_table(r) + [""]
