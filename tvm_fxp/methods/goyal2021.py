@@ -8,7 +8,9 @@ model.  Tensors not chosen yet stay at ``start_bits`` (16: close to float).  Ign
 quantization is what loses up to 50% in the paper; here every evaluation includes all earlier choices.
 
 The smallest passing bit-width is found by bisection over ``min_bits..max_bits`` (accuracy is close to
-monotone in bit-width); each probed width tries all offsets.  The search honours a time limit and returns
+monotone in bit-width); a probed width passes when some offset keeps the budget (offsets are tried nearest
+first and the probe stops at the first that passes), and at the chosen width every offset is scored and the
+most accurate kept.  The search honours a time limit and returns
 the best plan so far (remaining tensors at ``start_bits``, as every accepted choice was evaluated).
 """
 
@@ -73,24 +75,27 @@ def allocate(lg, stats: dict, config: Goyal2021, evaluate) -> Plan:
 
 
 def _smallest_passing(lg, stats, plan, key, config, evaluate) -> Plan:
+    order = sorted(config.offsets, key=lambda o: (abs(o), o))    # the range-derived frac first
+
+    def passes(bits) -> bool:
+        """Whether some offset keeps the budget at ``bits`` (stops at the first that does)."""
+        return any(evaluate.loss(t) <= config.budget for t in _candidates(lg, stats, plan, key, bits, order))
+
     def best_at(bits):
         trials = _candidates(lg, stats, plan, key, bits, config.offsets)
         return min(trials, key=lambda p: (evaluate.loss(p), -p[key].frac))
 
     lo, hi = config.min_bits, config.max_bits
-    best_plan = best_at(hi)
-    if evaluate.loss(best_plan) > config.budget:
+    if not passes(hi):
         # even max_bits breaks the budget (often the logits, where coarse steps create argmax ties):
         # widen this tensor beyond max_bits, up to start_bits, rather than break the budget
         lo, hi = config.max_bits + 1, config.start_bits
-        best_plan = best_at(hi)
-        if evaluate.loss(best_plan) > config.budget:
-            return best_plan
+        if not passes(hi):
+            return best_at(hi)
     while lo < hi:
         mid = (lo + hi) // 2
-        p = best_at(mid)
-        if evaluate.loss(p) <= config.budget:
-            hi, best_plan = mid, p
+        if passes(mid):
+            hi = mid
         else:
             lo = mid + 1
-    return best_plan
+    return best_at(hi)     # the smallest passing width, with its most accurate offset
