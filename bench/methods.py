@@ -148,6 +148,7 @@ def run_model(name, args) -> dict:
         save_plan(plan, name, method, args)
         row = measure(q, test.inputs, test.labels, float_out, "narrow" if method == "debruin2020" else "wide")
         row.update({"wall_s": wall, "evaluations": ev.evaluations, "timed_out": ev.out_of_time(),
+                    "time_limit_s": args.time_limit,
                     "bits": {k: f.bits for k, f in plan.tensors.items()}})
         if method == "lin2016":
             eq_bits = plan.config.get("equal_bits")
@@ -191,10 +192,24 @@ def main(argv=None) -> int:
     ap.add_argument("--test-size", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "methods.json"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--merge", action="store_true", help="keep the other methods' rows of the existing results")
     args = ap.parse_args(argv)
     t0 = time.time()
     results = {name: run_model(name, args) for name in args.models}
     out = Path(args.out)
+    if args.merge and out.exists():
+        # keep the other methods' rows of the previous run (same data), replace the ones run now
+        old = json.loads(out.read_text())
+        for name, r in results.items():
+            prev = old.get("models", {}).get(name)
+            if prev:
+                merged = {k: v for k, v in prev["rows"].items()}
+                merged.update(r["rows"])
+                r["rows"] = merged
+                r["targets"] = targets(merged)
+        for name, prev in old.get("models", {}).items():
+            results.setdefault(name, prev)
+        args.time_limit = max(args.time_limit, old.get("time_limit_s") or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "time_limit_s": args.time_limit,
                                "search_size": args.search_size, "wall_s": time.time() - t0, "models": results},
