@@ -214,10 +214,13 @@ def _stored_data(value, plan) -> tirx.PrimExpr:
 
 
 def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
-                   offset: te.Tensor | None = None) -> te.Tensor:
+                   offset: te.Tensor | None = None, epilogue=None, params=()) -> te.Tensor:
     """NCHW ``data`` x packed weights -> NCHW accumulators of ``plan.acc_dtype``.
 
-    ``offset`` (``weight_offset``) is required exactly when ``plan.offset_data``.
+    ``offset`` (``weight_offset``) is required exactly when ``plan.offset_data``.  With an ``epilogue``
+    (``epilogue.Epilogue``, its per-channel constants in ``params``) the result is the epilogue of the
+    accumulators, computed in the packed layout (stage ``epilogue``, so that the schedule can apply it to the
+    registers) before the unpacking.
     """
     if plan.offset_data != (offset is not None):
         raise ValueError("conv2d_compute: pass weight_offset exactly for uint8 data into int16")
@@ -231,6 +234,9 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
 
     def finish(value, o):
         return value if offset is None else value + offset[o]
+
+    def _epilogue(value, o):      # o: the output channel (clamped in padded lanes, whose values are dropped)
+        return epilogue.apply(finish(value, o), o, params)
 
     def inside(y, x):
         return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
@@ -247,6 +253,11 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
                 pad[b, g * icg + ri, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw].astype(acc)
                 * packed[g, ob, ri, rky, rkx, v].astype(acc), axis=[ri, rky, rkx]),
             name="conv")
+        if epilogue is not None:
+            epi = te.compute(conv.shape, lambda b, g, ob, p, v: _epilogue(
+                conv[b, g, ob, p, v], g * ocg + tirx.min(ob * lanes + v, ocg - 1)), name="epilogue")
+            return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: epi[
+                b, o // ocg, (o % ocg) // lanes, y * ow + x, (o % ocg) % lanes], name="conv_unpack")
         return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: finish(conv[
             b, o // ocg, (o % ocg) // lanes, y * ow + x, (o % ocg) % lanes], o), name="conv_unpack")
     groups = plan.groups
@@ -262,11 +273,24 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
             pad[b, gb, ri, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, v].astype(acc)
             * packed[gb, o, ri, rky, rkx, v].astype(acc), axis=[ri, rky, rkx]),
         name="conv")
+    if epilogue is not None:
+        epi = te.compute(conv.shape, lambda b, gb, o, p, v: _epilogue(
+            conv[b, gb, o, p, v], tirx.min(gb * lanes + v, groups - 1) * ocg + o), name="epilogue")
+        return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: epi[
+            b, (o // ocg) // lanes, o % ocg, y * ow + x, (o // ocg) % lanes], name="conv_unpack")
     return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: finish(conv[
         b, (o // ocg) // lanes, o % ocg, y * ow + x, (o // ocg) % lanes], o), name="conv_unpack")
 
 
 # ----------------------------------------------------------------------------------------- schedule
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 -- s_tir raises a ScheduleError subclass when the block is absent
+        return False
+
 
 def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     """Register-block and vectorize a PrimFunc made from ``conv2d_compute``."""
@@ -277,6 +301,8 @@ def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     sch.reorder(n, g, ob, po, ri, rky, rkx, pi, v)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
+    if _has_block(sch, "epilogue"):   # the fused epilogue runs on the registers, as they are written back
+        sch.reverse_compute_inline(sch.get_sblock("epilogue"))
     sch.vectorize(v)
     sch.unroll(pi)
     if plan.kernel[1] <= 7:
@@ -301,11 +327,13 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
     return te.placeholder((batch, plan.channels, plan.height, plan.width), plan.data_dtype, name="data")
 
 
-def conv2d_primfuncs(plan: Conv2dPlan, batch=None) -> tuple:
+def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     """``(weight_pack, weight_offset or None, conv2d)`` PrimFuncs for ``plan``.
 
     ``batch``: an int, or None for a symbolic ``n``.  The conv2d PrimFunc takes ``(data, packed_weight,
-    [offset,] out)``; ``weight_offset`` exists only for ``plan.offset_data``.
+    [offset,] out)``; ``weight_offset`` exists only for ``plan.offset_data``.  With an ``epilogue``
+    (``epilogue.Epilogue``) it takes ``(data, packed_weight, [offset,] *epilogue constants, out)`` and ``out``
+    is the epilogue's result (dtype ``epilogue.out_dtype``).
     """
     batch = tirx.Var("n", "int64") if batch is None else batch
     kh, kw = plan.kernel
@@ -320,6 +348,8 @@ def conv2d_primfuncs(plan: Conv2dPlan, batch=None) -> tuple:
         offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
         offset = te.placeholder((plan.out_channels,), plan.acc_dtype, name="weight_offset")
         params.append(offset)
-    out = conv2d_compute(data, packed, plan, offset)
-    conv_func = schedule_conv2d(te.create_prim_func([*params, out], "int64"), plan)
+    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
+                                          for j, c in enumerate(epilogue.consts)]
+    out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
+    conv_func = schedule_conv2d(te.create_prim_func([*params, *consts, out], "int64"), plan)
     return pack_func, offset_func, conv_func

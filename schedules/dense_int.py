@@ -25,7 +25,7 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
-from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, _ceil_div
+from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, _ceil_div, _has_block
 from .targets import KernelConfig, kernel_config
 
 MIN_CHAINS = 8   # independent accumulator registers needed to cover the multiply-accumulate latency
@@ -104,8 +104,12 @@ def weight_offset(b: te.Tensor, plan: DensePlan) -> te.Tensor:
     return te.compute((plan.outputs,), lambda j: total[j] * tirx.const(128, plan.acc_dtype), name="weight_offset")
 
 
-def dense_compute(a: te.Tensor, packed: te.Tensor, plan: DensePlan, offset: te.Tensor | None = None) -> te.Tensor:
-    """``(M, K)`` data x packed weights -> ``(M, N)`` accumulators; ``offset`` exactly when ``plan.offset_data``."""
+def dense_compute(a: te.Tensor, packed: te.Tensor, plan: DensePlan, offset: te.Tensor | None = None,
+                  epilogue=None, params=()) -> te.Tensor:
+    """``(M, K)`` data x packed weights -> ``(M, N)`` accumulators; ``offset`` exactly when ``plan.offset_data``.
+
+    With an ``epilogue`` (``epilogue.Epilogue``, its per-output constants in ``params``) the result is the
+    epilogue of the accumulators (one more elementwise stage, ``epilogue``)."""
     if plan.offset_data != (offset is not None):
         raise ValueError("dense_compute: pass weight_offset exactly for uint8 data into int16")
     m, acc, lanes, split, k = a.shape[0], plan.acc_dtype, plan.lanes, plan.split, plan.reduce
@@ -124,9 +128,11 @@ def dense_compute(a: te.Tensor, packed: te.Tensor, plan: DensePlan, offset: te.T
     ru = te.reduce_axis((0, split), "ru")
     total = te.compute((m, plan.outputs), lambda i, j: te.sum(part[i, j // lanes, ru, j % lanes], axis=ru),
                        name="dense_sum")
-    if offset is None:
+    if offset is not None:
+        total = te.compute((m, plan.outputs), lambda i, j: total[i, j] + offset[j], name="dense_unpack")
+    if epilogue is None:
         return total
-    return te.compute((m, plan.outputs), lambda i, j: total[i, j] + offset[j], name="dense_unpack")
+    return te.compute((m, plan.outputs), lambda i, j: epilogue.apply(total[i, j], j, params), name="epilogue")
 
 
 def _loops_below(sch, block, anchor, dims: list, extents: dict) -> dict:
@@ -176,13 +182,17 @@ def schedule_dense(func: tirx.PrimFunc, plan: DensePlan) -> tirx.PrimFunc:
                 sch.unroll(loop)
     if plan.offset_data or plan.padded_reduce != plan.reduce:
         sch.compute_at(sch.get_sblock("data_stage"), i)
+    if plan.offset_data and _has_block(sch, "epilogue"):
+        sch.compute_inline(sch.get_sblock("dense_unpack"))
     return sch.mod["main"]
 
 
-def dense_primfuncs(plan: DensePlan, rows=None) -> tuple:
+def dense_primfuncs(plan: DensePlan, rows=None, epilogue=None) -> tuple:
     """``(weight_pack, weight_offset or None, dense)`` PrimFuncs; ``rows`` an int or None (symbolic ``m``).
 
-    The dense PrimFunc takes ``(data, packed_weight, [offset,] out)``.
+    The dense PrimFunc takes ``(data, packed_weight, [offset,] out)``; with an ``epilogue``
+    (``epilogue.Epilogue``) ``(data, packed_weight, [offset,] *epilogue constants, out)``, ``out`` being the
+    epilogue's result.
     """
     rows = tirx.Var("m", "int64") if rows is None else rows
     b = te.placeholder((plan.reduce, plan.outputs), "int8", name="weight")
@@ -194,5 +204,7 @@ def dense_primfuncs(plan: DensePlan, rows=None) -> tuple:
         offset_func = te.create_prim_func([b, weight_offset(b, plan)], "int64")
         offset = te.placeholder((plan.outputs,), plan.acc_dtype, name="weight_offset")
         params.append(offset)
-    out = dense_compute(a, packed, plan, offset)
-    return pack_func, offset_func, schedule_dense(te.create_prim_func([*params, out], "int64"), plan)
+    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
+                                          for j, c in enumerate(epilogue.consts)]
+    out = dense_compute(a, packed, plan, offset, epilogue, consts)
+    return pack_func, offset_func, schedule_dense(te.create_prim_func([*params, *consts, out], "int64"), plan)
