@@ -14,7 +14,7 @@ ours, is left for ``LegalizeOps`` unchanged.
 from __future__ import annotations
 
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from . import legalize as L
 from .conv2d_int import conv2d_primfuncs
@@ -72,9 +72,11 @@ def _plan(call, target):
     return L.conv2d_plan_for(call, target) if name == "relax.nn.conv2d" else L.dense_plan_for(call, target)
 
 
-def _emit_fused(bb, call, plan, epi, out_ty):
+def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
     kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "dense"
-    funcs = conv2d_primfuncs(plan, epilogue=epi) if kind == "conv2d" else dense_primfuncs(plan, epilogue=epi)
+    lead = list(call.args[0].ty.shape)[0]
+    batch = int(lead.value) if isinstance(lead, tirx.IntImm) else None    # static batch: a static kernel
+    funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
     pack_func, offset_func, kernel_func = funcs
     tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "")
     weight = call.args[1]
@@ -85,12 +87,13 @@ def _emit_fused(bb, call, plan, epi, out_ty):
         args.append(L._weight_input(bb, offset_func, weight, (out_len,), plan.acc_dtype,
                                     f"{kind}_weight_offset", kind))
     args += [relax.const(c, str(c.dtype)) for c in epi.consts]
-    gv = L._add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue", f"{tag}+epilogue", opaque=True)
+    gv = L._add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue{suffix}", f"{tag}+epilogue", opaque=True)
     return relax.call_tir(gv, args, out_ty)
 
 
-def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder) -> tuple:
-    """``(new function, number of fused layers)``; kernels are added to ``bb``'s module."""
+def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: str = "") -> tuple:
+    """``(new function, number of fused layers)``; kernels are added to ``bb``'s module, their names ending
+    in ``suffix`` (unique per function: each function is rewritten with its own builder)."""
     bindings = _bindings(func)
     uses, outputs = _use_counts(func), _outputs(func)
     fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
@@ -122,7 +125,7 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder) -> tuple
                 value = _remap(b.value, env)
                 if k in fused:
                     plan, epi, last = fused[k]
-                    env[last] = bb.emit(_emit_fused(bb, value, plan, epi, last.ty), last.name)
+                    env[last] = bb.emit(_emit_fused(bb, value, plan, epi, last.ty, suffix), last.name)
                     continue
                 env[b.var] = bb.emit(value, b.var.name)
             out = bb.emit_output(_remap(func.body.body, env))
@@ -153,7 +156,7 @@ class FuseEpilogue:
                 new[gv] = func
                 continue
             bb = relax.BlockBuilder()
-            nf, count = fuse_function(func, target, bb)
+            nf, count = fuse_function(func, target, bb, "" if gv.name_hint == "main" else f"_{gv.name_hint}")
             self.fused += count
             if count:
                 for kgv, kf in bb.get().functions.items():

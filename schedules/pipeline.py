@@ -20,6 +20,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
+from .hostfuncs import separate_host_funcs
 from .legalize import _cpu_target
 
 
@@ -38,6 +39,8 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transfor
             if ours:
                 passes.append(ScheduleElementwise)
             passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+            if ours:
+                passes.append(separate_host_funcs(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
