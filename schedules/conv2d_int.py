@@ -45,6 +45,7 @@ from tvm.s_tir import Schedule
 from .targets import KernelConfig, kernel_config
 
 INPUT_DTYPES = ("int8", "uint8")
+WEIGHT_DTYPES = ("int8", "int16")
 ACC_DTYPES = ("int16", "int32")
 
 
@@ -80,6 +81,7 @@ class Conv2dPlan:
     layout: str              # "channels" | "groups"
     lanes: int               # L
     block: int               # R
+    weight_dtype: str = "int8"   # int16 for weights wider than 8 bits (no uint8 offset then, see offset_data)
 
     @property
     def in_per_group(self) -> int:
@@ -117,8 +119,11 @@ class Conv2dPlan:
 
     @property
     def offset_data(self) -> bool:
-        """uint8 data into int16 accumulators: run on ``x - 128`` (int8) and add ``128 * sum(w)`` back."""
-        return self.data_dtype == "uint8" and self.acc_dtype == "int16"
+        """uint8 data into int16 accumulators: run on ``x - 128`` (int8) and add ``128 * sum(w)`` back.
+
+        Not with int16 weights: ``(x - 128) * w`` could leave int16 where ``x * w`` cannot (each product is
+        at most the layer's proven L1 bound), so those kernels multiply the zero-extended ``x`` directly."""
+        return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
 
     @property
     def vector_blocks(self) -> int:
@@ -142,7 +147,8 @@ class Conv2dPlan:
 
 def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strides=(1, 1),
                 padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1,
-                config: KernelConfig | None = None, target=None, layout: str | None = None) -> Conv2dPlan:
+                config: KernelConfig | None = None, target=None, layout: str | None = None,
+                weight_dtype: str = "int8") -> Conv2dPlan:
     """Check the operands and choose layout and block for ``config`` (or ``kernel_config(target)``).
 
     ``data_shape`` is ``(N, C, H, W)`` (``N`` may be symbolic and is ignored), ``weight_shape`` ``(OC, C/G, KH,
@@ -152,6 +158,8 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
         raise ValueError(f"conv2d input dtype {data_dtype} not in {INPUT_DTYPES}")
     if acc_dtype not in ACC_DTYPES:
         raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES}")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"conv2d weight dtype {weight_dtype} not in {WEIGHT_DTYPES}")
     if config is None:
         config = kernel_config(target or tvm.target.Target.current(), acc_dtype)
     _, c, h, w = (int(s) if i else s for i, s in enumerate(data_shape))
@@ -173,7 +181,8 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
                 options.append((work, -lanes, lay != "channels", lanes, lay))
     _, _, _, lanes, layout = min(options)
     plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
-                      tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1)
+                      tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1,
+                      weight_dtype)
     oh, ow = plan.out_hw
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d: empty output {oh}x{ow}")
@@ -337,11 +346,11 @@ def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     """
     batch = tirx.Var("n", "int64") if batch is None else batch
     kh, kw = plan.kernel
-    weight = te.placeholder((plan.out_channels, plan.in_per_group, kh, kw), "int8", name="weight")
+    weight = te.placeholder((plan.out_channels, plan.in_per_group, kh, kw), plan.weight_dtype, name="weight")
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     offset_func = None
     data = _data_placeholder(plan, batch)
-    packed = te.placeholder(plan.packed_weight_shape, "int8", name="weight_packed")
+    packed = te.placeholder(plan.packed_weight_shape, plan.weight_dtype, name="weight_packed")
     params = [data, packed]
     offset = None
     if plan.offset_data:

@@ -42,10 +42,12 @@ class DensePlan:
     lanes: int           # L
     block: int           # R: output vectors per register block
     split: int = 1       # U: independent partial sums over k
+    weight_dtype: str = "int8"
 
     @property
     def offset_data(self) -> bool:
-        return self.data_dtype == "uint8" and self.acc_dtype == "int16"
+        """As ``Conv2dPlan.offset_data`` (not with int16 weights)."""
+        return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
 
     @property
     def vector_blocks(self) -> int:
@@ -66,7 +68,7 @@ class DensePlan:
 
 
 def plan_dense(a_shape, b_shape, data_dtype: str, acc_dtype: str, config: KernelConfig | None = None,
-               target=None) -> DensePlan:
+               target=None, weight_dtype: str = "int8") -> DensePlan:
     """Check ``(M, K) @ (K, N)`` operands and choose block and split for ``config`` (or the target's)."""
     if data_dtype not in INPUT_DTYPES:
         raise ValueError(f"matmul input dtype {data_dtype} not in {INPUT_DTYPES}")
@@ -81,12 +83,12 @@ def plan_dense(a_shape, b_shape, data_dtype: str, acc_dtype: str, config: Kernel
     if n < config.lanes and k >= config.lanes:      # dot-product layout: vectors run over k
         limit = max(1, 3 * config.max_block // 2)   # accumulators may take 3/4 of the register file here
         block = max(r for r in range(1, min(limit, n) + 1) if n % r == 0)
-        return DensePlan(k, n, data_dtype, acc_dtype, 1, block, config.lanes)
+        return DensePlan(k, n, data_dtype, acc_dtype, 1, block, config.lanes, weight_dtype)
     vectors = _ceil_div(n, config.lanes)
     # one weight vector per output vector per k: block as many as fit (>= 1), preferring exact divisors
     block = max(r for r in range(1, min(config.max_block, vectors) + 1) if vectors % r == 0)
     split = max(1, min(k, _ceil_div(MIN_CHAINS, block * regs_per_vector)))
-    return DensePlan(k, n, data_dtype, acc_dtype, config.lanes, block, split)
+    return DensePlan(k, n, data_dtype, acc_dtype, config.lanes, block, split, weight_dtype)
 
 
 def pack_weight(b: te.Tensor, plan: DensePlan) -> te.Tensor:
@@ -195,10 +197,10 @@ def dense_primfuncs(plan: DensePlan, rows=None, epilogue=None) -> tuple:
     epilogue's result.
     """
     rows = tirx.Var("m", "int64") if rows is None else rows
-    b = te.placeholder((plan.reduce, plan.outputs), "int8", name="weight")
+    b = te.placeholder((plan.reduce, plan.outputs), plan.weight_dtype, name="weight")
     pack_func = te.create_prim_func([b, pack_weight(b, plan)], "int64")
     a = te.placeholder((rows, plan.reduce), plan.data_dtype, name="data")
-    packed = te.placeholder(plan.packed_weight_shape, "int8", name="weight_packed")
+    packed = te.placeholder(plan.packed_weight_shape, plan.weight_dtype, name="weight_packed")
     params, offset, offset_func = [a, packed], None, None
     if plan.offset_data:
         offset_func = te.create_prim_func([b, weight_offset(b, plan)], "int64")

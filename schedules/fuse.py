@@ -78,9 +78,10 @@ def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
     batch = int(lead.value) if isinstance(lead, tirx.IntImm) else None    # static batch: a static kernel
     funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
     pack_func, offset_func, kernel_func = funcs
-    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "")
+    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "") + \
+        ("_w16" if plan.weight_dtype == "int16" else "")
     weight = call.args[1]
-    args = [call.args[0], L._weight_input(bb, pack_func, weight, plan.packed_weight_shape, "int8",
+    args = [call.args[0], L._weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
                                           f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
