@@ -100,3 +100,15 @@ def run_host(mod, images) -> np.ndarray:
     import tvm_fxp
 
     return tvm_fxp.Runner(tvm_fxp.build(mod)).run(images)
+
+
+@functools.lru_cache(maxsize=None)
+def quantized_model(name: str, bits: int):
+    """``examples/models/{name}.onnx`` quantized with ``Uniform(bits)`` on 256 training images (cached)."""
+    if name == "fmnist_vgg":
+        return quantized_vgg(bits)
+    import tvm_fxp
+    from tvm_fxp.datasets import fashion_mnist
+
+    return tvm_fxp.quantize(MODELS / f"{name}.onnx", fashion_mnist("train", limit=256).inputs,
+                            tvm_fxp.Uniform(bits), progress=False)
