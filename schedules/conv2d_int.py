@@ -45,6 +45,8 @@ from tvm.s_tir import Schedule
 from .targets import KernelConfig, kernel_config
 
 INPUT_DTYPES = ("int8", "uint8")
+VNNI_MIN_CHANNELS = 4    # below, most of each 4-channel vpdpbusd group would multiply padding
+VNNI_MAX_BLOCK = 16      # positions blocked in zmm accumulators (32 registers)
 WEIGHT_DTYPES = ("int8", "int16")
 ACC_DTYPES = ("int16", "int32")
 
@@ -122,8 +124,15 @@ class Conv2dPlan:
         """uint8 data into int16 accumulators: run on ``x - 128`` (int8) and add ``128 * sum(w)`` back.
 
         Not with int16 weights: ``(x - 128) * w`` could leave int16 where ``x * w`` cannot (each product is
-        at most the layer's proven L1 bound), so those kernels multiply the zero-extended ``x`` directly."""
+        at most the layer's proven L1 bound), so those kernels multiply the zero-extended ``x`` directly.
+        Layout ``"vnni"`` (u8 x s8) shifts int8 data instead: ``x + 128``, minus ``128 * sum(w)`` (int32)."""
+        if self.layout == "vnni":
+            return self.data_dtype == "int8"
         return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
+
+    @property
+    def offset_dtype(self) -> str:
+        return "int32" if self.layout == "vnni" else self.acc_dtype
 
     @property
     def vector_blocks(self) -> int:
@@ -135,6 +144,9 @@ class Conv2dPlan:
     @property
     def packed_weight_shape(self) -> tuple:
         kh, kw = self.kernel
+        if self.layout == "vnni":
+            from .conv2d_vnni import packed_weight_shape
+            return packed_weight_shape(self)
         if self.layout == "channels":
             return (self.groups, self.vector_blocks, self.in_per_group, kh, kw, self.lanes)
         return (self.vector_blocks, self.out_per_group, self.in_per_group, kh, kw, self.lanes)
@@ -179,7 +191,16 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
                 _ceil_div(groups, lanes) * lanes * ocg
             if layout in (None, lay):
                 options.append((work, -lanes, lay != "channels", lanes, lay))
-    _, _, _, lanes, layout = min(options)
+    requested = layout
+    _, _, _, lanes, layout = min(options) if options else (0, 0, 0, 16, layout)
+    if requested in (None, "vnni") and groups == 1 and weight_dtype == "int8" and (
+            requested == "vnni" or (config.vnni and c >= VNNI_MIN_CHANNELS)):
+        layout, lanes = "vnni", 16
+        plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
+                          tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, layout, lanes, 1, weight_dtype)
+        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, VNNI_MAX_BLOCK)})
+    elif layout == "vnni":
+        raise ValueError("conv2d: layout 'vnni' needs groups == 1 and int8 weights")
     plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                       tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1,
                       weight_dtype)
@@ -337,6 +358,13 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
 
 
 def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
+    if plan.layout == "vnni":
+        from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
+        return vnni_primfuncs(plan, batch, epilogue)
+    return _primfuncs(plan, batch, epilogue)
+
+
+def _primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     """``(weight_pack, weight_offset or None, conv2d)`` PrimFuncs for ``plan``.
 
     ``batch``: an int, or None for a symbolic ``n``.  The conv2d PrimFunc takes ``(data, packed_weight,

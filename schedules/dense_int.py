@@ -50,6 +50,10 @@ class DensePlan:
         return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
 
     @property
+    def offset_dtype(self) -> str:
+        return self.acc_dtype
+
+    @property
     def vector_blocks(self) -> int:
         """NB: output vectors after padding ``N`` up to a multiple of ``L * R``."""
         return _ceil_div(_ceil_div(self.outputs, self.lanes), self.block) * self.block

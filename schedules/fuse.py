@@ -85,7 +85,7 @@ def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
                                           f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
-        args.append(L._weight_input(bb, offset_func, weight, (out_len,), plan.acc_dtype,
+        args.append(L._weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype,
                                     f"{kind}_weight_offset", kind))
     args += [relax.const(c, str(c.dtype)) for c in epi.consts]
     gv = L._add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue{suffix}", f"{tag}+epilogue", opaque=True)

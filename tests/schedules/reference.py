@@ -78,7 +78,7 @@ def run_kernel(funcs, plan, data, weight, out_shape, target, weight_len) -> np.n
     pack(w, packed)
     args = [tvm.runtime.tensor(data), packed]
     if offset_func is not None:
-        offset = tvm.runtime.empty((weight_len,), acc_dtype, dev)
+        offset = tvm.runtime.empty((weight_len,), getattr(plan, "offset_dtype", acc_dtype), dev)
         tvm.tirx.build(offset_func, target=target)(w, offset)
         args.append(offset)
     out = tvm.runtime.empty(out_shape, acc_dtype, dev)

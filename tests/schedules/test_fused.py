@@ -153,3 +153,27 @@ def test_elementwise_kernels_are_vectorized_and_host_functions_separate():
     assert not any(isinstance(f, tvm.tirx.PrimFunc) and "tirx.is_host_func" in (f.attrs or {})
                    for f in final.functions.values())
     assert len(final.attrs["external_mods"]) >= 1
+
+
+VNNI = tvm_fxp.schedules.kernel_config(HOST, "int16").vnni
+
+
+@pytest.mark.skipif(not VNNI, reason="host has no AVX-512 VNNI")
+@pytest.mark.parametrize("acc", ["int16", "int32"])
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("shape, strides, padding, dilation", [
+    ((2, 16, 12, 11), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 6, 13, 9), (2, 1), (1, 0, 2, 1), (1, 2)),     # channels not a multiple of 4, asymmetric padding
+])
+def test_vnni_conv2d_exact(acc, dtype, shape, strides, padding, dilation):
+    """Layout "vnni" (vpdpbusd, int32 sums narrowed to the accumulator dtype) equals the int64 reference,
+    with extremes planted; int8 data runs as x + 128 with -128 * sum(w) added back."""
+    rng = np.random.default_rng(3)
+    c = shape[1]
+    x, w = ref.random_operands(rng, shape, (20, c, 3, 3), dtype, acc, c * 9)
+    plan = plan_conv2d(x.shape, w.shape, dtype, acc, strides, padding, dilation, target=HOST)
+    assert plan.layout == "vnni"
+    expected = ref.conv2d_ref(x, w, strides, padding, dilation)
+    got = ref.run_kernel(conv2d_primfuncs(plan), plan, x, w, expected.shape, HOST, 20)
+    np.testing.assert_array_equal(got, expected)
+    assert "vpdpbusd" in tvm.tirx.build(conv2d_primfuncs(plan)[2], target=HOST).inspect_source("asm")
