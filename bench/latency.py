@@ -481,8 +481,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latency.json")
     ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans",
                     help="directory with {model}_debruin2020.json (bench/methods.py writes them)")
-    ap.add_argument("--search-seconds", type=float, default=90.0,
-                    help="time limit of the debruin2020 search when no plan file exists (default 90)")
+    ap.add_argument("--search-seconds", type=float, default=200.0,
+                    help="time limit of the debruin2020 search when no plan file exists (default 200)")
     ap.add_argument("--eval-images", type=int, default=1000,
                     help="test images for top-1 / agreement (default 1000)")
     args = ap.parse_args(argv)
