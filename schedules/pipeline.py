@@ -16,12 +16,28 @@ the unfused graph.
 from __future__ import annotations
 
 import tvm
+from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
+from tvm.relax.utils import copy_with_new_vars
 
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
 from .hostfuncs import separate_host_funcs
 from .legalize import _cpu_target
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.CopyFunctionVars")
+def CopyFunctionVars(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 -- a pass, named like TVM's
+    """Give every Relax function its own variables (``relax.utils.copy_with_new_vars``) when the module has
+    several: ``FuseOps`` rejects a var defined in two functions, which modules built from one graph (e.g. a
+    simulated and a realized ``main`` side by side) have; ``tvm.compile``'s default pipeline has no ``FuseOps``."""
+    funcs = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
+    if len(funcs) < 2:
+        return mod
+    out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gv, f in funcs:
+        out[gv] = copy_with_new_vars(f)
+    return out
 
 
 def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transform.Pass:
@@ -32,7 +48,7 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transfor
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
             ours = fuse and target.kind.name == "llvm" and _cpu_target() is not None
-            passes = cpu.library_dispatch_passes(target)
+            passes = [CopyFunctionVars] + cpu.library_dispatch_passes(target)
             if ours:
                 passes.append(FuseEpilogue())
             passes += cpu.legalize_passes(target)
