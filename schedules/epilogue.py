@@ -54,14 +54,17 @@ class Epilogue:
     def apply(self, value, channel, params) -> tirx.PrimExpr:
         """The epilogue of ``value`` (the accumulator of output channel ``channel``); ``params[j]`` is the
         buffer (te tensor) of ``consts[j]``."""
-        vals = [value]
+        def expr(x):     # a te TensorSlice (``tensor[i, j]``) as the PrimExpr it stands for
+            return x.asobject() if hasattr(x, "asobject") else x
+
+        vals = [expr(value)]
 
         def operand(a):
             if a[0] == "v":
                 return vals[a[1] + 1]
             if a[0] == "s":
                 return tirx.const(a[1], a[2])
-            return params[a[1]][channel]
+            return expr(params[a[1]][channel])
 
         for op, args, dtype in self.steps:
             xs = [operand(a) for a in args]

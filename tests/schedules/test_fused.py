@@ -177,3 +177,23 @@ def test_vnni_conv2d_exact(acc, dtype, shape, strides, padding, dilation):
     got = ref.run_kernel(conv2d_primfuncs(plan), plan, x, w, expected.shape, HOST, 20)
     np.testing.assert_array_equal(got, expected)
     assert "vpdpbusd" in tvm.tirx.build(conv2d_primfuncs(plan)[2], target=HOST).inspect_source("asm")
+
+
+def test_epilogue_without_bias_on_dense():
+    """An epilogue that starts with relu on the accumulator (no bias add) fuses into the matmul too."""
+    rng = np.random.default_rng(9)
+    a, b = ref.random_operands(rng, (3, 40), (40, 24), "int8", "int16", 40)
+    bb = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 40), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.matmul(x, relax.const(b), out_dtype="int16"))
+            r = bb.emit(relax.op.nn.relu(acc))
+            out = bb.emit_output(relax.op.astype(relax.op.minimum(relax.op.right_shift(r, _c(2, "int16")),
+                                                                  _c(127, "int16")), "int8"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert fused_count(mod) == 1
+    got = relax.VirtualMachine(tvm_fxp.build(mod), tvm.cpu())["main"](tvm.runtime.tensor(a)).numpy()
+    np.testing.assert_array_equal(got, np.minimum(np.maximum(ref.dense_ref(a, b), 0) >> 2, 127))
