@@ -1,4 +1,4 @@
-"""Single-thread, batch-1 latency baseline: TVM fxp vs. TVM float vs. onnxruntime fp32 / int8.
+"""Single-thread, batch-1 latency: tvm-fxp's integer models vs. TVM float vs. onnxruntime fp32 / int8.
 
 For each reference model (``examples/models/fmnist_vgg.onnx``,
 ``examples/models/fmnist_resnet.onnx``; a missing file is skipped with a note)
@@ -11,13 +11,22 @@ this script measures, in one process and with ONE thread everywhere:
   weights, per-tensor, MinMax calibration over ~100 Fashion-MNIST training
   images fed one at a time; ``quant_pre_process`` first when it works);
 * ``tvm_float`` -- the tvm-fxp *prepared* float Relax module compiled with
-  ``tvm_fxp.build`` (``tvm.compile``, default pipeline, target: the host CPU, ``llvm -mcpu=<host>``);
-* ``tvm_fxp``   -- the integer-only *realized* 8-bit uniform module
-  (``tvm_fxp.quantize(..., Uniform(bits=8)).realized()``, int32 accumulators),
-  compiled the same way (TVM's own legalization: built inside ``tvm_fxp.schedules.disabled()``);
-* ``tvm_fxp_int16`` -- the realized 4-bit uniform module with int16 accumulators
-  (``Uniform(bits=4)``, ``realized(accumulator="narrow")``), compiled through the scheduled integer kernels
-  of ``tvm_fxp.schedules`` (conv2d/matmul legalized to register-blocked, vectorized TIR).
+  ``tvm_fxp.build`` (target: the host CPU, ``llvm -mcpu=<host>``);
+* ``tvm_fxp``   -- **our model**: the de Bruin 2020 plan with 16-bit accumulators
+  (``bench/results/plans/{model}_debruin2020.json`` from ``bench/methods.py``, or ``--plans DIR``; when
+  absent, ``debruin2020`` is run here with ``--search-seconds``), realized with int16 accumulators
+  (``realized(accumulator="narrow")``) and compiled with ``tvm_fxp.build``: the scheduled integer kernels
+  of ``tvm_fxp.schedules`` with each layer's requantize epilogue fused in.  ``ratio_vs_ort_int8`` and
+  ``ratio_vs_ort_fp32`` are this engine's median over ORT's;
+* ``tvm_fxp_unfused`` -- the same realized module through TVM's CPU pipeline with our kernels but without
+  our two passes (``tvm_fxp.schedules.pipeline.relax_pipeline(target, fuse=False)``): the epilogues run as
+  separate, unscheduled TIR kernels (what ``tvm_fxp.build`` did before the epilogue fusion);
+* ``tvm_fxp_int32_baseline`` -- the previous baseline: ``Uniform(bits=8)`` realized with int32 accumulators,
+  compiled by ``tvm.compile``'s default pipeline with TVM's own legalization (inside
+  ``tvm_fxp.schedules.disabled()``).
+
+The plan's accuracy (top-1 and agreement with ORT fp32) is measured on ``--eval-images`` Fashion-MNIST test
+images, and the fused and unfused builds are checked to give identical outputs (bit-exact).
 
 Timing: each engine is warmed up, then ``--repeats`` repeats are taken, each
 repeat averaging enough calls to last about ``--repeat-seconds``; the engines'
@@ -30,17 +39,9 @@ numbers therefore include Python call overhead, TVM is also timed with the same
 kind of Python loop (``vm["main"](x)``) and reported separately as
 ``median_ms_python_loop`` so either comparison can be made.
 
-Correctness is checked inline: top-1 agreement of every engine with
-onnxruntime fp32 over the first 200 Fashion-MNIST test images (and top-1
-accuracy against the labels).
-
-This is a BASELINE: the realized model uses int32 accumulators, the default
-TVM pipeline and no tuning or hand-written kernels.  No speed goal applies yet;
-the numbers are what later kernel work has to beat.
-
 Usage::
 
-    .venv/bin/python bench/latency.py [--repeats 11] [--models vgg resnet]
+    .venv/bin/python bench/latency.py [--repeats 11] [--models vgg resnet] [--plans DIR]
                                       [--out bench/results/latency.json]
 """
 
@@ -74,6 +75,7 @@ from tvm import relax  # noqa: E402
 
 import tvm_fxp  # noqa: E402
 import tvm_fxp.schedules  # noqa: E402  -- registers the integer-kernel legalization
+import tvm_fxp.schedules.pipeline  # noqa: E402
 from tvm_fxp.datasets import fashion_mnist  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,13 +83,14 @@ MODELS = {
     "fmnist_vgg": REPO / "examples" / "models" / "fmnist_vgg.onnx",
     "fmnist_resnet": REPO / "examples" / "models" / "fmnist_resnet.onnx",
 }
-ENGINES = ("ort_fp32", "ort_int8", "tvm_float", "tvm_fxp", "tvm_fxp_int16")
-TVM_ENGINES = ("tvm_float", "tvm_fxp", "tvm_fxp_int16")
+ENGINES = ("ort_fp32", "ort_int8", "tvm_float", "tvm_fxp", "tvm_fxp_unfused", "tvm_fxp_int32_baseline")
+TVM_ENGINES = ("tvm_float", "tvm_fxp", "tvm_fxp_unfused", "tvm_fxp_int32_baseline")
 INPUT_NAME = "input"
 N_ORT_CALIB = 100
 N_TVM_CALIB = 256
-N_AGREE = 200
-NOTES = "int32-accumulator baseline, default TVM pipeline, untuned; kernels issue must beat it"
+N_SEARCH = 512
+NOTES = ("tvm_fxp: de Bruin 2020 int16-accumulator plan, tvm_fxp.build (fused integer kernels, untuned); "
+         "targets (issue 5): ratio_vs_ort_int8 <= 1.0 and ratio_vs_ort_fp32 <= 0.5 per model")
 
 
 # --------------------------------------------------------------------------- machine info
@@ -233,6 +236,64 @@ class TvmEngine:
         return (time.perf_counter() - t0) / number
 
 
+def _le(v, bound):
+    return None if v is None else bool(v <= bound)
+
+
+def accumulator_dtypes(mod) -> dict:
+    """``{dtype: count}`` of the conv2d/matmul accumulators (``out_dtype``) in a realized module."""
+    from tvm_fxp.passes._ir import main_bindings, op_name
+
+    counts: dict = {}
+    for b in main_bindings(mod["main"]):
+        if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul"):
+            dt = str(b.value.attrs.out_dtype)
+            counts[dt] = counts.get(dt, 0) + 1
+    return counts
+
+
+def uniform_plan(lg, prepared, train):
+    from tvm_fxp.calibrate import calibrate
+    from tvm_fxp.methods import uniform
+
+    stats = calibrate(prepared, lg, train[:N_TVM_CALIB], progress=False)
+    return uniform.allocate(lg, stats, tvm_fxp.Uniform(bits=8))
+
+
+def debruin_plan(name, path, prepared, lg, train, args):
+    """The de Bruin 2020 (16-bit accumulator) plan: ``--plans/{name}_debruin2020.json`` when it exists, else
+    searched here (``--search-seconds``, same data split as ``bench/methods.py``)."""
+    from tvm_fxp.plan import Plan
+
+    f = Path(args.plans) / f"{name}_debruin2020.json"
+    if f.is_file():
+        plan = Plan.load(f)
+        q = tvm_fxp.bind_plan(prepared, lg, plan)
+        import hashlib
+
+        info = {"source": f"file {f}", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                "method": plan.method if hasattr(plan, "method") else "debruin2020"}
+    else:
+        from tvm_fxp.calibrate import calibrate
+        from tvm_fxp.datasets import fashion_mnist
+        from tvm_fxp.methods import get_method
+        from tvm_fxp.methods.debruin2020 import DeBruin2020
+
+        print(f"  note: {f} not found; running debruin2020 here ({args.search_seconds:.0f} s limit)", flush=True)
+        data = fashion_mnist("train", limit=500 + N_SEARCH)
+        stats = calibrate(prepared, lg, data.inputs[:500], progress=False)
+        ev = tvm_fxp.api.make_evaluator(prepared, lg, stats, data.inputs[500:], data.labels[500:],
+                                        args.search_seconds, progress=False)
+        plan = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16), ev)
+        q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
+        info = {"source": f"debruin2020 searched in this run (acc_bits=16, proof=l1, time limit "
+                          f"{args.search_seconds:.0f} s, calibration train[:500], search train[500:{500 + N_SEARCH}])",
+                "evaluations": ev.evaluations, "timed_out": bool(ev.out_of_time())}
+    info["bits"] = {k: fmt.bits for k, fmt in plan.tensors.items()}
+    info["max_accumulator_bits"] = max(a.bound.bits for a in q.arithmetic.values())
+    return q, info
+
+
 # --------------------------------------------------------------------------- one model
 
 def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path) -> dict:
@@ -254,44 +315,47 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
         int8_info["optimized_graph_ops"] = f"unavailable: {type(e).__name__}: {e}"
     result["ort_int8_config"] = int8_info
 
-    print(f"  quantizing with tvm_fxp (Uniform 8-bit) and compiling ...", flush=True)
+    errors = {}
+    print(f"  tvm_fxp: loading/choosing the de Bruin int16 plan ...", flush=True)
     t0 = time.time()
-    q = tvm_fxp.quantize(path, train[:N_TVM_CALIB], tvm_fxp.Uniform(bits=8), progress=False)
-    t_q = time.time() - t0
+    prepared, lg = tvm_fxp.load_model(path)
+    t_load = time.time() - t0
+    t0 = time.time()
+    q, plan_info = debruin_plan(name, path, prepared, lg, train, args)
+    t_plan = time.time() - t0
+    result["plan"] = plan_info
+    target = tvm_fxp.api.host_target()
+    t0 = time.time()
+    narrow = q.realized(accumulator="narrow")
+    result["tvm_fxp_accumulators"] = accumulator_dtypes(narrow)
+    result["tvm_fxp_kernels"] = tvm_fxp.schedules.dispatched_kernels(narrow, target)
+    fused = tvm_fxp.build(narrow)
+    t_fused = time.time() - t0
+    engines["tvm_fxp"] = TvmEngine(fused, x1)
+    t0 = time.time()
+    unfused = tvm.compile(narrow, target=target, relax_pipeline=tvm_fxp.schedules.pipeline.relax_pipeline(
+        target, fuse=False))
+    engines["tvm_fxp_unfused"] = TvmEngine(unfused, x1)
+    t_unfused = time.time() - t0
     t0 = time.time()
     engines["tvm_float"] = TvmEngine(tvm_fxp.build(q.prepared), x1)
     t_bf = time.time() - t0
-    errors = {}
+    print(f"  tvm_fxp_int32_baseline: Uniform 8-bit, int32 accumulators, TVM's own pipeline ...", flush=True)
     t0 = time.time()
     try:
-        realized = q.realized()
-    except Exception as e:  # noqa: BLE001 -- report, don't work around
-        errors["tvm_fxp"] = "realize failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-        realized = None
-    if realized is not None:
-        try:
-            with tvm_fxp.schedules.disabled():  # the baseline keeps TVM's own conv2d/matmul legalization
-                engines["tvm_fxp"] = TvmEngine(tvm_fxp.build(realized), x1)
-        except Exception as e:  # noqa: BLE001
-            errors["tvm_fxp"] = "compile failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-    t_bx = time.time() - t0
-    print(f"  quantizing with tvm_fxp (Uniform 4-bit), realizing with int16 accumulators, compiling ...",
-          flush=True)
-    t0 = time.time()
-    try:
-        q16 = tvm_fxp.quantize(path, train[:N_TVM_CALIB], tvm_fxp.Uniform(bits=4), progress=False)
-        narrow = q16.realized(accumulator="narrow")
-        result["tvm_fxp_int16_kernels"] = tvm_fxp.schedules.dispatched_kernels(narrow, tvm_fxp.api.host_target())
-        engines["tvm_fxp_int16"] = TvmEngine(tvm_fxp.build(narrow), x1)
+        q8 = q.with_plan(uniform_plan(lg, prepared, train))
+        with tvm_fxp.schedules.disabled():  # the old baseline keeps TVM's own conv2d/matmul legalization
+            engines["tvm_fxp_int32_baseline"] = TvmEngine(tvm_fxp.build(q8.realized()), x1)
     except Exception as e:  # noqa: BLE001
-        errors["tvm_fxp_int16"] = "failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-    t_b16 = time.time() - t0
-    result["tvm_setup_seconds"] = {"quantize": round(t_q, 2), "build_float": round(t_bf, 2),
-                                   "realize_and_build_fxp": round(t_bx, 2),
-                                   "quantize_realize_and_build_fxp_int16": round(t_b16, 2)}
+        errors["tvm_fxp_int32_baseline"] = "failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
+    t_base = time.time() - t0
+    result["tvm_setup_seconds"] = {"load_model": round(t_load, 2), "plan": round(t_plan, 2),
+                                   "realize_and_build_fxp": round(t_fused, 2),
+                                   "build_fxp_unfused": round(t_unfused, 2), "build_float": round(t_bf, 2),
+                                   "quantize_and_build_int32_baseline": round(t_base, 2)}
     result["tvm_calibration_images"] = N_TVM_CALIB
 
-    # ---- correctness: top-1 agreement with ORT fp32 on the first N_AGREE test images
+    # ---- correctness: top-1 agreement with ORT fp32 on the first --eval-images test images
     preds, logits = {}, {}
     for k, eng in list(engines.items()):
         try:
@@ -317,6 +381,11 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
     if "ort_fp32" in logits:
         result["max_abs_logit_diff_vs_ort_fp32"] = {
             k: float(np.max(np.abs(v.astype(np.float64) - logits["ort_fp32"]))) for k, v in logits.items()}
+    if "tvm_fxp" in logits and "tvm_fxp_unfused" in logits:   # the epilogue fusion changes no result
+        b1 = all(np.array_equal(engines["tvm_fxp"].predict(test.inputs[i:i + 1]),
+                                engines["tvm_fxp_unfused"].predict(test.inputs[i:i + 1])) for i in range(16))
+        result["tvm_fxp_fused_equals_unfused"] = bool(np.array_equal(logits["tvm_fxp"], logits["tvm_fxp_unfused"])
+                                                      and b1)
     if errors:
         result["errors"] = errors
         for k, msg in errors.items():
@@ -359,11 +428,13 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
 
     result["ratio_vs_ort_fp32"] = ratio("tvm_fxp", "ort_fp32")
     result["ratio_vs_ort_int8"] = ratio("tvm_fxp", "ort_int8")
+    result["targets_met"] = {"ratio_vs_ort_int8 <= 1.0": _le(result["ratio_vs_ort_int8"], 1.0),
+                             "ratio_vs_ort_fp32 <= 0.5": _le(result["ratio_vs_ort_fp32"], 0.5)}
     result["ratio_vs_tvm_float"] = ratio("tvm_fxp", "tvm_float")
+    result["ratio_vs_tvm_fxp_unfused"] = ratio("tvm_fxp", "tvm_fxp_unfused")
+    result["ratio_vs_tvm_fxp_int32_baseline"] = ratio("tvm_fxp", "tvm_fxp_int32_baseline")
     result["ratio_ort_int8_vs_ort_fp32"] = ratio("ort_int8", "ort_fp32")
     result["ratio_tvm_float_vs_ort_fp32"] = ratio("tvm_float", "ort_fp32")
-    result["ratio_tvm_fxp_int16_vs_tvm_fxp"] = ratio("tvm_fxp_int16", "tvm_fxp")
-    result["ratio_tvm_fxp_int16_vs_ort_int8"] = ratio("tvm_fxp_int16", "ort_int8")
     result["ratios_python_loop"] = {
         "tvm_fxp/ort_fp32": ratio("tvm_fxp@python_loop", "ort_fp32"),
         "tvm_fxp/ort_int8": ratio("tvm_fxp@python_loop", "ort_int8"),
@@ -382,19 +453,18 @@ def print_table(name: str, r: dict) -> None:
     med, pyl, agr = r["median_ms"], r["median_ms_python_loop"], r["agreement_with_ort_fp32"]
     acc = r.get("top1_accuracy", {})
     print(f"\n== {name}: batch 1, 1 thread, median of {r['repeats']} repeats ==")
-    print(f"  {'engine':<13} {'ms/inf':>9} {'py-loop ms':>11} {'calls/rep':>10} {'agree/ortfp32':>14} {'top1':>7}")
+    print(f"  {'engine':<23} {'ms/inf':>9} {'py-loop ms':>11} {'calls/rep':>10} {'agree/ortfp32':>14} {'top1':>7}")
     for k in ENGINES:
-        print(f"  {k:<13} {_fmt(med.get(k), '9.4f')} {_fmt(pyl.get(k), '11.4f') if k in pyl else ' ' * 11}"
+        print(f"  {k:<23} {_fmt(med.get(k), '9.4f')} {_fmt(pyl.get(k), '11.4f') if k in pyl else ' ' * 11}"
               f" {r['calls_per_repeat'].get(k, 0):>10d} {_fmt(agr.get(k), '14.3f')} {_fmt(acc.get(k), '7.3f')}")
     print(f"  tvm_fxp/ort_fp32  = {_fmt(r['ratio_vs_ort_fp32'], '.3f')}"
-          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_fp32'], '.3f')})")
+          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_fp32'], '.3f')})  target <= 0.5")
     print(f"  tvm_fxp/ort_int8  = {_fmt(r['ratio_vs_ort_int8'], '.3f')}"
-          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_int8'], '.3f')})")
-    print(f"  tvm_fxp/tvm_float = {_fmt(r['ratio_vs_tvm_float'], '.3f')}"
-          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/tvm_float'], '.3f')})")
-    print(f"  ort_int8/ort_fp32 = {_fmt(r['ratio_ort_int8_vs_ort_fp32'], '.3f')}")
-    print(f"  tvm_fxp_int16/tvm_fxp  = {_fmt(r['ratio_tvm_fxp_int16_vs_tvm_fxp'], '.3f')}"
-          f"   tvm_fxp_int16/ort_int8 = {_fmt(r['ratio_tvm_fxp_int16_vs_ort_int8'], '.3f')}")
+          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_int8'], '.3f')})  target <= 1.0")
+    print(f"  tvm_fxp/tvm_fxp_unfused = {_fmt(r['ratio_vs_tvm_fxp_unfused'], '.3f')}"
+          f"   tvm_fxp/tvm_fxp_int32_baseline = {_fmt(r['ratio_vs_tvm_fxp_int32_baseline'], '.3f')}")
+    print(f"  plan: {r['plan']['source']}; top1 {_fmt(acc.get('tvm_fxp'), '.4f')} on {r['agreement_images']} test "
+          f"images; fused == unfused: {r.get('tvm_fxp_fused_equals_unfused')}")
     print(f"  load average before/after timing: {r['loadavg_before_after_timing']}", flush=True)
 
 
@@ -409,6 +479,12 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS),
                     help="model names (fmnist_vgg, fmnist_resnet; 'vgg'/'resnet' accepted) or .onnx paths")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latency.json")
+    ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans",
+                    help="directory with {model}_debruin2020.json (bench/methods.py writes them)")
+    ap.add_argument("--search-seconds", type=float, default=200.0,
+                    help="time limit of the debruin2020 search when no plan file exists (default 200)")
+    ap.add_argument("--eval-images", type=int, default=1000,
+                    help="test images for top-1 / agreement (default 1000)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -427,7 +503,7 @@ def main(argv=None) -> int:
     ort.set_default_logger_severity(3)  # silence the "optimized model is hardware specific" warning
     print(f"tvm {tvm.__version__}, onnxruntime {ort.__version__}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}")
     train = fashion_mnist("train", limit=max(N_ORT_CALIB, N_TVM_CALIB))
-    test = fashion_mnist("test", limit=N_AGREE)
+    test = fashion_mnist("test", limit=args.eval_images)
     print(f"data: train {train.inputs.shape} ({train.source}); test {test.inputs.shape}")
 
     out = {
@@ -441,18 +517,22 @@ def main(argv=None) -> int:
                    "tvm_target_features": tvm_target_features(), "tvm_timer": "VirtualMachine.time_evaluator",
                    "ort_timer": "time.perf_counter loop over InferenceSession.run",
                    "ort_session": "CPUExecutionProvider, intra_op=1, inter_op=1, ORT_SEQUENTIAL, ORT_ENABLE_ALL",
-                   "tvm_fxp_method": "Uniform(bits=8), realized (integer-only, int32 accumulators)",
-                   "tvm_fxp_int16_method": ("Uniform(bits=4), realized(accumulator='narrow') (int16 "
-                                            "accumulators), tvm_fxp.schedules kernels"),
+                   "tvm_fxp_method": ("de Bruin 2020 plan (acc_bits=16), realized(accumulator='narrow'), "
+                                      "tvm_fxp.build: fused integer kernels (tvm_fxp.schedules.pipeline)"),
+                   "tvm_fxp_unfused_method": ("same realized module, TVM's cpu_generic pipeline with our kernels, "
+                                              "epilogues unfused (relax_pipeline(target, fuse=False))"),
+                   "tvm_fxp_int32_baseline_method": ("Uniform(bits=8), realized (int32 accumulators), tvm.compile "
+                                                     "default pipeline, TVM's own legalization"),
+                   "eval_images": args.eval_images,
                    "data_source": train.source},
         "models": {},
         "skipped": {},
         "notes": NOTES,
         "notes_detail": ("median_ms: TVM via VirtualMachine.time_evaluator (C++ loop), ORT via a Python "
                          "perf_counter loop over InferenceSession.run; median_ms_python_loop times TVM the "
-                         "same way as ORT. tvm_fxp.build targets the host CPU (llvm -mcpu=<host>), "
-                         "but the default TVM pipeline applies no schedules (loops are not tiled or "
-                         "vectorized by design); ORT uses hand-written AVX2/AVX-512/VNNI kernels."),
+                         "same way as ORT. tvm_fxp.build targets the host CPU (llvm -mcpu=<host>); our kernels "
+                         "are untuned TIR schedules (int16 multiply-add, no VNNI); ORT uses hand-written "
+                         "AVX2/AVX-512/VNNI kernels."),
     }
     with tempfile.TemporaryDirectory(prefix="tvmfxp-latency-") as td:
         for name, path in models.items():

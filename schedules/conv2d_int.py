@@ -45,6 +45,9 @@ from tvm.s_tir import Schedule
 from .targets import KernelConfig, kernel_config
 
 INPUT_DTYPES = ("int8", "uint8")
+VNNI_MIN_CHANNELS = 4    # below, most of each 4-channel vpdpbusd group would multiply padding
+VNNI_MAX_BLOCK = 16      # positions blocked in zmm accumulators (32 registers)
+WEIGHT_DTYPES = ("int8", "int16")
 ACC_DTYPES = ("int16", "int32")
 
 
@@ -80,6 +83,7 @@ class Conv2dPlan:
     layout: str              # "channels" | "groups"
     lanes: int               # L
     block: int               # R
+    weight_dtype: str = "int8"   # int16 for weights wider than 8 bits (no uint8 offset then, see offset_data)
 
     @property
     def in_per_group(self) -> int:
@@ -117,8 +121,18 @@ class Conv2dPlan:
 
     @property
     def offset_data(self) -> bool:
-        """uint8 data into int16 accumulators: run on ``x - 128`` (int8) and add ``128 * sum(w)`` back."""
-        return self.data_dtype == "uint8" and self.acc_dtype == "int16"
+        """uint8 data into int16 accumulators: run on ``x - 128`` (int8) and add ``128 * sum(w)`` back.
+
+        Not with int16 weights: ``(x - 128) * w`` could leave int16 where ``x * w`` cannot (each product is
+        at most the layer's proven L1 bound), so those kernels multiply the zero-extended ``x`` directly.
+        Layout ``"vnni"`` (u8 x s8) shifts int8 data instead: ``x + 128``, minus ``128 * sum(w)`` (int32)."""
+        if self.layout == "vnni":
+            return self.data_dtype == "int8"
+        return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
+
+    @property
+    def offset_dtype(self) -> str:
+        return "int32" if self.layout == "vnni" else self.acc_dtype
 
     @property
     def vector_blocks(self) -> int:
@@ -130,6 +144,9 @@ class Conv2dPlan:
     @property
     def packed_weight_shape(self) -> tuple:
         kh, kw = self.kernel
+        if self.layout == "vnni":
+            from .conv2d_vnni import packed_weight_shape
+            return packed_weight_shape(self)
         if self.layout == "channels":
             return (self.groups, self.vector_blocks, self.in_per_group, kh, kw, self.lanes)
         return (self.vector_blocks, self.out_per_group, self.in_per_group, kh, kw, self.lanes)
@@ -142,7 +159,8 @@ class Conv2dPlan:
 
 def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strides=(1, 1),
                 padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1,
-                config: KernelConfig | None = None, target=None, layout: str | None = None) -> Conv2dPlan:
+                config: KernelConfig | None = None, target=None, layout: str | None = None,
+                weight_dtype: str = "int8") -> Conv2dPlan:
     """Check the operands and choose layout and block for ``config`` (or ``kernel_config(target)``).
 
     ``data_shape`` is ``(N, C, H, W)`` (``N`` may be symbolic and is ignored), ``weight_shape`` ``(OC, C/G, KH,
@@ -152,6 +170,8 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
         raise ValueError(f"conv2d input dtype {data_dtype} not in {INPUT_DTYPES}")
     if acc_dtype not in ACC_DTYPES:
         raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES}")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"conv2d weight dtype {weight_dtype} not in {WEIGHT_DTYPES}")
     if config is None:
         config = kernel_config(target or tvm.target.Target.current(), acc_dtype)
     _, c, h, w = (int(s) if i else s for i, s in enumerate(data_shape))
@@ -171,9 +191,19 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
                 _ceil_div(groups, lanes) * lanes * ocg
             if layout in (None, lay):
                 options.append((work, -lanes, lay != "channels", lanes, lay))
-    _, _, _, lanes, layout = min(options)
+    requested = layout
+    _, _, _, lanes, layout = min(options) if options else (0, 0, 0, 16, layout)
+    if requested in (None, "vnni") and groups == 1 and weight_dtype == "int8" and (
+            requested == "vnni" or (config.vnni and c >= VNNI_MIN_CHANNELS)):
+        layout, lanes = "vnni", 16
+        plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
+                          tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, layout, lanes, 1, weight_dtype)
+        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, VNNI_MAX_BLOCK)})
+    elif layout == "vnni":
+        raise ValueError("conv2d: layout 'vnni' needs groups == 1 and int8 weights")
     plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
-                      tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1)
+                      tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1,
+                      weight_dtype)
     oh, ow = plan.out_hw
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d: empty output {oh}x{ow}")
@@ -214,10 +244,13 @@ def _stored_data(value, plan) -> tirx.PrimExpr:
 
 
 def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
-                   offset: te.Tensor | None = None) -> te.Tensor:
+                   offset: te.Tensor | None = None, epilogue=None, params=()) -> te.Tensor:
     """NCHW ``data`` x packed weights -> NCHW accumulators of ``plan.acc_dtype``.
 
-    ``offset`` (``weight_offset``) is required exactly when ``plan.offset_data``.
+    ``offset`` (``weight_offset``) is required exactly when ``plan.offset_data``.  With an ``epilogue``
+    (``epilogue.Epilogue``, its per-channel constants in ``params``) the result is the epilogue of the
+    accumulators, computed in the packed layout (stage ``epilogue``, so that the schedule can apply it to the
+    registers) before the unpacking.
     """
     if plan.offset_data != (offset is not None):
         raise ValueError("conv2d_compute: pass weight_offset exactly for uint8 data into int16")
@@ -231,6 +264,9 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
 
     def finish(value, o):
         return value if offset is None else value + offset[o]
+
+    def _epilogue(value, o):      # o: the output channel (clamped in padded lanes, whose values are dropped)
+        return epilogue.apply(finish(value, o), o, params)
 
     def inside(y, x):
         return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
@@ -247,6 +283,11 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
                 pad[b, g * icg + ri, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw].astype(acc)
                 * packed[g, ob, ri, rky, rkx, v].astype(acc), axis=[ri, rky, rkx]),
             name="conv")
+        if epilogue is not None:
+            epi = te.compute(conv.shape, lambda b, g, ob, p, v: _epilogue(
+                conv[b, g, ob, p, v], g * ocg + tirx.min(ob * lanes + v, ocg - 1)), name="epilogue")
+            return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: epi[
+                b, o // ocg, (o % ocg) // lanes, y * ow + x, (o % ocg) % lanes], name="conv_unpack")
         return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: finish(conv[
             b, o // ocg, (o % ocg) // lanes, y * ow + x, (o % ocg) % lanes], o), name="conv_unpack")
     groups = plan.groups
@@ -262,11 +303,24 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
             pad[b, gb, ri, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, v].astype(acc)
             * packed[gb, o, ri, rky, rkx, v].astype(acc), axis=[ri, rky, rkx]),
         name="conv")
+    if epilogue is not None:
+        epi = te.compute(conv.shape, lambda b, gb, o, p, v: _epilogue(
+            conv[b, gb, o, p, v], tirx.min(gb * lanes + v, groups - 1) * ocg + o), name="epilogue")
+        return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: epi[
+            b, (o // ocg) // lanes, o % ocg, y * ow + x, (o // ocg) % lanes], name="conv_unpack")
     return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: finish(conv[
         b, (o // ocg) // lanes, o % ocg, y * ow + x, (o // ocg) % lanes], o), name="conv_unpack")
 
 
 # ----------------------------------------------------------------------------------------- schedule
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 -- s_tir raises a ScheduleError subclass when the block is absent
+        return False
+
 
 def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     """Register-block and vectorize a PrimFunc made from ``conv2d_compute``."""
@@ -277,6 +331,8 @@ def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     sch.reorder(n, g, ob, po, ri, rky, rkx, pi, v)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
+    if _has_block(sch, "epilogue"):   # the fused epilogue runs on the registers, as they are written back
+        sch.reverse_compute_inline(sch.get_sblock("epilogue"))
     sch.vectorize(v)
     sch.unroll(pi)
     if plan.kernel[1] <= 7:
@@ -301,25 +357,36 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
     return te.placeholder((batch, plan.channels, plan.height, plan.width), plan.data_dtype, name="data")
 
 
-def conv2d_primfuncs(plan: Conv2dPlan, batch=None) -> tuple:
+def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
+    if plan.layout == "vnni":
+        from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
+        return vnni_primfuncs(plan, batch, epilogue)
+    return _primfuncs(plan, batch, epilogue)
+
+
+def _primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     """``(weight_pack, weight_offset or None, conv2d)`` PrimFuncs for ``plan``.
 
     ``batch``: an int, or None for a symbolic ``n``.  The conv2d PrimFunc takes ``(data, packed_weight,
-    [offset,] out)``; ``weight_offset`` exists only for ``plan.offset_data``.
+    [offset,] out)``; ``weight_offset`` exists only for ``plan.offset_data``.  With an ``epilogue``
+    (``epilogue.Epilogue``) it takes ``(data, packed_weight, [offset,] *epilogue constants, out)`` and ``out``
+    is the epilogue's result (dtype ``epilogue.out_dtype``).
     """
     batch = tirx.Var("n", "int64") if batch is None else batch
     kh, kw = plan.kernel
-    weight = te.placeholder((plan.out_channels, plan.in_per_group, kh, kw), "int8", name="weight")
+    weight = te.placeholder((plan.out_channels, plan.in_per_group, kh, kw), plan.weight_dtype, name="weight")
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     offset_func = None
     data = _data_placeholder(plan, batch)
-    packed = te.placeholder(plan.packed_weight_shape, "int8", name="weight_packed")
+    packed = te.placeholder(plan.packed_weight_shape, plan.weight_dtype, name="weight_packed")
     params = [data, packed]
     offset = None
     if plan.offset_data:
         offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
         offset = te.placeholder((plan.out_channels,), plan.acc_dtype, name="weight_offset")
         params.append(offset)
-    out = conv2d_compute(data, packed, plan, offset)
-    conv_func = schedule_conv2d(te.create_prim_func([*params, out], "int64"), plan)
+    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
+                                          for j, c in enumerate(epilogue.consts)]
+    out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
+    conv_func = schedule_conv2d(te.create_prim_func([*params, *consts, out], "int64"), plan)
     return pack_func, offset_func, conv_func

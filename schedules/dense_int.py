@@ -25,7 +25,7 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
-from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, _ceil_div
+from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, _ceil_div, _has_block
 from .targets import KernelConfig, kernel_config
 
 MIN_CHAINS = 8   # independent accumulator registers needed to cover the multiply-accumulate latency
@@ -42,10 +42,16 @@ class DensePlan:
     lanes: int           # L
     block: int           # R: output vectors per register block
     split: int = 1       # U: independent partial sums over k
+    weight_dtype: str = "int8"
 
     @property
     def offset_data(self) -> bool:
-        return self.data_dtype == "uint8" and self.acc_dtype == "int16"
+        """As ``Conv2dPlan.offset_data`` (not with int16 weights)."""
+        return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
+
+    @property
+    def offset_dtype(self) -> str:
+        return self.acc_dtype
 
     @property
     def vector_blocks(self) -> int:
@@ -66,7 +72,7 @@ class DensePlan:
 
 
 def plan_dense(a_shape, b_shape, data_dtype: str, acc_dtype: str, config: KernelConfig | None = None,
-               target=None) -> DensePlan:
+               target=None, weight_dtype: str = "int8") -> DensePlan:
     """Check ``(M, K) @ (K, N)`` operands and choose block and split for ``config`` (or the target's)."""
     if data_dtype not in INPUT_DTYPES:
         raise ValueError(f"matmul input dtype {data_dtype} not in {INPUT_DTYPES}")
@@ -81,12 +87,12 @@ def plan_dense(a_shape, b_shape, data_dtype: str, acc_dtype: str, config: Kernel
     if n < config.lanes and k >= config.lanes:      # dot-product layout: vectors run over k
         limit = max(1, 3 * config.max_block // 2)   # accumulators may take 3/4 of the register file here
         block = max(r for r in range(1, min(limit, n) + 1) if n % r == 0)
-        return DensePlan(k, n, data_dtype, acc_dtype, 1, block, config.lanes)
+        return DensePlan(k, n, data_dtype, acc_dtype, 1, block, config.lanes, weight_dtype)
     vectors = _ceil_div(n, config.lanes)
     # one weight vector per output vector per k: block as many as fit (>= 1), preferring exact divisors
     block = max(r for r in range(1, min(config.max_block, vectors) + 1) if vectors % r == 0)
     split = max(1, min(k, _ceil_div(MIN_CHAINS, block * regs_per_vector)))
-    return DensePlan(k, n, data_dtype, acc_dtype, config.lanes, block, split)
+    return DensePlan(k, n, data_dtype, acc_dtype, config.lanes, block, split, weight_dtype)
 
 
 def pack_weight(b: te.Tensor, plan: DensePlan) -> te.Tensor:
@@ -104,8 +110,12 @@ def weight_offset(b: te.Tensor, plan: DensePlan) -> te.Tensor:
     return te.compute((plan.outputs,), lambda j: total[j] * tirx.const(128, plan.acc_dtype), name="weight_offset")
 
 
-def dense_compute(a: te.Tensor, packed: te.Tensor, plan: DensePlan, offset: te.Tensor | None = None) -> te.Tensor:
-    """``(M, K)`` data x packed weights -> ``(M, N)`` accumulators; ``offset`` exactly when ``plan.offset_data``."""
+def dense_compute(a: te.Tensor, packed: te.Tensor, plan: DensePlan, offset: te.Tensor | None = None,
+                  epilogue=None, params=()) -> te.Tensor:
+    """``(M, K)`` data x packed weights -> ``(M, N)`` accumulators; ``offset`` exactly when ``plan.offset_data``.
+
+    With an ``epilogue`` (``epilogue.Epilogue``, its per-output constants in ``params``) the result is the
+    epilogue of the accumulators (one more elementwise stage, ``epilogue``)."""
     if plan.offset_data != (offset is not None):
         raise ValueError("dense_compute: pass weight_offset exactly for uint8 data into int16")
     m, acc, lanes, split, k = a.shape[0], plan.acc_dtype, plan.lanes, plan.split, plan.reduce
@@ -124,9 +134,11 @@ def dense_compute(a: te.Tensor, packed: te.Tensor, plan: DensePlan, offset: te.T
     ru = te.reduce_axis((0, split), "ru")
     total = te.compute((m, plan.outputs), lambda i, j: te.sum(part[i, j // lanes, ru, j % lanes], axis=ru),
                        name="dense_sum")
-    if offset is None:
+    if offset is not None:
+        total = te.compute((m, plan.outputs), lambda i, j: total[i, j] + offset[j], name="dense_unpack")
+    if epilogue is None:
         return total
-    return te.compute((m, plan.outputs), lambda i, j: total[i, j] + offset[j], name="dense_unpack")
+    return te.compute((m, plan.outputs), lambda i, j: epilogue.apply(total[i, j], j, params), name="epilogue")
 
 
 def _loops_below(sch, block, anchor, dims: list, extents: dict) -> dict:
@@ -176,23 +188,29 @@ def schedule_dense(func: tirx.PrimFunc, plan: DensePlan) -> tirx.PrimFunc:
                 sch.unroll(loop)
     if plan.offset_data or plan.padded_reduce != plan.reduce:
         sch.compute_at(sch.get_sblock("data_stage"), i)
+    if plan.offset_data and _has_block(sch, "epilogue"):
+        sch.compute_inline(sch.get_sblock("dense_unpack"))
     return sch.mod["main"]
 
 
-def dense_primfuncs(plan: DensePlan, rows=None) -> tuple:
+def dense_primfuncs(plan: DensePlan, rows=None, epilogue=None) -> tuple:
     """``(weight_pack, weight_offset or None, dense)`` PrimFuncs; ``rows`` an int or None (symbolic ``m``).
 
-    The dense PrimFunc takes ``(data, packed_weight, [offset,] out)``.
+    The dense PrimFunc takes ``(data, packed_weight, [offset,] out)``; with an ``epilogue``
+    (``epilogue.Epilogue``) ``(data, packed_weight, [offset,] *epilogue constants, out)``, ``out`` being the
+    epilogue's result.
     """
     rows = tirx.Var("m", "int64") if rows is None else rows
-    b = te.placeholder((plan.reduce, plan.outputs), "int8", name="weight")
+    b = te.placeholder((plan.reduce, plan.outputs), plan.weight_dtype, name="weight")
     pack_func = te.create_prim_func([b, pack_weight(b, plan)], "int64")
     a = te.placeholder((rows, plan.reduce), plan.data_dtype, name="data")
-    packed = te.placeholder(plan.packed_weight_shape, "int8", name="weight_packed")
+    packed = te.placeholder(plan.packed_weight_shape, plan.weight_dtype, name="weight_packed")
     params, offset, offset_func = [a, packed], None, None
     if plan.offset_data:
         offset_func = te.create_prim_func([b, weight_offset(b, plan)], "int64")
         offset = te.placeholder((plan.outputs,), plan.acc_dtype, name="weight_offset")
         params.append(offset)
-    out = dense_compute(a, packed, plan, offset)
-    return pack_func, offset_func, schedule_dense(te.create_prim_func([*params, out], "int64"), plan)
+    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
+                                          for j, c in enumerate(epilogue.consts)]
+    out = dense_compute(a, packed, plan, offset, epilogue, consts)
+    return pack_func, offset_func, schedule_dense(te.create_prim_func([*params, *consts, out], "int64"), plan)

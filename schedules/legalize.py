@@ -32,7 +32,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
-from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, conv2d_primfuncs, plan_conv2d
+from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfuncs, plan_conv2d
 from .dense_int import dense_primfuncs, plan_dense
 from .targets import kernel_config
 
@@ -105,7 +105,7 @@ def conv2d_plan_for(call, target):
     data_ty, weight_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
     if data_ty is None or weight_ty is None or len(data_ty.shape) != 4 or len(weight_ty.shape) != 4:
         return None
-    if str(data_ty.dtype) not in INPUT_DTYPES or str(weight_ty.dtype) != "int8":
+    if str(data_ty.dtype) not in INPUT_DTYPES or str(weight_ty.dtype) not in WEIGHT_DTYPES:
         return None
     dims = _static_dims(list(data_ty.shape)[1:])
     wdims = _static_dims(list(weight_ty.shape))
@@ -115,7 +115,7 @@ def conv2d_plan_for(call, target):
         return plan_conv2d([data_ty.shape[0], *dims], wdims, str(data_ty.dtype), out_dtype,
                            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                            [int(d) for d in attrs.dilation], int(attrs.groups),
-                           config=kernel_config(target, out_dtype))
+                           config=kernel_config(target, out_dtype), weight_dtype=str(weight_ty.dtype))
     except ValueError:
         return None
 
@@ -128,7 +128,7 @@ def dense_plan_for(call, target):
     a_ty, b_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
     if a_ty is None or b_ty is None or len(a_ty.shape) != 2 or len(b_ty.shape) != 2:
         return None
-    if str(a_ty.dtype) not in INPUT_DTYPES or str(b_ty.dtype) != "int8":
+    if str(a_ty.dtype) not in INPUT_DTYPES or str(b_ty.dtype) not in WEIGHT_DTYPES:
         return None
     k = _static_dims([a_ty.shape[1]])
     kn = _static_dims(list(b_ty.shape))
@@ -136,7 +136,7 @@ def dense_plan_for(call, target):
         return None
     try:
         return plan_dense([a_ty.shape[0], k[0]], kn, str(a_ty.dtype), out_dtype,
-                          config=kernel_config(target, out_dtype))
+                          config=kernel_config(target, out_dtype), weight_dtype=str(b_ty.dtype))
     except ValueError:
         return None
 
@@ -177,13 +177,14 @@ def _weight_input(bb, func, weight, out_shape, out_dtype: str, name: str, kind: 
 def _emit_kernel(bb, call, plan, funcs, kind: str):
     """Packed weight (and offset) inputs, then the opaque kernel call."""
     pack_func, offset_func, kernel_func = funcs
-    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "")
+    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "") + \
+        ("_w16" if plan.weight_dtype == "int16" else "")
     weight = call.args[1]
-    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, "int8",
+    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
                                         f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
-        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.acc_dtype, f"{kind}_weight_offset", kind))
+        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset", kind))
     kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}", tag, opaque=True)
     return relax.call_tir(kernel_gv, args, call.ty)
 

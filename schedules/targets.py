@@ -66,6 +66,7 @@ class KernelConfig:
     max_block: int
     acc_dtype: str
     arch: str
+    vnni: bool = False       # AVX-512 VNNI (vpdpbusd): conv2d layout "vnni" (conv2d_vnni.py)
 
     def block_limit(self, lanes: int) -> int:
         """``max_block`` for a narrower vector of ``lanes`` (fewer registers per position), at most 16."""
@@ -91,4 +92,5 @@ def kernel_config(target: tvm.target.Target, acc_dtype: str) -> KernelConfig:
         lanes = vec_bytes // acc_bytes
     regs_per_position = max(1, lanes * acc_bytes // vec_bytes)
     max_block = max(1, (n_regs // 2) // regs_per_position)
-    return KernelConfig(lanes=lanes, max_block=max_block, acc_dtype=acc_dtype, arch=arch)
+    vnni = arch == "x86-avx512" and _has(target, "avx512vnni")
+    return KernelConfig(lanes=lanes, max_block=max_block, acc_dtype=acc_dtype, arch=arch, vnni=vnni)

@@ -267,8 +267,19 @@ def host_target() -> tvm.target.Target:
 
 
 def build(mod: tvm.IRModule, target=None):
-    """Compile a (float, simulated or realized) module to a VM executable (default: the host CPU)."""
-    return tvm.compile(mod, target=target or host_target())
+    """Compile a (float, simulated or realized) module to a VM executable (default: the host CPU).
+
+    On LLVM CPU targets the Relax pipeline is ``tvm_fxp.schedules.pipeline``: TVM's CPU pipeline plus the
+    fusion of every integer conv2d/matmul with its requantize epilogue into one scheduled kernel, and
+    vectorized elementwise kernels (same results, bit for bit).  Inside ``tvm_fxp.schedules.disabled()``, and
+    on other targets, it is ``tvm.compile``'s default.
+    """
+    from .schedules import pipeline
+
+    target = target or host_target()
+    if isinstance(target, (str, dict)):
+        target = tvm.target.Target(target)
+    return pipeline.build(mod, target)
 
 
 class Runner:

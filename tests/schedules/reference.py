@@ -74,11 +74,11 @@ def run_kernel(funcs, plan, data, weight, out_shape, target, weight_len) -> np.n
     dev = tvm.cpu()
     w = tvm.runtime.tensor(weight)
     pack = tvm.tirx.build(pack_func, target=target)
-    packed = tvm.runtime.empty(plan.packed_weight_shape, "int8", dev)
+    packed = tvm.runtime.empty(plan.packed_weight_shape, getattr(plan, "weight_dtype", "int8"), dev)
     pack(w, packed)
     args = [tvm.runtime.tensor(data), packed]
     if offset_func is not None:
-        offset = tvm.runtime.empty((weight_len,), acc_dtype, dev)
+        offset = tvm.runtime.empty((weight_len,), getattr(plan, "offset_dtype", acc_dtype), dev)
         tvm.tirx.build(offset_func, target=target)(w, offset)
         args.append(offset)
     out = tvm.runtime.empty(out_shape, acc_dtype, dev)
@@ -100,3 +100,15 @@ def run_host(mod, images) -> np.ndarray:
     import tvm_fxp
 
     return tvm_fxp.Runner(tvm_fxp.build(mod)).run(images)
+
+
+@functools.lru_cache(maxsize=None)
+def quantized_model(name: str, bits: int):
+    """``examples/models/{name}.onnx`` quantized with ``Uniform(bits)`` on 256 training images (cached)."""
+    if name == "fmnist_vgg":
+        return quantized_vgg(bits)
+    import tvm_fxp
+    from tvm_fxp.datasets import fashion_mnist
+
+    return tvm_fxp.quantize(MODELS / f"{name}.onnx", fashion_mnist("train", limit=256).inputs,
+                            tvm_fxp.Uniform(bits), progress=False)

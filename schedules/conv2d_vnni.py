@@ -1,0 +1,182 @@
+"""conv2d on x86 AVX-512 VNNI: ``vpdpbusd`` (u8 x s8, 4 products summed into each int32 lane) per step.
+
+Layout ``"vnni"`` of ``Conv2dPlan`` (chosen by ``plan_conv2d`` for regular convs with int8 weights on targets
+with ``avx512vnni``):
+
+- the input is padded and packed to ``(N, C4, H', W', 4)`` uint8 (4 consecutive input channels per 32-bit
+  word, zero channels appended); int8 data is shifted to ``x + 128`` (uint8) and ``128 * sum(w)`` is
+  subtracted per output channel at the end (``weight_offset``, int32);
+- weights are packed to ``(OCB, C4, KH, KW, 16, 4)`` int8 (16 output channels x 4 input channels = one zmm);
+- ``conv[n, ob, p, 0:16] += dot4(pad[n, c4, y, x, 0:4], w[ob, c4, ky, kx, 0:16, 0:4])`` is one ``vpdpbusd``
+  (``tvm.s_tir.tensor_intrin.x86``'s ``dot_16x4_vnni``, tensorized), register-blocked over ``R`` positions.
+
+The products and sums are exact in int32 (|u8 * s8| < 2**15, and the layer's proven bound fits int16 or
+int32), so the int32 result equals the true sum; it is narrowed to the plan's accumulator dtype, which the
+proof says holds it -- the same integers the plain kernels produce.  An ``epilogue`` (``epilogue.Epilogue``)
+is applied to the registers at write-back as in ``conv2d_int``.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.s_tir import Schedule
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+LANES, GROUP = 16, 4
+INTRIN = "tvm_fxp.dot_16x4_vnni_local"
+
+
+# tvm.s_tir.tensor_intrin.x86's dot_16x4_vnni, with the accumulator in a "local" buffer (registers)
+@T.prim_func(s_tir=True)
+def _dot_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot_vnni(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+    B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+    C = T.match_buffer(c, (16,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        A_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        A_u8x64 = T.reinterpret(T.broadcast(A_i32, 16), dtype="uint8x64")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(     # LLVM >= 19: (<16 x i32>, <64 x i8>, <64 x i8>)
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"), A_u8x64, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+
+try:
+    TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni)
+except Exception:  # noqa: BLE001 -- already registered (module reloaded)
+    pass
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def packed_weight_shape(plan) -> tuple:
+    kh, kw = plan.kernel
+    return (_ceil_div(plan.out_channels, LANES), _ceil_div(plan.channels, GROUP), kh, kw, LANES, GROUP)
+
+
+def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
+    oc, c, zero = plan.out_channels, plan.channels, tirx.const(0, "int8")
+    return te.compute(packed_weight_shape(plan), lambda ob, c4, ky, kx, v, k: tirx.if_then_else(
+        tirx.all(ob * LANES + v < oc, c4 * GROUP + k < c),
+        weight[tirx.min(ob * LANES + v, oc - 1), tirx.min(c4 * GROUP + k, c - 1), ky, kx], zero),
+        name="weight_pack")
+
+
+def weight_offset(weight: te.Tensor, plan) -> te.Tensor:
+    """``-128 * sum(w[o])`` (int32) for int8 data, which the kernel runs as ``x + 128``."""
+    _, icg, kh, kw = weight.shape
+    ri, ry, rx = te.reduce_axis((0, icg), "ri"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    total = te.compute((plan.out_channels,), lambda o: te.sum(weight[o, ri, ry, rx].astype("int32"),
+                                                               axis=[ri, ry, rx]), name="weight_sum")
+    return te.compute((plan.out_channels,), lambda o: total[o] * tirx.const(-128, "int32"), name="weight_offset")
+
+
+def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
+    n = data.shape[0]
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    pt, pl, _, _ = plan.padding
+    hp, wp = plan.padded_hw
+    oh, ow = plan.out_hw
+    c, oc = plan.channels, plan.out_channels
+    c4 = _ceil_div(c, GROUP)
+    signed = plan.data_dtype == "int8"
+    zero = tirx.const(128 if signed else 0, "uint8")
+
+    def stored(value):
+        return (value.astype("int16") + tirx.const(128, "int16")).astype("uint8") if signed else value
+
+    def inside(y, x):
+        return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
+
+    pad = te.compute((n, c4, hp, wp, GROUP), lambda b, q, y, x, k: tirx.if_then_else(
+        tirx.all(inside(y, x), q * GROUP + k < c),
+        stored(data[b, tirx.min(q * GROUP + k, c - 1), y - pt, x - pl]), zero), name="data_pad")
+    rq = te.reduce_axis((0, c4), "rq")
+    rky = te.reduce_axis((0, kh), "rky")
+    rkx = te.reduce_axis((0, kw), "rkx")
+    rk = te.reduce_axis((0, GROUP), "rk")
+    ocb = _ceil_div(oc, LANES)
+    conv = te.compute(
+        (n, ocb, plan.padded_positions, LANES),
+        lambda b, ob, p, v: te.sum(
+            pad[b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, rk].astype("int32")
+            * packed[ob, rq, rky, rkx, v, rk].astype("int32"), axis=[rq, rky, rkx, rk]),
+        name="conv")
+
+    def finish(value, o):
+        if offset is not None:
+            value = value + offset[o]
+        return value.astype(plan.acc_dtype)
+
+    if epilogue is not None:
+        epi = te.compute(conv.shape, lambda b, ob, p, v: epilogue.apply(
+            finish(conv[b, ob, p, v], tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1), params),
+            name="epilogue")
+        return te.compute((n, oc, oh, ow), lambda b, o, y, x: epi[b, o // LANES, y * ow + x, o % LANES],
+                          name="conv_unpack")
+    return te.compute((n, oc, oh, ow), lambda b, o, y, x: finish(conv[b, o // LANES, y * ow + x, o % LANES], o),
+                      name="conv_unpack")
+
+
+def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
+    sch = Schedule(func)
+    conv = sch.get_sblock("conv")
+    n, ob, p, v, rq, rky, rkx, rk = sch.get_loops(conv)
+    po, pi = sch.split(p, [None, plan.block])
+    sch.reorder(n, ob, po, rq, rky, rkx, pi, v, rk)
+    acc = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(acc, po)
+    try:
+        sch.reverse_compute_inline(sch.get_sblock("epilogue"))
+    except Exception:  # noqa: BLE001 -- no epilogue stage
+        pass
+    sch.unroll(pi)
+    *_, ai, av = sch.get_loops(acc)
+    sch.vectorize(av)
+    sch.unroll(ai)
+    init = sch.decompose_reduction(conv, rq)
+    *_, ii, iv = sch.get_loops(init)
+    sch.vectorize(iv)
+    sch.unroll(ii)
+    pad = sch.get_sblock("data_pad")
+    sch.compute_at(pad, n)
+    sch.vectorize(sch.get_loops(pad)[-1])
+    sch.tensorize(v, INTRIN)
+    return sch.mod["main"]
+
+
+def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
+    batch = tirx.Var("n", "int64") if batch is None else batch
+    kh, kw = plan.kernel
+    weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), "int8", name="weight")
+    pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
+    data = te.placeholder((batch, plan.channels, plan.height, plan.width), plan.data_dtype, name="data")
+    packed = te.placeholder(packed_weight_shape(plan), "int8", name="weight_packed")
+    params, offset, offset_func = [data, packed], None, None
+    if plan.data_dtype == "int8":
+        offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
+        offset = te.placeholder((plan.out_channels,), "int32", name="weight_offset")
+        params.append(offset)
+    consts = [] if epilogue is None else [te.placeholder((cst.size,), str(cst.dtype), name=f"epilogue_c{j}")
+                                          for j, cst in enumerate(epilogue.consts)]
+    out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
+    return pack_func, offset_func, schedule(te.create_prim_func([*params, *consts, out], "int64"), plan)

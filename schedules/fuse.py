@@ -1,0 +1,168 @@
+"""``FuseEpilogue``: each integer conv2d/matmul and the elementwise epilogue after it -> one scheduled kernel.
+
+A Relax module pass for the CPU build pipeline (``pipeline.py``), run *before* ``LegalizeOps`` with an LLVM
+target in scope.  For every ``relax.nn.conv2d``/``relax.matmul`` that ``legalize.py`` would turn into one of
+our kernels (``conv2d_plan_for``/``dense_plan_for``), it matches the epilogue DAG that follows
+(``epilogue.match``: bias add, relu/clip, rounding shift, saturate, astype) and replaces the op and the whole
+DAG with one ``call_tir`` of the kernel generated with that epilogue: the epilogue is applied to the
+accumulator registers as they are written back, and only the 8-bit result reaches memory.  Packed weights
+(and the uint8 offset) are computed on the host at compile time as in ``legalize.py``; the epilogue's
+per-channel constants become kernel arguments.  A conv2d/matmul without a matching epilogue, or one that is not
+ours, is left for ``LegalizeOps`` unchanged.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, tirx
+
+from . import legalize as L
+from .conv2d_int import conv2d_primfuncs
+from .dense_int import dense_primfuncs
+from .epilogue import match
+
+_KERNELS = ("relax.nn.conv2d", "relax.matmul")
+
+
+def _bindings(func):
+    return [b for block in func.body.blocks for b in block.bindings]
+
+
+def _use_counts(func) -> dict:
+    counts: dict = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            counts[e] = counts.get(e, 0) + 1
+        elif isinstance(e, relax.Call):
+            for a in e.args:
+                visit(a)
+        elif isinstance(e, relax.Tuple):
+            for a in e.fields:
+                visit(a)
+        elif isinstance(e, relax.TupleGetItem):
+            visit(e.tuple_value)
+
+    for b in _bindings(func):
+        visit(b.value)
+    visit(func.body.body)
+    return counts
+
+
+def _outputs(func) -> set:
+    body = func.body.body
+    fields = body.fields if isinstance(body, relax.Tuple) else [body]
+    return {f for f in fields if isinstance(f, relax.Var)}
+
+
+def _remap(expr, env):
+    if isinstance(expr, relax.Var):
+        return env.get(expr, expr)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [_remap(a, env) for a in expr.args], expr.attrs, expr.ty_args)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_remap(a, env) for a in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(_remap(expr.tuple_value, env), expr.index)
+    return expr
+
+
+def _plan(call, target):
+    name = str(call.op.name)
+    return L.conv2d_plan_for(call, target) if name == "relax.nn.conv2d" else L.dense_plan_for(call, target)
+
+
+def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
+    kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "dense"
+    lead = list(call.args[0].ty.shape)[0]
+    batch = int(lead.value) if isinstance(lead, tirx.IntImm) else None    # static batch: a static kernel
+    funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
+    pack_func, offset_func, kernel_func = funcs
+    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "") + \
+        ("_w16" if plan.weight_dtype == "int16" else "")
+    weight = call.args[1]
+    args = [call.args[0], L._weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
+                                          f"{kind}_weight_pack", kind)]
+    if offset_func is not None:
+        out_len = plan.out_channels if kind == "conv2d" else plan.outputs
+        args.append(L._weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype,
+                                    f"{kind}_weight_offset", kind))
+    args += [relax.const(c, str(c.dtype)) for c in epi.consts]
+    gv = L._add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue{suffix}", f"{tag}+epilogue", opaque=True)
+    return relax.call_tir(gv, args, out_ty)
+
+
+def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: str = "") -> tuple:
+    """``(new function, number of fused layers)``; kernels are added to ``bb``'s module, their names ending
+    in ``suffix`` (unique per function: each function is rewritten with its own builder)."""
+    bindings = _bindings(func)
+    uses, outputs = _use_counts(func), _outputs(func)
+    fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
+    skip: set = set()
+    for k, b in enumerate(bindings):
+        v = b.value
+        if k in skip or not isinstance(v, relax.Call) or not hasattr(v.op, "name") or str(v.op.name) not in _KERNELS:
+            continue
+        plan = _plan(v, target)
+        if plan is None:
+            continue
+        found = match(bindings, k, b.var, uses, outputs, 1 if str(v.op.name) == "relax.nn.conv2d" else
+                      len(b.var.ty.shape) - 1)
+        if found is None:
+            continue
+        epi, last_k, inside = found
+        members = {i for i in range(k + 1, last_k + 1) if bindings[i].var in inside}
+        fused[k] = (plan, epi, bindings[last_k].var)
+        skip |= members
+    if not fused:
+        return func, 0
+    env: dict = {}
+    attrs = dict(func.attrs) if func.attrs is not None else None
+    with bb.function("main", list(func.params), attrs=attrs):
+        with bb.dataflow():
+            for k, b in enumerate(bindings):
+                if k in skip:
+                    continue
+                value = _remap(b.value, env)
+                if k in fused:
+                    plan, epi, last = fused[k]
+                    env[last] = bb.emit(_emit_fused(bb, value, plan, epi, last.ty, suffix), last.name)
+                    continue
+                env[b.var] = bb.emit(value, b.var.name)
+            out = bb.emit_output(_remap(func.body.body, env))
+        bb.emit_func_output(out)
+    gv = bb.get().get_global_var("main")
+    return bb.get()[gv], len(fused)
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.FuseEpilogue")
+class FuseEpilogue:
+    """Fuse every integer conv2d/matmul with its elementwise epilogue into one kernel (see the module doc).
+
+    Needs an LLVM target in scope (``with target:``); without one, or inside ``legalize.disabled()``, the
+    module is returned unchanged.  ``self.fused`` counts the fused layers of the last run.
+    """
+
+    def __init__(self):
+        self.fused = 0
+
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        target = L._cpu_target()
+        self.fused = 0
+        if target is None:
+            return mod
+        new = tvm.IRModule(attrs=mod.attrs) if mod.attrs is not None else tvm.IRModule()
+        for gv, func in mod.functions.items():
+            if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+                new[gv] = func
+                continue
+            bb = relax.BlockBuilder()
+            nf, count = fuse_function(func, target, bb, "" if gv.name_hint == "main" else f"_{gv.name_hint}")
+            self.fused += count
+            if count:
+                for kgv, kf in bb.get().functions.items():
+                    if kgv.name_hint != "main":
+                        new[kgv] = kf
+                nf = nf.with_attrs(func.attrs) if func.attrs is not None else nf
+            new[gv] = nf
+        return new

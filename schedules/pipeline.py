@@ -1,0 +1,75 @@
+"""The Relax build pipeline ``tvm_fxp.build`` uses on LLVM CPU targets.
+
+TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with two additions:
+
+1. ``FuseEpilogue`` (``fuse.py``) before ``LegalizeOps``: each integer conv2d/matmul and its requantize
+   epilogue become one kernel that writes 8-bit results;
+2. ``ScheduleElementwise`` (``elementwise.py``) after ``FuseTIR``: the remaining fused elementwise PrimFuncs
+   (input quantize, residual adds, output dequantize) get their intermediates inlined and their loops
+   vectorized.
+
+Inside ``legalize.disabled()`` both additions are skipped (the module then compiles as with TVM's own
+pipeline).  Neither changes what is computed; ``tests/schedules/test_fused.py`` checks bit-exactness against
+the unfused graph.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu
+from tvm.relax.utils import copy_with_new_vars
+
+from .elementwise import ScheduleElementwise
+from .fuse import FuseEpilogue
+from .hostfuncs import separate_host_funcs
+from .legalize import _cpu_target
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.CopyFunctionVars")
+def CopyFunctionVars(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 -- a pass, named like TVM's
+    """Give every Relax function its own variables (``relax.utils.copy_with_new_vars``) when the module has
+    several: ``FuseOps`` rejects a var defined in two functions, which modules built from one graph (e.g. a
+    simulated and a realized ``main`` side by side) have; ``tvm.compile``'s default pipeline has no ``FuseOps``."""
+    funcs = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
+    if len(funcs) < 2:
+        return mod
+    out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gv, f in funcs:
+        out[gv] = copy_with_new_vars(f)
+    return out
+
+
+def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transform.Pass:
+    """The pipeline for ``tvm.compile(mod, target, relax_pipeline=...)``; ``fuse=False``: TVM's CPU pipeline
+    (``cpu_generic``: with ``FuseOps``/``FuseTIR``) without our two passes (for comparisons)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.relax_pipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            ours = fuse and target.kind.name == "llvm" and _cpu_target() is not None
+            passes = [CopyFunctionVars] + cpu.library_dispatch_passes(target)
+            if ours:
+                passes.append(FuseEpilogue())
+            passes += cpu.legalize_passes(target)
+            if ours:
+                passes.append(ScheduleElementwise)
+            passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+            if ours:
+                passes.append(separate_host_funcs(target))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def applies(target: tvm.target.Target) -> bool:
+    """Whether ``build`` uses this pipeline for ``target`` (an LLVM CPU target, outside ``disabled()``)."""
+    with target:
+        return target.kind.name == "llvm" and _cpu_target() is not None
+
+
+def build(mod: tvm.IRModule, target: tvm.target.Target, fuse: bool = True):
+    """``tvm.compile`` with ``relax_pipeline(target)`` where it ``applies`` (else TVM's default pipeline)."""
+    if not fuse or not applies(target):
+        return tvm.compile(mod, target=target)
+    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
