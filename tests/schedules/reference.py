@@ -87,12 +87,12 @@ def run_kernel(funcs, plan, data, weight, out_shape, target, weight_len) -> np.n
 
 
 @functools.lru_cache(maxsize=None)
-def quantized_vgg(bits: int):
-    """fmnist_vgg quantized with ``Uniform(bits)`` on 256 training images (cached for the session)."""
+def quantized_vgg(bits: int, model: str = "fmnist_vgg"):
+    """A reference model quantized with ``Uniform(bits)`` on 256 training images."""
     import tvm_fxp
     from tvm_fxp.datasets import fashion_mnist
 
-    return tvm_fxp.quantize(MODELS / "fmnist_vgg.onnx", fashion_mnist("train", limit=256).inputs,
+    return tvm_fxp.quantize(MODELS / f"{model}.onnx", fashion_mnist("train", limit=256).inputs,
                             tvm_fxp.Uniform(bits), progress=False)
 
 

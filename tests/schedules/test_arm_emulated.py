@@ -92,6 +92,14 @@ def emulated(tmp_path_factory):
         expected[f"vgg_{bits}bit"] = ref.run_host(q.simulated(), images)
         _export(tvm.compile(q.realized(accumulator="narrow"), target=RPI4), work / f"vgg_{bits}bit.so")
         manifest["models"].append({"name": f"vgg_{bits}bit", "lib": f"vgg_{bits}bit.so", "inputs": "images.npz"})
+    # both reference models through tvm_fxp.build's pipeline (fused requantize epilogues) for the Pi
+    import tvm_fxp
+
+    for model in ("fmnist_vgg", "fmnist_resnet"):
+        q = ref.quantized_vgg(4, model)
+        expected[f"{model}_fused"] = ref.run_host(q.simulated(), images)
+        _export(tvm_fxp.build(q.realized(accumulator="narrow"), RPI4), work / f"{model}_fused.so")
+        manifest["models"].append({"name": f"{model}_fused", "lib": f"{model}_fused.so", "inputs": "images.npz"})
 
     (work / "manifest.json").write_text(json.dumps(manifest))
     EMULATOR.run_python(ref.HERE / "arm_runner.py", str(work))
@@ -115,3 +123,11 @@ def test_realized_vgg_under_qemu_equals_host_simulation(emulated, bits):
     kernels and run on emulated aarch64, gives exactly the host's float64 simulation."""
     expected, results = emulated
     np.testing.assert_array_equal(results[f"vgg_{bits}bit"], expected[f"vgg_{bits}bit"])
+
+
+@pytest.mark.parametrize("model", ["fmnist_vgg", "fmnist_resnet"])
+def test_reference_models_fused_for_the_pi_under_qemu(emulated, model):
+    """Both reference models (int16 accumulators), built for the Pi by ``tvm_fxp.build`` (epilogues fused into
+    the kernels), run on emulated aarch64 and give exactly the host's float64 simulation."""
+    expected, results = emulated
+    np.testing.assert_array_equal(results[f"{model}_fused"], expected[f"{model}_fused"])
