@@ -95,6 +95,11 @@ def main(argv=None) -> int:
            "models": {m: diagnose_model(m, args) for m in args.models}}
     res["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.results) / "methods_diagnostics.json"
+    if out.exists():   # keep the models not diagnosed in this run
+        old = json.loads(out.read_text())
+        for name, m in old.get("models", {}).items():
+            if old.get("test_size") == args.test_size:
+                res["models"].setdefault(name, m)
     out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     print(f"written: {out}")
     return 0

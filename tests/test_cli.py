@@ -111,3 +111,20 @@ def test_narrow_policy_reports_each_layers_accumulator(tmp_path, capsys):
     report = (tmp_path / "n" / "report.md").read_text()
     assert "Accumulator policy `narrow`" in report
     assert all(f"| {how} |" in report for how in kinds)
+
+
+def test_dynamic_input_needs_input_shape_on_the_cli(tmp_path, capsys):
+    """A model exported with dynamic spatial dims: refused naming the input and the flag; quantized with
+    --input-shape."""
+    from onnx_graphs import Net, save
+
+    g = Net([1, 3, 8, 8])
+    x = g.op("GlobalAveragePool", [g.op("Relu", [g.conv("input", 3, 4)])])
+    path = save(g.model(x, dims=["N", 3, "H", "W"]), tmp_path, "dyn.onnx")
+    args = ["quantize", str(path), "--calib", "synthetic", "--calib-size", "8", "--eval-size", "8", "--quiet"]
+    code, _, err = _run(args + ["--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "input 'input'" in err and "dynamic dimensions" in err and "--input-shape" in err
+    code, _, err = _run(args + ["--out", str(tmp_path / "b"), "--input-shape", "1,3,12,10"], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["input_shape"] == [1, 3, 12, 10] and s["bit_exact"] is True
