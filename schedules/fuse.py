@@ -20,33 +20,13 @@ from . import legalize as L
 from .conv2d_int import conv2d_primfuncs
 from .dense_int import dense_primfuncs
 from .epilogue import match
+from ..passes._ir import use_counts
 
 _KERNELS = ("relax.nn.conv2d", "relax.matmul")
 
 
 def _bindings(func):
     return [b for block in func.body.blocks for b in block.bindings]
-
-
-def _use_counts(func) -> dict:
-    counts: dict = {}
-
-    def visit(e):
-        if isinstance(e, relax.Var):
-            counts[e] = counts.get(e, 0) + 1
-        elif isinstance(e, relax.Call):
-            for a in e.args:
-                visit(a)
-        elif isinstance(e, relax.Tuple):
-            for a in e.fields:
-                visit(a)
-        elif isinstance(e, relax.TupleGetItem):
-            visit(e.tuple_value)
-
-    for b in _bindings(func):
-        visit(b.value)
-    visit(func.body.body)
-    return counts
 
 
 def _outputs(func) -> set:
@@ -96,7 +76,7 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
     """``(new function, number of fused layers)``; kernels are added to ``bb``'s module, their names ending
     in ``suffix`` (unique per function: each function is rewritten with its own builder)."""
     bindings = _bindings(func)
-    uses, outputs = _use_counts(func), _outputs(func)
+    uses, outputs = use_counts(func), _outputs(func)
     fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
     skip: set = set()
     for k, b in enumerate(bindings):
