@@ -20,31 +20,15 @@ from . import legalize as L
 from .conv2d_int import conv2d_primfuncs
 from .dense_int import dense_primfuncs
 from .epilogue import match
-from ..passes._ir import use_counts
+from ..passes._ir import main_bindings, remap_expr, use_counts
 
 _KERNELS = ("relax.nn.conv2d", "relax.matmul")
-
-
-def _bindings(func):
-    return [b for block in func.body.blocks for b in block.bindings]
 
 
 def _outputs(func) -> set:
     body = func.body.body
     fields = body.fields if isinstance(body, relax.Tuple) else [body]
     return {f for f in fields if isinstance(f, relax.Var)}
-
-
-def _remap(expr, env):
-    if isinstance(expr, relax.Var):
-        return env.get(expr, expr)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [_remap(a, env) for a in expr.args], expr.attrs, expr.ty_args)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([_remap(a, env) for a in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(_remap(expr.tuple_value, env), expr.index)
-    return expr
 
 
 def _plan(call, target):
@@ -75,7 +59,7 @@ def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
 def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: str = "") -> tuple:
     """``(new function, number of fused layers)``; kernels are added to ``bb``'s module, their names ending
     in ``suffix`` (unique per function: each function is rewritten with its own builder)."""
-    bindings = _bindings(func)
+    bindings = main_bindings(func)
     uses, outputs = use_counts(func), _outputs(func)
     fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
     skip: set = set()
@@ -103,13 +87,13 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
             for k, b in enumerate(bindings):
                 if k in skip:
                     continue
-                value = _remap(b.value, env)
+                value = remap_expr(b.value, env)
                 if k in fused:
                     plan, epi, last = fused[k]
                     env[last] = bb.emit(_emit_fused(bb, value, plan, epi, last.ty, suffix), last.name)
                     continue
                 env[b.var] = bb.emit(value, b.var.name)
-            out = bb.emit_output(_remap(func.body.body, env))
+            out = bb.emit_output(remap_expr(func.body.body, env))
         bb.emit_func_output(out)
     gv = bb.get().get_global_var("main")
     return bb.get()[gv], len(fused)

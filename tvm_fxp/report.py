@@ -69,6 +69,8 @@ def layer_table(q) -> list[dict]:
 
 
 def markdown_report(q, summary: dict) -> str:
+    from .passes import float_islands
+
     lines = [f"# tvm-fxp report: {summary.get('model', '')}", "",
              f"Method `{summary['method']}`; data: {summary.get('data_source', '-')}.", ""]
     lines += ["| metric | value |", "|---|---|"]
@@ -94,7 +96,7 @@ def markdown_report(q, summary: dict) -> str:
                   "weighted layer's products are summed in the integer graph (int16 where the bound proves it; "
                   "int16 k-tiles widened into int32 where each input-channel range's bound fits int16; else "
                   "int32/int64)."]
-    islands = [(l.name, l.attrs.get("op")) for l in q.graph.layers.values() if l.op == "float"]
+    islands = float_islands(q.graph)
     lines += ["", "## Float islands", ""]
     if islands:
         lines += ["Allowed with `--allow-float-islands`: computed in float64 between a dequantize of the input and "
@@ -138,6 +140,7 @@ def tensor_sqnr(q, inputs: np.ndarray) -> dict:
 
 def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -> dict:
     """Write ``report.html`` (self-contained), ``report_layers.png`` and ``report_layers.json``."""
+    from .passes import float_islands
     import base64
     import html
     import io
@@ -210,7 +213,7 @@ def render_report(q, summary: dict, out_dir, inputs: np.ndarray | None = None) -
         "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows) + "</table>"
     summary_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{cell(v)}</td></tr>" for k, v in summary.items()
                            if not isinstance(v, (dict, list)))
-    islands = [(l.name, l.attrs.get("op")) for l in q.graph.layers.values() if l.op == "float"]
+    islands = float_islands(q.graph)
     islands_html = ("Allowed with --allow-float-islands, computed in float64 between a dequantize and a quantize: "
                     + ", ".join(f"{html.escape(n)} ({html.escape(str(op))})" for n, op in islands)) if islands else \
         "None: every op between the input quantize and the output dequantize is integer."
