@@ -77,7 +77,9 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan) -> tuple[tvm.IRModule,
 class PlanEvaluator:
     """Evaluate plans of one model on fixed inputs with one compiled module.
 
-    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).
+    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).  Its convs
+    and matmuls are the scheduled float64 kernels of ``tvm_fxp.schedules`` (exact, see
+    ``conv2d_int.exact_float``), parallel over the images (``tvm_fxp.schedules.threads``).
     """
 
     def __init__(self, prepared: tvm.IRModule, template: Plan, target=None, batch_size: int = 256):

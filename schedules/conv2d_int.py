@@ -49,6 +49,25 @@ VNNI_MIN_CHANNELS = 4    # below, most of each 4-channel vpdpbusd group would mu
 VNNI_MAX_BLOCK = 16      # positions blocked in zmm accumulators (32 registers)
 WEIGHT_DTYPES = ("int8", "int16")
 ACC_DTYPES = ("int16", "int32")
+EXACT_FLOAT = "float64"  # the simulation's dtype: data, weights and sums all float64 (see exact_float below)
+
+
+def exact_float(data_dtype: str, weight_dtype: str, acc_dtype: str) -> bool:
+    """float64 operands into a float64 sum: the simulated graph's convs (``tvm_fxp.passes.Simulate``, the
+    search scorer).  Their operands are fake-quantized, integers times ``2**-f``, so every product and partial
+    sum is exact and the kernels' summation order gives TVM's own result bit for bit."""
+    return data_dtype == weight_dtype == acc_dtype == EXACT_FLOAT
+
+
+def check_dtypes(kind: str, data_dtype: str, weight_dtype: str, acc_dtype: str) -> None:
+    if exact_float(data_dtype, weight_dtype, acc_dtype):
+        return
+    if data_dtype not in INPUT_DTYPES:
+        raise ValueError(f"{kind} input dtype {data_dtype} not in {INPUT_DTYPES} (or all {EXACT_FLOAT})")
+    if acc_dtype not in ACC_DTYPES:
+        raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES} (or all {EXACT_FLOAT})")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"{kind} weight dtype {weight_dtype} not in {WEIGHT_DTYPES} (or all {EXACT_FLOAT})")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -166,12 +185,7 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
     ``data_shape`` is ``(N, C, H, W)`` (``N`` may be symbolic and is ignored), ``weight_shape`` ``(OC, C/G, KH,
     KW)``; ``padding`` has 2 or 4 entries as in ``relax.nn.conv2d``.
     """
-    if data_dtype not in INPUT_DTYPES:
-        raise ValueError(f"conv2d input dtype {data_dtype} not in {INPUT_DTYPES}")
-    if acc_dtype not in ACC_DTYPES:
-        raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES}")
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"conv2d weight dtype {weight_dtype} not in {WEIGHT_DTYPES}")
+    check_dtypes("conv2d", data_dtype, weight_dtype, acc_dtype)
     if config is None:
         config = kernel_config(target or tvm.target.Target.current(), acc_dtype)
     _, c, h, w = (int(s) if i else s for i, s in enumerate(data_shape))
@@ -340,6 +354,8 @@ def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     *_, ai, av = sch.get_loops(acc)
     sch.vectorize(av)
     sch.unroll(ai)
+    if plan.acc_dtype == EXACT_FLOAT:
+        sch.parallel(n)     # the simulation scores hundreds of images a call (inference kernels: one thread)
     init = sch.decompose_reduction(conv, ri)   # after vectorize: see ARM.md
     *_, ii, iv = sch.get_loops(init)
     sch.vectorize(iv)

@@ -25,7 +25,7 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
-from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, _ceil_div, _has_block
+from .conv2d_int import EXACT_FLOAT, _ceil_div, _has_block, check_dtypes
 from .targets import KernelConfig, kernel_config
 
 MIN_CHAINS = 8   # independent accumulator registers needed to cover the multiply-accumulate latency
@@ -74,16 +74,13 @@ class DensePlan:
 def plan_dense(a_shape, b_shape, data_dtype: str, acc_dtype: str, config: KernelConfig | None = None,
                target=None, weight_dtype: str = "int8") -> DensePlan:
     """Check ``(M, K) @ (K, N)`` operands and choose block and split for ``config`` (or the target's)."""
-    if data_dtype not in INPUT_DTYPES:
-        raise ValueError(f"matmul input dtype {data_dtype} not in {INPUT_DTYPES}")
-    if acc_dtype not in ACC_DTYPES:
-        raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES}")
+    check_dtypes("matmul", data_dtype, weight_dtype, acc_dtype)
     if config is None:
         config = kernel_config(target or tvm.target.Target.current(), acc_dtype)
     k, n = int(b_shape[0]), int(b_shape[1])
     if len(a_shape) != 2 or int(a_shape[1]) != k:
         raise ValueError(f"matmul: {tuple(a_shape)} @ {tuple(b_shape)} is not (M, K) @ (K, N)")
-    regs_per_vector = max(1, config.lanes * (2 if acc_dtype == "int16" else 4) // 16)
+    regs_per_vector = max(1, config.lanes * tvm.DataType(acc_dtype).bits // 128)
     if n < config.lanes and k >= config.lanes:      # dot-product layout: vectors run over k
         limit = max(1, 3 * config.max_block // 2)   # accumulators may take 3/4 of the register file here
         block = max(r for r in range(1, min(limit, n) + 1) if n % r == 0)
@@ -178,6 +175,8 @@ def schedule_dense(func: tirx.PrimFunc, plan: DensePlan) -> tirx.PrimFunc:
     # write-back loops follow the buffer (nb, u, v); init loops the update's order
     extents = {"nb": plan.block, "u": plan.split, "v": plan.lanes}
     back = _loops_below(sch, acc, nbo, ["nb", "u", "v"], extents)
+    if plan.acc_dtype == EXACT_FLOAT:
+        sch.parallel(i)     # as conv2d_int: the simulation's many-image calls
     init = sch.decompose_reduction(dense, rk)
     first = _loops_below(sch, init, nbo, ["nb", "v", "u"] if dot else ["u", "nb", "v"], extents)
     for loops in (back, first):

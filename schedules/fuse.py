@@ -68,7 +68,7 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
         if k in skip or not isinstance(v, relax.Call) or not hasattr(v.op, "name") or str(v.op.name) not in _KERNELS:
             continue
         plan = _plan(v, target)
-        if plan is None:
+        if plan is None or plan.acc_dtype == "float64":     # the simulation's float kernels stay unfused
             continue
         found = match(bindings, k, b.var, uses, outputs, 1 if str(v.op.name) == "relax.nn.conv2d" else
                       len(b.var.ty.shape) - 1)

@@ -32,7 +32,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
-from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfuncs, plan_conv2d
+from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfuncs, exact_float, plan_conv2d
 from .dense_int import dense_primfuncs, plan_dense
 from .targets import kernel_config
 
@@ -94,18 +94,24 @@ def _add_kernel(bb, func: tirx.PrimFunc, name: str, kernel: str, opaque: bool):
     return bb.add_func(func, name)
 
 
+def _ours(data_dtype: str, weight_dtype: str, out_dtype: str) -> bool:
+    """Integer operands into an int16/int32 accumulator, or the simulation's exact float64 arithmetic."""
+    return exact_float(data_dtype, weight_dtype, out_dtype) or (
+        data_dtype in INPUT_DTYPES and weight_dtype in WEIGHT_DTYPES and out_dtype in ACC_DTYPES)
+
+
 def conv2d_plan_for(call, target):
     """The ``Conv2dPlan`` this call would use on ``target``, or None when it is not ours."""
     attrs = call.attrs
     out_dtype = str(attrs.out_dtype)
-    if out_dtype not in ACC_DTYPES:
+    if out_dtype not in ACC_DTYPES + ("float64",):
         return None
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
         return None
     data_ty, weight_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
     if data_ty is None or weight_ty is None or len(data_ty.shape) != 4 or len(weight_ty.shape) != 4:
         return None
-    if str(data_ty.dtype) not in INPUT_DTYPES or str(weight_ty.dtype) not in WEIGHT_DTYPES:
+    if not _ours(str(data_ty.dtype), str(weight_ty.dtype), out_dtype):
         return None
     dims = _static_dims(list(data_ty.shape)[1:])
     wdims = _static_dims(list(weight_ty.shape))
@@ -123,12 +129,10 @@ def conv2d_plan_for(call, target):
 def dense_plan_for(call, target):
     """The ``DensePlan`` this matmul would use on ``target``, or None when it is not ours."""
     out_dtype = str(call.attrs.out_dtype)
-    if out_dtype not in ACC_DTYPES:
-        return None
     a_ty, b_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
     if a_ty is None or b_ty is None or len(a_ty.shape) != 2 or len(b_ty.shape) != 2:
         return None
-    if str(a_ty.dtype) not in INPUT_DTYPES or str(b_ty.dtype) not in WEIGHT_DTYPES:
+    if not _ours(str(a_ty.dtype), str(b_ty.dtype), out_dtype):
         return None
     k = _static_dims([a_ty.shape[1]])
     kn = _static_dims(list(b_ty.shape))

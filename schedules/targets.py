@@ -74,13 +74,14 @@ class KernelConfig:
 
 
 def kernel_config(target: tvm.target.Target, acc_dtype: str) -> KernelConfig:
-    """The lanes and register block for ``acc_dtype`` (``int16``/``int32``) accumulators on ``target``."""
-    if acc_dtype not in ("int16", "int32"):
-        raise ValueError(f"acc_dtype must be int16 or int32, got {acc_dtype!r}")
-    acc_bytes = 2 if acc_dtype == "int16" else 4
+    """The lanes and register block for ``acc_dtype`` accumulators on ``target``: ``int16``/``int32``, or
+    ``float64`` for the simulation's exact float kernels (``conv2d_int.exact_float``)."""
+    if acc_dtype not in ("int16", "int32", "float64"):
+        raise ValueError(f"acc_dtype must be int16, int32 or float64, got {acc_dtype!r}")
+    acc_bytes = {"int16": 2, "int32": 4, "float64": 8}[acc_dtype]
     if is_aarch64(target):
         vec_bytes, n_regs, arch = 16, 32, "aarch64"
-        lanes = 16                                  # one q register of int8 weights
+        lanes = 16 if acc_bytes < 8 else 2          # one q register of int8 weights (float64: of weights)
     elif _has(target, "avx512bw"):
         vec_bytes, n_regs, arch = 64, 32, "x86-avx512"
         lanes = vec_bytes // acc_bytes              # one zmm accumulator per position
@@ -92,5 +93,5 @@ def kernel_config(target: tvm.target.Target, acc_dtype: str) -> KernelConfig:
         lanes = vec_bytes // acc_bytes
     regs_per_position = max(1, lanes * acc_bytes // vec_bytes)
     max_block = max(1, (n_regs // 2) // regs_per_position)
-    vnni = arch == "x86-avx512" and _has(target, "avx512vnni")
+    vnni = arch == "x86-avx512" and acc_bytes < 8 and _has(target, "avx512vnni")
     return KernelConfig(lanes=lanes, max_block=max_block, acc_dtype=acc_dtype, arch=arch, vnni=vnni)

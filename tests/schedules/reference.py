@@ -42,7 +42,9 @@ def conv2d_l1_bound(x_max_abs: int, w: np.ndarray) -> int:
 
 
 def dense_ref(a, b) -> np.ndarray:
-    return a.astype(np.int64) @ b.astype(np.int64)
+    """``a @ b`` in int64 (float64 for float operands)."""
+    wide = np.float64 if np.issubdtype(a.dtype, np.floating) else np.int64
+    return a.astype(wide) @ b.astype(wide)
 
 
 def dense_l1_bound(a_max_abs: int, b: np.ndarray) -> int:

@@ -115,3 +115,36 @@ def test_realized_vgg_through_kernels_equals_simulation(test_images, bits, acc):
     real = ref.run_host(realized, images)
     np.testing.assert_array_equal(real, ref.run_host(q.simulated(), images))
     assert len(np.unique(real.argmax(1))) >= 3            # not a degenerate (e.g. constant) output
+
+
+@pytest.mark.parametrize("groups", [1, 6])
+def test_float64_simulation_conv2d_is_dispatched_and_exact(groups):
+    """The simulation's convs (float64 fake-quantized operands: integers times 2**-f) run on the float64 form
+    of the kernels, bit for bit equal to TVM's own legalization (every product and sum is exact)."""
+    rng = np.random.default_rng(4 + groups)
+    x = np.ldexp(rng.integers(-128, 128, (5, 12, 9, 11)), -5).astype(np.float64)
+    w = np.ldexp(rng.integers(-2**11, 2**11, (12, 12 // groups, 3, 3)), -13).astype(np.float64)
+    conv = lambda a, b: relax.op.nn.conv2d(a, b, strides=[2, 1], padding=[1, 0, 1, 2], groups=groups,  # noqa: E731
+                                           out_dtype="float64")
+    mod = single_op_module(conv, x.shape, "float64", ((12, 12 // groups, 3, 3), "float64"))
+    kernels = dispatched_kernels(mod, HOST)
+    assert kernels.pop("conv2d_weight_pack") == 1 and list(kernels) == [
+        "conv2d_float64_float64_" + ("channels" if groups == 1 else "groups")], kernels
+    got = run(mod, x, w)
+    with tvm_fxp.schedules.disabled():
+        assert dispatched_kernels(mod, HOST) == {}
+        np.testing.assert_array_equal(got, run(mod, x, w))
+    np.testing.assert_array_equal(got, ref.conv2d_ref(x, w, (2, 1), (1, 0, 1, 2), groups=groups))
+
+
+def test_float64_simulation_matmul_is_dispatched_and_exact():
+    rng = np.random.default_rng(6)
+    a = np.ldexp(rng.integers(-2**15, 2**15, (7, 300)), -9).astype(np.float64)
+    b = np.ldexp(rng.integers(-128, 128, (300, 10)), -7).astype(np.float64)
+    mod = single_op_module(lambda x, w: relax.op.matmul(x, w, out_dtype="float64"), a.shape, "float64",
+                           (b.shape, "float64"))
+    assert dispatched_kernels(mod, HOST) == {"dense_float64_float64": 1, "dense_weight_pack": 1}
+    got = run(mod, a, b)
+    with tvm_fxp.schedules.disabled():
+        np.testing.assert_array_equal(got, run(mod, a, b))
+    np.testing.assert_array_equal(got, ref.dense_ref(a, b))
