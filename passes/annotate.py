@@ -19,7 +19,7 @@ from tvm import relax
 from tvm_fxp.bounds import layer_arithmetic
 from tvm_fxp.plan import Plan, PlanError
 
-from ._ir import map_relax_functions, rebuild_function
+from ._ir import const_np, is_const, map_relax_functions, rebuild_function
 from .analysis import LayerGraph, analyze
 from .ops import annotate
 
@@ -27,6 +27,9 @@ from .ops import annotate
 def validate_plan(lg: LayerGraph, plan: Plan) -> dict:
     """Check ``plan`` against the layer graph; return ``{layer: LayerArithmetic}`` for weighted/anchor layers."""
     plan.check_keys(lg.tensors())
+    for name in plan.bias_correction:
+        if name not in lg.layers or lg.layers[name].bias is None:
+            raise PlanError(f"bias_correction names {name!r}, which is not a layer with a bias in this model")
     for key, (kind, _, _) in lg.tensors().items():
         if kind in ("activation", "input") and plan[key].per_channel:
             raise PlanError(f"{key}: activations take per-tensor formats only")
@@ -62,7 +65,12 @@ def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
             if fmt.per_channel:  # the plan indexes the 1-D bias; the constant is e.g. (1, C, 1, 1)
                 shape = [int(s) for s in value.args[1].ty.shape]
                 fmt = dataclasses.replace(fmt, axis=int(np.argmax(shape)) if max(shape) > 1 else len(shape) - 1)
-            bias = bb.emit(annotate(value.args[1], fmt, layer.bias_key), f"{layer.name}_b")
+            b_value = value.args[1]
+            if layer.name in plan.bias_correction:
+                if not is_const(b_value):
+                    raise PlanError(f"{layer.name}: bias_correction needs a constant bias")
+                b_value = relax.const(plan.corrected_bias(layer.name, const_np(b_value)))
+            bias = bb.emit(annotate(b_value, fmt, layer.bias_key), f"{layer.name}_b")
             value = relax.Call(value.op, [value.args[0], bias], value.attrs)
         if b.var in by_tail:
             layer = by_tail[b.var]
@@ -72,17 +80,31 @@ def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
 
     out = rebuild_function(func, rule, prologue=prologue)
     claims = accumulator_claims(plan)
-    return out.with_attr(CLAIMS_ATTR, claims) if claims else out
+    if claims:
+        out = out.with_attr(CLAIMS_ATTR, claims)
+    tiled = tiled_claims(plan)
+    return out.with_attr(TILE_CLAIMS_ATTR, tiled) if tiled else out
 
 
 CLAIMS_ATTR = "fxp_accumulator_claims"
+TILE_CLAIMS_ATTR = "fxp_accumulator_tile_claims"
+
+
+def _proofs(plan: Plan) -> dict:
+    proofs = (plan.config or {}).get("proofs") or {}
+    return {str(k): v for k, v in proofs.items() if isinstance(v, dict) and "acc_bits" in v}
 
 
 def accumulator_claims(plan: Plan) -> dict:
     """``{layer: accumulator bits}`` the plan's method proved (de Bruin's ``proofs``); ``Realize`` refuses a
     layer whose weights, under the plan's formats, need more (a tampered plan or one for other weights)."""
-    proofs = (plan.config or {}).get("proofs") or {}
-    return {str(k): int(v["acc_bits"]) for k, v in proofs.items() if isinstance(v, dict) and "acc_bits" in v}
+    return {k: int(v["acc_bits"]) for k, v in _proofs(plan).items()}
+
+
+def tiled_claims(plan: Plan) -> list:
+    """Layers whose claim is per k-tile (``tvm_fxp.bounds.k_tiles``): each partial sum fits the claimed bits,
+    the whole reduction need not; ``Realize`` recomputes the tiles and checks that."""
+    return sorted(k for k, v in _proofs(plan).items() if "tiles" in v)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Annotate")

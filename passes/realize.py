@@ -34,7 +34,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tvm_fxp.bounds import INT32_LIMIT, bias_at_accumulator, k_tiles, pool_multiplier, weight_l1_per_channel
+from tvm_fxp.bounds import (INT16_LIMIT, INT32_LIMIT, bias_at_accumulator, k_tiles, pool_multiplier,
+                            weight_l1_per_channel)
 from tvm_fxp.formats import FixedPointFormat
 
 from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
@@ -42,7 +43,7 @@ from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, poo
 from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
     rebuild_function
 from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, composite_patterns, lrn_arithmetic, mul_arithmetic, result_fields
-from .annotate import CLAIMS_ATTR
+from .annotate import CLAIMS_ATTR, TILE_CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
 from .simulate import map_result
 
@@ -149,6 +150,8 @@ class Ctx:
         self.accumulators: dict = {}     # layer -> how its products are accumulated (for reports)
         claims = func.attrs.get(CLAIMS_ATTR) if func.attrs is not None else None
         self.claims = {str(k): int(v) for k, v in claims.items()} if claims is not None else {}
+        tiled = func.attrs.get(TILE_CLAIMS_ATTR) if func.attrs is not None else None
+        self.tiled_claims = {str(k) for k in tiled} if tiled is not None else set()
         self.composites = composite_patterns(func)
         self.dropped = {v for m in self.composites.values() for v in m.inner}
         users = consumers(func)
@@ -219,19 +222,25 @@ def _weighted(ctx, bb, b, orig, value, where):
         worst = worst + int(bacc.max(initial=0))
     bound = min(int(np.max(l1)), worst)
     layer = (dw.key or "").rsplit(".", 1)[0]
-    claimed = ctx.claims.get(layer)
-    if claimed is not None and bound >= 1 << (claimed - 1):
-        raise FxpGraphError(
-            f"{where}: layer {layer}: the plan claims a proof that its accumulator fits {claimed} bits, but with "
-            f"these weights and formats the bound is {bound} (needs {bound.bit_length() + 1} bits); the plan was "
-            "edited or belongs to other weights: re-run the method (e.g. --method debruin2020) to re-prove it")
     dtype = _acc_dtype(bound, where, narrow=ctx.narrow)
+    groups = int(orig.attrs.groups) if name == "relax.nn.conv2d" else 1
+    tiles = None
+    if dtype == "int32" and dx.fmt.bits <= 8 and dw.fmt.bits <= 8 and (ctx.narrow or layer in ctx.tiled_claims):
+        tiles = k_tiles(dx.fmt.max_abs_q, dw.value, "conv2d" if w_axis == 0 else "matmul", groups)
+    claimed = ctx.claims.get(layer)
+    if claimed is not None:
+        tiled = layer in ctx.tiled_claims
+        proven = tiles.tile_bound if tiled and tiles is not None else bound
+        if proven >= 1 << (claimed - 1) or (tiled and tiles is None and bound >= INT16_LIMIT):
+            what = "each k-tile's partial sum" if tiled else "its accumulator"
+            raise FxpGraphError(
+                f"{where}: layer {layer}: the plan claims a proof that {what} fits {claimed} bits, but with "
+                f"these weights and formats the bound is {proven} (needs {proven.bit_length() + 1} bits); the plan "
+                "was edited or belongs to other weights: re-run the method (e.g. --method debruin2020) to re-prove it")
+    if not ctx.narrow:
+        tiles = None             # wide accumulators: one int32 sum (the claim is still checked above)
     out_ndim = len(orig.ty.shape)
     ctx.dom[b.var] = Dom("acc", _channel_frac(acc_frac, out_ndim, 1 if w_axis == 0 else -1), dtype, bound=bound)
-    tiles = None
-    if ctx.narrow and dtype == "int32" and dx.fmt.bits <= 8 and dw.fmt.bits <= 8:
-        groups = int(orig.attrs.groups) if name == "relax.nn.conv2d" else 1
-        tiles = k_tiles(dx.fmt.max_abs_q, dw.value, "conv2d" if w_axis == 0 else "matmul", groups)
     ctx.accumulators[layer or b.var.name] = "int16" if dtype == "int16" else \
         (f"int16 x{len(tiles.ranges)} k-tiles (k<={tiles.k}) -> int32" if tiles else dtype)
     if tiles is not None:

@@ -33,11 +33,12 @@ class ParamLayout:
     constant_values: dict      # key -> float values (in the graph's shape)
 
 
-def parametric_module(prepared: tvm.IRModule, plan: Plan) -> tuple[tvm.IRModule, ParamLayout]:
+def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = None
+                      ) -> tuple[tvm.IRModule, ParamLayout]:
     """``main(input, fxp_table, *constants)``: the simulated module with formats as runtime inputs.
 
     ``plan`` only fixes the structure (which tensors are annotated); any plan of the same model can be
-    evaluated with the result.
+    evaluated with the result.  ``probe``: see ``simulate_function`` (per-layer output means as well).
     """
     annotated = Annotate(plan)(prepared)["main"]
     layout = ParamLayout([], [], {})
@@ -70,7 +71,7 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan) -> tuple[tvm.IRModule,
         return relax.op.multiply(clipped, col[1])
 
     func = simulate_function(annotated, lower_annotation=lower,
-                             extra_params=[table] + [const_vars[k] for k in layout.constants])
+                             extra_params=[table] + [const_vars[k] for k in layout.constants], probe=probe)
     return tvm.IRModule({"main": func}), layout
 
 
@@ -89,6 +90,8 @@ class PlanEvaluator:
         self.vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
         self.batch_size = batch_size
         self.calls = 0
+        self._probe = None
+        self._args = (prepared, template, target)
 
     def table(self, plan: Plan) -> np.ndarray:
         rows = []
@@ -102,6 +105,8 @@ class PlanEvaluator:
         for key in self.layout.constants:
             fmt = plan[key]
             arr = self.layout.constant_values[key]
+            if key.endswith(".bias"):
+                arr = plan.corrected_bias(key[:-len(".bias")], arr)
             if fmt.per_channel and arr.ndim > 1 and key.endswith(".bias"):
                 flat = fmt.fake_quantize(arr.reshape(-1).astype(np.float64))
                 out.append(flat.reshape(arr.shape))
@@ -118,3 +123,31 @@ class PlanEvaluator:
             outs.append(self.vm["main"](x, table, *consts).numpy())
         self.calls += 1
         return np.concatenate(outs)
+
+    def layer_means(self, plan: Plan | None, inputs: np.ndarray) -> dict:
+        """``{layer: per-channel mean of its conv/matmul output}`` (before the bias) over ``inputs``, simulated
+        under ``plan``; ``plan=None``: the float model (no rounding, no clipping, float weights)."""
+        from tvm_fxp.api import build
+
+        if self._probe is None:
+            names: list = []
+            mod, layout = parametric_module(*self._args[:2], probe=names)
+            assert layout.activations == self.layout.activations and layout.constants == self.layout.constants
+            self._probe = (relax.VirtualMachine(build(mod, self._args[2]), tvm.cpu()), names)
+        vm, names = self._probe
+        if plan is None:
+            big = np.ldexp(1.0, 24)    # finer than float32 near 1: the rounding is below float's own error
+            table = np.tile([big, 1.0 / big, -1e300, 1e300], (len(self.layout.activations), 1))
+            consts = [self.layout.constant_values[k].astype(np.float64) for k in self.layout.constants]
+        else:
+            table, consts = self.table(plan), self.constants(plan)
+        table = tvm.runtime.tensor(np.asarray(table, dtype=np.float64))
+        consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in consts]
+        sums, total = None, 0
+        for s in range(0, len(inputs), self.batch_size):
+            chunk = np.ascontiguousarray(inputs[s:s + self.batch_size], dtype=np.float32)
+            out = vm["main"](tvm.runtime.tensor(chunk), table, *consts)
+            means = [out[i + 1].numpy() * len(chunk) for i in range(len(names))]
+            sums = means if sums is None else [a + b for a, b in zip(sums, means)]
+            total += len(chunk)
+        return {n: m / total for n, m in zip(names, sums)}

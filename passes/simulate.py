@@ -63,9 +63,14 @@ def operand_format(var, producer):
             return None
 
 
-def simulate_function(func: relax.Function, lower_annotation=None, extra_params=()) -> relax.Function:
+def simulate_function(func: relax.Function, lower_annotation=None, extra_params=(), probe: list | None = None
+                      ) -> relax.Function:
     """Simulate ``func``; ``lower_annotation(bb, binding, value)`` may replace the default fake-quant of an
-    ``fxp.annotate`` (``tvm_fxp.passes.search`` feeds formats at run time through ``extra_params``)."""
+    ``fxp.annotate`` (``tvm_fxp.passes.search`` feeds formats at run time through ``extra_params``).
+
+    With a ``probe`` list, the function returns ``(result, mean_0, mean_1, ...)``: per weighted layer (in
+    graph order, its name appended to ``probe``) the mean of its conv/matmul output over every axis but the
+    channel's (before the bias), for the label-free bias correction (``tvm_fxp.methods.correction``)."""
     out_dtypes = _result_dtypes(func)
     producer = {b.var: b.value for b in main_bindings(func)}
     composites = composite_patterns(func)
@@ -99,7 +104,16 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             y = bb.emit(relax.op.multiply(x, t), f"{b.var.name}_xt")
             return relax.op.multiply(y, fconst(np.ldexp(1.0, -table.frac)))
         if name in ("relax.nn.conv2d", "relax.matmul"):
-            return rebuild_weighted(value, value.args[0], value.args[1], SIM_DTYPE)
+            out = rebuild_weighted(value, value.args[0], value.args[1], SIM_DTYPE)
+            ann = producer.get(b.value.args[1])
+            if probe is None or not is_annotate(ann):
+                return out
+            y = bb.emit(out, b.var.name)
+            ndim = len(b.var.ty.shape)
+            axes = [a for a in range(ndim) if a != (1 if name == "relax.nn.conv2d" else ndim - 1)]
+            probe.append(annotation_format(ann)[1].rsplit(".", 1)[0])
+            means.append(bb.emit(relax.op.mean(y, axis=axes), f"{b.var.name}_mean"))
+            return y
         if name in ("relax.mean", "relax.nn.avg_pool2d"):
             total, s = emit_pool_sum(bb, value, value.args[0], SIM_DTYPE, b.var.name)
             return relax.op.multiply(total, fconst(np.ldexp(1.0, -s)))
@@ -108,8 +122,11 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             return relax.Call(value.op, [x] + list(value.args[1:]), value.attrs, value.ty_args)
         return value
 
+    means: list = []
+
     def epilogue(bb, result, env):
-        return map_result(bb, result, lambda bb, r, i: bb.emit(relax.op.astype(r, out_dtypes[i]), f"sim_out{i}"))
+        out = map_result(bb, result, lambda bb, r, i: bb.emit(relax.op.astype(r, out_dtypes[i]), f"sim_out{i}"))
+        return out if probe is None else bb.emit(relax.Tuple([out, *means]), "probed")
 
     return rebuild_function(func, rule, params=list(func.params) + list(extra_params), prologue=prologue,
                             epilogue=epilogue)

@@ -202,7 +202,7 @@ def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
             if np.any(over):
                 raise PlanError(f"{layer.bias_key}: frac {max(b_fmt.frac_list)} exceeds the accumulator's "
                                 f"{int(np.min(acc_frac))} (bias is added at accumulator scale; lower its frac)")
-            bias_acc = bias_at_accumulator(b_fmt.quantize(layer.bias), b_fmt,
+            bias_acc = bias_at_accumulator(b_fmt.quantize(plan.corrected_bias(layer.name, layer.bias)), b_fmt,
                                            np.broadcast_to(acc_frac, (layer.channels,)))
         effective = wq * w_fmt.multiplier_array(wq.ndim)   # cluster multipliers scale the products
         bound = weighted_layer_bound(layer.name, x_fmt, effective, w_fmt, layer.weight_axis, layer.fan_in, bias_acc)

@@ -14,16 +14,20 @@ A plan is data.  On disk it is JSON::
         "conv2d_0.output":  {"bits": 8, "frac": 4, "signed": false},
         ...
       },
-      "layers": {"conv2d_0": {...informative: op, fan_in, macs, accumulator bound...}}
+      "layers": {"conv2d_0": {...informative: op, fan_in, macs, accumulator bound...}},
+      "bias_correction": {"conv2d_0": [0.0012, -0.0003, ...]}     (optional)
     }
 
-Only ``tensors`` is authoritative; a user may edit any entry (pin a layer to 16 bits) and the plan is
+``bias_correction`` (optional, from a label-free correction step such as FxP-QNet's) adds a float to each
+output channel's bias of a layer before the bias is quantized (``Plan.corrected_bias``); every pass reads
+the bias through it.  Only ``tensors`` and ``bias_correction`` are authoritative; a user may edit any entry (pin a layer to 16 bits) and the plan is
 validated again when loaded and when bound to a model.  ``layers`` is recomputed on every save.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +50,7 @@ class Plan:
     config: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)     # informative, filled by tvm_fxp.api
+    bias_correction: dict = field(default_factory=dict)   # layer -> list of per-channel bias deltas (floats)
 
     def __getitem__(self, key: str) -> FixedPointFormat:
         try:
@@ -56,7 +61,22 @@ class Plan:
     def with_format(self, key: str, fmt: FixedPointFormat) -> "Plan":
         t = dict(self.tensors)
         t[key] = fmt
-        return Plan(t, self.method, dict(self.config), dict(self.model), {})
+        return Plan(t, self.method, dict(self.config), dict(self.model), {}, dict(self.bias_correction))
+
+    def corrected_bias(self, layer: str, bias):
+        """The float32 bias of ``layer`` the plan quantizes: ``bias`` plus its correction, if any (any shape
+        holding one value per output channel)."""
+        import numpy as np
+
+        delta = self.bias_correction.get(layer)
+        if delta is None:
+            return bias
+        b = np.asarray(bias)
+        d = np.asarray(delta, dtype=np.float64)
+        if d.size != b.size:
+            raise PlanError(f"bias_correction of {layer}: {d.size} values for a bias of {b.size} channels "
+                            "(was the plan made for another model?)")
+        return (b.astype(np.float64) + d.reshape(b.shape)).astype(np.float32)
 
     def to_json(self) -> dict:
         return {
@@ -67,6 +87,7 @@ class Plan:
             "model": self.model,
             "tensors": {k: f.to_json() for k, f in self.tensors.items()},
             "layers": self.layers,
+            **({"bias_correction": self.bias_correction} if self.bias_correction else {}),
         }
 
     def save(self, path) -> None:
@@ -89,8 +110,14 @@ class Plan:
                 parsed[k] = FixedPointFormat.from_json(v, where=f"{where}: tensor {k!r}")
             except FormatError as e:
                 raise PlanError(str(e)) from None
+        corr = d.get("bias_correction") or {}
+        if not isinstance(corr, dict) or not all(
+                isinstance(v, list) and v and all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+                for v in corr.values()):
+            raise PlanError(f"{where}: 'bias_correction' must map layer -> non-empty list of finite numbers")
         return cls(parsed, str(d.get("method", "manual")), dict(d.get("config") or {}),
-                   dict(d.get("model") or {}), dict(d.get("layers") or {}))
+                   dict(d.get("model") or {}), dict(d.get("layers") or {}),
+                   {str(k): [float(x) for x in v] for k, v in corr.items()})
 
     @classmethod
     def load(cls, path) -> "Plan":

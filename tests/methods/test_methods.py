@@ -311,3 +311,123 @@ def test_tampered_int16_claim_is_refused_at_realize(plans, accumulator):
     assert q.realized(accumulator) is not None
     unclaimed = dataclasses.replace(tampered, config={k: v for k, v in tampered.config.items() if k != "proofs"})
     assert tvm_fxp.bind_plan(q.prepared, q.graph, unclaimed).realized(accumulator) is not None  # no claim, no refusal
+
+
+# ---- de Bruin's fallback: k-tiled 16-bit partial sums -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiled_debruin(models, search_data):
+    """fmnist_vgg under de Bruin with tiles considered at every layer (budget 0), scored on 512 images (96
+    are too coarse to tell a tiled configuration from a whole one)."""
+    from tvm_fxp.datasets import fashion_mnist
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    d = fashion_mnist("train", limit=1012)
+    ev = make_evaluator(prepared, lg, stats, d.inputs[500:], d.labels[500:], None, progress=False,
+                        max_evaluations=60)
+    plan = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16, max_bits=8, budget=0.0), ev)
+    return tvm_fxp.bind_plan(prepared, lg, plan, stats)
+
+
+def test_debruin2020_k_tiles_where_no_whole_configuration_keeps_accuracy(tiled_debruin, test_images):
+    """Tiled layers carry a per-tile proof (at most 8 tiles, each partial sum < 2**15 for every output channel,
+    recomputed here from the quantized weights); Realize splits exactly those layers into as many int16 tiles,
+    bit-exact with the simulation; untiled layers keep the whole-reduction proof."""
+    from tvm_fxp.bounds import k_tiles
+    from tvm_fxp.passes.realize import realized_accumulators
+
+    q = tiled_debruin
+    proofs = q.plan.config["proofs"]
+    tiled = {k: v for k, v in proofs.items() if "tiles" in v}
+    assert tiled, proofs
+    narrow = q.realized(accumulator="narrow")
+    how = realized_accumulators(narrow)
+    for l in (l for l in q.graph.layers.values() if l.weight is not None):
+        p = proofs[l.name]
+        if l.name not in tiled:
+            assert p["bound"] < 1 << 15 and how[l.name] == "int16", (l.name, p, how[l.name])
+            continue
+        x_fmt = q.plan[q.graph.layers[l.inputs[0]].output_key]
+        tiles = k_tiles(x_fmt.max_abs_q, q.plan[l.weight_key].quantize(l.weight), l.op)
+        assert tiles is not None and 2 <= len(tiles.ranges) == p["tiles"] <= 8
+        assert tiles.tile_bound == p["tile_bound"] < 1 << 15 <= p["bound"]
+        assert how[l.name].startswith(f"int16 x{p['tiles']} k-tiles"), how[l.name]
+    x = test_images.inputs[:200]
+    np.testing.assert_array_equal(tvm_fxp.Runner(tvm_fxp.build(narrow)).run(x),
+                                  tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
+
+
+def test_debruin2020_tampered_tile_claim_is_refused(tiled_debruin):
+    """A tiled layer's weights widened by hand: one input channel's products alone could overflow int16, so
+    no tiling proves the claim; Realize refuses, naming the layer and the per-tile claim."""
+    from tvm_fxp.formats import FixedPointFormat
+    from tvm_fxp.passes import FxpGraphError
+    from tvm_fxp.plan import Plan
+
+    q = tiled_debruin
+    name = next(k for k, v in q.plan.config["proofs"].items() if "tiles" in v)
+    w = q.plan[q.graph.layers[name].weight_key]
+    wide = FixedPointFormat(8, tuple(f + 8 - w.bits for f in w.frac_list) if w.per_channel else w.frac + 8 - w.bits,
+                            True, w.axis)
+    x_key = q.graph.layers[q.graph.layers[name].inputs[0]].output_key
+    x = q.plan[x_key]
+    tampered = Plan(dict(q.plan.tensors, **{q.graph.layers[name].weight_key: wide,
+                                            x_key: FixedPointFormat(8, x.frac + 8 - x.bits, x.signed)}),
+                    q.plan.method, q.plan.config)
+    qt = tvm_fxp.bind_plan(q.prepared, q.graph, tampered)
+    for accumulator in ("narrow", "wide"):
+        with pytest.raises(FxpGraphError, match=rf"layer {name}: the plan claims a proof that each k-tile's "
+                                                 r"partial sum fits 16 bits"):
+            qt.realized(accumulator)
+
+
+# ---- FxP-QNet's label-free post-training correction ---------------------------------------------------------------
+
+def test_bias_correction_recovers_uniform_4bit_without_labels(models, search_data, test_images):
+    """Uniform 4-bit vgg loses most of its accuracy, largely as shifted output means.  The correction (no
+    labels: the evaluator has none) moves every corrected layer's output mean towards float's and recovers the
+    agreement with float; the corrected plan survives JSON and realizes bit-exact with its simulation."""
+    import json
+
+    from tvm_fxp.methods.correction import correct_biases
+    from tvm_fxp.methods.uniform import Uniform, allocate
+    from tvm_fxp.plan import Plan
+    from tvm_fxp.report import agreement
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    ev = make_evaluator(prepared, lg, stats, search_data[0], None, None, progress=False)
+    assert ev.labels is None and not ev.use_labels
+    plan = allocate(lg, stats, Uniform(4))
+    corrected, report = correct_biases(lg, plan, ev)
+    assert report["applied"] and report["agreement_after"] > report["agreement_before"] + 0.2, report
+    with_bias = {l.name for l in lg.layers.values() if l.weight is not None and l.bias is not None}
+    assert set(corrected.bias_correction) == with_bias
+    ref = ev.sim.layer_means(None, ev.inputs)
+    before, after = ev.sim.layer_means(plan, ev.inputs), ev.sim.layer_means(corrected, ev.inputs)
+    shift = lambda m, n: float(np.abs(m[n] - ref[n]).mean())            # noqa: E731
+    assert sum(shift(after, n) for n in with_bias) < 0.5 * sum(shift(before, n) for n in with_bias)
+    loaded = Plan.from_json(json.loads(json.dumps(corrected.to_json())))
+    assert loaded.bias_correction == corrected.bias_correction
+    q = tvm_fxp.bind_plan(prepared, lg, loaded, stats)
+    x = test_images.inputs[:300]
+    real = tvm_fxp.Runner(tvm_fxp.build(q.realized())).run(x)
+    np.testing.assert_array_equal(real, tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
+    np.testing.assert_array_equal(ev.sim.outputs(loaded, x), tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
+    fl = tvm_fxp.Runner(tvm_fxp.build(prepared)).run(x)
+    uncorrected = tvm_fxp.Runner(tvm_fxp.build(tvm_fxp.bind_plan(prepared, lg, plan, stats).realized())).run(x)
+    assert agreement(fl, real) > agreement(fl, uncorrected) + 0.2
+
+
+def test_bias_correction_of_another_model_is_refused(models):
+    from tvm_fxp.methods.uniform import Uniform, allocate
+    from tvm_fxp.plan import Plan, PlanError
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    plan = allocate(lg, stats, Uniform(8))
+    bad = Plan(plan.tensors, bias_correction={"conv2d_0": [0.1] * 3})
+    with pytest.raises(PlanError, match=r"bias_correction of conv2d_0: 3 values for a bias of \d+ channels"):
+        tvm_fxp.bind_plan(prepared, lg, bad, stats)
+    with pytest.raises(PlanError, match=r"bias_correction names 'nope'"):
+        tvm_fxp.bind_plan(prepared, lg, Plan(plan.tensors, bias_correction={"nope": [0.1]}), stats)
+    with pytest.raises(PlanError, match=r"'bias_correction' must map layer -> non-empty list of finite numbers"):
+        Plan.from_json({**plan.to_json(), "bias_correction": {"conv2d_0": [float("nan")]}})

@@ -9,8 +9,16 @@ computed on the actually quantized weights and bias.  Among the candidates the m
 (with earlier layers' choices applied).  An activation read by several weighted layers is fixed by the
 first; later readers only choose ``w_w``.  The bias is stored at the accumulator scale in ``P`` bits.
 
+Where no such configuration keeps accuracy (the most accurate one loses more than ``budget`` against float,
+with the earlier layers applied), the paper's fallback splits the reduction: the layer's input channels are
+cut into at most ``max_tiles`` ranges whose partial sums provably fit the ``P``-bit accumulator
+(``tvm_fxp.bounds.k_tiles``, the L1 proof restricted to a range), summed in ``P`` bits and added in 32 bits.
+Those tiled configurations (for every ``w_x`` up to 8 bits, the widest ``w_w`` <= 8 that tiles) join the
+candidates and the most accurate is kept.  ``max_tiles=0`` keeps to whole-reduction configurations.
+
 ``tvm_fxp.bind_plan`` records each layer's proof in ``plan.layers[name]["accumulator"]`` (bounds, bits
-needed, which proof decided), and ``Realize(accumulator="narrow")`` then uses int16 accumulators.
+needed, which proof decided), and ``Realize(accumulator="narrow")`` then uses int16 accumulators (k-tiled
+where the proof says so).  ``Realize`` re-checks every claim against the weights.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..bounds import bias_at_accumulator, weight_l1_per_channel
-from ..formats import FixedPointFormat, frac_for_range
+from ..bounds import MAX_TILES, bias_at_accumulator, k_tiles, weight_l1_per_channel
+from ..formats import FixedPointFormat, bits_for_magnitude, frac_for_range
 from ..plan import Plan
 from .evaluate import SearchTimeout, range_format, uniform_plan
 from .uniform import MethodError
@@ -33,11 +41,20 @@ class DeBruin2020:
     min_bits: int = 2
     max_bits: int = 12
     other_bits: int = 8           # activations no weighted layer reads (e.g. the logits)
+    max_tiles: int = MAX_TILES    # k-tiled fallback (0: whole-reduction configurations only)
+    budget: float = 0.0           # loss (fraction, cumulative) above which a layer may be k-tiled
     name = "debruin2020"
 
     def __post_init__(self):
         if not 8 <= self.acc_bits <= 32:
             raise MethodError(f"debruin2020: --acc-bits must be in 8..32, got {self.acc_bits}")
+        if not 0 <= self.max_tiles <= MAX_TILES:
+            raise MethodError(f"debruin2020: --max-tiles must be in 0..{MAX_TILES}, got {self.max_tiles}")
+        if self.max_tiles and self.acc_bits != 16:
+            raise MethodError("debruin2020: k-tiles are realized with int16 partial sums: use --acc-bits 16 "
+                              "or --max-tiles 0")
+        if not 0 <= self.budget < 1:
+            raise MethodError(f"debruin2020: budget must be a fraction in [0, 1), got {self.budget}")
         if self.proof not in ("l1", "worst-case"):
             raise MethodError(f"debruin2020: proof must be 'l1' or 'worst-case', got {self.proof!r}")
 
@@ -85,6 +102,35 @@ def candidates(lg, stats, layer, x_fixed, config) -> list:
     return out
 
 
+def layer_groups(lg, layer) -> int:
+    if layer.op != "conv2d":
+        return 1
+    return int(lg.layers[layer.inputs[0]].out_shape[0]) // int(layer.weight.shape[1])
+
+
+def tiled_candidates(lg, stats, layer, x_fixed, config) -> list:
+    """``(x_fmt, w_fmt, b_fmt, tiles)``: per input width (<= 8 bits, as ``Realize`` tiles), the widest weights
+    (<= 8 bits) whose reduction splits into at most ``max_tiles`` ranges that fit the accumulator, when the
+    whole reduction does not."""
+    if not config.max_tiles or layer_groups(lg, layer) != 1:
+        return []
+    x_key = lg.layers[layer.inputs[0]].output_key
+    top = min(8, config.max_bits)
+    xs = [x_fixed] if x_fixed is not None else [range_format(lg, stats, x_key, b)
+                                                for b in range(config.min_bits, top + 1)]
+    out = []
+    for x_fmt in xs:
+        if x_fmt.bits > 8:
+            continue
+        for wb in range(top, config.min_bits - 1, -1):
+            w_fmt = range_format(lg, stats, layer.weight_key, wb)
+            tiles = k_tiles(x_fmt.max_abs_q, w_fmt.quantize(layer.weight), layer.op, 1, config.max_tiles)
+            if tiles is not None and len(tiles.ranges) > 1:
+                out.append((x_fmt, w_fmt, bias_format(layer, x_fmt, w_fmt, config.acc_bits), tiles))
+                break
+    return out
+
+
 def allocate(lg, stats: dict, config: DeBruin2020, evaluate) -> Plan:
     if evaluate is None:
         raise MethodError("debruin2020 needs evaluation data (the most accurate safe configuration is kept)")
@@ -99,25 +145,39 @@ def allocate(lg, stats: dict, config: DeBruin2020, evaluate) -> Plan:
             raise MethodError(f"debruin2020: layer {layer.name} (fan-in {layer.fan_in}) has no configuration "
                               f"with >= {config.min_bits}-bit operands that provably fits a {config.acc_bits}-bit "
                               "accumulator; raise --acc-bits or lower --min-bits")
-        scored = []
-        for x_fmt, w_fmt, b_fmt, bound in cands:
-            trial = plan.with_format(x_key, x_fmt).with_format(layer.weight_key, w_fmt)
-            if b_fmt is not None:
-                trial = trial.with_format(layer.bias_key, b_fmt)
-            if not timed_out:
-                try:
-                    scored.append((evaluate.loss(trial), -(x_fmt.bits + w_fmt.bits), trial, bound, x_fmt, w_fmt))
-                    continue
-                except SearchTimeout:
-                    timed_out = True
-            # out of time: unscored candidates rank behind scored ones, balanced widths first
-            scored.append((float("inf"), -min(x_fmt.bits, w_fmt.bits), trial, bound, x_fmt, w_fmt))
-        # most accurate; ties -> more operand bits (more headroom for later layers' errors)
-        loss, _, plan, bound, x_fmt, w_fmt = min(scored, key=lambda t: (t[0], t[1]))
+        def score(options, tiled):
+            nonlocal timed_out
+            out = []
+            for x_fmt, w_fmt, b_fmt, extra in options:
+                trial = plan.with_format(x_key, x_fmt).with_format(layer.weight_key, w_fmt)
+                if b_fmt is not None:
+                    trial = trial.with_format(layer.bias_key, b_fmt)
+                if not timed_out:
+                    try:
+                        out.append((evaluate.loss(trial), tiled, -(x_fmt.bits + w_fmt.bits), trial, extra, x_fmt,
+                                    w_fmt))
+                        continue
+                    except SearchTimeout:
+                        timed_out = True
+                # out of time: unscored candidates rank behind scored ones, balanced widths first
+                out.append((float("inf"), tiled, -min(x_fmt.bits, w_fmt.bits), trial, extra, x_fmt, w_fmt))
+            return out
+
+        scored = score(cands, 0)
+        if min(t[0] for t in scored) > config.budget:     # no whole-reduction configuration keeps accuracy
+            scored += score(tiled_candidates(lg, stats, layer, fixed.get(x_key), config), 1)
+        # most accurate; ties -> untiled, then more operand bits (more headroom for later layers' errors)
+        loss, tiled, _, plan, extra, x_fmt, w_fmt = min(scored, key=lambda t: t[:3])
         fixed[x_key] = x_fmt
-        proofs[layer.name] = {"input_bits": x_fmt.bits, "weight_bits": w_fmt.bits, "bound": bound,
-                              "bound_bits": int(bound).bit_length() + 1, "acc_bits": config.acc_bits,
-                              "proof": config.proof}
+        proof = {"input_bits": x_fmt.bits, "weight_bits": w_fmt.bits, "acc_bits": config.acc_bits,
+                 "proof": config.proof}
+        if tiled:
+            bound = layer_bound(layer, x_fmt, w_fmt, plan[layer.bias_key] if layer.bias is not None else None,
+                                "l1")
+            proof.update(extra.to_json(), proof="l1 per k-tile", partial_sum_bits=32)
+        else:
+            bound = extra
+        proofs[layer.name] = {**proof, "bound": bound, "bound_bits": bits_for_magnitude(bound)}
     # activations that no weighted layer reads
     for layer in lg.layers.values():
         if layer.output_key not in fixed:

@@ -80,11 +80,13 @@ class Evaluator:
         return (self.time_limit is not None and time.time() - self.started > self.time_limit) or \
             (self.max_evaluations is not None and self.evaluations >= self.max_evaluations)
 
-    def __call__(self, plan: Plan) -> Score:
-        key = tuple(sorted((k, f.bits, f.frac, f.signed) for k, f in plan.tensors.items()))
+    def __call__(self, plan: Plan, limited: bool = True) -> Score:
+        """The plan's score; ``limited=False``: even after the limit (a search's closing steps, counted)."""
+        key = (tuple(sorted((k, f.bits, f.frac, f.signed) for k, f in plan.tensors.items())),
+               tuple(sorted((k, tuple(v)) for k, v in plan.bias_correction.items())))
         if key in self._cache:
             return self._cache[key]
-        if self.out_of_time():
+        if limited and self.out_of_time():
             raise SearchTimeout()
         out = self.sim.outputs(plan, self.inputs)
         score = Score(top1(out, self.labels), agreement(self.float_out, out), kl_divergence(self.float_out, out))

@@ -11,6 +11,10 @@ applied and its fractional length re-chosen on network-level error; a step that 
 form of the paper's one-step-at-a-time loop: fewer evaluations, same guarantee that no committed step
 breaks the budget).  Rounds repeat until nothing can be
 lowered or the time limit is hit (the best plan so far, always within budget, is returned).
+
+Then the label-free post-training correction (``correction.correct_biases``, on by default): each layer's
+bias absorbs the shift of its output mean against the float model, kept only when it lowers the network
+error and keeps the budget (reported in ``plan.config["correction"]``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from ..formats import FixedPointFormat
 from ..plan import Plan
+from .correction import correct_biases, network_error
 from .evaluate import SearchTimeout, clamp_biases, range_format, search_order, uniform_plan
 from .uniform import MethodError
 
@@ -31,16 +36,13 @@ class FxpQNet:
     start_bits: int = 12
     min_bits: int = 2
     frac_offsets: tuple = (-1, 0, 1)
+    bias_correction: bool = True
     name = "fxpqnet"
     label_free = True
 
     def __post_init__(self):
         if not 2 <= self.min_bits <= self.start_bits <= 16:
             raise MethodError("fxpqnet: need 2 <= min_bits <= start_bits <= 16")
-
-
-def network_error(score) -> float:
-    return (1.0 - score.agreement) + score.kl
 
 
 def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
@@ -92,6 +94,11 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                 break
     except SearchTimeout:
         commits.append({"timeout": True})
-    return Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
-                                            "rounds": rounds, "commits": commits,
-                                            "evaluations": evaluate.evaluations})
+    correction = None
+    if config.bias_correction:
+        plan, correction = correct_biases(lg, plan, evaluate, max_drop=config.budget)
+    out = Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
+                                           "rounds": rounds, "commits": commits, "correction": correction,
+                                           "evaluations": evaluate.evaluations})
+    out.bias_correction = dict(plan.bias_correction)
+    return out
