@@ -128,3 +128,35 @@ def test_dynamic_input_needs_input_shape_on_the_cli(tmp_path, capsys):
     assert code == 0, err
     s = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert s["input_shape"] == [1, 3, 12, 10] and s["bit_exact"] is True
+
+
+def test_bias_correction_flag_recovers_a_4bit_plan(tmp_path, capsys):
+    """``--bias-correction on`` after any method (here uniform 4-bit): label-free, written into plan.json,
+    realized bit-exact, and the measured top-1 is well above the uncorrected plan's."""
+    common = ["--calib", "fashion-mnist", "--method", "uniform", "--bits", "4", "--calib-size", "200",
+              "--search-size", "256", "--eval-size", "500", "--quiet"]
+    tops = {}
+    for mode in ("off", "on"):
+        out = tmp_path / mode
+        code, _, err = _run(["quantize", str(model_path("fmnist_vgg")), "--out", str(out), "--bias-correction",
+                             mode] + common, capsys)
+        assert code == 0, err
+        s = json.loads((out / "summary.json").read_text())
+        plan = json.loads((out / "plan.json").read_text())
+        assert s["bit_exact"] is True
+        assert bool(plan.get("bias_correction")) == (mode == "on")
+        tops[mode] = s["fxp_top1"]
+    assert "bias correction (applied)" in err
+    assert tops["on"] > tops["off"] + 0.15, tops
+
+
+def test_debruin_max_tiles_flag(tmp_path, capsys):
+    """``--max-tiles 0`` keeps de Bruin to whole reductions: every layer's proof fits 16 bits outright."""
+    out = tmp_path / "db"
+    code, _, err = _run(["quantize", str(model_path("fmnist_vgg")), "--out", str(out), "--calib", "fashion-mnist",
+                         "--method", "debruin2020", "--max-tiles", "0", "--accumulator", "narrow", "--calib-size",
+                         "200", "--search-size", "128", "--eval-size", "200", "--quiet"], capsys)
+    assert code == 0, err
+    proofs = json.loads((out / "plan.json").read_text())["config"]["proofs"]
+    assert proofs and all("tiles" not in p and p["bound"] < 1 << 15 for p in proofs.values())
+    assert json.loads((out / "summary.json").read_text())["bit_exact"] is True

@@ -90,9 +90,9 @@ def method_config(args):
     if args.method == "goyal2021":
         return Goyal2021(budget=budget)
     if args.method == "fxpqnet":
-        return FxpQNet(budget=budget)
+        return FxpQNet(budget=budget, bias_correction=args.bias_correction != "off")
     if args.method == "debruin2020":
-        return DeBruin2020(acc_bits=args.acc_bits)
+        return DeBruin2020(acc_bits=args.acc_bits, max_tiles=args.max_tiles)
     if args.method == "mellempudi2017":
         from .methods.mellempudi2017 import Mellempudi2017
 
@@ -138,6 +138,18 @@ def cmd_quantize(args) -> dict:
             print(f"searching on {len(sd.inputs)} inputs ({sd.source}; "
                   f"{'labels' if labels is not None else 'label-free'})", file=sys.stderr)
         plan = get_method(method.name).allocate(lg, stats, method, evaluate)
+        if args.bias_correction == "on" and method.name != "fxpqnet":   # FxP-QNet corrects within its budget
+            from .methods.correction import correct_biases
+
+            if evaluate is None:
+                sd = search_data(args.calib, lg, args)
+                search_source = sd.source
+                evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, None, None, False)
+            plan, report = correct_biases(lg, plan, evaluate)
+            plan.config = {**plan.config, "correction": report}
+            print(f"bias correction ({'applied' if report['applied'] else 'not applied: no gain'}): agreement "
+                  f"with float {report['agreement_before']:.4f} -> {report['agreement_after']:.4f} on "
+                  f"{len(evaluate.inputs)} unlabelled inputs", file=sys.stderr)
     plan.model = {"name": Path(args.model).name, "sha256": api.model_digest(args.model)}
     q = api.bind_plan(prepared, lg, plan, stats)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--weights", default="ternary", choices=["ternary", "4bit"], help="mellempudi2017: weight levels")
     q.add_argument("--first-last-bits", type=int, default=8,
                    help="mellempudi2017: bits of the first and last layers' weights (0: cluster them too)")
+    q.add_argument("--max-tiles", type=int, default=None,
+                   help="debruin2020: k-tiles of 16-bit partial sums where no whole configuration keeps accuracy "
+                        "(default 8 with --acc-bits 16; 0: whole reductions only)")
+    q.add_argument("--bias-correction", default="auto", choices=["auto", "on", "off"],
+                   help="label-free bias correction after the method (auto: fxpqnet only)")
     q.add_argument("--search-size", type=int, default=512, help="inputs the search methods score plans on")
     q.add_argument("--time-limit", type=float, default=None, help="seconds; a search returns its best plan so far")
     q.add_argument("--accumulator", default="wide", choices=["wide", "narrow"],

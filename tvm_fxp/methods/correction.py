@@ -7,7 +7,8 @@ plan, with every earlier correction applied, and in the float model, on the same
 the difference to the bias (``Plan.bias_correction``), re-deriving the bias format when the corrected bias
 needs a wider range.  Both means come from the search's compiled simulation (``PlanEvaluator.layer_means``):
 one run per layer, no labels.  The corrected plan is kept only when the label-free network error against the
-float model (``1 - agreement + KL``) does not grow and the agreement drop stays within ``max_drop``.
+float model (``1 - agreement + KL``) does not grow, the agreement does not fall, and its drop stays within
+``max_drop``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def correct_biases(lg, plan: Plan, evaluate, max_drop: float | None = None) -> t
         current = trial.with_format(layer.bias_key, fmt)
     after = evaluate(current, limited=False)
     drop = 1.0 - after.agreement
-    applied = network_error(after) <= network_error(before) and (max_drop is None or drop <= max_drop)
+    applied = (network_error(after) <= network_error(before) and after.agreement >= before.agreement
+               and (max_drop is None or drop <= max_drop))
     report = {"applied": bool(applied), "layers": len(current.bias_correction),
               "agreement_before": round(before.agreement, 5), "agreement_after": round(after.agreement, 5),
               "kl_before": round(before.kl, 6), "kl_after": round(after.kl, 6)}

@@ -41,14 +41,14 @@ class DeBruin2020:
     min_bits: int = 2
     max_bits: int = 12
     other_bits: int = 8           # activations no weighted layer reads (e.g. the logits)
-    max_tiles: int = MAX_TILES    # k-tiled fallback (0: whole-reduction configurations only)
+    max_tiles: int | None = None  # k-tiled fallback; None: MAX_TILES with 16-bit accumulators, else 0
     budget: float = 0.0           # loss (fraction, cumulative) above which a layer may be k-tiled
     name = "debruin2020"
 
     def __post_init__(self):
         if not 8 <= self.acc_bits <= 32:
             raise MethodError(f"debruin2020: --acc-bits must be in 8..32, got {self.acc_bits}")
-        if not 0 <= self.max_tiles <= MAX_TILES:
+        if self.max_tiles is not None and not 0 <= self.max_tiles <= MAX_TILES:
             raise MethodError(f"debruin2020: --max-tiles must be in 0..{MAX_TILES}, got {self.max_tiles}")
         if self.max_tiles and self.acc_bits != 16:
             raise MethodError("debruin2020: k-tiles are realized with int16 partial sums: use --acc-bits 16 "
@@ -57,6 +57,14 @@ class DeBruin2020:
             raise MethodError(f"debruin2020: budget must be a fraction in [0, 1), got {self.budget}")
         if self.proof not in ("l1", "worst-case"):
             raise MethodError(f"debruin2020: proof must be 'l1' or 'worst-case', got {self.proof!r}")
+
+
+def tile_limit(config: DeBruin2020) -> int:
+    """Most k-tiles per layer: ``max_tiles``, by default ``MAX_TILES`` for 16-bit accumulators (the int16
+    partial-sum kernels) and none for other widths."""
+    if config.max_tiles is not None:
+        return config.max_tiles
+    return MAX_TILES if config.acc_bits == 16 else 0
 
 
 def layer_bound(layer, x_fmt: FixedPointFormat, w_fmt: FixedPointFormat, b_fmt, proof: str) -> int:
@@ -112,7 +120,7 @@ def tiled_candidates(lg, stats, layer, x_fixed, config) -> list:
     """``(x_fmt, w_fmt, b_fmt, tiles)``: per input width (<= 8 bits, as ``Realize`` tiles), the widest weights
     (<= 8 bits) whose reduction splits into at most ``max_tiles`` ranges that fit the accumulator, when the
     whole reduction does not."""
-    if not config.max_tiles or layer_groups(lg, layer) != 1:
+    if not tile_limit(config) or layer_groups(lg, layer) != 1:
         return []
     x_key = lg.layers[layer.inputs[0]].output_key
     top = min(8, config.max_bits)
@@ -124,7 +132,7 @@ def tiled_candidates(lg, stats, layer, x_fixed, config) -> list:
             continue
         for wb in range(top, config.min_bits - 1, -1):
             w_fmt = range_format(lg, stats, layer.weight_key, wb)
-            tiles = k_tiles(x_fmt.max_abs_q, w_fmt.quantize(layer.weight), layer.op, 1, config.max_tiles)
+            tiles = k_tiles(x_fmt.max_abs_q, w_fmt.quantize(layer.weight), layer.op, 1, tile_limit(config))
             if tiles is not None and len(tiles.ranges) > 1:
                 out.append((x_fmt, w_fmt, bias_format(layer, x_fmt, w_fmt, config.acc_bits), tiles))
                 break
