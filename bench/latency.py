@@ -13,8 +13,10 @@ this script measures, in one process and with ONE thread everywhere:
 * ``tvm_float`` -- the tvm-fxp *prepared* float Relax module compiled with
   ``tvm_fxp.build`` (target: the host CPU, ``llvm -mcpu=<host>``);
 * ``tvm_fxp``   -- **our model**: the de Bruin 2020 plan with 16-bit accumulators
-  (``bench/results/plans/{model}_debruin2020.json`` from ``bench/methods.py``, or ``--plans DIR``; when
-  absent, ``debruin2020`` is run here with ``--search-seconds``), realized with int16 accumulators
+  (``bench/results/plans/{model}_debruin2020_untiled.json`` from ``bench/methods.py``: whole reductions in
+  int16, one fused kernel per layer (the k-tiled plan's tiles are still separate kernel calls), or ``--plans
+  DIR``; when absent, ``debruin2020 --max-tiles 0`` is run here with ``--search-seconds``), realized with int16
+  accumulators
   (``realized(accumulator="narrow")``) and compiled with ``tvm_fxp.build``: the scheduled integer kernels
   of ``tvm_fxp.schedules`` with each layer's requantize epilogue fused in.  ``ratio_vs_ort_int8`` and
   ``ratio_vs_ort_fp32`` are this engine's median over ORT's;
@@ -261,11 +263,11 @@ def uniform_plan(lg, prepared, train):
 
 
 def debruin_plan(name, path, prepared, lg, train, args):
-    """The de Bruin 2020 (16-bit accumulator) plan: ``--plans/{name}_debruin2020.json`` when it exists, else
+    """The de Bruin 2020 (16-bit accumulator) plan: ``--plans/{name}_debruin2020_untiled.json`` if it exists, else
     searched here (``--search-seconds``, same data split as ``bench/methods.py``)."""
     from tvm_fxp.plan import Plan
 
-    f = Path(args.plans) / f"{name}_debruin2020.json"
+    f = Path(args.plans) / f"{name}_debruin2020_untiled.json"
     if f.is_file():
         plan = Plan.load(f)
         q = tvm_fxp.bind_plan(prepared, lg, plan)
@@ -284,9 +286,9 @@ def debruin_plan(name, path, prepared, lg, train, args):
         stats = calibrate(prepared, lg, data.inputs[:500], progress=False)
         ev = tvm_fxp.api.make_evaluator(prepared, lg, stats, data.inputs[500:], data.labels[500:],
                                         args.search_seconds, progress=False)
-        plan = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16), ev)
+        plan = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16, max_tiles=0), ev)
         q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
-        info = {"source": f"debruin2020 searched in this run (acc_bits=16, proof=l1, time limit "
+        info = {"source": f"debruin2020 searched in this run (acc_bits=16, max_tiles=0, proof=l1, time limit "
                           f"{args.search_seconds:.0f} s, calibration train[:500], search train[500:{500 + N_SEARCH}])",
                 "evaluations": ev.evaluations, "timed_out": bool(ev.out_of_time())}
     info["bits"] = {k: fmt.bits for k, fmt in plan.tensors.items()}
@@ -480,7 +482,7 @@ def main(argv=None) -> int:
                     help="model names (fmnist_vgg, fmnist_resnet; 'vgg'/'resnet' accepted) or .onnx paths")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latency.json")
     ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans",
-                    help="directory with {model}_debruin2020.json (bench/methods.py writes them)")
+                    help="directory with {model}_debruin2020_untiled.json (bench/methods.py writes them)")
     ap.add_argument("--search-seconds", type=float, default=200.0,
                     help="time limit of the debruin2020 search when no plan file exists (default 200)")
     ap.add_argument("--eval-images", type=int, default=1000,
