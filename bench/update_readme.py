@@ -36,7 +36,8 @@ def latency_table(r) -> list[str]:
     first = next(iter(r["models"].values()))
     lines = [f"Latency (`bench/latency.py`, {r['date']}, batch 1, one thread, median of {first.get('repeats', '?')} "
              f"interleaved repeats; {r['machine'].get('cpu', '')}). TVM fxp is the de Bruin 2020 int16-accumulator "
-             "plan (realized narrow) built by `tvm_fxp.build` (fused integer kernels, VNNI on AVX-512 VNNI hosts); "
+             "plan without k-tiles (`debruin2020_untiled`: one fused kernel per layer; the k-tiled plan's tiles are "
+             "separate kernel calls), realized narrow, built by `tvm_fxp.build` (fused integer kernels, VNNI on AVX-512 VNNI hosts); "
              "targets (issue 5): fxp / ORT int8 <= 1.0 and fxp / ORT fp32 <= 0.5.", "",
              "| model | ORT fp32 ms | ORT int8 ms | TVM fxp ms | fxp / ORT fp32 | fxp / ORT int8 | fxp top-1 (ORT fp32) "
              "| unfused ms | old int32 baseline ms | TVM float ms | plan |",
