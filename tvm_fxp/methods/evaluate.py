@@ -136,7 +136,7 @@ def clamp_biases(lg, plan: Plan) -> Plan:
         acc = accumulator_frac(lg, Plan(tensors), layer)
         if not b.per_channel and b.frac > acc:
             tensors[layer.bias_key] = FixedPointFormat(b.bits, acc, b.signed)
-    return Plan(tensors, plan.method, plan.config)
+    return Plan(tensors, plan.method, plan.config, bias_correction=dict(plan.bias_correction))
 
 
 def uniform_plan(lg, stats, bits: int) -> Plan:

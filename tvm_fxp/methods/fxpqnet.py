@@ -12,9 +12,11 @@ form of the paper's one-step-at-a-time loop: fewer evaluations, same guarantee t
 breaks the budget).  Rounds repeat until nothing can be
 lowered or the time limit is hit (the best plan so far, always within budget, is returned).
 
-Then the label-free post-training correction (``correction.correct_biases``, on by default): each layer's
-bias absorbs the shift of its output mean against the float model, kept only when it lowers the network
-error and keeps the budget (reported in ``plan.config["correction"]``).
+The label-free post-training correction (``correction.correct_biases``, on by default) runs after every
+round that committed steps and once at the end: each layer's bias absorbs the shift of its output mean
+against the float model, kept only when it lowers the network error, does not lower the agreement and keeps
+the budget.  The next round's steps start from the corrected plan, so the correction's recovered error is
+spent on further reductions (reported in ``plan.config["corrections"]``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
     plan = uniform_plan(lg, stats, config.start_bits)
     frozen: set = set()
     commits = []
+    corrections: list = []
     rounds = 0
 
     def drop(p):
@@ -92,13 +95,16 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                     frozen.add(key)    # its one-bit step breaks the budget
             if committed == 0:
                 break
+            if config.bias_correction and not evaluate.out_of_time():
+                plan, report = correct_biases(lg, plan, evaluate, max_drop=config.budget)
+                corrections.append({"round": rounds, **report})
     except SearchTimeout:
         commits.append({"timeout": True})
-    correction = None
     if config.bias_correction:
-        plan, correction = correct_biases(lg, plan, evaluate, max_drop=config.budget)
+        plan, report = correct_biases(lg, plan, evaluate, max_drop=config.budget)
+        corrections.append({"round": "final", **report})
     out = Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
-                                           "rounds": rounds, "commits": commits, "correction": correction,
+                                           "rounds": rounds, "commits": commits, "corrections": corrections,
                                            "evaluations": evaluate.evaluations})
     out.bias_correction = dict(plan.bias_correction)
     return out
