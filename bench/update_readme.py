@@ -77,6 +77,78 @@ def methods_table(r) -> list[str]:
     return lines
 
 
+def _plan(model: str, method: str) -> dict | None:
+    p = RESULTS / "plans" / f"{model}_{method}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _mean_bits(row, kinds) -> float:
+    bits = row.get("bits") or {}
+    keys = [k for k in bits if k.rsplit(".", 1)[-1] in kinds]
+    return sum(bits[k] for k in keys) / max(1, len(keys))
+
+
+def why_missed(r, diag) -> list[str]:
+    """One measured line per missed target, generated from the results, the saved plans and the diagnostics."""
+    lines = []
+    for name, m in r["models"].items():
+        rows, d = m["rows"], ((diag or {}).get("models") or {}).get(name, {}).get("plans", {})
+        for key, t in m["targets"].items():
+            if t["met"]:
+                continue
+            row, plan, why = rows.get(key, {}), _plan(name, key), None
+            if key == "lin2016" and plan:
+                tr, eq = plan["config"]["trace"], plan["config"]["equal_bit_weight_bits"]
+                ref = tr["equal_bits"][-1]
+                big = [o for o in tr["offsets"] if o["weight_bits"] <= 0.8 * eq]
+                first = max(big, key=lambda o: o["weight_bits"]) if big else None
+                why = (f"the best equal-bit plan is {ref['bits']} bits (search loss {100 * ref['loss']:.2f} points); "
+                       f"the parameter-count rule's allocations come in whole-bit steps of the largest layer, and the "
+                       f"largest one >= 20% smaller ({first['bits'] if first else '-'}) loses "
+                       f"{100 * first['loss'] if first else float('nan'):.2f} points on the search images, so the chosen "
+                       f"one is {100 * t['weight_reduction_vs_equal_bits']:.1f}% smaller (test top-1 {t['top1']:.4f} vs "
+                       f"{t['equal_bits_top1']:.4f} for the equal-bit plan)")
+            elif key == "goyal2021" and plan:
+                tr = [x for x in plan["config"]["trace"] if "tensor" in x]
+                wide = sorted(x["tensor"] for x in tr if x["bits"] > 6)
+                third = tr[len(tr) // 3]
+                why = (f"search loss {100 * tr[-1]['loss']:.2f} points on the 2048 search images (inside the 1-point "
+                       f"budget) but {t['loss_points']:.2f} on test: the training images the search scores on "
+                       f"under-state the test loss; the greedy order spends the budget early ({100 * third['loss']:.2f} "
+                       f"points used after {third['tensor']}, a third of the tensors); memory saving "
+                       f"{100 * t['memory_saving_vs_8bit']:.0f}% (target 50), multiply-cost saving "
+                       f"{100 * t['mult_cost_saving_vs_8bit']:.0f}% (target 75): mean weight width "
+                       f"{_mean_bits(row, ('weight',)):.1f} bits, activations {_mean_bits(row, ('output',)):.1f}"
+                       + (f", above 6 bits: {', '.join(wide)}" if wide else ""))
+            elif key == "fxpqnet":
+                how = (f"timed out after {row.get('evaluations')} evaluations (limit {row.get('time_limit_s')} s), still "
+                       "lowering bits" if row.get("timed_out") else
+                       f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps the "
+                       "1-point agreement budget on the search images")
+                why = (f"{how}; {t['memory_reduction_vs_float']:.2f}x at {t['loss_points']:.2f} points on test "
+                       f"(mean weight width {_mean_bits(row, ('weight',)):.1f} bits, activations "
+                       f"{_mean_bits(row, ('output',)):.1f})")
+            elif key.startswith("mellempudi2017") and key in d:
+                p = d[key]
+                errs = [v["weight_rel_error"] for v in p["layers"].values() if "weight_rel_error" in v]
+                why = (f"the ternary levels themselves: relative weight error {min(errs):.2f}..{max(errs):.2f} per "
+                       f"clustered layer; one filter per cluster (N=1) still loses {p['loss_points_cluster1']:.1f} "
+                       f"points (N=4: {p['loss_points_cluster4']:.1f}, first 2000 test images), so the three levels, not "
+                       "the shared scale, cost the accuracy on these small networks (the paper's headline is "
+                       "ResNet-101)" if errs else None)
+            elif key == "debruin2020_untiled" and key in d:
+                worst = ", ".join(f"{k} {d[key]['layers'][k]['isolated_loss_points']:.2f}" for k in d[key]["worst_layers"])
+                why = (f"whole reductions in 16 bits force {_mean_bits(row, ('weight',)):.1f}-bit weights and "
+                       f"{_mean_bits(row, ('output',)):.1f}-bit activations on average; the errors add up over the "
+                       f"layers (largest isolated losses: {worst} points); the k-tiled fallback meets the target")
+            if why:
+                lines.append(f"- {name} {key}: {why}.")
+    if lines:
+        lines = ["Why the missed targets are missed (generated from the results above, the saved plans and the "
+                 "diagnostics below):", ""] + lines
+    return lines
+
+
 def diagnostics_table(r) -> list[str]:
     lines = [f"Where each plan's accuracy goes (`bench/diagnose_methods.py`, {r['date']}, first {r['test_size']} test "
              "images): a layer's *isolated loss* is the top-1 lost when only its operands (input activation, weights, "
@@ -117,6 +189,7 @@ def render() -> str:
     r = _load("methods.json")
     if r:
         parts += methods_table(r) + [""]
+        parts += why_missed(r, _load("methods_diagnostics.json")) + [""]
     r = _load("methods_diagnostics.json")
     if r:
         parts += diagnostics_table(r) + [""]

@@ -153,6 +153,7 @@ def allocate(lg, stats: dict, config: DeBruin2020, evaluate) -> Plan:
             raise MethodError(f"debruin2020: layer {layer.name} (fan-in {layer.fan_in}) has no configuration "
                               f"with >= {config.min_bits}-bit operands that provably fits a {config.acc_bits}-bit "
                               "accumulator; raise --acc-bits or lower --min-bits")
+
         def score(options, tiled):
             nonlocal timed_out
             out = []
