@@ -12,11 +12,12 @@ form of the paper's one-step-at-a-time loop: fewer evaluations, same guarantee t
 breaks the budget).  Rounds repeat until nothing can be
 lowered or the time limit is hit (the best plan so far, always within budget, is returned).
 
-The label-free post-training correction (``correction.correct_biases``, on by default) runs after every
-round that committed steps and once at the end: each layer's bias absorbs the shift of its output mean
-against the float model, kept only when it lowers the network error, does not lower the agreement and keeps
-the budget.  The next round's steps start from the corrected plan, so the correction's recovered error is
-spent on further reductions (reported in ``plan.config["corrections"]``).
+The label-free post-training correction (``correction.correct_biases``, on by default): each layer's bias
+absorbs the shift of its output mean against the float model, kept only when it lowers the network error,
+does not lower the agreement and keeps the budget.  It runs whenever the search is stuck (every remaining
+step breaks the budget) after committing steps since the last correction; when it is kept, the frozen
+structures are tried again from the corrected plan, so the recovered error is spent on further reductions.
+It also runs once at the end (after a timeout too).  Reported in ``plan.config["corrections"]``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
     frozen: set = set()
     commits = []
     corrections: list = []
+    since_correction = 1        # commits since the last correction (the start counts as one)
     rounds = 0
 
     def drop(p):
@@ -77,8 +79,6 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                 trial = clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits)))
                 added = max(network_error(evaluate(trial)) - base_err, 1e-9)
                 trials.append((sizes[key] / added, key, bits))
-            if not trials:
-                break
             committed = 0
             for _, key, bits in sorted(trials, key=lambda t: -t[0]):   # best first
                 # fractional length on network-level error, with everything committed so far applied
@@ -93,11 +93,19 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                                     "agreement_drop": round(d, 5)})
                 else:
                     frozen.add(key)    # its one-bit step breaks the budget
-            if committed == 0:
-                break
-            if config.bias_correction and not evaluate.out_of_time():
-                plan, report = correct_biases(lg, plan, evaluate, max_drop=config.budget)
+            since_correction += committed
+            if committed == 0:           # (also when every structure is frozen: no trials)
+                # stuck: every remaining step breaks the budget.  Correct the biases; if that recovers error,
+                # the frozen structures get another chance from the corrected plan
+                if not config.bias_correction or since_correction == 0 or evaluate.out_of_time():
+                    break
+                corrected, report = correct_biases(lg, plan, evaluate, max_drop=config.budget)
                 corrections.append({"round": rounds, **report})
+                since_correction = 0
+                if not report["applied"]:
+                    break
+                plan = corrected
+                frozen = {k for k in frozen if plan[k].bits - 1 < config.min_bits}
     except SearchTimeout:
         commits.append({"timeout": True})
     if config.bias_correction:
