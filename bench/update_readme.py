@@ -125,6 +125,12 @@ def why_missed(r, diag) -> list[str]:
                        "lowering bits" if row.get("timed_out") else
                        f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps the "
                        "1-point agreement budget on the search images")
+                cfg = (plan or {}).get("config", {})
+                corr = [c for c in (cfg.get("corrections") or [cfg.get("correction")]) if c and "applied" in c]
+                if corr and not corr[-1]["applied"]:
+                    how += (f"; the bias correction at that point would lower the agreement with float "
+                            f"({corr[-1]['agreement_before']:.4f} -> {corr[-1]['agreement_after']:.4f}), so it is not "
+                            "kept")
                 why = (f"{how}; {t['memory_reduction_vs_float']:.2f}x at {t['loss_points']:.2f} points on test "
                        f"(mean weight width {_mean_bits(row, ('weight',)):.1f} bits, activations "
                        f"{_mean_bits(row, ('output',)):.1f})")
