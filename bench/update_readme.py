@@ -56,16 +56,21 @@ def latency_table(r) -> list[str]:
 def methods_table(r) -> list[str]:
     lines = [f"Allocation methods (`bench/methods.py`, {r['date']}: searches scored on {r['search_size']} held-out "
              "training images, each limited to the `limit s` of its row (`timed out`: it returned its best plan so "
-             "far); top-1 on the test split):", ""]
+             "far); top-1 on the test split; `widest acc`: the widest proven accumulator of any layer (adds and pools "
+             "included; a k-tiled layer counts its whole reduction), `widest MAC acc`: the widest accumulator a "
+             "multiply-accumulate adds into (a k-tiled layer: its tiles'):", ""]
     for name, m in r["models"].items():
         lines += [f"**{name}** ({m['data']['test']})", "",
-                  "| method | top-1 | agreement | weights KiB | activations KiB | mult cost vs 8-bit | widest acc | search s "
-                  "| limit s | timed out | bit-exact |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method | top-1 | agreement | weights KiB | activations KiB | mult cost vs 8-bit | widest acc | widest "
+                  "MAC acc (k-tiled layers) | search s | limit s | timed out | bit-exact |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, row in m["rows"].items():
             acc = row.get("max_accumulator_bits")
+            mac = row.get("max_mac_accumulator_bits")
+            tiled = len(row.get("k_tiled_layers") or {})
             lines.append(f"| {k} | {row['top1']:.4f} | {row['agreement']:.4f} | {row['weight_bits'] / 8192:.1f} | "
                          f"{row['activation_bits'] / 8192:.1f} | {row['mult_cost_vs_8bit']:.3f} | {acc if acc else '-'} | "
+                         f"{mac if mac else '-'}{f' ({tiled})' if tiled else ''} | "
                          f"{row.get('wall_s', 0):.0f} | {row.get('time_limit_s') or (r['time_limit_s'] if 'evaluations' in row else '-')} | {row.get('timed_out', '-')} "
                          f"| {row.get('bit_exact')} |")
         lines.append("")
