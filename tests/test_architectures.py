@@ -232,7 +232,8 @@ def _method_configs():
 
 def _every_method(tmp_path, family, seconds):
     """Each method plans the family (searches scored label-free against the float model on held-out random
-    inputs, each capped at ``seconds``), and each plan realizes integer-only and bit-exact with its simulation."""
+    inputs, each capped at ``seconds``), and each plan realizes integer-only and bit-exact with its simulation;
+    so does a bias-corrected 6-bit plan."""
     from tvm_fxp.api import make_evaluator
     from tvm_fxp.calibrate import calibrate
     from tvm_fxp.methods import get_method, needs_evaluation
@@ -254,6 +255,17 @@ def _every_method(tmp_path, family, seconds):
         assert float_ops_in_integer_graph(reals[name]) == [], name
         if name == "debruin2020":
             assert all(p["bound"] < 1 << 19 for p in plan.config["proofs"].values())
+    # the label-free bias correction on the family's graph (a 6-bit plan, every bias with a conv/matmul corrected)
+    from tvm_fxp.methods.correction import corrected_plan
+    from tvm_fxp.methods.uniform import Uniform, allocate
+
+    ev = make_evaluator(prepared, lg, stats, held_out, None, None, progress=False)
+    plan = corrected_plan(lg, allocate(lg, stats, Uniform(6)), ev.sim, ev.inputs)
+    assert set(plan.bias_correction) == {l.name for l in lg.layers.values() if l.weight is not None
+                                         and l.bias is not None}
+    q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
+    sims["corrected"], reals["corrected"] = q.simulated(), q.realized()
+    assert float_ops_in_integer_graph(reals["corrected"]) == []
     sim, real = _vm(sims, FAST_TARGET, tmp_path), _vm(reals, FAST_TARGET, tmp_path)
     for name in sims:
         for x in (calib, held_out):

@@ -34,12 +34,11 @@ def _bias_format(lg, plan: Plan, layer, corrected: np.ndarray) -> FixedPointForm
     return FixedPointFormat(fmt.bits, frac, True)
 
 
-def correct_biases(lg, plan: Plan, evaluate, max_drop: float | None = None) -> tuple[Plan, dict]:
-    """``(plan with bias corrections, report)``; the plan is returned unchanged when the correction does not
-    reduce the network error (report ``applied: False``)."""
-    sim, x = evaluate.sim, evaluate.inputs
+def corrected_plan(lg, plan: Plan, sim, inputs) -> Plan:
+    """``plan`` with every weighted layer's bias corrected, in topological order (no acceptance test):
+    ``sim`` is a ``PlanEvaluator``, ``inputs`` unlabelled images."""
+    x = inputs
     reference = sim.layer_means(None, x)
-    before = evaluate(plan, limited=False)
     current = plan
     for layer in lg.layers.values():
         if layer.weight is None or layer.bias is None or layer.name not in reference:
@@ -53,6 +52,14 @@ def correct_biases(lg, plan: Plan, evaluate, max_drop: float | None = None) -> t
         trial = Plan(current.tensors, current.method, current.config, current.model, {}, corrections)
         fmt = _bias_format(lg, trial, layer, trial.corrected_bias(layer.name, layer.bias))
         current = trial.with_format(layer.bias_key, fmt)
+    return current
+
+
+def correct_biases(lg, plan: Plan, evaluate, max_drop: float | None = None) -> tuple[Plan, dict]:
+    """``(plan with bias corrections, report)``; the plan is returned unchanged when the correction does not
+    reduce the network error (report ``applied: False``)."""
+    before = evaluate(plan, limited=False)
+    current = corrected_plan(lg, plan, evaluate.sim, evaluate.inputs)
     after = evaluate(current, limited=False)
     drop = 1.0 - after.agreement
     applied = (network_error(after) <= network_error(before) and after.agreement >= before.agreement
