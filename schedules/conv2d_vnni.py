@@ -23,6 +23,8 @@ from tvm.s_tir import Schedule
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from .conv2d_int import _has_block
+
 LANES, GROUP = 16, 4
 INTRIN = "tvm_fxp.dot_16x4_vnni_local"
 
@@ -145,10 +147,8 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     sch.reorder(n, ob, po, rq, rky, rkx, pi, v, rk)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
-    try:
+    if _has_block(sch, "epilogue"):
         sch.reverse_compute_inline(sch.get_sblock("epilogue"))
-    except Exception:  # noqa: BLE001 -- no epilogue stage
-        pass
     sch.unroll(pi)
     *_, ai, av = sch.get_loops(acc)
     sch.vectorize(av)
