@@ -35,7 +35,7 @@ import tvm
 from tvm import relax
 
 from tvm_fxp.bounds import (INT16_LIMIT, INT32_LIMIT, bias_at_accumulator, k_tiles, pool_multiplier,
-                            weight_l1_per_channel)
+                            weighted_layer_bound)
 from tvm_fxp.formats import FixedPointFormat
 
 from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
@@ -211,17 +211,16 @@ def _weighted(ctx, bb, b, orig, value, where):
     fan_in = dw.value.size // dw.value.shape[w_axis]
     acc_frac = dx.fmt.frac + np.asarray(dw.fmt.frac_list, dtype=np.int64)
     mult = dw.fmt.multiplier_array(dw.value.ndim)        # cluster multipliers (1 without)
-    l1 = dx.fmt.max_abs_q * weight_l1_per_channel(dw.value * mult, w_axis)
-    worst = dx.fmt.max_abs_q * dw.fmt.max_abs_q * fan_in
+    bacc = None
     if b.var in ctx.bias_of:
         bias = ctx.bias_of[b.var]
         bfmt, _ = annotation_format(bias)
         bq = bfmt.quantize(const_np(bias.args[0]))
-        bacc = np.abs(bias_at_accumulator(bq.reshape(-1), bfmt, np.broadcast_to(acc_frac, (bq.size,))))
-        l1 = l1 + bacc
-        worst = worst + int(bacc.max(initial=0))
-    bound = min(int(np.max(l1)), worst)
+        bacc = bias_at_accumulator(bq.reshape(-1), bfmt, np.broadcast_to(acc_frac, (bq.size,)))
     layer = (dw.key or "").rsplit(".", 1)[0]
+    # recomputed from the graph's own constants (not the plan's record), so a tampered claim cannot pass
+    proven = weighted_layer_bound(layer, dx.fmt, dw.value * mult, dw.fmt, w_axis, fan_in, bacc)
+    bound = min(proven.l1, proven.worst_case)
     dtype = _acc_dtype(bound, where, narrow=ctx.narrow)
     groups = int(orig.attrs.groups) if name == "relax.nn.conv2d" else 1
     tiles = None
