@@ -17,7 +17,8 @@ absorbs the shift of its output mean against the float model, kept only when it 
 does not lower the agreement and keeps the budget.  It runs whenever the search is stuck (every remaining
 step breaks the budget) after committing steps since the last correction; when it is kept, the frozen
 structures are tried again from the corrected plan, so the recovered error is spent on further reductions.
-It also runs once at the end (after a timeout too).  Reported in ``plan.config["corrections"]``.
+It also runs once at the end (after a timeout too) unless the last correction already saw the final plan.
+Reported in ``plan.config["corrections"]``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                 frozen = {k for k in frozen if plan[k].bits - 1 < config.min_bits}
     except SearchTimeout:
         commits.append({"timeout": True})
-    if config.bias_correction:
+    if config.bias_correction and since_correction > 0:    # else the last correction saw this very plan
         plan, report = correct_biases(lg, plan, evaluate, max_drop=config.budget)
         corrections.append({"round": "final", **report})
     out = Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
