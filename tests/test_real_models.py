@@ -269,3 +269,27 @@ def test_cli_calibrates_on_an_image_folder(tmp_path, capsys):
     code = main(["quantize", str(path), "--calib", str(tmp_path / "imgs"), "--out", str(tmp_path / "o2"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "[3, 36, 40]" in err and "[3, 32, 32]" in err and "--resize" in err
+
+
+@pytest.mark.slow
+def test_pretrained_efficientnet_lite0_on_packaged_photos(tmp_path):
+    """``examples/pretrained_imagenet.py`` (the ``imagenet`` extra): the real ImageNet network, exported with a
+    fixed batch, quantized from an image folder of the packaged photos, bit-exact and integer-only; the float
+    model's classes are the expected ones on the photos it is sure of."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="pip install -e '.[imagenet]'")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from pretrained_imagenet import main as example
+
+    out = tmp_path / "results.json"
+    assert example(["--out", str(tmp_path / "build"), "--methods", "uniform8_per_channel",
+                    "--results", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["bit_exact"] is True and row["float_ops_in_integer_graph"] == 0
+    assert row["batching"]["model_batch"] == 1 and row["import"]["nodes_after"] < row["import"]["nodes_before"]
+    sure = {p["photo"]: p for p in row["photos"] if p["float_p"] > 0.5}
+    assert sure["coffee.png"]["float"] == "espresso" and sure["camera.png"]["float"] == "tripod"
+    assert all(p["same"] for p in sure.values())          # 8 bits keep every class float is sure of
+    assert row["agreement"] >= 0.5
