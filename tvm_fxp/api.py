@@ -163,9 +163,9 @@ def simplify_onnx(model, p, record: dict | None = None):
     Exported CNNs compute shapes at run time (``Shape -> Gather -> Concat -> Reshape`` in squeeze-and-excite
     blocks, ``ConstantOfShape``/``Pad`` chains for "same" padding) that TVM's importer cannot take once the
     chain is not a plain shape expression.  With the input shape fixed, onnxslim folds them to constants
-    (compared on exported model-zoo graphs against onnxsim and onnxruntime's offline basic optimization:
-    ``bench/simplifiers.py``, ``bench/results/simplifiers.json``: onnxslim folds the most nodes, e.g.
-    BN-Inception 916 -> 154 nodes vs 168 and 226).  The simplified graph is run against the original in
+    (compared with onnxsim and onnxruntime's offline basic optimization in ``bench/simplifiers.py``: each
+    folds every shape computation of the exported graphs there; onnxslim lets its batch-norm fusions be switched
+    off by name, so Prepare keeps folding those).  The simplified graph is run against the original in
     onnxruntime on random inputs; any difference beyond float rounding raises ``ModelError``, so a simplifier
     bug cannot pass silently.  ``record`` receives what was done (for summary.json).
     """
