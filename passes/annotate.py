@@ -19,7 +19,7 @@ from tvm import relax
 from tvm_fxp.bounds import layer_arithmetic
 from tvm_fxp.plan import Plan, PlanError
 
-from ._ir import const_np, is_const, map_relax_functions, rebuild_function
+from .relax_utils import const_np, is_const, map_relax_functions, rebuild_function
 from .analysis import LayerGraph, analyze
 from .ops import annotate
 

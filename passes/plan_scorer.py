@@ -1,4 +1,4 @@
-"""A simulated graph compiled once, with the formats fed at run time: cheap evaluation of many plans.
+"""The plan scorer: a simulated graph compiled once, with the formats fed at run time, to score many plans.
 
 Precision searches (the allocation methods) try hundreds of plans.  Rebuilding and recompiling the simulated
 module for each would cost seconds per candidate.  Here the annotated module is simulated with every
@@ -18,7 +18,7 @@ from tvm import relax
 
 from tvm_fxp.plan import Plan
 
-from ._ir import const_np, is_const, main_bindings
+from .relax_utils import const_np, is_const, main_bindings
 from .annotate import Annotate
 from .ops import annotation_format, is_annotate
 from .simulate import SIM_DTYPE, simulate_function
@@ -75,18 +75,18 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = N
     return tvm.IRModule({"main": func}), layout
 
 
-class PlanEvaluator:
-    """Evaluate plans of one model on fixed inputs with one compiled module.
+class PlanScorer:
+    """Simulate plans of one model on fixed inputs with one compiled module (the ``sim`` of the search
+    methods' ``tvm_fxp.methods.evaluate.Evaluator``).
 
-    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).  Its convs
-    and matmuls are the scheduled float64 kernels of ``tvm_fxp.schedules`` (exact, see
-    ``conv2d_int.exact_float``), parallel over the images (``tvm_fxp.schedules.threads``).
+    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).  ``build(mod,
+    target)`` compiles a module (``tvm_fxp.build``: the convs and matmuls are then the scheduled float64
+    kernels of ``tvm_fxp.schedules``, exact, see ``conv2d_int.exact_float``, parallel over the images).
     """
 
-    def __init__(self, prepared: tvm.IRModule, template: Plan, target=None, batch_size: int = 256):
-        from tvm_fxp.api import build
-
+    def __init__(self, prepared: tvm.IRModule, template: Plan, build, target=None, batch_size: int = 256):
         mod, self.layout = parametric_module(prepared, template)
+        self.build = build
         self.vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
         self.batch_size = batch_size
         self.calls = 0
@@ -127,13 +127,11 @@ class PlanEvaluator:
     def layer_means(self, plan: Plan | None, inputs: np.ndarray) -> dict:
         """``{layer: per-channel mean of its conv/matmul output}`` (before the bias) over ``inputs``, simulated
         under ``plan``; ``plan=None``: the float model (no rounding, no clipping, float weights)."""
-        from tvm_fxp.api import build
-
         if self._probe is None:
             names: list = []
             mod, layout = parametric_module(*self._args[:2], probe=names)
             assert layout.activations == self.layout.activations and layout.constants == self.layout.constants
-            self._probe = (relax.VirtualMachine(build(mod, self._args[2]), tvm.cpu()), names)
+            self._probe = (relax.VirtualMachine(self.build(mod, self._args[2]), tvm.cpu()), names)
         vm, names = self._probe
         if plan is None:
             big = np.ldexp(1.0, 24)    # finer than float32 near 1: the rounding is below float's own error

@@ -28,7 +28,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ._ir import (FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions,
+from .relax_utils import (FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions,
                   op_name, rebuild_function, remap_expr, static_shape)
 from .analysis import composite_inner_vars
 

@@ -10,10 +10,21 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
 
+from tvm_fxp.bounds import AccumulatorError
+from tvm_fxp.formats import FormatError
+from tvm_fxp.plan import PlanError
+from tvm_fxp.statistics import CalibrationError
+
 
 @tvm_ffi.register_error
 class FxpGraphError(ValueError):
     """The graph cannot be handled; the message names the node and what to do."""
+
+
+# the core's errors (TVM-free) cross TVM's FFI when a pass raises them: registered here so that they arrive
+# with their own type, not as a RuntimeError
+for _error in (AccumulatorError, CalibrationError, FormatError, PlanError):
+    tvm_ffi.register_error(_error)
 
 
 def op_name(expr) -> str | None:

@@ -29,7 +29,7 @@ import tvm_fxp
 from tvm_fxp.calibrate import TensorStats, probe_module
 from tvm_fxp.methods import uniform
 from tvm_fxp.passes import float_ops_in_integer_graph
-from tvm_fxp.passes._ir import main_bindings, op_name
+from tvm_fxp.passes.relax_utils import main_bindings, op_name
 from onnx_graphs import (Net, alexnet, densenet, inception, mobilenet, resnet50, save, shufflenet, squeezenet,
                          vgg)
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm import relax
 
-from .calibrate import CalibrationError, TensorStats, calibrate, check_batch
+from .calibrate import calibrate
 from .methods import get_method
 from .plan import Plan, PlanError
+from .runtime import Runner, build, host_target  # noqa: F401 -- tvm_fxp.build, tvm_fxp.Runner
+from .statistics import CalibrationError, TensorStats, check_batch
 
 
 class ModelError(ValueError):
@@ -163,7 +164,7 @@ class Quantized:
     """A prepared float module, its layer graph, calibration statistics and the chosen plan."""
 
     prepared: tvm.IRModule
-    graph: object                    # tvm_fxp.passes.analysis.LayerGraph
+    graph: object                    # tvm_fxp.layer_graph.LayerGraph
     plan: Plan
     stats: dict = field(default_factory=dict)
     arithmetic: dict = field(default_factory=dict)
@@ -228,11 +229,13 @@ def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, pr
     from tqdm.auto import tqdm
 
     from .methods.evaluate import Evaluator, uniform_plan
+    from .passes.plan_scorer import PlanScorer
 
     inputs = check_batch(inputs, "search data")
     bar = tqdm(desc="search", unit="plan", disable=not progress)
-    return Evaluator(prepared, lg, uniform_plan(lg, stats, 16), inputs, labels, time_limit, progress=bar,
-                     max_evaluations=max_evaluations)
+    sim = PlanScorer(prepared, uniform_plan(lg, stats, 16), build)
+    float_out = Runner(build(prepared)).run(inputs)
+    return Evaluator(sim, inputs, float_out, labels, time_limit, progress=bar, max_evaluations=max_evaluations)
 
 
 def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,
@@ -259,45 +262,6 @@ def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int
     if isinstance(model, (str, Path)):
         plan.model = {"name": Path(model).name, "sha256": model_digest(model)}
     return bind_plan(prepared, lg, plan, stats)
-
-
-def host_target() -> tvm.target.Target:
-    """LLVM for this machine's CPU (so LLVM may use its vector extensions)."""
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-
-
-def build(mod: tvm.IRModule, target=None):
-    """Compile a (float, simulated or realized) module to a VM executable (default: the host CPU).
-
-    On LLVM CPU targets the Relax pipeline is ``tvm_fxp.schedules.pipeline``: TVM's CPU pipeline plus the
-    fusion of every integer conv2d/matmul with its requantize epilogue into one scheduled kernel, and
-    vectorized elementwise kernels (same results, bit for bit).  Inside ``tvm_fxp.schedules.disabled()``, and
-    on other targets, it is ``tvm.compile``'s default.
-    """
-    from .schedules import pipeline
-
-    target = target or host_target()
-    if isinstance(target, (str, dict)):
-        target = tvm.target.Target(target)
-    return pipeline.build(mod, target)
-
-
-class Runner:
-    """Run a compiled module over a batch of inputs, in chunks (the model has a dynamic batch dimension)."""
-
-    def __init__(self, executable_or_path, device=None):
-        dev = device or tvm.cpu()
-        ex = executable_or_path
-        if isinstance(ex, (str, Path)):
-            ex = tvm.runtime.load_module(str(ex))
-        self.vm = relax.VirtualMachine(ex, dev)
-
-    def run(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        outs = []
-        for s in range(0, len(inputs), batch_size):
-            x = np.ascontiguousarray(inputs[s:s + batch_size], dtype=np.float32)
-            outs.append(self.vm["main"](tvm.runtime.tensor(x)).numpy())
-        return np.concatenate(outs) if outs else np.zeros((0,))
 
 
 def output_integers(y: np.ndarray, frac: int) -> np.ndarray:

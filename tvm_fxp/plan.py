@@ -31,14 +31,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tvm_ffi
 
 from .formats import ROUNDING, FixedPointFormat, FormatError
 
 FORMAT_VERSION = 1
 
 
-@tvm_ffi.register_error
 class PlanError(ValueError):
     """An invalid plan; the message names the plan file or tensor and what to do."""
 
