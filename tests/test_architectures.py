@@ -254,7 +254,7 @@ def _every_method(tmp_path, family, seconds):
         reals[name] = q.realized("narrow" if name == "debruin2020" else "wide")
         assert float_ops_in_integer_graph(reals[name]) == [], name
         if name == "debruin2020":
-            assert all(p["bound"] < 1 << 19 for p in plan.config["proofs"].values())
+            assert all(p.bound < 1 << 19 for p in plan.proofs.values())
     # the label-free bias correction on the family's graph (a 6-bit plan, every bias with a conv/matmul corrected)
     from tvm_fxp.methods.correction import corrected_plan
     from tvm_fxp.methods.uniform import Uniform, allocate

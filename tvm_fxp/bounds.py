@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .formats import FixedPointFormat, bits_for_magnitude, round_half_away
+from .plan import AccumulatorProof, PlanError
 
 INT32_LIMIT = 1 << 30   # keeps acc + 2**(s-1) and aligned operands inside int32
 SIM_EXACT_LIMIT = 1 << 52
@@ -162,6 +163,31 @@ def weighted_layer_bound(name: str, x_fmt: FixedPointFormat, wq: np.ndarray, w_f
     return AccumulatorBound(name, int(worst), l1, fan_in)
 
 
+def formats_bound(layer, x_fmt: FixedPointFormat, w_fmt: FixedPointFormat, b_fmt: FixedPointFormat | None,
+                  proof: str = "l1") -> int:
+    """The proven accumulator magnitude of a weighted ``layer`` (``tvm_fxp.layer_graph.Layer``) under per-tensor
+    input, weight and bias formats (``b_fmt`` None: no bias): ``proof`` ``"l1"`` or ``"worst-case"``."""
+    bias_acc = None
+    if b_fmt is not None:
+        bias_acc = bias_at_accumulator(b_fmt.quantize(layer.bias), b_fmt,
+                                       np.full(layer.channels, x_fmt.frac + w_fmt.frac))
+    b = weighted_layer_bound(layer.name, x_fmt, w_fmt.quantize(layer.weight), w_fmt, layer.weight_axis,
+                             layer.fan_in, bias_acc)
+    return b.worst_case if proof == "worst-case" else b.l1
+
+
+def prove_accumulator(layer, x_fmt: FixedPointFormat, w_fmt: FixedPointFormat, b_fmt: FixedPointFormat | None,
+                      acc_bits: int, proof: str = "l1", tiles: KTiles | None = None) -> AccumulatorProof:
+    """The plan's record (``Plan.proofs``) of a claim that ``layer``'s accumulator fits ``acc_bits``: the whole
+    reduction's bound by ``proof``, or, with ``tiles`` (``k_tiles``), the per-tile claim (the whole bound then
+    by L1).  It records what was proven; ``Realize`` checks it against the weights it is given."""
+    bound = formats_bound(layer, x_fmt, w_fmt, b_fmt, "l1" if tiles is not None else proof)
+    if tiles is None:
+        return AccumulatorProof(x_fmt.bits, w_fmt.bits, acc_bits, proof, int(bound))
+    return AccumulatorProof(x_fmt.bits, w_fmt.bits, acc_bits, "l1 per k-tile", int(bound), len(tiles.ranges),
+                            int(tiles.k), int(tiles.tile_bound))
+
+
 def aligned_sum_bound(name: str, fmts: list, acc_frac: int, terms_per_input: int = 1,
                       multiplier: int = 1) -> AccumulatorBound:
     """Bound for adds/concats/pools: inputs shifted left to ``acc_frac`` then summed."""
@@ -198,8 +224,6 @@ def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
     ``layer`` is a ``tvm_fxp.layer_graph.Layer``; ``input_fmts`` the formats of its inputs.
     Raises AccumulatorError / FormatError naming the layer when the plan cannot be realized exactly.
     """
-    from .plan import PlanError
-
     if layer.weight is not None:
         x_fmt = input_fmts[0]
         if x_fmt.per_channel:

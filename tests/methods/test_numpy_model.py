@@ -79,8 +79,9 @@ for config in (Goyal2021(budget=0.02), DeBruin2020(acc_bits=16), Mellempudi2017(
         assert loss <= 0.02 + 1e-9, loss
         assert max(plan[k].bits for k in plan.tensors) < 16, plan.tensors
     if config.name == "debruin2020":
-        proofs = plan.config["proofs"]
-        assert set(proofs) == {"matmul_0", "matmul_1"} and all(p["acc_bits"] <= 16 for p in proofs.values()), proofs
+        proofs = plan.proofs
+        assert set(proofs) == {"matmul_0", "matmul_1"} and all(p.acc_bits == 16 for p in proofs.values()), proofs
+        assert all(p.claimed_bound < 1 << 15 for p in proofs.values()), proofs
 assert "tvm" not in sys.modules, sorted(m for m in sys.modules if m.startswith("tvm") and not m.startswith("tvm_fxp"))
 print("ok")
 '''

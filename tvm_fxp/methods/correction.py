@@ -49,7 +49,8 @@ def corrected_plan(lg, plan: Plan, sim, inputs) -> Plan:
             continue                       # a bias broadcast differently from the channel axis: leave it
         corrections = dict(current.bias_correction)
         corrections[layer.name] = [float(v) for v in delta]
-        trial = Plan(current.tensors, current.method, current.config, current.model, {}, corrections)
+        trial = Plan(current.tensors, current.method, current.config, current.model, {}, corrections,
+                     current.proofs)
         fmt = _bias_format(lg, trial, layer, trial.corrected_bias(layer.name, layer.bias))
         current = trial.with_format(layer.bias_key, fmt)
     return current

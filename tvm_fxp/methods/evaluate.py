@@ -124,7 +124,8 @@ def clamp_biases(lg, plan: Plan) -> Plan:
         acc = accumulator_frac(lg, Plan(tensors), layer)
         if not b.per_channel and b.frac > acc:
             tensors[layer.bias_key] = FixedPointFormat(b.bits, acc, b.signed)
-    return Plan(tensors, plan.method, plan.config, bias_correction=dict(plan.bias_correction))
+    return Plan(tensors, plan.method, plan.config, bias_correction=dict(plan.bias_correction),
+                proofs=dict(plan.proofs))
 
 
 def uniform_plan(lg, stats, bits: int) -> Plan:
