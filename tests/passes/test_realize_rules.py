@@ -10,7 +10,7 @@ from tvm_fxp.passes import Annotate, Realize
 from tvm_fxp.plan import Plan
 
 from .structural import assert_after, bind
-from .test_annotate_structural import PLAN, Float
+from .test_annotate import PLAN, Float
 
 
 def test_conv2d_with_bias_and_requantize():

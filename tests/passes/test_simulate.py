@@ -8,7 +8,7 @@ from tvm.script import ir as I, relax as R
 from tvm_fxp.passes import Annotate, Simulate
 
 from .structural import assert_after, bind
-from .test_annotate_structural import PLAN, Float
+from .test_annotate import PLAN, Float
 
 
 def test_simulate_fake_quantizes_in_float64():
