@@ -13,7 +13,8 @@ from tvm import relax
 
 from .analysis import composite_inner_vars
 from .fold_affine_into_layers import _AFFINE, _WEIGHTED, _channel_vector
-from .relax_utils import const_np, consumers, is_const, main_bindings, op_name, rebuild_function, remap_expr, static_shape
+from .relax_utils import (const_np, consumers, is_const, main_bindings, op_name, rebuild_function, remap_expr,
+                          static_shape)
 
 
 def _affine_step(value):

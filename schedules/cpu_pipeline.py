@@ -12,8 +12,8 @@ nothing is registered globally), and two additions:
 
 Inside ``legalize.disabled()`` our kernels and both additions are skipped (the module then compiles as with
 TVM's own pipeline).  Building the pipeline sizes TVM's thread pool to the physical cores (``threads.py``)
-unless ``TVM_NUM_THREADS`` is set.  Neither changes what is computed; ``tests/schedules/test_fused.py`` checks bit-exactness against
-the unfused graph.
+unless ``TVM_NUM_THREADS`` is set.  Neither addition changes what is computed;
+``tests/schedules/test_fused.py`` checks bit-exactness against the unfused graph.
 """
 
 from __future__ import annotations

@@ -196,7 +196,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
                                         f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
-        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset", kind))
+        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset",
+                                  kind))
     if epilogue is None:
         kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}", tag, opaque=True)
         return relax.call_tir(kernel_gv, args, call.ty)
