@@ -1,4 +1,4 @@
-"""What the search methods share: scoring plans against the float model, costs, and the time limit.
+"""What the search methods share: scoring plans against the float model, the time limit, format helpers.
 
 ``Evaluator(plan) -> Score`` runs a candidate plan on fixed inputs through a simulator (``sim``: any object
 with ``outputs(plan, inputs)`` and ``layer_means(plan, inputs)``; the face hands in the compiled parametric
