@@ -3,7 +3,7 @@
 For each kernel of ``tvm_fxp.schedules`` in its int16-accumulator and int32-accumulator variant, this
 script cross-compiles the kernel with TVM for ``{"kind": "llvm", "mtriple": "aarch64-linux-gnu",
 "mcpu": "cortex-a72", "mattr": ["+neon"]}``, extracts the hot inner loop from the assembly
-(``tvm_fxp.schedules.asm.hot_loop``: the innermost loop with the most vector multiply lanes), counts its
+(``tools.asm.hot_loop``: the innermost loop with the most vector multiply lanes), counts its
 multiply-accumulates per iteration from the instructions themselves (``smlal v0.8h`` = 8, ``smull v0.4s``
 = 4, ...) and runs it through ``llvm-mca-19 -mtriple=aarch64-linux-gnu -mcpu=cortex-a72`` for the
 steady-state cycles per iteration.  From these:
@@ -48,11 +48,12 @@ from pathlib import Path
 
 import tvm
 
-from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset
-from tvm_fxp.schedules.asm import hot_loop, llvm_mca, mca_tool
-from tvm_fxp.schedules.targets import RPI4
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))   # tools/ (assembly tooling for benches and tests, not installed)
+
+from tools.asm import hot_loop, llvm_mca, mca_tool  # noqa: E402
+from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset  # noqa: E402
+from tvm_fxp.schedules.targets import RPI4  # noqa: E402
 MCPU = "cortex-a72"
 TRIPLE = "aarch64-linux-gnu"
 PEAK_MACS_PER_CYCLE = 8.0          # one SMLAL .8h per cycle on F0, see the docstring

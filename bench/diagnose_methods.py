@@ -56,7 +56,7 @@ def diagnose_model(name, args) -> dict:
             w = plan[layer.weight_key]
             info = {"isolated_loss_points": round(100 * ev.loss(trial), 3), "input": str(plan[keys[0]]),
                     "weight": str(w)}
-            proof = (plan.config.get("proofs") or {}).get(layer.name)
+            proof = plan.proofs[layer.name].to_json() if layer.name in plan.proofs else None
             if proof:
                 info["proof_bound_bits"] = proof.get("bound_bits")
             if w.bits <= 4:

@@ -21,7 +21,7 @@ this script measures, in one process and with ONE thread everywhere:
   of ``tvm_fxp.schedules`` with each layer's requantize epilogue fused in.  ``ratio_vs_ort_int8`` and
   ``ratio_vs_ort_fp32`` are this engine's median over ORT's;
 * ``tvm_fxp_unfused`` -- the same realized module through TVM's CPU pipeline with our kernels but without
-  our two passes (``tvm_fxp.schedules.pipeline.relax_pipeline(target, fuse=False)``): the epilogues run as
+  our two passes (``tvm_fxp.schedules.pipeline(target, fuse=False)``): the epilogues run as
   separate, unscheduled TIR kernels (what ``tvm_fxp.build`` did before the epilogue fusion);
 * ``tvm_fxp_int32_baseline`` -- the previous baseline: ``Uniform(bits=8)`` realized with int32 accumulators,
   compiled by ``tvm.compile``'s default pipeline with TVM's own legalization (inside
@@ -76,8 +76,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_fxp  # noqa: E402
-import tvm_fxp.schedules  # noqa: E402  -- registers the integer-kernel legalization
-import tvm_fxp.schedules.pipeline  # noqa: E402
+import tvm_fxp.schedules  # noqa: E402
 from tvm_fxp.datasets import fashion_mnist  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -244,7 +243,7 @@ def _le(v, bound):
 
 def accumulator_dtypes(mod) -> dict:
     """``{dtype: count}`` of the conv2d/matmul accumulators (``out_dtype``) in a realized module."""
-    from tvm_fxp.passes._ir import main_bindings, op_name
+    from tvm_fxp.passes.relax_utils import main_bindings, op_name
 
     counts: dict = {}
     for b in main_bindings(mod["main"]):
@@ -335,7 +334,7 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
     t_fused = time.time() - t0
     engines["tvm_fxp"] = TvmEngine(fused, x1)
     t0 = time.time()
-    unfused = tvm.compile(narrow, target=target, relax_pipeline=tvm_fxp.schedules.pipeline.relax_pipeline(
+    unfused = tvm.compile(narrow, target=target, relax_pipeline=tvm_fxp.schedules.pipeline(
         target, fuse=False))
     engines["tvm_fxp_unfused"] = TvmEngine(unfused, x1)
     t_unfused = time.time() - t0

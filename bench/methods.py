@@ -38,14 +38,14 @@ def measure(q, x, y, float_out, accumulator="wide") -> dict:
             "mult_cost_vs_8bit": costs["mult_cost_vs_8bit"], "max_accumulator_bits": costs["max_accumulator_bits"],
             "max_mac_accumulator_bits": mac_accumulator_bits(q),
             "k_tiled_layers": {k: {"tiles": v["tiles"], "k": v["k"], "tile_bits": v["tile_bits"]}
-                               for k, v in ((q.plan.config or {}).get("proofs") or {}).items() if "tiles" in v},
+                               for k, v in ((k, p.to_json()) for k, p in q.plan.proofs.items()) if "tiles" in v},
             "accumulator_policy": accumulator}
 
 
 def mac_accumulator_bits(q) -> int:
     """The widest accumulator a multiply-accumulate adds into: a layer's proven bits, or for a k-tiled layer
     (de Bruin's fallback) its tiles' (the 32-bit adds of the partial sums are one per tile and output)."""
-    proofs = (q.plan.config or {}).get("proofs") or {}
+    proofs = {k: p.to_json() for k, p in q.plan.proofs.items()}
     return max(proofs.get(name, {}).get("tile_bits") or a.bound.bits
                for name, a in q.arithmetic.items() if a.wq is not None)
 

@@ -10,7 +10,7 @@ from .prepare import FoldAffineIntoLayers, Prepare
 from .realize import Realize
 from .simulate import Simulate
 from .structure import float_ops_in_integer_graph
-from ._ir import FxpGraphError
+from .relax_utils import FxpGraphError
 
 __all__ = ["ANNOTATE", "Annotate", "allow_float_islands", "float_islands", "FoldAffineIntoLayers", "FxpGraphError", "LayerGraph", "Prepare", "Realize",
            "Simulate", "analyze", "annotate", "float_ops_in_integer_graph", "validate_plan"]

@@ -12,20 +12,22 @@ carry their producer's format.  A ``softmax`` (or ``log_softmax``) on the output
 runs after the output dequantize, in float32, in the simulated and the realized graph alike.
 
 Both ``Annotate`` (where to put the annotations), calibration (which tensors to observe) and the allocators
-(fan-in, MACs, parameter counts) read this one analysis, so the plan keys always agree.  Per-op facts used
-by several passes live here too: the LRN pattern (``composite_patterns``) and the integer arithmetic of the
-layer kinds ``tvm_fxp.bounds`` does not know (``Layer.arithmetic``: ``mul``, ``lrn``).
+(fan-in, MACs, parameter counts) read this one analysis, so the plan keys always agree.  The LRN pattern
+(``composite_patterns``), used by several passes, lives here too; the layer graph itself
+(``tvm_fxp.layer_graph``) and every layer's integer arithmetic (``tvm_fxp.bounds``) are TVM-free.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 from tvm import relax
 
-from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, op_name, static_shape
+from tvm_fxp.layer_graph import Layer, LayerGraph, float_islands  # noqa: F401 -- the model this analysis builds
+
+from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, op_name, static_shape
 
 WEIGHTED = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
 ANCHORS = {"relax.add": "add", "relax.concat": "concat", "relax.nn.avg_pool2d": "avgpool",
@@ -57,79 +59,6 @@ def allow_float_islands(mod):
 
 def islands_allowed(func) -> bool:
     return func.attrs is not None and ISLANDS_ATTR in func.attrs and bool(func.attrs[ISLANDS_ATTR])
-
-
-def float_islands(lg) -> list:
-    """``[(layer, op)]`` of the layers computed in float between a dequantize and a quantize."""
-    return [(l.name, l.attrs.get("op")) for l in lg.layers.values() if l.op == "float"]
-
-
-@dataclass
-class Layer:
-    name: str
-    op: str                        # input | conv2d | matmul | add | concat | avgpool | mean | mul | lrn
-    inputs: list                   # producer layer names, in argument order
-    out_shape: tuple               # per image (batch dimension dropped)
-    anchor: object = None          # relax binding var of the anchor op (None for the input)
-    tail: object = None            # relax var whose value is the layer's output activation
-    weight: np.ndarray | None = None
-    weight_axis: int = 0           # output-channel axis of the weight (0 for OIHW, 1 for matmul (K, N))
-    bias: np.ndarray | None = None  # 1-D, one value per output channel
-    bias_var: object = None        # relax binding var of the bias add
-    fan_in: int = 0                # products per output element
-    macs: int = 0                  # multiply-accumulates per image
-    fused: list = field(default_factory=list)  # activation op names fused after the anchor
-    pool_count: int = 0            # elements summed per output by avgpool/mean (the full window)
-    attrs: dict = field(default_factory=dict)  # op parameters (lrn: size, alpha, beta, bias)
-
-    @property
-    def output_key(self) -> str:
-        return "input" if self.op == "input" and self.name == "input" else f"{self.name}.output"
-
-    @property
-    def weight_key(self) -> str:
-        return f"{self.name}.weight"
-
-    @property
-    def bias_key(self) -> str:
-        return f"{self.name}.bias"
-
-    @property
-    def channels(self) -> int:
-        return 0 if self.weight is None else int(self.weight.shape[self.weight_axis])
-
-    def arithmetic(self, plan, input_fmts):
-        """``LayerArithmetic`` of the layer kinds ``tvm_fxp.bounds.layer_arithmetic`` has no rule for."""
-        rule = EXTRA_ARITHMETIC.get(self.op)
-        if rule is None:
-            from tvm_fxp.plan import PlanError
-
-            raise PlanError(f"{self.name}: no integer arithmetic for op {self.op}")
-        return rule(self.name, input_fmts, self.attrs)
-
-
-@dataclass
-class LayerGraph:
-    layers: dict                   # name -> Layer, in topological order
-    output: str                    # name of the layer the function returns (through pass-throughs)
-    graph: nx.DiGraph
-    outputs: list = field(default_factory=list)   # every returned layer, in order (tuple results)
-    epilogue: list = field(default_factory=list)  # float ops after the output dequantize (softmax)
-
-    def tensors(self) -> dict:
-        """Plan key -> (kind, layer name, per-image shape) for every tensor that needs a format."""
-        out = {}
-        for layer in self.layers.values():
-            out[layer.output_key] = ("input" if layer.op == "input" else "activation", layer.name,
-                                     layer.out_shape)
-            if layer.weight is not None:
-                out[layer.weight_key] = ("weight", layer.name, layer.weight.shape)
-            if layer.bias is not None:
-                out[layer.bias_key] = ("bias", layer.name, layer.bias.shape)
-        return out
-
-    def by_tail(self) -> dict:
-        return {l.tail: l for l in self.layers.values()}
 
 
 # ---- composite patterns --------------------------------------------------------------------------------------
@@ -221,48 +150,6 @@ def composite_inner_vars(func: relax.Function) -> set:
         out.add(anchor)
         out.update(m.inner)
     return out
-
-
-# ---- integer arithmetic of the layer kinds bounds.py has no rule for ------------------------------------------
-
-def mul_arithmetic(name: str, fmts: list, attrs: dict | None = None):
-    """``a * b`` of stored integers: the product is at ``f_a + f_b``, magnitude at most ``|a|max * |b|max``."""
-    from tvm_fxp.bounds import AccumulatorBound, LayerArithmetic
-
-    a, b = fmts
-    bound = a.max_abs_q * b.max_abs_q
-    acc = AccumulatorBound(name, bound, bound, 1)
-    acc.check_simulation_exact()
-    return LayerArithmetic(name, np.asarray(a.frac + b.frac), acc)
-
-
-def lrn_arithmetic(name: str, fmts: list, attrs: dict):
-    """``q * T[s >> r]`` (see ``_arith.lrn_table``): at ``f_x + K``, magnitude at most ``|q|max * max T``;
-    the sum of squares ``s`` itself must stay below ``2**52`` for the float64 simulation."""
-    from tvm_fxp.bounds import AccumulatorBound, AccumulatorError, LayerArithmetic
-
-    from ._arith import lrn_table
-
-    (x,) = fmts
-    t = lrn_table(x, attrs)
-    if t.sum_bound >= 1 << 52:
-        raise AccumulatorError(f"layer {name}: the LRN sum of squares needs more than 52 bits; "
-                               "use fewer bits for its input")
-    bound = x.max_abs_q * int(t.table.max())
-    acc = AccumulatorBound(name, bound, bound, attrs["size"])
-    acc.check_simulation_exact()
-    return LayerArithmetic(name, np.asarray(x.frac + t.frac), acc)
-
-
-def float_island_arithmetic(name: str, fmts: list, attrs: dict):
-    """A float island has no accumulator: its output is quantized from float64 by its own format."""
-    from tvm_fxp.bounds import AccumulatorBound, LayerArithmetic
-
-    (x,) = fmts
-    return LayerArithmetic(name, np.asarray(x.frac), AccumulatorBound(name, x.max_abs_q, x.max_abs_q, 1))
-
-
-EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic, "float": float_island_arithmetic}
 
 
 # ---- the analysis ----------------------------------------------------------------------------------------------

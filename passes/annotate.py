@@ -19,7 +19,7 @@ from tvm import relax
 from tvm_fxp.bounds import layer_arithmetic
 from tvm_fxp.plan import Plan, PlanError
 
-from ._ir import const_np, is_const, map_relax_functions, rebuild_function
+from .relax_utils import const_np, is_const, map_relax_functions, rebuild_function
 from .analysis import LayerGraph, analyze
 from .ops import annotate
 
@@ -90,21 +90,16 @@ CLAIMS_ATTR = "fxp_accumulator_claims"
 TILE_CLAIMS_ATTR = "fxp_accumulator_tile_claims"
 
 
-def _proofs(plan: Plan) -> dict:
-    proofs = (plan.config or {}).get("proofs") or {}
-    return {str(k): v for k, v in proofs.items() if isinstance(v, dict) and "acc_bits" in v}
-
-
 def accumulator_claims(plan: Plan) -> dict:
-    """``{layer: accumulator bits}`` the plan's method proved (de Bruin's ``proofs``); ``Realize`` refuses a
-    layer whose weights, under the plan's formats, need more (a tampered plan or one for other weights)."""
-    return {k: int(v["acc_bits"]) for k, v in _proofs(plan).items()}
+    """``{layer: accumulator bits}`` the plan's method proved (``plan.proofs``); ``Realize`` refuses a layer
+    whose weights, under the plan's formats, need more (a tampered plan or one for other weights)."""
+    return {k: int(p.acc_bits) for k, p in plan.proofs.items()}
 
 
 def tiled_claims(plan: Plan) -> list:
     """Layers whose claim is per k-tile (``tvm_fxp.bounds.k_tiles``): each partial sum fits the claimed bits,
     the whole reduction need not; ``Realize`` recomputes the tiles and checks that."""
-    return sorted(k for k, v in _proofs(plan).items() if "tiles" in v)
+    return sorted(k for k, p in plan.proofs.items() if p.tiles)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Annotate")

@@ -21,7 +21,7 @@ from tvm.ir import _ffi_api as _ir_ffi
 
 from tvm_fxp.formats import FixedPointFormat
 
-from ._ir import FxpGraphError, const_np, op_name
+from .relax_utils import FxpGraphError, const_np, op_name
 
 ANNOTATE = "fxp.annotate"
 

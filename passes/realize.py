@@ -18,7 +18,7 @@ Runs on an annotated module (after ``Annotate``), instead of ``Simulate``.  The 
   count varies), then requantize;
 - the product of two activations is ``qa * qb`` at ``2**-(fa + fb)``;
 - LRN is ``q * T[s >> r]`` with ``s`` the integer window sum of ``q**2`` and ``T`` a table of
-  ``2**K * (bias + alpha/size * S)**-beta`` (``_arith.lrn_table``).
+  ``2**K * (bias + alpha/size * S)**-beta`` (``tvm_fxp.bounds.lrn_table``).
 
 Each op's rule is one function registered in ``RULES``; every rule records the domain of its result (``Dom``:
 stored integers of a format, or an accumulator at a scale with a proven magnitude bound).
@@ -34,15 +34,15 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tvm_fxp.bounds import (INT16_LIMIT, INT32_LIMIT, bias_at_accumulator, k_tiles, pool_multiplier,
-                            weighted_layer_bound)
+from tvm_fxp.bounds import (INT16_LIMIT, AccumulatorError, accumulator_dtype, bias_at_accumulator, k_tiles,
+                            lrn_arithmetic, mul_arithmetic, pool_multiplier, weighted_layer_bound)
 from tvm_fxp.formats import FixedPointFormat
 
-from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
+from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
     saturate
-from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
+from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
     rebuild_function
-from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, composite_patterns, lrn_arithmetic, mul_arithmetic, result_fields
+from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, composite_patterns, result_fields
 from .annotate import CLAIMS_ATTR, TILE_CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
 from .simulate import map_result
@@ -73,16 +73,12 @@ def _iconst(v, dtype):
     return relax.const(np.asarray(v).astype(dtype), dtype)
 
 
-INT16_LIMIT = 1 << 15
-
-
 def _acc_dtype(bound: int, where: str, narrow: bool = False) -> str:
-    """The accumulator dtype a proven magnitude ``bound`` allows (int16 only when ``narrow``)."""
-    if bound >= 1 << 52:
-        raise FxpGraphError(f"{where}: accumulator bound 2**{int(np.log2(bound))} exceeds 52 bits")
-    if narrow and bound < INT16_LIMIT:
-        return "int16"
-    return "int32" if bound < INT32_LIMIT else "int64"
+    """``tvm_fxp.bounds.accumulator_dtype`` of a proven magnitude ``bound``, its refusal naming the node."""
+    try:
+        return accumulator_dtype(bound, "narrow" if narrow else "wide")
+    except AccumulatorError as e:
+        raise FxpGraphError(f"{where}: {e}") from None
 
 
 def emit_requantize(bb, x, dom: Dom, fmt: FixedPointFormat, name: str):

@@ -11,10 +11,10 @@ the integer graph's output bit for bit.  The result is cast back to float32 (exa
 Per op (the ops not listed are computed as they are, in float64, which is exact for the reason above):
 
 - ``avg_pool2d``/``mean``: window sum times the integer multiplier ``m`` (per position when the window count
-  varies) times ``2**-s``, as ``_arith.emit_pool_sum``;
+  varies) times ``2**-s``, as ``emitters.emit_pool_sum``;
 - ``mul`` of two activations: the float64 product of ``qa * 2**-fa`` and ``qb * 2**-fb`` is ``qa*qb`` at
-  ``2**-(fa+fb)``, exact while ``|qa*qb| < 2**52`` (``analysis.mul_arithmetic``);
-- ``lrn``: the same table lookup as the integer graph (``_arith.emit_lrn_lookup``), then ``x * T * 2**-K``;
+  ``2**-(fa+fb)``, exact while ``|qa*qb| < 2**52`` (``tvm_fxp.bounds.mul_arithmetic``);
+- ``lrn``: the same table lookup as the integer graph (``emitters.emit_lrn_lookup``), then ``x * T * 2**-K``;
   the decomposed float ops of the importer are dropped;
 - a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
@@ -25,8 +25,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, rebuild_weighted
-from ._ir import const_np, is_const, main_bindings, map_relax_functions, op_name, rebuild_function
+from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, rebuild_weighted
+from .relax_utils import const_np, is_const, main_bindings, map_relax_functions, op_name, rebuild_function
 from .analysis import EPILOGUE, PASS_THROUGH, composite_patterns
 from .ops import annotation_format, is_annotate
 
@@ -66,7 +66,7 @@ def operand_format(var, producer):
 def simulate_function(func: relax.Function, lower_annotation=None, extra_params=(), probe: list | None = None
                       ) -> relax.Function:
     """Simulate ``func``; ``lower_annotation(bb, binding, value)`` may replace the default fake-quant of an
-    ``fxp.annotate`` (``tvm_fxp.passes.search`` feeds formats at run time through ``extra_params``).
+    ``fxp.annotate`` (``tvm_fxp.passes.plan_scorer`` feeds formats at run time through ``extra_params``).
 
     With a ``probe`` list, the function returns ``(result, mean_0, mean_1, ...)``: per weighted layer (in
     graph order, its name appended to ``probe``) the mean of its conv/matmul output over every axis but the

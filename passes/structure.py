@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tvm import relax
 
-from ._ir import is_const, main_bindings, op_name
+from .relax_utils import is_const, main_bindings, op_name
 from .analysis import EPILOGUE
 
 _QUANTIZE_OPS = {"relax.astype", "relax.multiply", "relax.abs", "relax.add", "relax.floor", "relax.sign",

@@ -42,6 +42,8 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
+from .common import ceil_div as _ceil_div, has_block as _has_block
+from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
 from .targets import KernelConfig, kernel_config
 
 INPUT_DTYPES = ("int8", "uint8")
@@ -68,10 +70,6 @@ def check_dtypes(kind: str, data_dtype: str, weight_dtype: str, acc_dtype: str) 
         raise ValueError(f"accumulator dtype {acc_dtype} not in {ACC_DTYPES} (or all {EXACT_FLOAT})")
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"{kind} weight dtype {weight_dtype} not in {WEIGHT_DTYPES} (or all {EXACT_FLOAT})")
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def choose_block(positions: int, max_block: int) -> int:
@@ -328,14 +326,6 @@ def conv2d_compute(data: te.Tensor, packed: te.Tensor, plan: Conv2dPlan,
 
 # ----------------------------------------------------------------------------------------- schedule
 
-def _has_block(sch, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-        return True
-    except Exception:  # noqa: BLE001 -- s_tir raises a ScheduleError subclass when the block is absent
-        return False
-
-
 def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     """Register-block and vectorize a PrimFunc made from ``conv2d_compute``."""
     sch = Schedule(func)
@@ -375,7 +365,6 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
 
 def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     if plan.layout == "vnni":
-        from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
         return vnni_primfuncs(plan, batch, epilogue)
     return _primfuncs(plan, batch, epilogue)
 

@@ -23,7 +23,7 @@ from tvm.s_tir import Schedule
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from .conv2d_int import _has_block
+from .common import ceil_div as _ceil_div, has_block as _has_block
 
 LANES, GROUP = 16, 4
 INTRIN = "tvm_fxp.dot_16x4_vnni_local"
@@ -64,10 +64,6 @@ try:
     TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni)
 except Exception:  # noqa: BLE001 -- already registered (module reloaded)
     pass
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def packed_weight_shape(plan) -> tuple:

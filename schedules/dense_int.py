@@ -25,7 +25,8 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
-from .conv2d_int import EXACT_FLOAT, _ceil_div, _has_block, check_dtypes
+from .common import ceil_div as _ceil_div, has_block as _has_block
+from .conv2d_int import EXACT_FLOAT, check_dtypes
 from .targets import KernelConfig, kernel_config
 
 MIN_CHAINS = 8   # independent accumulator registers needed to cover the multiply-accumulate latency

@@ -5,8 +5,8 @@ target in scope.  For every ``relax.nn.conv2d``/``relax.matmul`` that ``legalize
 our kernels (``conv2d_plan_for``/``dense_plan_for``), it matches the epilogue DAG that follows
 (``epilogue.match``: bias add, relu/clip, rounding shift, saturate, astype) and replaces the op and the whole
 DAG with one ``call_tir`` of the kernel generated with that epilogue: the epilogue is applied to the
-accumulator registers as they are written back, and only the 8-bit result reaches memory.  Packed weights
-(and the uint8 offset) are computed on the host at compile time as in ``legalize.py``; the epilogue's
+accumulator registers as they are written back, and only the 8-bit result reaches memory.  The kernel call is emitted
+by the legalization's own ``legalize.emit_kernel`` (packed weights computed on the host at compile time); the epilogue's
 per-channel constants become kernel arguments.  A conv2d/matmul without a matching epilogue, or one that is not
 ours, is left for ``LegalizeOps`` unchanged.
 """
@@ -17,10 +17,10 @@ import tvm
 from tvm import relax, tirx
 
 from . import legalize as L
+from .common import function_bindings, remap_expr, use_counts
 from .conv2d_int import conv2d_primfuncs
 from .dense_int import dense_primfuncs
 from .epilogue import match
-from ..passes._ir import main_bindings, remap_expr, use_counts
 
 _KERNELS = ("relax.nn.conv2d", "relax.matmul")
 
@@ -41,25 +41,13 @@ def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
     lead = list(call.args[0].ty.shape)[0]
     batch = int(lead.value) if isinstance(lead, tirx.IntImm) else None    # static batch: a static kernel
     funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
-    pack_func, offset_func, kernel_func = funcs
-    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "") + \
-        ("_w16" if plan.weight_dtype == "int16" else "")
-    weight = call.args[1]
-    args = [call.args[0], L._weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
-                                          f"{kind}_weight_pack", kind)]
-    if offset_func is not None:
-        out_len = plan.out_channels if kind == "conv2d" else plan.outputs
-        args.append(L._weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype,
-                                    f"{kind}_weight_offset", kind))
-    args += [relax.const(c, str(c.dtype)) for c in epi.consts]
-    gv = L._add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue{suffix}", f"{tag}+epilogue", opaque=True)
-    return relax.call_tir(gv, args, out_ty)
+    return L.emit_kernel(bb, call, plan, funcs, kind, epi, out_ty, suffix)
 
 
 def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: str = "") -> tuple:
     """``(new function, number of fused layers)``; kernels are added to ``bb``'s module, their names ending
     in ``suffix`` (unique per function: each function is rewritten with its own builder)."""
-    bindings = main_bindings(func)
+    bindings = function_bindings(func)
     uses, outputs = use_counts(func), _outputs(func)
     fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
     skip: set = set()

@@ -1,8 +1,10 @@
 """Relax legalization of integer conv2d/matmul to the scheduled kernels of this package.
 
-Importing this module (``import tvm_fxp.schedules``) overrides the ``FLegalize`` attribute of
-``relax.nn.conv2d`` and ``relax.matmul`` (at a higher registration level than TVM's own) with a function
-that, when
+``legalize_map()`` is the ``customize_legalize_map`` of ``relax.transform.LegalizeOps`` that the build
+pipeline (``tvm_fxp.schedules.pipeline(target)``) runs; ``register()`` instead installs it as the
+``FLegalize`` attribute of ``relax.nn.conv2d`` and ``relax.matmul`` (at a higher registration level than
+TVM's own), for users who call ``tvm.compile`` with its default pipeline.  Importing this module changes no
+global TVM state.  The legalization, when
 
 - the data is int8/uint8, the weight int8 and ``out_dtype`` int16/int32,
 - the layouts are NCHW/OIHW/NCHW (conv2d) or the operands ``(M, K) @ (K, N)`` (matmul),
@@ -13,12 +15,12 @@ packs the weights (and, for uint8 data into int16, computes a per-channel offset
 packing PrimFunc -- on the host at compile time when the weight is a constant, since ``tvm.compile``'s
 default CPU pipeline has no ``FoldConstant``, else as a ``call_tir`` -- and emits ``call_tir`` of the
 scheduled kernel, marked ``op_pattern = kOpaque`` so that ``FuseOps``/``FuseTIR`` keep its schedule.
-Anything else goes to TVM's original legalization, which is saved here and called unchanged.
+Anything else goes to TVM's original legalization, called unchanged.
 
-Where it runs: inside ``relax.transform.LegalizeOps`` (so in ``tvm.compile``'s default pipeline); it
-assumes nothing of the graph beyond the op and its operand types.  An int16 result is exact when it fits in
-int16, which the producer of the graph (``tvm_fxp.passes.Realize(accumulator="narrow")``) proves before
-asking for it; ``disabled()`` turns the override off for a block of code (e.g. to build a baseline).
+Where it runs: inside ``relax.transform.LegalizeOps``; it assumes nothing of the graph beyond the op and its
+operand types.  An int16 result is exact when it fits in int16, which the producer of the graph
+(``tvm_fxp.passes.Realize(accumulator="narrow")``) proves before asking for it; ``disabled()`` turns our
+kernels off for a block of code (e.g. to build a baseline).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ _LEVEL = 20                     # TVM registers its legalizations at the default
 OP_PATTERN_OPAQUE = 8           # tvm::relax::OpPatternKind::kOpaque
 KERNEL_ATTR = "tvm_fxp.kernel"  # PrimFunc attribute naming the kernel (for tests and reports)
 
-_original: dict = {}
 _switch = threading.local()
 
 
@@ -57,8 +58,13 @@ def disabled():
 
 
 def original_legalize(op_name: str):
-    """TVM's own legalization of ``op_name`` (as it was before this module overrode it)."""
-    return _original[op_name]
+    """TVM's own legalization of ``op_name`` (as it was before ``register()``, if that was called)."""
+    saved = tvm_ffi.get_global_func(_saved_key(op_name), allow_missing=True)
+    return saved if saved is not None else tvm.ir.Op.get(op_name).get_attr(_ATTR)
+
+
+def _saved_key(op_name: str) -> str:
+    return f"tvm_fxp.schedules.original_legalize.{op_name}"
 
 
 def _static_dims(shape) -> list | None:
@@ -178,8 +184,10 @@ def _weight_input(bb, func, weight, out_shape, out_dtype: str, name: str, kind: 
     return bb.emit(relax.call_tir(gv, [weight], relax.TensorType(tuple(out_shape), out_dtype)))
 
 
-def _emit_kernel(bb, call, plan, funcs, kind: str):
-    """Packed weight (and offset) inputs, then the opaque kernel call."""
+def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, suffix: str = ""):
+    """Packed weight (and offset) inputs, then the opaque kernel call; with an ``epilogue``
+    (``epilogue.Epilogue``, see ``fuse.py``) its constants follow as kernel arguments, the call's type is
+    ``out_ty`` and the kernel's name ends in ``suffix``."""
     pack_func, offset_func, kernel_func = funcs
     tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "") + \
         ("_w16" if plan.weight_dtype == "int16" else "")
@@ -188,31 +196,36 @@ def _emit_kernel(bb, call, plan, funcs, kind: str):
                                         f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
-        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset", kind))
-    kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}", tag, opaque=True)
-    return relax.call_tir(kernel_gv, args, call.ty)
+        args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset",
+                                  kind))
+    if epilogue is None:
+        kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}", tag, opaque=True)
+        return relax.call_tir(kernel_gv, args, call.ty)
+    args += [relax.const(c, str(c.dtype)) for c in epilogue.consts]
+    kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue{suffix}", f"{tag}+epilogue", opaque=True)
+    return relax.call_tir(kernel_gv, args, out_ty)
 
 
 def _legalize_conv2d(bb, call):
     target = _cpu_target()
     plan = conv2d_plan_for(call, target) if target is not None else None
     if plan is None:
-        return _original["relax.nn.conv2d"](bb, call)
-    return _emit_kernel(bb, call, plan, conv2d_primfuncs(plan), "conv2d")
+        return original_legalize("relax.nn.conv2d")(bb, call)
+    return emit_kernel(bb, call, plan, conv2d_primfuncs(plan), "conv2d")
 
 
 def _legalize_matmul(bb, call):
     target = _cpu_target()
     plan = dense_plan_for(call, target) if target is not None else None
     if plan is None:
-        return _original["relax.matmul"](bb, call)
-    return _emit_kernel(bb, call, plan, dense_primfuncs(plan), "dense")
+        return original_legalize("relax.matmul")(bb, call)
+    return emit_kernel(bb, call, plan, dense_primfuncs(plan), "dense")
 
 
 def dispatched_kernels(mod: tvm.IRModule, target) -> dict:
     """``{kernel tag: number of calls}`` after ``LegalizeOps`` of ``mod`` under ``target``."""
     with tvm.target.Target(target):
-        legal = relax.transform.LegalizeOps()(mod)
+        legal = relax.transform.LegalizeOps(customize_legalize_map=legalize_map())(mod)
     tags = {gv: str(f.attrs[KERNEL_ATTR]) for gv, f in legal.functions.items()
             if isinstance(f, tirx.PrimFunc) and f.attrs is not None and KERNEL_ATTR in f.attrs}
     counts: dict = {}
@@ -232,20 +245,17 @@ def dispatched_kernels(mod: tvm.IRModule, target) -> dict:
 _LEGALIZERS = {"relax.nn.conv2d": _legalize_conv2d, "relax.matmul": _legalize_matmul}
 
 
+def legalize_map() -> dict:
+    """``{op name: legalization}`` for ``relax.transform.LegalizeOps(customize_legalize_map=...)``."""
+    return dict(_LEGALIZERS)
+
+
 def register() -> None:
-    """Install the overrides once per process (also across a reload of this module).
-
-    TVM's originals are kept in the FFI global registry (``tvm_fxp.schedules.original_legalize.<op>``) so
-    that a reloaded module still finds them; an op attribute cannot be registered twice at one level.
-    """
+    """Install the legalization as the ``FLegalize`` of conv2d/matmul, for ``tvm.compile``'s default pipeline
+    (explicit: nothing is installed on import).  Once per process, also across a reload of this module: TVM's
+    originals are kept in the FFI global registry (``original_legalize``); an op attribute cannot be
+    registered twice at one level."""
     for name, fn in _LEGALIZERS.items():
-        key = f"tvm_fxp.schedules.original_legalize.{name}"
-        saved = tvm_ffi.get_global_func(key, allow_missing=True)
-        if saved is None:
-            saved = tvm.ir.Op.get(name).get_attr(_ATTR)
-            tvm_ffi.register_global_func(key, saved)
+        if tvm_ffi.get_global_func(_saved_key(name), allow_missing=True) is None:
+            tvm_ffi.register_global_func(_saved_key(name), tvm.ir.Op.get(name).get_attr(_ATTR))
             tvm.ir.register_op_attr(name, _ATTR, fn, level=_LEVEL)
-        _original[name] = saved
-
-
-register()

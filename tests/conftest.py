@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "examples" / "models"
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))    # tools/: the assembly and emulation tooling the tests use (not installed)
 
 
 def model_path(name: str) -> Path:

@@ -29,7 +29,7 @@ import tvm_fxp
 from tvm_fxp.calibrate import TensorStats, probe_module
 from tvm_fxp.methods import uniform
 from tvm_fxp.passes import float_ops_in_integer_graph
-from tvm_fxp.passes._ir import main_bindings, op_name
+from tvm_fxp.passes.relax_utils import main_bindings, op_name
 from onnx_graphs import (Net, alexnet, densenet, inception, mobilenet, resnet50, save, shufflenet, squeezenet,
                          vgg)
 
@@ -254,7 +254,7 @@ def _every_method(tmp_path, family, seconds):
         reals[name] = q.realized("narrow" if name == "debruin2020" else "wide")
         assert float_ops_in_integer_graph(reals[name]) == [], name
         if name == "debruin2020":
-            assert all(p["bound"] < 1 << 19 for p in plan.config["proofs"].values())
+            assert all(p.bound < 1 << 19 for p in plan.proofs.values())
     # the label-free bias correction on the family's graph (a 6-bit plan, every bias with a conv/matmul corrected)
     from tvm_fxp.methods.correction import corrected_plan
     from tvm_fxp.methods.uniform import Uniform, allocate

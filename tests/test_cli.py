@@ -157,6 +157,6 @@ def test_debruin_max_tiles_flag(tmp_path, capsys):
                          "--method", "debruin2020", "--max-tiles", "0", "--accumulator", "narrow", "--calib-size",
                          "200", "--search-size", "128", "--eval-size", "200", "--quiet"], capsys)
     assert code == 0, err
-    proofs = json.loads((out / "plan.json").read_text())["config"]["proofs"]
+    proofs = json.loads((out / "plan.json").read_text())["proofs"]
     assert proofs and all("tiles" not in p and p["bound"] < 1 << 15 for p in proofs.values())
     assert json.loads((out / "summary.json").read_text())["bit_exact"] is True

@@ -66,10 +66,10 @@ def test_fixed_batch_statistics_equal_the_dynamic_model(tmp_path):
         assert tvm_fxp.model_batch(prepared) == (4 if name == "fixed" else None)
         stats[name] = calibrate(prepared, lg, x, batch_size=3, progress=False)
         from tvm_fxp.methods.evaluate import uniform_plan
-        from tvm_fxp.passes.search import PlanEvaluator
+        from tvm_fxp.passes.plan_scorer import PlanScorer
 
         plan = uniform_plan(lg, stats[name], 8)
-        ev = PlanEvaluator(prepared, plan, batch_size=3)
+        ev = PlanScorer(prepared, plan, tvm_fxp.build, batch_size=3)
         means[name] = (ev.layer_means(plan, x), ev.outputs(plan, x))
     for k, s in stats["fixed"].items():
         d = stats["dynamic"][k]

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm import relax
 
-from .calibrate import CalibrationError, TensorStats, calibrate, check_batch
+from .calibrate import calibrate
 from .methods import get_method
 from .plan import Plan, PlanError
+from .runtime import Runner, build, host_target, model_batch  # noqa: F401 -- tvm_fxp.build, tvm_fxp.Runner
+from .statistics import CalibrationError, TensorStats, check_batch
 
 
 class ModelError(ValueError):
@@ -273,7 +274,7 @@ class Quantized:
     """A prepared float module, its layer graph, calibration statistics and the chosen plan."""
 
     prepared: tvm.IRModule
-    graph: object                    # tvm_fxp.passes.analysis.LayerGraph
+    graph: object                    # tvm_fxp.layer_graph.LayerGraph
     plan: Plan
     stats: dict = field(default_factory=dict)
     arithmetic: dict = field(default_factory=dict)
@@ -344,11 +345,13 @@ def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, pr
     from tqdm.auto import tqdm
 
     from .methods.evaluate import Evaluator, uniform_plan
+    from .passes.plan_scorer import PlanScorer
 
     inputs = check_batch(inputs, "search data")
     bar = tqdm(desc="search", unit="plan", disable=not progress)
-    return Evaluator(prepared, lg, uniform_plan(lg, stats, 16), inputs, labels, time_limit, progress=bar,
-                     max_evaluations=max_evaluations)
+    sim = PlanScorer(prepared, uniform_plan(lg, stats, 16), build)
+    float_out = Runner(build(prepared), batch=model_batch(prepared)).run(inputs)
+    return Evaluator(sim, inputs, float_out, labels, time_limit, progress=bar, max_evaluations=max_evaluations)
 
 
 def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,
@@ -375,70 +378,6 @@ def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int
     if isinstance(model, (str, Path)):
         plan.model = {"name": Path(model).name, "sha256": model_digest(model)}
     return bind_plan(prepared, lg, plan, stats)
-
-
-def host_target() -> tvm.target.Target:
-    """LLVM for this machine's CPU (so LLVM may use its vector extensions)."""
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
-
-
-def build(mod: tvm.IRModule, target=None):
-    """Compile a (float, simulated or realized) module to a VM executable (default: the host CPU).
-
-    On LLVM CPU targets the Relax pipeline is ``tvm_fxp.schedules.pipeline``: TVM's CPU pipeline plus the
-    fusion of every integer conv2d/matmul with its requantize epilogue into one scheduled kernel, and
-    vectorized elementwise kernels (same results, bit for bit).  Inside ``tvm_fxp.schedules.disabled()``, and
-    on other targets, it is ``tvm.compile``'s default.
-    """
-    from .schedules import pipeline
-
-    target = target or host_target()
-    if isinstance(target, (str, dict)):
-        target = tvm.target.Target(target)
-    return pipeline.build(mod, target)
-
-
-def model_batch(mod: tvm.IRModule) -> int | None:
-    """The batch size ``main``'s first input fixes (``1`` for ``1x3x224x224``), None when it is symbolic."""
-    params = mod["main"].params
-    if not params:
-        return None
-    ty = params[0].ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None or len(ty.shape) == 0:
-        return None
-    first = ty.shape[0]
-    return int(first.value) if isinstance(first, tvm.tirx.IntImm) else None
-
-
-class Runner:
-    """Run a compiled module over a batch of inputs, in chunks.
-
-    ``batch``: the model's fixed batch size (``model_batch(mod)`` of the module that was built), None when the
-    batch is dynamic; a fixed batch runs in chunks of exactly that size, the last one padded and trimmed.
-    """
-
-    def __init__(self, executable_or_path, device=None, batch: int | None = None):
-        dev = device or tvm.cpu()
-        ex = executable_or_path
-        if isinstance(ex, (str, Path)):
-            ex = tvm.runtime.load_module(str(ex))
-        self.vm = relax.VirtualMachine(ex, dev)
-        self.batch = batch
-
-    def run(self, inputs, batch_size: int = 256, progress=None) -> np.ndarray:
-        from .batching import Batching, concat, run_batched
-
-        def call(x):
-            try:
-                return self.vm["main"](tvm.runtime.tensor(x)).numpy()
-            except Exception as e:   # a fixed-batch module run without its batch size
-                if "mismatch to specified constant" in str(e) and self.batch is None:
-                    raise ValueError(f"the module has a fixed batch size and got {len(x)} inputs at once: build "
-                                     "the Runner with batch=tvm_fxp.model_batch(mod) of the module you built")\
-                        from None
-                raise
-
-        return concat(run_batched(call, inputs, Batching(self.batch, batch_size), progress))
 
 
 def output_integers(y: np.ndarray, frac: int) -> np.ndarray:

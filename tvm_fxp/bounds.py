@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import tvm_ffi
+import math
 
-from .formats import FixedPointFormat, bits_for_magnitude
+import numpy as np
+
+from .formats import FixedPointFormat, bits_for_magnitude, round_half_away
+from .plan import AccumulatorProof, PlanError
 
 INT32_LIMIT = 1 << 30   # keeps acc + 2**(s-1) and aligned operands inside int32
 SIM_EXACT_LIMIT = 1 << 52
 
 
-@tvm_ffi.register_error
 class AccumulatorError(ValueError):
     pass
 
@@ -57,7 +58,8 @@ class AccumulatorBound:
 
     @property
     def dtype(self) -> str:
-        return "int32" if min(self.worst_case, self.l1) < INT32_LIMIT else "int64"
+        """The accumulator dtype of the integer graph's default (wide) policy."""
+        return accumulator_dtype(min(self.worst_case, self.l1))
 
     def check_simulation_exact(self):
         if min(self.worst_case, self.l1) >= SIM_EXACT_LIMIT:
@@ -71,6 +73,22 @@ class AccumulatorBound:
 
 
 INT16_LIMIT = 1 << 15
+ACCUMULATOR_POLICIES = ("wide", "narrow")
+
+
+def accumulator_dtype(bound: int, policy: str = "wide") -> str:
+    """The accumulator dtype a proven magnitude ``bound`` allows: int16 below ``2**15`` under the ``narrow``
+    policy, int32 below ``INT32_LIMIT``, else int64; beyond 52 bits no dtype (the float64 simulation would not
+    be exact).  The one place the integer graph's accumulator widths are decided."""
+    if policy not in ACCUMULATOR_POLICIES:
+        raise ValueError(f"accumulator policy must be one of {ACCUMULATOR_POLICIES}, got {policy!r}")
+    if bound >= SIM_EXACT_LIMIT:
+        raise AccumulatorError(f"accumulator bound 2**{int(np.log2(bound))} exceeds 52 bits")
+    if policy == "narrow" and bound < INT16_LIMIT:
+        return "int16"
+    return "int32" if bound < INT32_LIMIT else "int64"
+
+
 MAX_TILES = 8       # more tiles than this: plain int32 (each tile is a kernel call)
 MIN_K = 32          # fewer products per tile than this: plain int32 (widening would dominate)
 
@@ -145,6 +163,31 @@ def weighted_layer_bound(name: str, x_fmt: FixedPointFormat, wq: np.ndarray, w_f
     return AccumulatorBound(name, int(worst), l1, fan_in)
 
 
+def formats_bound(layer, x_fmt: FixedPointFormat, w_fmt: FixedPointFormat, b_fmt: FixedPointFormat | None,
+                  proof: str = "l1") -> int:
+    """The proven accumulator magnitude of a weighted ``layer`` (``tvm_fxp.layer_graph.Layer``) under per-tensor
+    input, weight and bias formats (``b_fmt`` None: no bias): ``proof`` ``"l1"`` or ``"worst-case"``."""
+    bias_acc = None
+    if b_fmt is not None:
+        bias_acc = bias_at_accumulator(b_fmt.quantize(layer.bias), b_fmt,
+                                       np.full(layer.channels, x_fmt.frac + w_fmt.frac))
+    b = weighted_layer_bound(layer.name, x_fmt, w_fmt.quantize(layer.weight), w_fmt, layer.weight_axis,
+                             layer.fan_in, bias_acc)
+    return b.worst_case if proof == "worst-case" else b.l1
+
+
+def prove_accumulator(layer, x_fmt: FixedPointFormat, w_fmt: FixedPointFormat, b_fmt: FixedPointFormat | None,
+                      acc_bits: int, proof: str = "l1", tiles: KTiles | None = None) -> AccumulatorProof:
+    """The plan's record (``Plan.proofs``) of a claim that ``layer``'s accumulator fits ``acc_bits``: the whole
+    reduction's bound by ``proof``, or, with ``tiles`` (``k_tiles``), the per-tile claim (the whole bound then
+    by L1).  It records what was proven; ``Realize`` checks it against the weights it is given."""
+    bound = formats_bound(layer, x_fmt, w_fmt, b_fmt, "l1" if tiles is not None else proof)
+    if tiles is None:
+        return AccumulatorProof(x_fmt.bits, w_fmt.bits, acc_bits, proof, int(bound))
+    return AccumulatorProof(x_fmt.bits, w_fmt.bits, acc_bits, "l1 per k-tile", int(bound), len(tiles.ranges),
+                            int(tiles.k), int(tiles.tile_bound))
+
+
 def aligned_sum_bound(name: str, fmts: list, acc_frac: int, terms_per_input: int = 1,
                       multiplier: int = 1) -> AccumulatorBound:
     """Bound for adds/concats/pools: inputs shifted left to ``acc_frac`` then summed."""
@@ -178,11 +221,9 @@ class LayerArithmetic:
 def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
     """Quantize a layer's constants under ``plan`` and prove its accumulator bound.
 
-    ``layer`` is a ``tvm_fxp.passes.analysis.Layer``; ``input_fmts`` the formats of its inputs.
+    ``layer`` is a ``tvm_fxp.layer_graph.Layer``; ``input_fmts`` the formats of its inputs.
     Raises AccumulatorError / FormatError naming the layer when the plan cannot be realized exactly.
     """
-    from .plan import PlanError
-
     if layer.weight is not None:
         x_fmt = input_fmts[0]
         if x_fmt.per_channel:
@@ -226,6 +267,72 @@ def layer_arithmetic(layer, plan, input_fmts: list) -> LayerArithmetic:
         bound = aligned_sum_bound(layer.name, input_fmts, input_fmts[0].frac, count, m)
         bound.check_simulation_exact()
         return LayerArithmetic(layer.name, np.asarray(input_fmts[0].frac + s), bound, pool=(count, m, s))
-    if hasattr(layer, "arithmetic"):   # layer kinds defined by the graph analysis (mul, lrn)
-        return layer.arithmetic(plan, input_fmts)
+    rule = EXTRA_ARITHMETIC.get(layer.op)
+    if rule is not None:
+        return rule(layer.name, input_fmts, layer.attrs)
     raise PlanError(f"{layer.name}: no integer arithmetic for op {layer.op}")
+
+
+# ---- the products of two activations, local response normalisation, float islands --------------------------
+
+LRN_INDEX_BITS = 16      # at most 2**16 table entries
+LRN_TABLE_BITS = 15      # table values below 2**15
+
+
+@dataclass(frozen=True)
+class LrnTable:
+    """``d(S) = (bias + alpha/size * S) ** -beta`` tabulated over the integer sum of squares ``s``.
+
+    With input integers ``q`` at ``2**-f`` (``|q| <= X``), ``s = sum_window q**2`` is at most
+    ``sum_bound = size * X**2`` and means ``S = s * 2**(-2f)``.  Entry ``i`` covers ``s`` in
+    ``[i * 2**shift, (i+1) * 2**shift)`` and holds ``round(2**frac * d(S_mid))``; the LRN output is
+    ``q * table[s >> shift]`` at ``2**-(f + frac)``.
+    """
+
+    table: np.ndarray              # int64
+    shift: int
+    frac: int
+    sum_bound: int
+
+
+def lrn_table(fmt: FixedPointFormat, attrs: dict) -> LrnTable:
+    size, alpha, beta, bias = attrs["size"], attrs["alpha"], attrs["beta"], attrs["bias"]
+    smax = size * fmt.max_abs_q ** 2
+    shift = max(0, smax.bit_length() - LRN_INDEX_BITS)
+    i = np.arange((smax >> shift) + 1, dtype=np.float64)
+    s_mid = i * 2.0 ** shift + (2.0 ** shift - 1) / 2
+    d = (bias + alpha / size * np.ldexp(s_mid, -2 * fmt.frac)) ** -beta
+    frac = math.floor(math.log2(((1 << LRN_TABLE_BITS) - 1) / bias ** -beta))
+    return LrnTable(round_half_away(np.ldexp(d, frac)).astype(np.int64), shift, frac, smax)
+
+
+def mul_arithmetic(name: str, fmts: list, attrs: dict | None = None):
+    """``a * b`` of stored integers: the product is at ``f_a + f_b``, magnitude at most ``|a|max * |b|max``."""
+    a, b = fmts
+    bound = a.max_abs_q * b.max_abs_q
+    acc = AccumulatorBound(name, bound, bound, 1)
+    acc.check_simulation_exact()
+    return LayerArithmetic(name, np.asarray(a.frac + b.frac), acc)
+
+
+def lrn_arithmetic(name: str, fmts: list, attrs: dict):
+    """``q * T[s >> r]`` (see ``lrn_table``): at ``f_x + K``, magnitude at most ``|q|max * max T``;
+    the sum of squares ``s`` itself must stay below ``2**52`` for the float64 simulation."""
+    (x,) = fmts
+    t = lrn_table(x, attrs)
+    if t.sum_bound >= 1 << 52:
+        raise AccumulatorError(f"layer {name}: the LRN sum of squares needs more than 52 bits; "
+                               "use fewer bits for its input")
+    bound = x.max_abs_q * int(t.table.max())
+    acc = AccumulatorBound(name, bound, bound, attrs["size"])
+    acc.check_simulation_exact()
+    return LayerArithmetic(name, np.asarray(x.frac + t.frac), acc)
+
+
+def float_island_arithmetic(name: str, fmts: list, attrs: dict):
+    """A float island has no accumulator: its output is quantized from float64 by its own format."""
+    (x,) = fmts
+    return LayerArithmetic(name, np.asarray(x.frac), AccumulatorBound(name, x.max_abs_q, x.max_abs_q, 1))
+
+
+EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic, "float": float_island_arithmetic}

@@ -1,134 +1,62 @@
 """Calibration: run the float model in TVM with every activation exposed and collect streaming statistics.
 
-Memory is bounded by one batch: each batch's activations update running statistics and are dropped.
-Statistics per tensor: count, min, max, mean, std, abs-max and a histogram of ``log2 |x|`` (fixed bins, so
-it streams without knowing the range first), plus per-channel abs-max.
+The statistics themselves (``TensorStats``, bounded memory: one batch at a time) are ``tvm_fxp.statistics``;
+this module builds the probe (``main`` returning every layer output) and runs it over the inputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
 
 import numpy as np
-import tvm_ffi
 import tvm
 from tvm import relax
 from tqdm.auto import tqdm
 
-HIST_LO, HIST_HI, HIST_PER_OCTAVE = -32, 32, 4
-HIST_EDGES = np.linspace(HIST_LO, HIST_HI, (HIST_HI - HIST_LO) * HIST_PER_OCTAVE + 1)
-
-
-@tvm_ffi.register_error
-class CalibrationError(ValueError):
-    pass
-
-
-@dataclass
-class TensorStats:
-    count: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
-    min: float = np.inf
-    max: float = -np.inf
-    zeros: int = 0
-    hist: np.ndarray = field(default_factory=lambda: np.zeros(len(HIST_EDGES) - 1, dtype=np.int64))
-    channel_abs_max: np.ndarray | None = None
-
-    def update(self, x: np.ndarray, channel_axis: int | None = 1) -> None:
-        x64 = x.astype(np.float64, copy=False)
-        self.count += x64.size
-        self.total += float(x64.sum())
-        self.total_sq += float(np.square(x64).sum())
-        self.min = min(self.min, float(x64.min()))
-        self.max = max(self.max, float(x64.max()))
-        a = np.abs(x64)
-        nz = a[a > 0]
-        self.zeros += int(a.size - nz.size)
-        self.hist += np.histogram(np.log2(nz), bins=HIST_EDGES)[0]
-        if channel_axis is not None and x.ndim > 1:
-            cam = np.moveaxis(a, channel_axis, 0).reshape(a.shape[channel_axis], -1).max(axis=1)
-            self.channel_abs_max = cam if self.channel_abs_max is None else np.maximum(self.channel_abs_max, cam)
-
-    @property
-    def abs_max(self) -> float:
-        return max(abs(self.min), abs(self.max))
-
-    @property
-    def mean(self) -> float:
-        return self.total / max(self.count, 1)
-
-    @property
-    def std(self) -> float:
-        return float(np.sqrt(max(self.total_sq / max(self.count, 1) - self.mean ** 2, 0.0)))
-
-    @classmethod
-    def of(cls, x: np.ndarray, channel_axis: int | None = None) -> "TensorStats":
-        s = cls()
-        s.update(np.asarray(x), channel_axis)
-        return s
-
-    def to_json(self) -> dict:
-        return {"count": self.count, "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
-                "abs_max": self.abs_max}
+from .passes.relax_utils import rebuild_function, remap_expr
+from .runtime import Runner, build, model_batch
+from .statistics import HIST_EDGES, CalibrationError, TensorStats, accumulate, check_batch  # noqa: F401
 
 
 def probe_module(prepared: tvm.IRModule, lg) -> tvm.IRModule:
     """``main`` returning the tuple of every layer output (the activations the plan formats), in order."""
-    from tvm_fxp.passes._ir import rebuild_function, remap_expr
-
     outs = [layer.tail for layer in lg.layers.values()]
     new = rebuild_function(prepared["main"], lambda bb, b, v, env: v,
                            epilogue=lambda bb, r, env: relax.Tuple([remap_expr(o, env) for o in outs]))
     return tvm.IRModule({"main": new})
 
 
-def check_batch(x: np.ndarray, where: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.size == 0:
-        raise CalibrationError(f"{where} is empty; give at least one input")
-    if not np.issubdtype(x.dtype, np.number):
-        raise CalibrationError(f"{where}: calibration data has dtype {x.dtype}, expected numbers")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise CalibrationError(f"{where} contains NaN/inf (first at index {idx}); "
-                               "clean or drop those samples")
-    return x.astype(np.float32, copy=False)
-
-
 def calibrate(prepared: tvm.IRModule, lg, inputs, batch_size: int = 64, target=None,
               progress: bool = True) -> dict:
     """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs``.
 
-    ``inputs``: an array (or a lazily decoded ``ImageFolder``); a model with a fixed batch runs in chunks of
-    its batch (the last one padded, the padding never counted), a dynamic one in chunks of ``batch_size``.
+    ``inputs``: an array (or a lazily decoded image folder, each chunk checked as it is decoded); a model with a
+    fixed batch runs in chunks of its batch (the last one padded, the padding never counted), a dynamic one in
+    chunks of ``batch_size``.
     """
-    from .api import build, model_batch
-    from .batching import Batching
-
-    if isinstance(inputs, np.ndarray) or not hasattr(inputs, "__getitem__"):
+    lazy = not isinstance(inputs, np.ndarray) and hasattr(inputs, "__getitem__")
+    if not lazy:
         inputs = check_batch(inputs, "calibration data")
     elif len(inputs) == 0:
         raise CalibrationError("calibration data is empty; give at least one input")
-    batching = Batching(model_batch(prepared), batch_size)
-    ex = build(probe_module(prepared, lg), target)
-    vm = relax.VirtualMachine(ex, tvm.cpu())
+    batch = model_batch(prepared)
+    runner = Runner(build(probe_module(prepared, lg), target), batch=batch)
     keys = [layer.output_key for layer in lg.layers.values()]
-    stats = {k: TensorStats() for k in keys}
-    chunks = list(batching.chunks(len(inputs)))
-    for start, stop in tqdm(chunks, desc="calibrate", unit="batch", disable=not progress):
-        x = np.ascontiguousarray(inputs[start:stop], dtype=np.float32)
-        if not isinstance(inputs, np.ndarray):
-            check_batch(x, f"calibration inputs {start}..{stop - 1}")
-        padded = batching.pad(x)
-        outs = vm["main"](tvm.runtime.tensor(padded))
-        for k, o in zip(keys, outs):
-            a = o.numpy()
-            if a.ndim > 0 and len(padded) != len(x) and a.shape[0] == len(padded):
-                a = a[:len(x)]                      # the padding copies are not calibration data
-            if not np.all(np.isfinite(a)):
-                raise CalibrationError(f"activation {k} is NaN/inf on calibration batch starting at {start}: "
-                                       "check the model's weights (NaN/inf initializers?)")
-            stats[k].update(a, channel_axis=1 if a.ndim > 1 else None)
-    return stats
+    chunk = batch or batch_size
+    batches = tqdm(runner.batches(_checked(inputs) if lazy else inputs, batch_size),
+                   total=math.ceil(len(inputs) / chunk), desc="calibrate", unit="batch", disable=not progress)
+    return accumulate(keys, batches)
+
+
+class _checked:
+    """A lazily decoded input set whose chunks are checked (NaN/inf, dtype) as they are sliced."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def __getitem__(self, idx):
+        x = self.inputs[idx]
+        return check_batch(x, f"calibration inputs {idx.start}..{idx.stop - 1}") if isinstance(idx, slice) else x

@@ -15,14 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 import numpy as np
-import tvm_ffi
 
 ROUNDING = "half_away_from_zero"
 MIN_BITS = 1
 MAX_BITS = 32
 
 
-@tvm_ffi.register_error
 class FormatError(ValueError):
     """A fixed-point format that cannot exist or cannot be realized."""
 

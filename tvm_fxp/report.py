@@ -1,52 +1,11 @@
-"""Costs of a plan (memory, multiply cost, accumulator widths) and the per-layer Markdown report."""
+"""The per-layer reports (Markdown, HTML with plots) of a bound plan."""
 
 from __future__ import annotations
 
 import numpy as np
 
-FLOAT_BITS = 32
-
-
-def plan_costs(q) -> dict:
-    """Memory and multiply-cost figures of a bound plan (``tvm_fxp.api.Quantized``)."""
-    lg, plan = q.graph, q.plan
-    weight_bits = weight_elems = act_bits = act_elems = 0
-    for key, (kind, _, shape) in lg.tensors().items():
-        n = int(np.prod(shape))
-        if kind in ("weight", "bias"):
-            weight_bits += n * plan[key].bits
-            weight_elems += n
-        else:
-            act_bits += n * plan[key].bits
-            act_elems += n
-    cost = cost8 = 0
-    for layer in lg.layers.values():
-        if layer.weight is None:
-            continue
-        wx = plan[lg.layers[layer.inputs[0]].output_key].bits
-        cost += layer.macs * wx * plan[layer.weight_key].bits
-        cost8 += layer.macs * 64
-    bounds = [a.bound for a in q.arithmetic.values()]
-    return {
-        "weight_bits": int(weight_bits),
-        "activation_bits": int(act_bits),
-        "float_weight_bits": int(weight_elems * FLOAT_BITS),
-        "float_activation_bits": int(act_elems * FLOAT_BITS),
-        "memory_reduction_vs_float": (weight_elems + act_elems) * FLOAT_BITS / max(weight_bits + act_bits, 1),
-        "mult_cost_vs_8bit": cost / cost8 if cost8 else None,
-        "max_accumulator_bits": max((b.bits for b in bounds), default=0),
-        "macs_per_image": int(sum(l.macs for l in lg.layers.values())),
-    }
-
-
-def top1(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
-    if labels is None:
-        return None
-    return float(np.mean(np.argmax(logits, axis=1) == labels))
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+from .costs import plan_costs  # noqa: F401 -- the summary's cost figures, reported beside the layers
+from .metrics import agreement, sqnr_db, top1  # noqa: F401
 
 
 def layer_table(q) -> list[dict]:
@@ -107,21 +66,11 @@ def markdown_report(q, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sqnr_db(x: np.ndarray, xq: np.ndarray) -> float:
-    noise = float(np.sum((x.astype(np.float64) - xq) ** 2))
-    signal = float(np.sum(x.astype(np.float64) ** 2))
-    if noise == 0:
-        return float("inf")
-    return 10 * np.log10(max(signal, 1e-300) / noise)
-
-
 def tensor_sqnr(q, inputs: np.ndarray) -> dict:
     """SQNR (dB) of each tensor's quantizer: weights/biases on their values, activations on the float
     model's activations for ``inputs`` (the per-layer SQNR of Lin et al.; noise does not accumulate here)."""
     from .calibrate import probe_module
-    from .api import build
-    import tvm
-    from tvm import relax
+    from .runtime import Runner, build
 
     lg, plan = q.graph, q.plan
     out = {}
@@ -130,12 +79,7 @@ def tensor_sqnr(q, inputs: np.ndarray) -> dict:
             out[layer.weight_key] = sqnr_db(layer.weight, plan[layer.weight_key].fake_quantize(layer.weight))
         if layer.bias is not None:
             out[layer.bias_key] = sqnr_db(layer.bias, plan[layer.bias_key].fake_quantize(layer.bias))
-    from .api import model_batch
-    from .batching import Batching, run_batched
-
-    vm = relax.VirtualMachine(build(probe_module(q.prepared, lg)), tvm.cpu())
-    chunks = run_batched(lambda x: [a.numpy() for a in vm["main"](tvm.runtime.tensor(x))], inputs,
-                         Batching(model_batch(q.prepared)))
+    chunks = [out for _, out in Runner(build(probe_module(q.prepared, lg)), batch=q.batch).batches(inputs)]
     for i, layer in enumerate(lg.layers.values()):
         x = np.concatenate([c[i] for c in chunks])
         out[layer.output_key] = sqnr_db(x, plan[layer.output_key].fake_quantize(x))

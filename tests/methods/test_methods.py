@@ -13,7 +13,7 @@ from tvm_fxp.methods.fxpqnet import FxpQNet
 from tvm_fxp.methods.goyal2021 import Goyal2021
 from tvm_fxp.methods.lin2016 import KAPPA_DB_PER_BIT, Lin2016
 from tvm_fxp.passes import float_ops_in_integer_graph
-from tvm_fxp.passes._ir import const_np, is_const, main_bindings, op_name, rebuild_function
+from tvm_fxp.passes.relax_utils import const_np, is_const, main_bindings, op_name, rebuild_function
 from conftest import model_path
 
 MODELS = ["fmnist_vgg", "fmnist_resnet"]
@@ -161,7 +161,7 @@ def test_debruin2020_bound_holds_on_real_and_worst_case_inputs(plans, test_image
     weighted = [l for l in q.graph.layers.values() if l.weight is not None]
     # the proof stored in the plan
     for l in weighted:
-        proof = q.plan.config["proofs"][l.name]
+        proof = q.plan.proofs[l.name].to_json()
         assert proof["bound"] < limit and q.arithmetic[l.name].bound.bits <= P
     # real data through the realized graph with wide accumulators, every accumulator observed
     probe = _accumulator_probe(q.realized(accumulator="wide"))
@@ -182,7 +182,7 @@ def test_debruin2020_bound_holds_on_real_and_worst_case_inputs(plans, test_image
         b = np.zeros(len(flat), np.int64) if bias is None else bias
         worst = np.maximum(np.abs((flat * hi).sum(1) + b), np.abs((flat * lo).sum(1) + b))
         assert worst.max() < limit, l.name
-        assert worst.max() <= q.plan.config["proofs"][l.name]["bound"]
+        assert worst.max() <= q.plan.proofs[l.name].bound
 
 
 def test_debruin2020_int16_accumulators_are_used(plans):
@@ -293,11 +293,11 @@ def test_tampered_int16_claim_is_refused_at_realize(plans, accumulator):
 
     q, _ = plans["fmnist_vgg", "debruin2020"]
     layer = [l for l in q.graph.layers.values() if l.weight is not None][1]
-    assert q.plan.config["proofs"][layer.name]["acc_bits"] == 16
+    assert q.plan.proofs[layer.name].acc_bits == 16
     w = q.plan[layer.weight_key]
     wide = FixedPointFormat(12, tuple(f + 12 - w.bits for f in w.frac_list) if w.per_channel else w.frac + 12 - w.bits,
                             True, w.axis)
-    tampered = Plan(dict(q.plan.tensors, **{layer.weight_key: wide}), q.plan.method, q.plan.config)
+    tampered = Plan(dict(q.plan.tensors, **{layer.weight_key: wide}), q.plan.method, q.plan.config, proofs=q.plan.proofs)
     qt = tvm_fxp.bind_plan(q.prepared, q.graph, tampered)
     assert qt.arithmetic[layer.name].bound.bits > 16          # the tampered formats really break the proof
     msg = rf"layer {layer.name}: the plan claims a proof that its accumulator fits 16 bits, but .* the bound is \d+"
@@ -309,7 +309,7 @@ def test_tampered_int16_claim_is_refused_at_realize(plans, accumulator):
         tvm.transform.Sequential([Annotate(tampered), Realize(accumulator)])(q.prepared)
     # untampered: realizes, and every proven layer gets its int16 accumulator
     assert q.realized(accumulator) is not None
-    unclaimed = dataclasses.replace(tampered, config={k: v for k, v in tampered.config.items() if k != "proofs"})
+    unclaimed = dataclasses.replace(tampered, proofs={})
     assert tvm_fxp.bind_plan(q.prepared, q.graph, unclaimed).realized(accumulator) is not None  # no claim, no refusal
 
 
@@ -337,7 +337,7 @@ def test_debruin2020_k_tiles_where_no_whole_configuration_keeps_accuracy(tiled_d
     from tvm_fxp.passes.realize import realized_accumulators
 
     q = tiled_debruin
-    proofs = q.plan.config["proofs"]
+    proofs = {k: p.to_json() for k, p in q.plan.proofs.items()}
     tiled = {k: v for k, v in proofs.items() if "tiles" in v}
     assert tiled, proofs
     narrow = q.realized(accumulator="narrow")
@@ -365,7 +365,7 @@ def test_debruin2020_tampered_tile_claim_is_refused(tiled_debruin):
     from tvm_fxp.plan import Plan
 
     q = tiled_debruin
-    name = next(k for k, v in q.plan.config["proofs"].items() if "tiles" in v)
+    name = next(k for k, v in q.plan.proofs.items() if v.tiles)
     w = q.plan[q.graph.layers[name].weight_key]
     wide = FixedPointFormat(8, tuple(f + 8 - w.bits for f in w.frac_list) if w.per_channel else w.frac + 8 - w.bits,
                             True, w.axis)
@@ -373,7 +373,7 @@ def test_debruin2020_tampered_tile_claim_is_refused(tiled_debruin):
     x = q.plan[x_key]
     tampered = Plan(dict(q.plan.tensors, **{q.graph.layers[name].weight_key: wide,
                                             x_key: FixedPointFormat(8, x.frac + 8 - x.bits, x.signed)}),
-                    q.plan.method, q.plan.config)
+                    q.plan.method, q.plan.config, proofs=q.plan.proofs)
     qt = tvm_fxp.bind_plan(q.prepared, q.graph, tampered)
     for accumulator in ("narrow", "wide"):
         with pytest.raises(FxpGraphError, match=rf"layer {name}: the plan claims a proof that each k-tile's "

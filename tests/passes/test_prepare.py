@@ -4,7 +4,7 @@ import pytest
 
 import tvm_fxp
 from tvm_fxp.passes import Prepare
-from tvm_fxp.passes._ir import main_bindings, op_name
+from tvm_fxp.passes.relax_utils import main_bindings, op_name
 from onnx_graphs import GraphBuilder, save
 
 

@@ -128,7 +128,7 @@ def test_conv_layer_matches_numpy_int64_reference(tmp_path, cin, mult, k, stride
 def test_narrow_accumulators_only_where_proven(tmp_path, calib_images, test_images):
     """Realize(accumulator="narrow") uses int16 exactly for the layers whose bound is below 2**15."""
     from conftest import model_path
-    from tvm_fxp.passes._ir import main_bindings, op_name
+    from tvm_fxp.passes.relax_utils import main_bindings, op_name
 
     x = test_images.inputs[:200]
     q = tvm_fxp.quantize(model_path("fmnist_vgg"), calib_images[:64], tvm_fxp.Uniform(4), progress=False)
@@ -156,8 +156,8 @@ def test_k_tiled_int16_partial_sums(model, calib_images, test_images):
     import tvm
     from tvm import relax
     from conftest import model_path
-    from tvm_fxp.passes._arith import rebuild_weighted
-    from tvm_fxp.passes._ir import main_bindings, op_name, rebuild_function
+    from tvm_fxp.passes.emitters import rebuild_weighted
+    from tvm_fxp.passes.relax_utils import main_bindings, op_name, rebuild_function
 
     q = tvm_fxp.quantize(model_path(model), calib_images[:64], tvm_fxp.Uniform(6), progress=False)
     narrow = q.realized(accumulator="narrow")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tvm
 
-from tvm_fxp.schedules import arm_emulation, conv2d_primfuncs, dense_primfuncs, host, plan_conv2d, plan_dense, \
-    preset
+from tools import arm_emulation
+from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, host, plan_conv2d, plan_dense, preset, register
 
 from . import reference as ref
 
@@ -87,6 +87,7 @@ def emulated(tmp_path_factory):
 
     images = fashion_mnist("test", limit=N_IMAGES).inputs
     np.savez(work / "images.npz", x=images)
+    register()                      # tvm.compile's default pipeline then uses our kernels
     for bits in (4, 8):
         q = ref.quantized_vgg(bits)
         expected[f"vgg_{bits}bit"] = ref.run_host(q.simulated(), images)

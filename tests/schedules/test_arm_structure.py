@@ -12,8 +12,8 @@ import pytest
 import tvm
 from tvm import relax
 
-from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset
-from tvm_fxp.schedules.asm import hot_loop, llvm_mca, mca_tool
+from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset, register
+from tools.asm import hot_loop, llvm_mca, mca_tool
 
 RPI4 = preset("rpi4")
 
@@ -80,6 +80,7 @@ def test_relax_module_cross_compiles_to_smlal():
             y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int16"))
             out = bb.emit_output(y)
         bb.emit_func_output(out)
+    register()                      # tvm.compile's default pipeline then uses our kernels
     ex = tvm.compile(bb.get(), target=RPI4)
     lib = ex.mod.imports[0]
     assert lib.implements_function("fxp_conv2d_uint8_int16_channels")

@@ -1,8 +1,8 @@
-"""schedules/asm.py: finding the hot loop and counting its multiply lanes in aarch64 assembly."""
+"""tools/asm.py: finding the hot loop and counting its multiply lanes in aarch64 assembly."""
 
 import pytest
 
-from tvm_fxp.schedules.asm import hot_loop, llvm_mca, loops, mca_tool, mul_lanes
+from tools.asm import hot_loop, llvm_mca, loops, mca_tool, mul_lanes
 
 ASM = """
 f:

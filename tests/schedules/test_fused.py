@@ -1,4 +1,4 @@
-"""The fused CPU build pipeline (schedules/pipeline.py): conv2d/matmul + requantize epilogue in one kernel,
+"""The fused CPU build pipeline (schedules/cpu_pipeline.py): conv2d/matmul + requantize epilogue in one kernel,
 vectorized elementwise kernels, host shape functions built apart -- and none of it changes a result."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from tvm import relax
 import tvm_fxp
 from tvm_fxp.schedules import host, plan_conv2d, plan_dense, conv2d_primfuncs, dense_primfuncs
 from tvm_fxp.schedules.fuse import FuseEpilogue
-from tvm_fxp.schedules.pipeline import relax_pipeline
+from tvm_fxp.schedules.cpu_pipeline import relax_pipeline
 
 from . import reference as ref
 

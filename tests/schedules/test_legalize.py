@@ -32,7 +32,7 @@ def single_op_module(make, data_shape, data_dtype, weight=None):
 
 
 def run(mod, *args):
-    vm = relax.VirtualMachine(tvm.compile(mod, target=HOST), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(mod, target=HOST, relax_pipeline=tvm_fxp.schedules.pipeline(HOST)), tvm.cpu())
     return vm["main"](*[tvm.runtime.tensor(a) for a in args]).numpy()
 
 

@@ -5,7 +5,7 @@ not average out per channel.  For each weighted layer with a bias, in topologica
 measures the mean of the layer's conv/matmul output per channel (before the bias) in the simulation of the
 plan, with every earlier correction applied, and in the float model, on the same unlabelled images, and adds
 the difference to the bias (``Plan.bias_correction``), re-deriving the bias format when the corrected bias
-needs a wider range.  Both means come from the search's compiled simulation (``PlanEvaluator.layer_means``):
+needs a wider range.  Both means come from the search's compiled simulation (``PlanScorer.layer_means``):
 one run per layer, no labels.  The corrected plan is kept only when the label-free network error against the
 float model (``1 - agreement + KL``) does not grow, the agreement does not fall, and its drop stays within
 ``max_drop``.
@@ -36,7 +36,7 @@ def _bias_format(lg, plan: Plan, layer, corrected: np.ndarray) -> FixedPointForm
 
 def corrected_plan(lg, plan: Plan, sim, inputs) -> Plan:
     """``plan`` with every weighted layer's bias corrected, in topological order (no acceptance test):
-    ``sim`` is a ``PlanEvaluator``, ``inputs`` unlabelled images."""
+    ``sim`` is a ``PlanScorer`` (or any simulator with ``layer_means``), ``inputs`` unlabelled images."""
     x = inputs
     reference = sim.layer_means(None, x)
     current = plan
@@ -49,7 +49,8 @@ def corrected_plan(lg, plan: Plan, sim, inputs) -> Plan:
             continue                       # a bias broadcast differently from the channel axis: leave it
         corrections = dict(current.bias_correction)
         corrections[layer.name] = [float(v) for v in delta]
-        trial = Plan(current.tensors, current.method, current.config, current.model, {}, corrections)
+        trial = Plan(current.tensors, current.method, current.config, current.model, {}, corrections,
+                     current.proofs)
         fmt = _bias_format(lg, trial, layer, trial.corrected_bias(layer.name, layer.bias))
         current = trial.with_format(layer.bias_key, fmt)
     return current

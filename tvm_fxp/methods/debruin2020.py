@@ -16,9 +16,10 @@ cut into at most ``max_tiles`` ranges whose partial sums provably fit the ``P``-
 Those tiled configurations (for every ``w_x`` up to 8 bits, the widest ``w_w`` <= 8 that tiles) join the
 candidates and the most accurate is kept.  ``max_tiles=0`` keeps to whole-reduction configurations.
 
-``tvm_fxp.bind_plan`` records each layer's proof in ``plan.layers[name]["accumulator"]`` (bounds, bits
-needed, which proof decided), and ``Realize(accumulator="narrow")`` then uses int16 accumulators (k-tiled
-where the proof says so).  ``Realize`` re-checks every claim against the weights.
+Each weighted layer's claim is a typed record in ``plan.proofs`` (``tvm_fxp.bounds.prove_accumulator``);
+``tvm_fxp.bind_plan`` records each layer's bounds in ``plan.layers[name]["accumulator"]`` (bits needed, which
+proof decided), and ``Realize(accumulator="narrow")`` then uses int16 accumulators (k-tiled where the proof
+says so).  ``Realize`` checks every claim against the weights.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..bounds import MAX_TILES, bias_at_accumulator, k_tiles, weight_l1_per_channel
-from ..formats import FixedPointFormat, bits_for_magnitude, frac_for_range
+from ..bounds import MAX_TILES, formats_bound, k_tiles, prove_accumulator
+from ..formats import FixedPointFormat, frac_for_range
 from ..plan import Plan
 from .evaluate import SearchTimeout, range_format, uniform_plan
 from .uniform import MethodError
@@ -67,19 +68,6 @@ def tile_limit(config: DeBruin2020) -> int:
     return MAX_TILES if config.acc_bits == 16 else 0
 
 
-def layer_bound(layer, x_fmt: FixedPointFormat, w_fmt: FixedPointFormat, b_fmt, proof: str) -> int:
-    """The proven accumulator magnitude of ``layer`` under these formats."""
-    wq = w_fmt.quantize(layer.weight)
-    acc_frac = np.full(layer.channels, x_fmt.frac + w_fmt.frac)
-    b = np.zeros(layer.channels, dtype=np.int64)
-    if b_fmt is not None:
-        b = np.abs(bias_at_accumulator(b_fmt.quantize(layer.bias), b_fmt, acc_frac))
-    X = x_fmt.max_abs_q
-    if proof == "worst-case":
-        return int(X * layer.fan_in * w_fmt.max_abs_q + b.max(initial=0))
-    return int(np.max(X * weight_l1_per_channel(wq, layer.weight_axis) + b))
-
-
 def bias_format(layer, x_fmt, w_fmt, acc_bits) -> FixedPointFormat | None:
     if layer.bias is None:
         return None
@@ -100,7 +88,7 @@ def candidates(lg, stats, layer, x_fixed, config) -> list:
         for wb in range(config.min_bits, config.max_bits + 1):
             w_fmt = range_format(lg, stats, layer.weight_key, wb)
             b_fmt = bias_format(layer, x_fmt, w_fmt, config.acc_bits)
-            bound = layer_bound(layer, x_fmt, w_fmt, b_fmt, config.proof)
+            bound = formats_bound(layer, x_fmt, w_fmt, b_fmt, config.proof)
             if bound < limit:
                 best = (x_fmt, w_fmt, b_fmt, bound)
             else:
@@ -178,18 +166,11 @@ def allocate(lg, stats: dict, config: DeBruin2020, evaluate) -> Plan:
         # most accurate; ties -> untiled, then more operand bits (more headroom for later layers' errors)
         loss, tiled, _, plan, extra, x_fmt, w_fmt = min(scored, key=lambda t: t[:3])
         fixed[x_key] = x_fmt
-        proof = {"input_bits": x_fmt.bits, "weight_bits": w_fmt.bits, "acc_bits": config.acc_bits,
-                 "proof": config.proof}
-        if tiled:
-            bound = layer_bound(layer, x_fmt, w_fmt, plan[layer.bias_key] if layer.bias is not None else None,
-                                "l1")
-            proof.update(extra.to_json(), proof="l1 per k-tile", partial_sum_bits=32)
-        else:
-            bound = extra
-        proofs[layer.name] = {**proof, "bound": bound, "bound_bits": bits_for_magnitude(bound)}
+        proofs[layer.name] = prove_accumulator(layer, x_fmt, w_fmt, plan[layer.bias_key] if layer.bias is not None
+                                               else None, config.acc_bits, config.proof, extra if tiled else None)
     # activations that no weighted layer reads
     for layer in lg.layers.values():
         if layer.output_key not in fixed:
             plan = plan.with_format(layer.output_key, range_format(lg, stats, layer.output_key, config.other_bits))
-    return Plan(plan.tensors, config.name, {**asdict(config), "proofs": proofs, "timed_out": timed_out,
-                                            "evaluations": evaluate.evaluations})
+    return Plan(plan.tensors, config.name, {**asdict(config), "timed_out": timed_out,
+                                            "evaluations": evaluate.evaluations}, proofs=proofs)

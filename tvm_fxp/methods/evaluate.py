@@ -1,9 +1,10 @@
-"""What the search methods share: scoring plans against the float model, costs, and the time limit.
+"""What the search methods share: scoring plans against the float model, the time limit, format helpers.
 
-``Evaluator(plan) -> Score`` runs a candidate plan on fixed inputs through the parametric simulation
-(``tvm_fxp.passes.search``: compiled once, formats fed at run time) and compares it with the float model:
-top-1 on labels when there are labels, and always the label-free agreement and KL divergence with the
-float model's own predictions (self-distillation, no labels needed).
+``Evaluator(plan) -> Score`` runs a candidate plan on fixed inputs through a simulator (``sim``: any object
+with ``outputs(plan, inputs)`` and ``layer_means(plan, inputs)``; the face hands in the compiled parametric
+simulation, ``tvm_fxp.passes.plan_scorer.PlanScorer``, tests may hand in a numpy one) and compares it with the
+float model's outputs: top-1 on labels when there are labels, and always the label-free agreement and KL
+divergence with the float model's own predictions (self-distillation, no labels needed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..formats import FixedPointFormat, frac_for_range
 from ..plan import Plan
-from ..report import agreement, top1
+from ..metrics import agreement, kl_divergence, top1
 
 
 @dataclass(frozen=True)
@@ -29,29 +30,21 @@ class Score:
         return self.top1 if use_labels and self.top1 is not None else self.agreement
 
 
-def _log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def kl_divergence(float_logits, q_logits) -> float:
-    p = _log_softmax(float_logits.astype(np.float64))
-    q = _log_softmax(q_logits.astype(np.float64))
-    return float(np.mean(np.sum(np.exp(p) * (p - q), axis=1)))
-
-
 class SearchTimeout(Exception):
     pass
 
 
 @dataclass
 class Evaluator:
-    """Score plans of one model on ``inputs`` (and ``labels``), with a cache and an optional time limit."""
+    """Score plans of one model on ``inputs`` (and ``labels``), with a cache and an optional time limit.
 
-    prepared: object
-    graph: object
-    template: Plan
+    ``sim`` simulates a plan (``outputs(plan, inputs)``, ``layer_means(plan, inputs)``); ``float_out`` are the
+    float model's outputs on ``inputs``.  The time limit counts from construction (building ``sim`` is not
+    the search's time)."""
+
+    sim: object
     inputs: np.ndarray
+    float_out: np.ndarray
     labels: np.ndarray | None = None
     time_limit: float | None = None
     use_labels: bool = True
@@ -60,12 +53,7 @@ class Evaluator:
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ..api import Runner, build, model_batch
-        from ..passes.search import PlanEvaluator
-
-        self.sim = PlanEvaluator(self.prepared, self.template)
-        self.float_out = Runner(build(self.prepared), batch=model_batch(self.prepared)).run(self.inputs)
-        self.started = time.time()          # the limit is the search's: compiling the scorer is not counted
+        self.started = time.time()
         self.float_top1 = top1(self.float_out, self.labels)
         if self.labels is None:
             self.use_labels = False
@@ -136,30 +124,13 @@ def clamp_biases(lg, plan: Plan) -> Plan:
         acc = accumulator_frac(lg, Plan(tensors), layer)
         if not b.per_channel and b.frac > acc:
             tensors[layer.bias_key] = FixedPointFormat(b.bits, acc, b.signed)
-    return Plan(tensors, plan.method, plan.config, bias_correction=dict(plan.bias_correction))
+    return Plan(tensors, plan.method, plan.config, bias_correction=dict(plan.bias_correction),
+                proofs=dict(plan.proofs))
 
 
 def uniform_plan(lg, stats, bits: int) -> Plan:
     tensors = {k: range_format(lg, stats, k, bits) for k in lg.tensors()}
     return clamp_biases(lg, Plan(tensors))
-
-
-def weight_bits(lg, plan: Plan) -> int:
-    return sum(int(np.prod(shape)) * plan[k].bits for k, (kind, _, shape) in lg.tensors().items()
-               if kind in ("weight", "bias"))
-
-
-def total_bits(lg, plan: Plan) -> int:
-    return sum(int(np.prod(shape)) * plan[k].bits for k, (_, _, shape) in lg.tensors().items())
-
-
-def mult_cost(lg, plan: Plan) -> float:
-    cost = ref = 0
-    for layer in lg.layers.values():
-        if layer.weight is not None:
-            cost += layer.macs * plan[lg.layers[layer.inputs[0]].output_key].bits * plan[layer.weight_key].bits
-            ref += layer.macs * 64
-    return cost / ref if ref else 0.0
 
 
 def search_order(lg) -> list:

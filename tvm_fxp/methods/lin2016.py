@@ -24,7 +24,8 @@ import numpy as np
 
 from ..formats import FixedPointFormat, frac_for_range, round_half_away
 from ..plan import Plan
-from .evaluate import SearchTimeout, clamp_biases, range_format, weight_bits
+from ..costs import weight_bits
+from .evaluate import SearchTimeout, clamp_biases, range_format
 from .uniform import MethodError
 
 KAPPA_DB_PER_BIT = 6.02
@@ -103,7 +104,7 @@ def sqnr_weight_format(w: np.ndarray, bits: int) -> FixedPointFormat:
 
 def sqnr_activation_format(stats, bits: int) -> FixedPointFormat:
     """MSE-optimal power-of-two step for the calibrated distribution (log2-magnitude histogram)."""
-    from ..calibrate import HIST_EDGES
+    from ..statistics import HIST_EDGES
 
     signed = stats.min < 0
     f0 = frac_for_range(stats.abs_max, bits, signed)

@@ -3,16 +3,13 @@ arithmetic."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 from tvm import relax
 
-from tvm_fxp.bounds import pool_multiplier
-from tvm_fxp.formats import FixedPointFormat, round_half_away
+from tvm_fxp.bounds import lrn_table, pool_multiplier
+from tvm_fxp.formats import FixedPointFormat
 
-from ._ir import FxpGraphError, static_shape
+from .relax_utils import FxpGraphError, static_shape
 
 
 def fconst(v, dtype="float64"):
@@ -98,37 +95,6 @@ def emit_pool_sum(bb, call, x, dtype: str, name: str):
 
 # ---- local response normalisation -----------------------------------------------------------------------------
 
-LRN_INDEX_BITS = 16      # at most 2**16 table entries
-LRN_TABLE_BITS = 15      # table values below 2**15
-
-
-@dataclass(frozen=True)
-class LrnTable:
-    """``d(S) = (bias + alpha/size * S) ** -beta`` tabulated over the integer sum of squares ``s``.
-
-    With input integers ``q`` at ``2**-f`` (``|q| <= X``), ``s = sum_window q**2`` is at most
-    ``sum_bound = size * X**2`` and means ``S = s * 2**(-2f)``.  Entry ``i`` covers ``s`` in
-    ``[i * 2**shift, (i+1) * 2**shift)`` and holds ``round(2**frac * d(S_mid))``; the LRN output is
-    ``q * table[s >> shift]`` at ``2**-(f + frac)``.
-    """
-
-    table: np.ndarray              # int64
-    shift: int
-    frac: int
-    sum_bound: int
-
-
-def lrn_table(fmt: FixedPointFormat, attrs: dict) -> LrnTable:
-    size, alpha, beta, bias = attrs["size"], attrs["alpha"], attrs["beta"], attrs["bias"]
-    smax = size * fmt.max_abs_q ** 2
-    shift = max(0, smax.bit_length() - LRN_INDEX_BITS)
-    i = np.arange((smax >> shift) + 1, dtype=np.float64)
-    s_mid = i * 2.0 ** shift + (2.0 ** shift - 1) / 2
-    d = (bias + alpha / size * np.ldexp(s_mid, -2 * fmt.frac)) ** -beta
-    frac = math.floor(math.log2(((1 << LRN_TABLE_BITS) - 1) / bias ** -beta))
-    return LrnTable(round_half_away(np.ldexp(d, frac)).astype(np.int64), shift, frac, smax)
-
-
 def lrn_band(channels: int, size: int, dtype: str):
     """The OIHW 1x1 conv weight that sums each channel's LRN window (``size // 2`` below, the rest above)."""
     co, ci = np.meshgrid(np.arange(channels), np.arange(channels), indexing="ij")
@@ -155,4 +121,6 @@ def emit_lrn_lookup(bb, x, fmt: FixedPointFormat, attrs: dict, dtype: str, name:
         idx = bb.emit(relax.op.right_shift(s, relax.const(np.int64(t.shift), "int64")), f"{name}_idx")
     idx = bb.emit(saturate(idx, 0, len(t.table) - 1, "int64"), f"{name}_idxc")
     table = relax.const(t.table.astype(dtype), dtype)
-    return bb.emit(relax.op.take(table, idx, axis=0), f"{name}_t"), t
+    # mode "clip": the index is saturated into the table above, so clipping changes nothing, and unlike the
+    # default "fast" it does not make TVM warn, at every build, that out-of-bounds indices segfault
+    return bb.emit(relax.op.take(table, idx, axis=0, mode="clip"), f"{name}_t"), t

@@ -1,6 +1,8 @@
-"""The Relax build pipeline ``tvm_fxp.build`` uses on LLVM CPU targets.
+"""The Relax build pipeline ``tvm_fxp.build`` uses on LLVM CPU targets (``tvm_fxp.schedules.pipeline``).
 
-TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with two additions:
+TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with our kernels as the legalization of
+integer (and the simulation's float64) conv2d/matmul (``legalize.legalize_map``, given to ``LegalizeOps``;
+nothing is registered globally), and two additions:
 
 1. ``FuseEpilogue`` (``fuse.py``) before ``LegalizeOps``: each integer conv2d/matmul and its requantize
    epilogue become one kernel that writes 8-bit results;
@@ -8,9 +10,10 @@ TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with two addition
    (input quantize, residual adds, output dequantize) get their intermediates inlined and their loops
    vectorized.
 
-Inside ``legalize.disabled()`` both additions are skipped (the module then compiles as with TVM's own
-pipeline).  Neither changes what is computed; ``tests/schedules/test_fused.py`` checks bit-exactness against
-the unfused graph.
+Inside ``legalize.disabled()`` our kernels and both additions are skipped (the module then compiles as with
+TVM's own pipeline).  Building the pipeline sizes TVM's thread pool to the physical cores (``threads.py``)
+unless ``TVM_NUM_THREADS`` is set.  Neither addition changes what is computed;
+``tests/schedules/test_fused.py`` checks bit-exactness against the unfused graph.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from tvm.relax.utils import copy_with_new_vars
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
 from .hostfuncs import separate_host_funcs
-from .legalize import _cpu_target
+from .legalize import _cpu_target, legalize_map
+from .threads import configure_pool
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.CopyFunctionVars")
@@ -40,9 +44,19 @@ def CopyFunctionVars(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 -- a
     return out
 
 
+def legalize_passes(target: tvm.target.Target) -> list:
+    """``cpu_generic.legalize_passes`` with our kernels as the legalization of conv2d/matmul."""
+    passes = cpu.legalize_passes(target)
+    assert passes[0].info.name == "LegalizeOps", passes[0].info.name
+    return [relax.transform.LegalizeOps(customize_legalize_map=legalize_map())] + passes[1:]
+
+
 def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transform.Pass:
     """The pipeline for ``tvm.compile(mod, target, relax_pipeline=...)``; ``fuse=False``: TVM's CPU pipeline
-    (``cpu_generic``: with ``FuseOps``/``FuseTIR``) without our two passes (for comparisons)."""
+    (``cpu_generic``: with ``FuseOps``/``FuseTIR``) with our kernels but without our two passes (for
+    comparisons)."""
+    target = tvm.target.Target(target) if isinstance(target, (str, dict)) else target
+    configure_pool()
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.relax_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -51,7 +65,7 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transfor
             passes = [CopyFunctionVars] + cpu.library_dispatch_passes(target)
             if ours:
                 passes.append(FuseEpilogue())
-            passes += cpu.legalize_passes(target)
+            passes += legalize_passes(target)
             if ours:
                 passes.append(ScheduleElementwise)
             passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
@@ -70,6 +84,6 @@ def applies(target: tvm.target.Target) -> bool:
 
 def build(mod: tvm.IRModule, target: tvm.target.Target, fuse: bool = True):
     """``tvm.compile`` with ``relax_pipeline(target)`` where it ``applies`` (else TVM's default pipeline)."""
-    if not fuse or not applies(target):
+    if not applies(target):
         return tvm.compile(mod, target=target)
-    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
+    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, fuse))

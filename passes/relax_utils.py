@@ -10,10 +10,21 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
 
+from tvm_fxp.bounds import AccumulatorError
+from tvm_fxp.formats import FormatError
+from tvm_fxp.plan import PlanError
+from tvm_fxp.statistics import CalibrationError
+
 
 @tvm_ffi.register_error
 class FxpGraphError(ValueError):
     """The graph cannot be handled; the message names the node and what to do."""
+
+
+# the core's errors (TVM-free) cross TVM's FFI when a pass raises them: registered here so that they arrive
+# with their own type, not as a RuntimeError
+for _error in (AccumulatorError, CalibrationError, FormatError, PlanError):
+    tvm_ffi.register_error(_error)
 
 
 def op_name(expr) -> str | None:
@@ -169,3 +180,15 @@ def map_relax_functions(mod: tvm.IRModule, fn: Callable[[relax.Function, str], r
         else:
             new_mod[gv] = func
     return new_mod
+
+
+def model_batch(mod: tvm.IRModule) -> int | None:
+    """The batch size ``main``'s first input fixes (``1`` for ``1x3x224x224``), None when it is symbolic."""
+    params = mod["main"].params
+    if not params:
+        return None
+    ty = params[0].ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None or len(ty.shape) == 0:
+        return None
+    first = ty.shape[0]
+    return int(first.value) if isinstance(first, tvm.tirx.IntImm) else None

@@ -1,4 +1,4 @@
-"""A simulated graph compiled once, with the formats fed at run time: cheap evaluation of many plans.
+"""The plan scorer: a simulated graph compiled once, with the formats fed at run time, to score many plans.
 
 Precision searches (the allocation methods) try hundreds of plans.  Rebuilding and recompiling the simulated
 module for each would cost seconds per candidate.  Here the annotated module is simulated with every
@@ -18,7 +18,7 @@ from tvm import relax
 
 from tvm_fxp.plan import Plan
 
-from ._ir import const_np, is_const, main_bindings
+from .relax_utils import const_np, is_const, main_bindings
 from .annotate import Annotate
 from .ops import annotation_format, is_annotate
 from .simulate import SIM_DTYPE, simulate_function
@@ -61,8 +61,9 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = N
         x = value.args[0]
         if is_const(x):
             return const_vars[key]
-        r = bb.emit(relax.op.take(table, relax.const(rows[key], "int64"), axis=0), f"{b.var.name}_fmt")
-        col = [bb.emit(relax.op.take(r, relax.const(i, "int64"), axis=0), f"{b.var.name}_{n}")
+        # constant indices, in range by construction; mode "clip" because "fast" makes TVM warn at every build
+        r = bb.emit(relax.op.take(table, relax.const(rows[key], "int64"), axis=0, mode="clip"), f"{b.var.name}_fmt")
+        col = [bb.emit(relax.op.take(r, relax.const(i, "int64"), axis=0, mode="clip"), f"{b.var.name}_{n}")
                for i, n in enumerate(TABLE_COLUMNS)]
         scaled = bb.emit(relax.op.multiply(x, col[0]), f"{b.var.name}_scaled")
         mag = bb.emit(relax.op.floor(relax.op.add(relax.op.abs(scaled), relax.const(0.5, SIM_DTYPE))))
@@ -75,19 +76,22 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = N
     return tvm.IRModule({"main": func}), layout
 
 
-class PlanEvaluator:
-    """Evaluate plans of one model on fixed inputs with one compiled module.
+class PlanScorer:
+    """Simulate plans of one model on fixed inputs with one compiled module (the ``sim`` of the search
+    methods' ``tvm_fxp.methods.evaluate.Evaluator``).
 
-    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).  Its convs
-    and matmuls are the scheduled float64 kernels of ``tvm_fxp.schedules`` (exact, see
-    ``conv2d_int.exact_float``), parallel over the images (``tvm_fxp.schedules.threads``).
+    ``outputs(plan)`` returns the simulated outputs (bit-identical to ``Simulate`` of ``plan``).  ``build(mod,
+    target)`` compiles a module (``tvm_fxp.build``: the convs and matmuls are then the scheduled float64
+    kernels of ``tvm_fxp.schedules``, exact, see ``conv2d_int.exact_float``, parallel over the images).
     """
 
-    def __init__(self, prepared: tvm.IRModule, template: Plan, target=None, batch_size: int = 256):
-        from tvm_fxp.api import build, model_batch
+    def __init__(self, prepared: tvm.IRModule, template: Plan, build, target=None, batch_size: int = 256):
         from tvm_fxp.batching import Batching
 
+        from .relax_utils import model_batch
+
         mod, self.layout = parametric_module(prepared, template)
+        self.build = build
         self.vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
         self.batch_size = batch_size
         self.batching = Batching(model_batch(prepared), batch_size)   # a fixed model batch is honoured
@@ -129,13 +133,11 @@ class PlanEvaluator:
     def layer_means(self, plan: Plan | None, inputs: np.ndarray) -> dict:
         """``{layer: per-channel mean of its conv/matmul output}`` (before the bias) over ``inputs``, simulated
         under ``plan``; ``plan=None``: the float model (no rounding, no clipping, float weights)."""
-        from tvm_fxp.api import build
-
         if self._probe is None:
             names: list = []
             mod, layout = parametric_module(*self._args[:2], probe=names)
             assert layout.activations == self.layout.activations and layout.constants == self.layout.constants
-            self._probe = (relax.VirtualMachine(build(mod, self._args[2]), tvm.cpu()), names)
+            self._probe = (relax.VirtualMachine(self.build(mod, self._args[2]), tvm.cpu()), names)
         vm, names = self._probe
         if plan is None:
             big = np.ldexp(1.0, 24)    # finer than float32 near 1: the rounding is below float's own error

@@ -1,0 +1,63 @@
+"""Helpers the kernels, the legalization and the fusion share: schedule queries and small Relax walks.
+
+The kernels package stands alone (it imports neither ``tvm_fxp.passes`` nor the face), so the few Relax
+walks the fusion needs live here, over TVM's own IR classes.
+"""
+
+from __future__ import annotations
+
+from tvm import relax
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def has_block(sch, name: str) -> bool:
+    """Whether the schedule's function has a block called ``name`` (e.g. a fused ``epilogue``)."""
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 -- s_tir raises a ScheduleError subclass when the block is absent
+        return False
+
+
+def function_bindings(func: relax.Function) -> list:
+    """All bindings of a function body, in order, across its blocks."""
+    return [b for block in func.body.blocks for b in block.bindings]
+
+
+def _vars_in(e, out: list) -> list:
+    if isinstance(e, relax.Var):
+        out.append(e)
+    elif isinstance(e, relax.Call):
+        for a in e.args:
+            _vars_in(a, out)
+    elif isinstance(e, relax.Tuple):
+        for a in e.fields:
+            _vars_in(a, out)
+    elif isinstance(e, relax.TupleGetItem):
+        _vars_in(e.tuple_value, out)
+    return out
+
+
+def use_counts(func: relax.Function) -> dict:
+    """How often each var is used (the function's result counts as one use)."""
+    counts: dict = {}
+    for e in [b.value for b in function_bindings(func)] + [func.body.body]:
+        for v in _vars_in(e, []):
+            counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def remap_expr(expr, env: dict):
+    """Rebuild ``expr`` with vars replaced through ``env`` (var -> new expr); other leaves are kept."""
+    if isinstance(expr, relax.Var):
+        return env.get(expr, expr)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs, expr.ty_args)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([remap_expr(a, env) for a in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
+    return expr

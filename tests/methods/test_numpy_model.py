@@ -1,0 +1,92 @@
+"""The allocation methods on a numpy model: they see a model only through its layer graph, its statistics and
+an ``evaluate(plan)`` callback, so they run (fast, without ONNX files) on a hand-built two-layer perceptron
+whose simulation is numpy, and load no TVM doing so."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r'''
+import sys
+import numpy as np
+import networkx as nx
+
+from tvm_fxp.bounds import layer_arithmetic
+from tvm_fxp.layer_graph import Layer, LayerGraph
+from tvm_fxp.methods import get_method
+from tvm_fxp.methods.debruin2020 import DeBruin2020
+from tvm_fxp.methods.evaluate import Evaluator
+from tvm_fxp.methods.goyal2021 import Goyal2021
+from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
+from tvm_fxp.statistics import accumulate
+from tvm_fxp import Uniform
+
+rng = np.random.default_rng(0)
+W0, b0 = rng.normal(0, 0.4, (16, 12)), rng.normal(0, 0.1, 12)
+W1, b1 = rng.normal(0, 0.4, (12, 4)), rng.normal(0, 0.1, 4)
+layers = {
+    "input": Layer("input", "input", [], (16,)),
+    "matmul_0": Layer("matmul_0", "matmul", ["input"], (12,), weight=W0, weight_axis=1, bias=b0, fan_in=16,
+                      macs=16 * 12, fused=["relu"]),
+    "matmul_1": Layer("matmul_1", "matmul", ["matmul_0"], (4,), weight=W1, weight_axis=1, bias=b1, fan_in=12,
+                      macs=12 * 4),
+}
+g = nx.DiGraph([("input", "matmul_0"), ("matmul_0", "matmul_1")])
+lg = LayerGraph(layers, "matmul_1", g, ["matmul_1"])
+
+
+class NumpySim:
+    """The simulation of a plan in float64 (what Simulate computes), and each layer's pre-bias output mean."""
+
+    def forward(self, plan, x):
+        fq = (lambda key, v: v) if plan is None else (lambda key, v: plan[key].fake_quantize(v))
+        h = fq("input", x)
+        means = {}
+        for name, act in (("matmul_0", True), ("matmul_1", False)):
+            layer = layers[name]
+            bias = layer.bias if plan is None else plan.corrected_bias(name, layer.bias)
+            acc = h @ fq(layer.weight_key, layer.weight)
+            means[name] = acc.mean(axis=0)
+            h = acc + fq(layer.bias_key, bias)
+            h = fq(layer.output_key, np.maximum(h, 0) if act else h)
+        return h, means
+
+    def outputs(self, plan, x):
+        return self.forward(plan, x)[0]
+
+    def layer_means(self, plan, x):
+        return self.forward(plan, x)[1]
+
+
+sim = NumpySim()
+x = rng.normal(0, 1, (256, 16))
+float_out = sim.outputs(None, x)
+labels = float_out.argmax(1)
+h0 = np.maximum(x @ W0 + b0, 0)
+stats = accumulate(["input", "matmul_0.output", "matmul_1.output"], [(0, [x, h0, h0 @ W1 + b1])])
+
+uniform = get_method("uniform").allocate(lg, stats, Uniform(8))
+assert uniform["matmul_0.weight"].bits == 8 and uniform["input"].signed
+for config in (Goyal2021(budget=0.02), DeBruin2020(acc_bits=16), Mellempudi2017(cluster=4, weights="4bit")):
+    ev = Evaluator(sim, x, float_out, labels, max_evaluations=400)
+    plan = get_method(config.name).allocate(lg, stats, config, ev)
+    for layer in list(layers.values())[1:]:
+        layer_arithmetic(layer, plan, [plan[layers[layer.inputs[0]].output_key]])   # realizable
+    loss = 1 - float(np.mean(sim.outputs(plan, x).argmax(1) == labels))
+    if config.name == "goyal2021":
+        assert loss <= 0.02 + 1e-9, loss
+        assert max(plan[k].bits for k in plan.tensors) < 16, plan.tensors
+    if config.name == "debruin2020":
+        proofs = plan.proofs
+        assert set(proofs) == {"matmul_0", "matmul_1"} and all(p.acc_bits == 16 for p in proofs.values()), proofs
+        assert all(p.claimed_bound < 1 << 15 for p in proofs.values()), proofs
+assert "tvm" not in sys.modules, sorted(m for m in sys.modules if m.startswith("tvm") and not m.startswith("tvm_fxp"))
+print("ok")
+'''
+
+
+def test_methods_run_on_a_numpy_model_without_tvm():
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), (out.stdout[-2000:], out.stderr[-3000:])

@@ -1,0 +1,1 @@
+"""Assembly and emulation tooling for the benches and tests (not installed with the package)."""
