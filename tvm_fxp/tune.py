@@ -1,0 +1,295 @@
+"""``tvm-fxp tune DIR``: MetaSchedule over our integer kernels' design space, measured on the host or a board.
+
+    tvm-fxp tune DIR --target host --trials 64 --time-limit 300
+    tvm-fxp tune DIR --target rpi4 --rpc 192.168.1.20:9090 --trials 64
+    tvm-fxp tune DIR --target rpi4 --tracker 127.0.0.1:9190 --key rpi4 --trials 256
+
+Tasks are the kernels the build of DIR's plan uses on the target (``schedules.tuning.collect`` records their
+workloads, batch 1); each is tuned in ``schedules.tuning.design_space`` (our schedule's knobs as sampled
+decisions, never TVM's generic rules, so every candidate keeps the plan's accumulator dtype).  The search
+strategy replays the design space's traces with fresh decisions (``ReplayTrace``; the spaces are small and
+discrete).  Before the search, the default schedule of every kernel is measured and recorded, so a tuned
+build is never slower than the default by more than noise, and the report gives each kernel's speed-up.
+
+Measurements: host -> MetaSchedule's local runner; ``--rpc`` -> its RPC runner on that server; ``--tracker``
+-> its RPC runner through TVM's RPC tracker, which hands each measurement to a free board registered under
+the key (that is how tuning scales past one board).  Libraries for aarch64 are cross-compiled by the
+builder (``export_aarch64``).
+
+The database is MetaSchedule's JSON database in ``DIR/tuning/`` (records are appended as they are
+measured, so an interrupt keeps what was measured); ``tvm-fxp compile``/``quantize --tuning-db DIR/tuning``
+build with it.  ``--time-limit`` stops every task once the limit has passed (checked after each batch of
+measurements); ``--trials`` bounds the measurements over all kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tvm
+import tvm_ffi
+
+from .deploy import DeployError, resolve_target, runs_on_host
+
+
+def export_aarch64(mod) -> str:
+    """MetaSchedule builder ``f_export`` for aarch64 targets: cross-compile with aarch64-linux-gnu-g++."""
+    import tempfile
+
+    from tvm.support import cc
+
+    path = Path(tempfile.mkdtemp(prefix="tvm_fxp_tune_")) / "kernel.so"
+    mod.export_library(str(path), fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
+    return str(path)
+
+
+def alloc_random_arguments(session, device, args_info, alloc_repeat):
+    """MetaSchedule runner ``f_alloc_argument`` that needs no ``tvm.contrib.random`` on the board: random
+    integers made here (numpy) and copied to the board."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(alloc_repeat):
+        args = []
+        for info in args_info:
+            _, dtype, shape = info
+            if "float" in dtype:
+                value = rng.standard_normal(shape).astype(dtype)
+            else:
+                bits = int("".join(c for c in dtype if c.isdigit()) or 8)
+                hi = 2 ** min(bits - 1, 6)      # small integers: shifts and saturations stay in range
+                value = rng.integers(-hi if dtype.startswith("int") else 0, hi, size=shape).astype(dtype)
+            args.append(tvm.runtime.tensor(value, device))
+        out.append(args)
+    return out
+
+
+def extract_tasks(realized: tvm.IRModule, target) -> list:
+    """``[(name, workload, plan)]``: the distinct kernel workloads of building ``realized`` for ``target``."""
+    from . import api
+    from .schedules import tuning
+
+    with tuning.collect() as collected:
+        api.build(realized, target)
+    tasks, seen = [], {}
+    for kind, workload, plan in collected:
+        key = tvm_ffi.structural_hash(workload)
+        if key in seen:
+            tasks[seen[key]][3] += 1
+            continue
+        seen[key] = len(tasks)
+        tasks.append([f"{kind}_{len(tasks)}", workload, plan, 1])
+    return [tuple(t) for t in tasks]
+
+
+def _make_measurer(target, rpc, tracker, key, repeat, timeout):
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, RPCConfig
+
+    from . import remote
+
+    if runs_on_host(target) and rpc is None and tracker is None:
+        evaluator = EvaluatorConfig(number=10, repeat=repeat, min_repeat_ms=20, enable_cpu_cache_flush=False)
+        return ms.builder.LocalBuilder(max_workers=1, timeout_sec=120), ms.runner.LocalRunner(evaluator_config=evaluator), 1
+    if rpc is None and tracker is None:
+        raise DeployError(f"measuring for {target_name(target)} needs a board: give --rpc HOST:PORT or "
+                          "--tracker HOST:PORT --key KEY")
+    if tracker is not None:
+        host, port = remote.parse_address(tracker, "--tracker")
+        if not key:
+            raise DeployError("--tracker needs --key KEY (the key the boards registered with)")
+        remote._check_reachable(host, port, "RPC tracker", "python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190")
+        config = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_priority=1,
+                           session_timeout_sec=int(timeout))
+        from tvm import rpc as tvm_rpc
+
+        queue = tvm_rpc.connect_tracker(host, port).summary().get("queue_info", {}).get(key, {})
+        workers = max(1, int(queue.get("free", 0)) + int(queue.get("pending", 0)))
+        if not queue:
+            raise DeployError(f"no board is registered under key {key!r} at the tracker {tracker}")
+    else:
+        host, port = remote.parse_address(rpc, "--rpc")
+        remote._check_reachable(host, port, "RPC server", "python3 -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090")
+        config = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=remote.DIRECT_KEY, session_priority=1,
+                           session_timeout_sec=int(timeout))
+        workers = 1
+    evaluator = EvaluatorConfig(number=3, repeat=repeat, min_repeat_ms=0, enable_cpu_cache_flush=False)
+    export = export_aarch64 if "aarch64" in str(target.attrs.get("mtriple", "")) else None
+    builder = ms.builder.LocalBuilder(max_workers=1, f_export=export, timeout_sec=120)
+    runner = ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=workers,
+                                 f_create_session=remote.session_from_config,
+                                 f_alloc_argument=alloc_random_arguments)
+    return builder, runner, workers
+
+
+def target_name(target) -> str:
+    return json.dumps({k: v for k, v in target.export().items() if k in ("kind", "mtriple", "mcpu")})
+
+
+def _measure_defaults(tasks, target, builder, runner, database) -> dict:
+    """Measure the default schedule of every task and commit it to ``database``; ``{task: seconds}``."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    from .schedules import tuning
+
+    schedules = []
+    for name, workload, plan, _ in tasks:
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": workload}))
+        spaces = tuning.design_space(sch)
+        schedules.append(spaces[0])           # the initial decisions of the first sketch: today's schedule
+    built = builder.build([BuilderInput(s.mod, target) for s in schedules])
+    inputs, index = [], []
+    for i, (res, s) in enumerate(zip(built, schedules)):
+        if res.error_msg:
+            raise DeployError(f"building the default schedule of {tasks[i][0]} failed: {res.error_msg[-500:]}")
+        inputs.append(RunnerInput(res.artifact_path, "cpu",
+                                  ArgInfo.from_prim_func(s.mod["main"])))
+        index.append(i)
+    futures = runner.run(inputs)
+    out = {}
+    for i, fut in zip(index, futures):
+        res = fut.result()
+        name, workload, _, _ = tasks[i]
+        if res.error_msg:
+            raise DeployError(f"running the default schedule of {name} failed: {res.error_msg[-800:]}")
+        secs = [float(x) for x in res.run_secs]
+        wl = database.commit_workload(tvm.IRModule({"main": workload}))
+        database.commit_tuning_record(ms.database.TuningRecord(
+            schedules[i].trace, wl, secs, target, ArgInfo.from_prim_func(schedules[i].mod["main"])))
+        out[name] = float(np.median(secs))
+    return out
+
+
+def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit: float | None = None,
+         rpc: str | None = None, tracker: str | None = None, key: str | None = None, repeat: int = 5,
+         progress: bool = True, seed: int = 1) -> dict:
+    """Tune the kernels of ``realized`` on ``target``; the database goes to ``work_dir``.  Returns a report
+    (per kernel: default and best seconds, speed-up, trials; measurement counts)."""
+    from tqdm.auto import tqdm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.ir.utils import derived_object
+
+    from .schedules import tuning
+
+    if not isinstance(target, tvm.target.Target):
+        target, _ = resolve_target(target)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tasks = extract_tasks(realized, target)
+    if not tasks:
+        raise DeployError("the model has no integer conv2d/matmul kernels of tvm-fxp on this target: nothing to tune")
+    builder, runner, workers = _make_measurer(target, rpc, tracker, key, repeat, timeout=max(60, (time_limit or 600)))
+    database = ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    defaults = _measure_defaults(tasks, target, builder, runner, database)
+    bar = tqdm(total=trials, desc="tune", unit="trial", disable=not progress)
+    deadline = None if time_limit is None else t0 + time_limit
+    counts = {"measured": 0, "errors": 0, "stopped_by_time_limit": False}
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            counts["measured"] += len(runner_results)
+            counts["errors"] += sum(1 for r in runner_results if r.error_msg)
+            bar.update(len(runner_results))
+            if deadline is not None and time.time() > deadline:
+                counts["stopped_by_time_limit"] = True
+                for i in range(len(tasks)):
+                    task_scheduler.terminate_task(i)
+
+    contexts = [ms.TuneContext(
+        tvm.IRModule({"main": workload}), target=target,
+        space_generator=ms.space_generator.ScheduleFn(tuning.design_space, sch_rules=[], postprocs=[],
+                                                      mutator_probs={}),
+        search_strategy=ms.search_strategy.ReplayTrace(), task_name=name, rand_state=seed + i, num_threads=1)
+        for i, (name, workload, _, _) in enumerate(tasks)]
+    interrupted = False
+    remaining = max(0, trials)
+    try:
+        if remaining:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=[float(n) for *_, n in tasks], work_dir=str(work_dir),
+                max_trials_global=remaining,
+                num_trials_per_iter=max(workers, min(16, -(-remaining // len(tasks)))),
+                builder=builder, runner=runner, database=database, cost_model="random",
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), Progress()],
+                task_scheduler="round-robin")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    kernels = {}
+    for name, workload, plan, uses in tasks:
+        wl = database.commit_workload(tvm.IRModule({"main": workload}))
+        best = database.get_top_k(wl, 1)
+        best_s = float(np.median([float(x) for x in best[0].run_secs])) if best else None
+        decisions = {str(inst.outputs[0]) if inst.outputs else str(inst.kind.name): int(dec)
+                     for inst, dec in best[0].trace.decisions.items()} if best else {}
+        kernels[name] = {"plan": json.loads(tuning.plan_json(plan)), "calls": uses,
+                         "default_ms": round(defaults[name] * 1e3, 5),
+                         "best_ms": None if best_s is None else round(best_s * 1e3, 5),
+                         "speedup": None if not best_s else round(defaults[name] / best_s, 3),
+                         "default_decisions": tuning.default_decisions(plan),
+                         "best_decisions": sorted(decisions.values())}
+    default_total = sum(defaults[n] * u for n, _, _, u in tasks)
+    best_total = sum((kernels[n]["best_ms"] or kernels[n]["default_ms"]) / 1e3 * u for n, _, _, u in tasks)
+    return {"target": target_name(target), "database": str(work_dir), "tasks": len(tasks),
+            "trials": trials, "measured": counts["measured"], "errors": counts["errors"],
+            "stopped_by_time_limit": counts["stopped_by_time_limit"], "interrupted": interrupted,
+            "workers": workers, "kernels": kernels,
+            "kernel_time_default_ms": round(default_total * 1e3, 4),
+            "kernel_time_tuned_ms": round(best_total * 1e3, 4),
+            "kernel_speedup": round(default_total / best_total, 3) if best_total else None,
+            "wall_s": round(time.time() - t0, 1)}
+
+
+def cmd_tune(args) -> dict:
+    from . import api
+    from .plan import Plan
+
+    d = Path(args.dir)
+    for f in ("plan.json", "source.onnx"):
+        if not (d / f).exists():
+            raise DeployError(f"{d / f} is missing: is {d} a directory written by `tvm-fxp quantize`?")
+    prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    plan = Plan.load(d / "plan.json")
+    prepared, lg = api.load_model(d / "source.onnx", prev.get("input_shape"), bool(prev.get("float_islands")))
+    q = api.bind_plan(prepared, lg, plan)
+    accumulator = args.accumulator or prev.get("accumulator_policy") or "wide"
+    target, preset = resolve_target(args.target)
+    out = Path(args.out) if args.out else d / "tuning"
+    print(f"tuning the kernels of {d} for {preset} ({args.trials} trials"
+          f"{f', {args.time_limit:g} s' if args.time_limit else ''}) into {out}", file=sys.stderr)
+    report = tune(q.realized(accumulator), target, out, args.trials, args.time_limit, args.rpc, args.tracker,
+                  args.key, progress=not args.quiet)
+    report["preset"] = preset
+    report["accumulator_policy"] = accumulator
+    (out / "tune.json").write_text(json.dumps(report, indent=1) + "\n")
+    if report["interrupted"]:
+        print(f"interrupted: the {report['measured']} measurements so far are kept in {out}", file=sys.stderr)
+    print(f"kernels {report['kernel_time_default_ms']} ms -> {report['kernel_time_tuned_ms']} ms "
+          f"({report['kernel_speedup']}x); build with `tvm-fxp compile {d} --target {args.target} "
+          f"--tuning-db {out} --out DIR2`", file=sys.stderr)
+    return {k: report[k] for k in ("target", "database", "tasks", "trials", "measured", "errors",
+                                   "stopped_by_time_limit", "interrupted", "kernel_time_default_ms",
+                                   "kernel_time_tuned_ms", "kernel_speedup", "wall_s")}
+
+
+def add_tune_parser(sub, common) -> None:
+    t = sub.add_parser("tune", parents=[common], help="autotune the kernels of DIR with MetaSchedule")
+    t.add_argument("dir")
+    t.add_argument("--target", default="host", help="host | rpi4 | a TVM target dict as JSON")
+    t.add_argument("--trials", type=int, default=64, help="measurements over all kernels")
+    t.add_argument("--time-limit", type=float, default=None, help="seconds; stops the search, keeps the records")
+    t.add_argument("--rpc", default=None, help="HOST:PORT of a board's TVM RPC server (targets other than host)")
+    t.add_argument("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker (with --key)")
+    t.add_argument("--key", default=None)
+    t.add_argument("--accumulator", default=None, choices=["wide", "narrow"],
+                   help="default: the policy DIR was quantized with")
+    t.add_argument("--out", default=None, help="database directory (default DIR/tuning)")
