@@ -36,7 +36,7 @@ class EmulatedBoard:
     """A TVM RPC server under qemu-aarch64 on 127.0.0.1 (``port``: a free one when None)."""
 
     def __init__(self, port: int | None = None, tracker: str | None = None, key: str = "",
-                 startup_timeout: float = 180.0):
+                 startup_timeout: float = 180.0, wait: bool = True):
         from .schedules import arm_emulation
 
         emulator, why = arm_emulation.find()
@@ -54,20 +54,32 @@ class EmulatedBoard:
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.log: list = []
-        ready = threading.Event()
+        self.startup_timeout = startup_timeout
+        self._ready = threading.Event()
 
-        def drain():
-            for line in self.proc.stdout:
+        def drain(stream, ready):
+            for line in stream:
                 self.log.append(line)
                 if "listening on" in line:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(startup_timeout) or self.proc.poll() is not None:
+        threading.Thread(target=drain, args=(self.proc.stdout, self._ready), daemon=True).start()
+        if wait:
+            self.wait()
+
+    def wait(self) -> "EmulatedBoard":
+        """Block until the server listens (start-up under qemu takes ~10 s); raises if it died."""
+        if not self._ready.wait(self.startup_timeout) or self.proc is None or self.proc.poll() is not None:
             out = "".join(self.log)[-2000:]
             self.close()
             raise RuntimeError(f"the emulated RPC server did not start on {self.address}:\n{out}")
+        return self
+
+    @property
+    def sessions(self) -> int:
+        """RPC sessions this board has served so far (the server logs one line per session)."""
+        return sum("connected from" in line for line in self.log)
 
     def close(self) -> None:
         if self.proc is None:

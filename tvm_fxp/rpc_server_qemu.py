@@ -26,13 +26,14 @@ def main() -> None:
     p.add_argument("--tracker", default=None, help="HOST:PORT of an RPC tracker to register with")
     p.add_argument("--key", default="")
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(name)s %(message)s")
+    logging.getLogger("RPCServer").setLevel(logging.INFO)     # one "connected from" line per session
     tracker = None
     if args.tracker:
         host, port = args.tracker.rsplit(":", 1)
         tracker = (host, int(port))
     state = server.PopenRPCServerState(args.host, args.port, args.port_end, tracker_addr=tracker, key=args.key,
-                                       custom_addr=args.host if tracker else None, silent=True)
+                                       custom_addr=args.host if tracker else None)
     print(f"tvm_fxp rpc server listening on {args.host}:{state.port}", flush=True)
     sys.stdout.flush()
     state.thread.join()
