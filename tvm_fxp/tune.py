@@ -14,7 +14,7 @@ build is never slower than the default by more than noise, and the report gives 
 Measurements: host -> MetaSchedule's local runner; ``--rpc`` -> its RPC runner on that server; ``--tracker``
 -> its RPC runner through TVM's RPC tracker, which hands each measurement to a free board registered under
 the key (that is how tuning scales past one board).  Libraries for aarch64 are cross-compiled by the
-builder (``export_aarch64``).
+builder (``in_process_builder``).
 
 The database is MetaSchedule's JSON database in ``DIR/tuning/`` (records are appended as they are
 measured, so an interrupt keeps what was measured); ``tvm-fxp compile``/``quantize --tuning-db DIR/tuning``
@@ -36,15 +36,40 @@ import tvm_ffi
 from .deploy import DeployError, resolve_target, runs_on_host
 
 
-def export_aarch64(mod) -> str:
-    """MetaSchedule builder ``f_export`` for aarch64 targets: cross-compile with aarch64-linux-gnu-g++."""
+def in_process_builder():
+    """A MetaSchedule builder that compiles in this process (``tvm.tirx.build``) and links a shared library
+    with the target's toolchain (the host compiler, or the cross compiler: the board needs no compiler).
+
+    MetaSchedule's ``LocalBuilder`` starts a fresh worker pool for every batch of candidates (a Python that
+    imports TVM: seconds each, most of a small tuning run on a loaded 2-core machine); our kernels are ours,
+    built the same way by every build, so the isolation buys nothing here."""
     import tempfile
 
-    from tvm.support import cc
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import BuilderResult
 
-    path = Path(tempfile.mkdtemp(prefix="tvm_fxp_tune_")) / "kernel.so"
-    mod.export_library(str(path), fcompile=cc.cross_compiler("aarch64-linux-gnu-g++"))
-    return str(path)
+    from .deploy import fcompile_for
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for inp in build_inputs:
+                try:
+                    lib = tvm.tirx.build(inp.mod, target=inp.target)
+                    path = Path(tempfile.mkdtemp(prefix="tvm_fxp_tune_")) / "kernel.so"
+                    fcompile = fcompile_for(inp.target)
+                    if fcompile is None:
+                        lib.export_library(str(path))
+                    else:
+                        lib.export_library(str(path), fcompile=fcompile)
+                    results.append(BuilderResult(str(path), None))
+                except Exception as e:  # noqa: BLE001 -- a candidate that does not build is a measured failure
+                    results.append(BuilderResult(None, f"{type(e).__name__}: {e}"[-2000:]))
+            return results
+
+    return InProcessBuilder()
 
 
 def alloc_random_arguments(session, device, args_info, alloc_repeat):
@@ -93,7 +118,7 @@ def _make_measurer(target, rpc, tracker, key, repeat, timeout):
 
     if runs_on_host(target) and rpc is None and tracker is None:
         evaluator = EvaluatorConfig(number=10, repeat=repeat, min_repeat_ms=20, enable_cpu_cache_flush=False)
-        return ms.builder.LocalBuilder(max_workers=1, timeout_sec=120), ms.runner.LocalRunner(evaluator_config=evaluator), 1
+        return in_process_builder(), ms.runner.LocalRunner(evaluator_config=evaluator), 1
     if rpc is None and tracker is None:
         raise DeployError(f"measuring for {target_name(target)} needs a board: give --rpc HOST:PORT or "
                           "--tracker HOST:PORT --key KEY")
@@ -117,8 +142,7 @@ def _make_measurer(target, rpc, tracker, key, repeat, timeout):
                            session_timeout_sec=int(timeout))
         workers = 1
     evaluator = EvaluatorConfig(number=3, repeat=repeat, min_repeat_ms=0, enable_cpu_cache_flush=False)
-    export = export_aarch64 if "aarch64" in str(target.attrs.get("mtriple", "")) else None
-    builder = ms.builder.LocalBuilder(max_workers=1, f_export=export, timeout_sec=120)
+    builder = in_process_builder()
     runner = ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=workers,
                                  f_create_session=remote.session_from_config,
                                  f_alloc_argument=alloc_random_arguments)
