@@ -13,6 +13,8 @@ along our knobs:
   its outer part placed above the reduction (fewer registers per position, hence larger blocks fit);
 - ``k_unroll``: the reduction over input channels (conv2d) or over k (dense) split and its inner part
   unrolled (more independent loads and multiply-accumulates in flight between the accumulator updates);
+- ``unpack_vector`` (conv2d): the unpacking of the blocked result to NCHW vectorized over that many output
+  columns (the default schedule leaves this loop to LLVM: 1);
 - two structural alternatives, one design space each: the loop order (``channels``: output-channel vectors
   outside the position blocks, as today, or ``positions``: position blocks outside) and the epilogue
   placement (``registers``: requantized as the accumulators are written back, as today, or ``block``: after
@@ -187,13 +189,15 @@ def knobs(plan) -> dict:
             out["vector_width"] = _candidates(plan.lanes, [plan.lanes // 2, plan.lanes])
         return out
     blocks = _blocks(plan.block, plan.padded_positions)
+    unpack = _candidates(1, _divisors(plan.out_hw[1], 16))
     if kind == "conv2d_vnni":
         return {"register_block": _candidates(plan.block, blocks),
-                "k_unroll": _candidates(1, _divisors(-(-plan.channels // 4), 4))}
+                "k_unroll": _candidates(1, _divisors(-(-plan.channels // 4), 4)), "unpack_vector": unpack}
     out = {"register_block": _candidates(plan.block, blocks),
            "k_unroll": _candidates(1, _divisors(plan.in_per_group, 4))}
     if plan.lanes >= 8:
         out["vector_width"] = _candidates(plan.lanes, [plan.lanes // 2, plan.lanes])
+    out["unpack_vector"] = unpack
     return out
 
 
@@ -280,6 +284,12 @@ def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
     *_, ii, iv = sch.get_loops(init)
     sch.vectorize(iv)
     sch.unroll(ii)
+    # the unpacking to NCHW (the kernel's last stage, left to LLVM by the default schedule): its rows
+    # vectorized in pieces of ``unpack_vector`` output columns (1: as today)
+    unpack_vector = _sample(sch, "unpack_vector", *k["unpack_vector"], d)
+    *_, ux = sch.get_loops(sch.get_sblock("conv_unpack"))
+    _, uxi = sch.split(ux, [None, unpack_vector])
+    sch.vectorize(uxi)
     if intrin is None:
         pad = sch.get_sblock("data_pad" if plan.layout == "channels" else "data_pack")
         sch.compute_at(pad, n)
