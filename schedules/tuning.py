@@ -351,3 +351,25 @@ def _dense_space(sch, plan, epilogue: str) -> None:
 def default_decisions(plan) -> dict:
     """``{knob: value}`` of the hand-written schedule (the initial point of ``design_space``)."""
     return {name: values[idx] for name, (values, idx) in knobs(plan).items()}
+
+
+def decisions_of(trace, plan) -> dict:
+    """``{knob: value}`` of a trace of ``design_space`` (its decisions are sampled in ``knobs`` order), and
+    its sketch (loop order, epilogue placement)."""
+    table = knobs(plan)
+    values = [int(d) for d in trace.decisions.values()]
+    out = {name: candidates[i] for (name, (candidates, _)), i in zip(table.items(), values)}
+    insts = list(trace.insts)
+    kinds = [str(i.kind.name) for i in insts]
+    out["epilogue"] = "block" if kinds.count("ReverseComputeAt") > 1 else "registers"
+    if kernel_kind(plan) != "dense":
+        loops = insts[kinds.index("GetLoops")].outputs
+        po = insts[kinds.index("Split")].outputs[0]
+        ob = loops[1 if kernel_kind(plan) == "conv2d_vnni" else 2]
+        order = list(insts[kinds.index("Reorder")].inputs)
+        index = {id_: k for k, id_ in enumerate(order)}
+        pos = [k for k, rv in enumerate(order) if rv.same_as(po)][0]
+        chan = [k for k, rv in enumerate(order) if rv.same_as(ob)][0]
+        out["loop_order"] = "positions" if pos < chan else "channels"
+        del index
+    return out

@@ -253,14 +253,13 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
         wl = database.commit_workload(tvm.IRModule({"main": workload}))
         best = database.get_top_k(wl, 1)
         best_s = float(np.median([float(x) for x in best[0].run_secs])) if best else None
-        decisions = {str(inst.outputs[0]) if inst.outputs else str(inst.kind.name): int(dec)
-                     for inst, dec in best[0].trace.decisions.items()} if best else {}
+        decisions = tuning.decisions_of(best[0].trace, plan) if best else {}
         kernels[name] = {"plan": json.loads(tuning.plan_json(plan)), "calls": uses,
                          "default_ms": round(defaults[name] * 1e3, 5),
                          "best_ms": None if best_s is None else round(best_s * 1e3, 5),
                          "speedup": None if not best_s else round(defaults[name] / best_s, 3),
                          "default_decisions": tuning.default_decisions(plan),
-                         "best_decisions": sorted(decisions.values())}
+                         "best_decisions": decisions}
     default_total = sum(defaults[n] * u for n, _, _, u in tasks)
     best_total = sum((kernels[n]["best_ms"] or kernels[n]["default_ms"]) / 1e3 * u for n, _, _, u in tasks)
     return {"target": target_name(target), "database": str(work_dir), "tasks": len(tasks),
