@@ -114,6 +114,64 @@ def bench_model(name: str, args, train, test, tmp: Path) -> dict:
     }
 
 
+def rpi4_emulated(name: str, args, tmp: Path) -> dict:
+    """rpi4 end to end on an emulated board (qemu, 127.0.0.1): quantize, tune over RPC, build with the
+    database, run over RPC; bit-exactness only (qemu timings mean nothing)."""
+    from tvm_fxp import cli
+    from tvm_fxp.emulation import EmulatedBoard
+
+    t0 = time.time()
+    d = tmp / f"{name}_rpi4"
+    path = REPO / "examples" / "models" / f"{name}.onnx"
+    with EmulatedBoard(wait=False) as board:
+        assert cli.main(["quantize", str(path), "--calib", "fashion-mnist", "--calib-size", "256", "--eval-size",
+                         "64", "--accumulator", "narrow", "--target", "rpi4", "--out", str(d), "--quiet"]) == 0
+        board.wait()
+        assert cli.main(["tune", str(d), "--target", "rpi4", "--rpc", board.address, "--trials",
+                         str(args.rpi4_trials), "--quiet"]) == 0
+        assert cli.main(["compile", str(d), "--target", "rpi4", "--tuning-db", str(d / "tuning"), "--out",
+                         str(d / "tuned")]) == 0
+        assert cli.main(["run", str(d / "tuned"), "--rpc", board.address, "--data", "fashion-mnist",
+                         "--eval-size", str(args.rpi4_images), "--repeat", "3", "--quiet"]) == 0
+    report = json.loads((d / "tuning" / "tune.json").read_text())
+    run = json.loads((d / "tuned" / "run.json").read_text())
+    return {"trials": args.rpi4_trials, "measured": report["measured"], "errors": report["errors"],
+            "tasks": report["tasks"], "kernels_from_db": json.loads((d / "tuned" / "build.json").read_text())
+            ["tuning_db"]["kernels_from_db"], "bit_exact_vs_simulation": run["bit_exact"],
+            "top1": run["fxp_top1"], "evaluated_inputs": run["evaluated_inputs"],
+            "note": "qemu-user on x86: timings are not reported", "wall_s": round(time.time() - t0, 1)}
+
+
+def readme_block(out: dict) -> str:
+    """The README's tune table (between ``<!-- tune:start -->`` and ``<!-- tune:end -->``), from the results."""
+    m = out["machine"]
+    lines = [f"Autotuning on this host (`bench/tune.py`, {out['date']}, {m.get('cpu', m.get('processor', ''))}; "
+             "1 thread, batch 1, medians of interleaved repeats; the plan of the latency bench, realized with "
+             "int16 accumulators; goals: speed-up over the default schedules >= 1.3, tuned / ORT int8 <= 0.7):",
+             "", "| model | trials (measured) | default ms | tuned ms | speedup_over_default | ORT int8 ms | "
+             "tuned / ORT int8 | top-1 tuned (ORT int8) | bit-exact |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in out["models"].items():
+        lines.append(f"| {name} | {r['trials']} ({r['measured']}) | {r['default_ms']:.4f} | {r['tuned_ms']:.4f} | "
+                     f"{r['speedup_over_default']} | {r['ort_int8_ms']:.4f} | {r['tuned_over_ort_int8']} | "
+                     f"{r['top1_tuned']:.4f} ({r['top1_ort_int8']:.4f}) | {r['bit_exact_tuned_vs_simulation']} |")
+    for name, r in out.get("rpi4_emulated", {}).items():
+        lines.append(f"\nrpi4 on an emulated board (qemu-user, RPC on 127.0.0.1), {name}: {r['measured']} tuning "
+                     f"measurements over RPC ({r['errors']} errors), {r['kernels_from_db']} kernels built from the "
+                     f"database, tuned library bit-exact with the simulation on {r['evaluated_inputs']} test images: "
+                     f"{r['bit_exact_vs_simulation']} (no timings: qemu's mean nothing).")
+    return "\n".join(lines)
+
+
+def update_readme(out: dict, readme: Path = REPO / "README.md") -> None:
+    text = readme.read_text()
+    start, end = "<!-- tune:start -->", "<!-- tune:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{readme_block(out)}\n{end}{tail}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
@@ -125,7 +183,16 @@ def main(argv=None) -> int:
     ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tune.json")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--rpi4-emulated", nargs="*", default=None, metavar="MODEL",
+                    help="also tune for rpi4 on an emulated board (needs .ci/setup_arm.sh); default model fmnist_vgg")
+    ap.add_argument("--rpi4-trials", type=int, default=8)
+    ap.add_argument("--rpi4-images", type=int, default=256)
+    ap.add_argument("--update-readme", action="store_true", help="rewrite the README's tune table from the results")
+    ap.add_argument("--readme-only", action="store_true", help="only rewrite the README table from --out")
     args = ap.parse_args(argv)
+    if args.readme_only:
+        update_readme(json.loads(args.out.read_text()))
+        return 0
     train = fashion_mnist("train", limit=256).inputs
     test = fashion_mnist("test", limit=args.eval_images)
     results = {}
@@ -136,14 +203,23 @@ def main(argv=None) -> int:
             print(f"{name}: default {r['default_ms']:.4f} ms, tuned {r['tuned_ms']:.4f} ms "
                   f"({r['speedup_over_default']}x), ORT int8 {r['ort_int8_ms']:.4f} ms (tuned/ORT int8 "
                   f"{r['tuned_over_ort_int8']}), top-1 {r['top1_tuned']}, bit-exact {r['bit_exact_tuned_vs_simulation']}")
+        rpi4 = {}
+        for name in ([] if args.rpi4_emulated is None else (args.rpi4_emulated or ["fmnist_vgg"])):
+            rpi4[name] = rpi4_emulated(name, args, Path(tmp))
+            print(f"{name} rpi4 (emulated): {rpi4[name]}")
     out = {"date": datetime.date.today().isoformat(), "machine": latency.machine_info(),
+           "loadavg_at_end": latency.loadavg(),
            "config": {"batch": 1, "threads": 1, "repeats": args.repeats, "repeat_seconds": args.repeat_seconds,
                       "target": "host", "accumulator": "narrow"},
            "goals": {"speedup_over_default": ">= 1.3", "tuned_over_ort_int8": "<= 0.7"},
            "models": results}
+    if rpi4:
+        out["rpi4_emulated"] = rpi4
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
+    if args.update_readme:
+        update_readme(out)
     return 0
 
 

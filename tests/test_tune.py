@@ -99,6 +99,16 @@ def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
 
 
+def test_tune_errors_are_clear(tiny_dir, capsys):
+    assert cli.main(["tune", str(tiny_dir), "--target", "rpi4", "--quiet"]) == 2
+    assert "needs a board: give --rpc HOST:PORT or --tracker HOST:PORT --key KEY" in capsys.readouterr().err
+    assert cli.main(["tune", str(tiny_dir), "--target", "rpi4", "--tracker", "127.0.0.1:1", "--key", "rpi4",
+                     "--quiet"]) == 2
+    assert "cannot reach the RPC tracker at 127.0.0.1:1" in capsys.readouterr().err
+    assert cli.main(["compile", str(tiny_dir), "--tuning-db", str(tiny_dir), "--out", str(tiny_dir / "x")]) == 2
+    assert "is not a tuning database" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_time_limit_stops_the_search(tiny_dir, tmp_path):
     q, accumulator = _quantized(tiny_dir)

@@ -206,10 +206,10 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    builder, runner, workers = _make_measurer(target, rpc, tracker, key, repeat, timeout=max(60, (time_limit or 600)))
     tasks = extract_tasks(realized, target)
     if not tasks:
         raise DeployError("the model has no integer conv2d/matmul kernels of tvm-fxp on this target: nothing to tune")
-    builder, runner, workers = _make_measurer(target, rpc, tracker, key, repeat, timeout=max(60, (time_limit or 600)))
     database = ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
     defaults = _measure_defaults(tasks, target, builder, runner, database)
     bar = tqdm(total=trials, desc="tune", unit="trial", disable=not progress)
