@@ -85,7 +85,8 @@ def test_design_space_contains_default_and_keeps_accumulators(tiny_dir, target_n
 
 
 def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
-    assert cli.main(["tune", str(tiny_dir), "--target", "host", "--trials", "4", "--quiet"]) == 0
+    assert cli.main(["tune", str(tiny_dir), "--target", "host", "--trials", "4", "--confirm-rounds", "2",
+                     "--quiet"]) == 0
     report = json.loads((tiny_dir / "tuning" / "tune.json").read_text())
     assert report["tasks"] == 2 and report["measured"] == 4 and report["errors"] == 0
     for kernel in report["kernels"].values():
@@ -138,7 +139,7 @@ def test_rpi4_tuning_through_tracker_reaches_both_boards(tiny_dir, two_boards, c
     tracker, boards = two_boards
     db = tiny_dir / "tuning_rpi4"
     assert cli.main(["tune", str(tiny_dir), "--target", "rpi4", "--tracker", tracker.address, "--key", "rpi4",
-                     "--trials", "2", "--out", str(db), "--quiet"]) == 0
+                     "--trials", "2", "--confirm-rounds", "1", "--out", str(db), "--quiet"]) == 0
     report = json.loads((db / "tune.json").read_text())
     assert report["errors"] == 0 and report["measured"] == 2 and report["workers"] == 2
     assert all(b.sessions >= 1 for b in boards), [b.sessions for b in boards]   # both boards measured

@@ -16,9 +16,11 @@ Measurements: host -> MetaSchedule's local runner; ``--rpc`` -> its RPC runner o
 the key (that is how tuning scales past one board).  Libraries for aarch64 are cross-compiled by the
 builder (``in_process_builder``).
 
-The database is MetaSchedule's JSON database in ``DIR/tuning/`` (records are appended as they are
-measured, so an interrupt keeps what was measured); ``tvm-fxp compile``/``quantize --tuning-db DIR/tuning``
-build with it.  ``--time-limit`` stops every task once the limit has passed (checked after each batch of
+The search's records go to MetaSchedule's JSON database in ``DIR/tuning/search/`` (appended as they are
+measured, so an interrupt keeps what was measured).  The search keeps the minimum of noisy timings, which
+favours lucky candidates, so each kernel's default and best few candidates are then measured again side by
+side, and the winner is the one record per kernel of ``DIR/tuning/`` (``tvm-fxp compile``/``quantize
+--tuning-db DIR/tuning`` build with it; ``tune.json`` there reports the confirmed times).  ``--time-limit`` stops every task once the limit has passed (checked after each batch of
 measurements); ``--trials`` bounds the measurements over all kernels.
 """
 
@@ -153,48 +155,82 @@ def target_name(target) -> str:
     return json.dumps({k: v for k, v in target.export().items() if k in ("kind", "mtriple", "mcpu")})
 
 
-def _measure_defaults(tasks, target, builder, runner, database) -> dict:
-    """Measure the default schedule of every task and commit it to ``database``; ``{task: seconds}``."""
-    from tvm.s_tir import meta_schedule as ms
+def _default_schedule(workload):
+    """Today's schedule of a workload: the first sketch of the design space at its initial decisions."""
+    from .schedules import tuning
+
+    return tuning.design_space(tvm.s_tir.Schedule(tvm.IRModule({"main": workload})))[0]
+
+
+def _replay(workload, trace):
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": workload}))
+    trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch
+
+
+def _measure(schedules, target, builder, runner, rounds: int = 1) -> list:
+    """Median seconds of each schedule, measured ``rounds`` times in a rotating interleaved order (so load
+    changes hit all candidates alike); None for a candidate that fails to build or run."""
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput
 
-    from .schedules import tuning
-
-    schedules = []
-    for name, workload, plan, _ in tasks:
-        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": workload}))
-        spaces = tuning.design_space(sch)
-        schedules.append(spaces[0])           # the initial decisions of the first sketch: today's schedule
     built = builder.build([BuilderInput(s.mod, target) for s in schedules])
-    inputs, index = [], []
-    for i, (res, s) in enumerate(zip(built, schedules)):
-        if res.error_msg:
-            raise DeployError(f"building the default schedule of {tasks[i][0]} failed: {res.error_msg[-500:]}")
-        inputs.append(RunnerInput(res.artifact_path, "cpu",
-                                  ArgInfo.from_prim_func(s.mod["main"])))
-        index.append(i)
-    futures = runner.run(inputs)
-    out = {}
-    for i, fut in zip(index, futures):
+    ok = [i for i, b in enumerate(built) if not b.error_msg]
+    order = []
+    for r in range(rounds):
+        k = r % max(1, len(ok))
+        order += ok[k:] + ok[:k]
+    inputs = [RunnerInput(built[i].artifact_path, "cpu", ArgInfo.from_prim_func(schedules[i].mod["main"]))
+              for i in order]
+    samples: dict = {i: [] for i in ok}
+    for i, fut in zip(order, runner.run(inputs)):
         res = fut.result()
-        name, workload, _, _ = tasks[i]
-        if res.error_msg:
-            raise DeployError(f"running the default schedule of {name} failed: {res.error_msg[-800:]}")
-        secs = [float(x) for x in res.run_secs]
-        wl = database.commit_workload(tvm.IRModule({"main": workload}))
-        database.commit_tuning_record(ms.database.TuningRecord(
-            schedules[i].trace, wl, secs, target, ArgInfo.from_prim_func(schedules[i].mod["main"])))
-        out[name] = float(np.median(secs))
+        if not res.error_msg:
+            samples[i].append(float(np.median([float(x) for x in res.run_secs])))
+    return [float(np.median(samples[i])) if samples.get(i) else None for i in range(len(schedules))]
+
+
+def _commit(database, workload, sch, secs: float, target) -> None:
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    wl = database.commit_workload(tvm.IRModule({"main": workload}))
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, wl, [secs], target, ArgInfo.from_prim_func(sch.mod["main"])))
+
+
+def _confirm(tasks, target, builder, runner, search_db, final_db, top_k: int, rounds: int) -> dict:
+    """Re-measure, per kernel, today's schedule and the ``top_k`` best candidates of the search side by side
+    (``rounds`` interleaved rounds) and commit the fastest to ``final_db``: the minimum over a noisy search
+    favours lucky timings; this keeps a candidate only if it is faster next to the default.
+    ``{task: (default s, best s, best schedule)}``."""
+    out = {}
+    for name, workload, plan, _ in tasks:
+        default = _default_schedule(workload)
+        wl = search_db.commit_workload(tvm.IRModule({"main": workload}))
+        candidates = [default]
+        for rec in search_db.get_top_k(wl, top_k + 1):
+            if not tvm_ffi.structural_equal(rec.trace.as_json(), default.trace.as_json()):
+                candidates.append(_replay(workload, rec.trace))
+        candidates = candidates[:top_k + 1]
+        secs = _measure(candidates, target, builder, runner, rounds)
+        if secs[0] is None:
+            raise DeployError(f"the default schedule of {name} does not run on the target")
+        best = min((i for i in range(len(candidates)) if secs[i] is not None), key=lambda i: secs[i])
+        _commit(final_db, workload, candidates[best], secs[best], target)
+        out[name] = (secs[0], secs[best], candidates[best])
     return out
 
 
 def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit: float | None = None,
          rpc: str | None = None, tracker: str | None = None, key: str | None = None, repeat: int = 5,
-         progress: bool = True, seed: int = 1) -> dict:
-    """Tune the kernels of ``realized`` on ``target``; the database goes to ``work_dir``.  Returns a report
-    (per kernel: default and best seconds, speed-up, trials; measurement counts)."""
+         progress: bool = True, seed: int = 1, confirm_top_k: int = 3, confirm_rounds: int = 3) -> dict:
+    """Tune the kernels of ``realized`` on ``target``.  The search's records go to ``work_dir/search``; then
+    each kernel's default and ``confirm_top_k`` best candidates are measured again side by side
+    (``confirm_rounds`` interleaved rounds) and the fastest is the one record per kernel of the database in
+    ``work_dir`` (what ``apply_database``/``--tuning-db`` use).  Returns a report (per kernel: default and
+    best milliseconds of the confirmation, speed-up, decisions; measurement counts)."""
     from tqdm.auto import tqdm
     from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
@@ -210,8 +246,17 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
     tasks = extract_tasks(realized, target)
     if not tasks:
         raise DeployError("the model has no integer conv2d/matmul kernels of tvm-fxp on this target: nothing to tune")
-    database = ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
-    defaults = _measure_defaults(tasks, target, builder, runner, database)
+    search_dir = work_dir / "search"
+    search_dir.mkdir(exist_ok=True)
+    database = ms.database.JSONDatabase(work_dir=str(search_dir), module_equality="structural")
+    defaults = {}
+    for (name, workload, _, _), sch, secs in zip(
+            tasks, [_default_schedule(t[1]) for t in tasks],
+            _measure([_default_schedule(t[1]) for t in tasks], target, builder, runner)):
+        if secs is None:
+            raise DeployError(f"the default schedule of {name} does not build or run on the target")
+        _commit(database, workload, sch, secs, target)     # the default is a record: the search starts from it
+        defaults[name] = secs
     bar = tqdm(total=trials, desc="tune", unit="trial", disable=not progress)
     deadline = None if time_limit is None else t0 + time_limit
     counts = {"measured": 0, "errors": 0, "stopped_by_time_limit": False}
@@ -238,7 +283,7 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
     try:
         if remaining:
             ms.tune.tune_tasks(
-                tasks=contexts, task_weights=[float(n) for *_, n in tasks], work_dir=str(work_dir),
+                tasks=contexts, task_weights=[float(n) for *_, n in tasks], work_dir=str(search_dir),
                 max_trials_global=remaining,
                 num_trials_per_iter=max(workers, min(16, -(-remaining // len(tasks)))),
                 builder=builder, runner=runner, database=database, cost_model="random",
@@ -248,20 +293,19 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
         interrupted = True
     finally:
         bar.close()
+    final = ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    confirmed = _confirm(tasks, target, builder, runner, database, final, confirm_top_k, confirm_rounds)
     kernels = {}
     for name, workload, plan, uses in tasks:
-        wl = database.commit_workload(tvm.IRModule({"main": workload}))
-        best = database.get_top_k(wl, 1)
-        best_s = float(np.median([float(x) for x in best[0].run_secs])) if best else None
-        decisions = tuning.decisions_of(best[0].trace, plan) if best else {}
+        default_s, best_s, best = confirmed[name]
         kernels[name] = {"plan": json.loads(tuning.plan_json(plan)), "calls": uses,
-                         "default_ms": round(defaults[name] * 1e3, 5),
-                         "best_ms": None if best_s is None else round(best_s * 1e3, 5),
-                         "speedup": None if not best_s else round(defaults[name] / best_s, 3),
+                         "default_ms": round(default_s * 1e3, 5), "best_ms": round(best_s * 1e3, 5),
+                         "speedup": round(default_s / best_s, 3),
+                         "search_default_ms": round(defaults[name] * 1e3, 5),
                          "default_decisions": tuning.default_decisions(plan),
-                         "best_decisions": decisions}
-    default_total = sum(defaults[n] * u for n, _, _, u in tasks)
-    best_total = sum((kernels[n]["best_ms"] or kernels[n]["default_ms"]) / 1e3 * u for n, _, _, u in tasks)
+                         "best_decisions": tuning.decisions_of(best.trace, plan)}
+    default_total = sum(kernels[n]["default_ms"] / 1e3 * u for n, _, _, u in tasks)
+    best_total = sum(kernels[n]["best_ms"] / 1e3 * u for n, _, _, u in tasks)
     return {"target": target_name(target), "database": str(work_dir), "tasks": len(tasks),
             "trials": trials, "measured": counts["measured"], "errors": counts["errors"],
             "stopped_by_time_limit": counts["stopped_by_time_limit"], "interrupted": interrupted,
@@ -290,7 +334,7 @@ def cmd_tune(args) -> dict:
     print(f"tuning the kernels of {d} for {preset} ({args.trials} trials"
           f"{f', {args.time_limit:g} s' if args.time_limit else ''}) into {out}", file=sys.stderr)
     report = tune(q.realized(accumulator), target, out, args.trials, args.time_limit, args.rpc, args.tracker,
-                  args.key, progress=not args.quiet)
+                  args.key, progress=not args.quiet, confirm_rounds=args.confirm_rounds)
     report["preset"] = preset
     report["accumulator_policy"] = accumulator
     (out / "tune.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -316,3 +360,5 @@ def add_tune_parser(sub, common) -> None:
     t.add_argument("--accumulator", default=None, choices=["wide", "narrow"],
                    help="default: the policy DIR was quantized with")
     t.add_argument("--out", default=None, help="database directory (default DIR/tuning)")
+    t.add_argument("--confirm-rounds", type=int, default=3,
+                   help="interleaved re-measurements of each kernel's default and best candidates after the search")
