@@ -148,6 +148,8 @@ def readme_block(out: dict) -> str:
     lines = [f"Autotuning on this host (`bench/tune.py`, {out['date']}, {m.get('cpu', m.get('processor', ''))}; "
              "1 thread, batch 1, medians of interleaved repeats; the plan of the latency bench, realized with "
              "int16 accumulators; goals: speed-up over the default schedules >= 1.3, tuned / ORT int8 <= 0.7):",
+             f"(load average {out.get('loadavg_at_end')} on this shared {m.get('cores')}-core machine at the end of "
+             "the run: absolute times are inflated, the ratios come from interleaved repeats)",
              "", "| model | trials (measured) | default ms | tuned ms | speedup_over_default | ORT int8 ms | "
              "tuned / ORT int8 | top-1 tuned (ORT int8) | bit-exact |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in out["models"].items():
