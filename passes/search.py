@@ -84,11 +84,13 @@ class PlanEvaluator:
     """
 
     def __init__(self, prepared: tvm.IRModule, template: Plan, target=None, batch_size: int = 256):
-        from tvm_fxp.api import build
+        from tvm_fxp.api import build, model_batch
+        from tvm_fxp.batching import Batching
 
         mod, self.layout = parametric_module(prepared, template)
         self.vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
         self.batch_size = batch_size
+        self.batching = Batching(model_batch(prepared), batch_size)   # a fixed model batch is honoured
         self.calls = 0
         self._probe = None
         self._args = (prepared, template, target)
@@ -117,12 +119,12 @@ class PlanEvaluator:
     def outputs(self, plan: Plan, inputs: np.ndarray) -> np.ndarray:
         table = tvm.runtime.tensor(self.table(plan))
         consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in self.constants(plan)]
-        outs = []
-        for s in range(0, len(inputs), self.batch_size):
-            x = tvm.runtime.tensor(np.ascontiguousarray(inputs[s:s + self.batch_size], dtype=np.float32))
-            outs.append(self.vm["main"](x, table, *consts).numpy())
+        from tvm_fxp.batching import concat, run_batched
+
+        outs = run_batched(lambda x: self.vm["main"](tvm.runtime.tensor(x), table, *consts).numpy(), inputs,
+                           self.batching)
         self.calls += 1
-        return np.concatenate(outs)
+        return concat(outs)
 
     def layer_means(self, plan: Plan | None, inputs: np.ndarray) -> dict:
         """``{layer: per-channel mean of its conv/matmul output}`` (before the bias) over ``inputs``, simulated
@@ -143,11 +145,19 @@ class PlanEvaluator:
             table, consts = self.table(plan), self.constants(plan)
         table = tvm.runtime.tensor(np.asarray(table, dtype=np.float64))
         consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in consts]
+        # The probe returns batch means, so a padded chunk of a fixed-batch model would count its padding: the
+        # inputs of a short last chunk run one at a time, each repeated to fill the batch (its mean is its own).
         sums, total = None, 0
-        for s in range(0, len(inputs), self.batch_size):
-            chunk = np.ascontiguousarray(inputs[s:s + self.batch_size], dtype=np.float32)
-            out = vm["main"](tvm.runtime.tensor(chunk), table, *consts)
-            means = [out[i + 1].numpy() * len(chunk) for i in range(len(names))]
-            sums = means if sums is None else [a + b for a, b in zip(sums, means)]
-            total += len(chunk)
+        fixed = self.batching.fixed
+        for start, stop in self.batching.chunks(len(inputs)):
+            chunk = np.ascontiguousarray(inputs[start:stop], dtype=np.float32)
+            if fixed is not None and len(chunk) < fixed:
+                runs = [(np.repeat(chunk[i:i + 1], fixed, axis=0), 1) for i in range(len(chunk))]
+            else:
+                runs = [(chunk, len(chunk))]
+            for x, weight in runs:
+                out = vm["main"](tvm.runtime.tensor(x), table, *consts)
+                means = [out[i + 1].numpy() * weight for i in range(len(names))]
+                sums = means if sums is None else [a + b for a, b in zip(sums, means)]
+                total += weight
         return {n: m / total for n, m in zip(names, sums)}

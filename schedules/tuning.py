@@ -367,9 +367,7 @@ def decisions_of(trace, plan) -> dict:
         po = insts[kinds.index("Split")].outputs[0]
         ob = loops[1 if kernel_kind(plan) == "conv2d_vnni" else 2]
         order = list(insts[kinds.index("Reorder")].inputs)
-        index = {id_: k for k, id_ in enumerate(order)}
         pos = [k for k, rv in enumerate(order) if rv.same_as(po)][0]
         chan = [k for k, rv in enumerate(order) if rv.same_as(ob)][0]
         out["loop_order"] = "positions" if pos < chan else "channels"
-        del index
     return out

@@ -108,4 +108,4 @@ def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
     code = main(["quantize", str(tmp_path / "missing.onnx"), "--calib", "synthetic", "--out", str(tmp_path / "o")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
     code = main(["quantize", str(model_path("fmnist_vgg")), "--calib", "nonsense", "--out", str(tmp_path / "o")])
-    assert code == 2 and "expected 'fashion-mnist', 'synthetic' or a path" in capsys.readouterr().err
+    assert code == 2 and "no such file or folder; expected 'fashion-mnist', 'synthetic'" in capsys.readouterr().err

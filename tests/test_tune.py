@@ -11,9 +11,8 @@ import pytest
 import tvm
 
 from deploy_helpers import require_emulation, tiny_cnn
-from tvm_fxp import api, cli, deploy, tune
+from tvm_fxp import cli, deploy, tune
 from tvm_fxp.emulation import EmulatedBoard, RPCTracker
-from tvm_fxp.plan import Plan
 from tvm_fxp.schedules import tuning
 
 
@@ -27,8 +26,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def _quantized(d):
-    summary = json.loads((d / "summary.json").read_text())
-    q = api.bind_plan(*api.load_model(d / "source.onnx"), Plan.load(d / "plan.json"))
+    q, summary = deploy.load_quantized_dir(d)
     return q, summary["accumulator_policy"]
 
 
@@ -85,7 +83,7 @@ def test_design_space_contains_default_and_keeps_accumulators(tiny_dir, target_n
 
 
 def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
-    assert cli.main(["tune", str(tiny_dir), "--target", "host", "--trials", "4", "--confirm-rounds", "2",
+    assert cli.main(["tune", str(tiny_dir), "--target", "host", "--trials", "4", "--confirm-rounds", "1",
                      "--quiet"]) == 0
     report = json.loads((tiny_dir / "tuning" / "tune.json").read_text())
     assert report["tasks"] == 2 and report["measured"] == 4 and report["errors"] == 0

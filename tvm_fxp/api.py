@@ -104,11 +104,119 @@ def _unsupported_nodes(model, message: str) -> str:
     return f"; nodes {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}" if names else ""
 
 
-def import_onnx(path, input_shape=None) -> tvm.IRModule:
+def _ort_outputs(model, feeds: dict) -> list:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # the graph as it is
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _random_feeds(model, seed: int = 0) -> dict:
+    """Uniform [0, 1) inputs of every graph input's static shape (a symbolic batch runs as 2)."""
+    from onnx import helper
+
+    init_names = {i.name for i in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in model.graph.input:
+        if inp.name in init_names:
+            continue
+        dims = [d if isinstance(d, int) else 2 for d in _dims(inp)]
+        dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        feeds[inp.name] = rng.random(dims).astype(dtype)
+    return feeds
+
+
+SLIM_KEPT_FOR_PREPARE = ["FusionConvBN", "FusionConvTransposeBN", "FusionConvAdd", "FusionConvTransposeAdd",
+                         "FusionConvMul", "FusionConvTransposeMul", "FusionGemm", "FusionGemmMul", "FusionGemmAdd"]
+
+
+def _original_node_order(original, slim):
+    """``slim`` with its nodes in the original model's order (a topological order that ranks each node by
+    where its output was in the original graph): onnxslim re-sorts the graph, which would renumber the
+    layers (``conv2d_4`` <-> ``conv2d_5`` across a residual block) and break saved plans."""
+    import networkx as nx
+
+    rank = {o: i for i, n in enumerate(original.graph.node) for o in n.output}
+    producer = {o: i for i, n in enumerate(slim.graph.node) for o in n.output}
+    g = nx.DiGraph()
+    keys = {}
+    for i, n in enumerate(slim.graph.node):
+        g.add_node(i)
+        keys[i] = min((rank[o] for o in n.output if o in rank), default=len(rank) + i)
+        for x in n.input:
+            if x in producer and producer[x] != i:
+                g.add_edge(producer[x], i)
+    order = list(nx.lexicographical_topological_sort(g, key=lambda i: keys[i]))
+    nodes = [slim.graph.node[i] for i in order]
+    del slim.graph.node[:]
+    slim.graph.node.extend(nodes)
+    return slim
+
+
+def simplify_onnx(model, p, record: dict | None = None):
+    """Fold the model's shape computations and constants with onnxslim, checked against onnxruntime.
+
+    Exported CNNs compute shapes at run time (``Shape -> Gather -> Concat -> Reshape`` in squeeze-and-excite
+    blocks, ``ConstantOfShape``/``Pad`` chains for "same" padding) that TVM's importer cannot take once the
+    chain is not a plain shape expression.  With the input shape fixed, onnxslim folds them to constants
+    (compared with onnxsim and onnxruntime's offline basic optimization in ``bench/simplifiers.py``: each
+    folds every shape computation of the exported graphs there; onnxslim lets its batch-norm fusions be switched
+    off by name, so Prepare keeps folding those).  The simplified graph is run against the original in
+    onnxruntime on random inputs; any difference beyond float rounding raises ``ModelError``, so a simplifier
+    bug cannot pass silently.  ``record`` receives what was done (for summary.json).
+    """
+    import onnxslim
+
+    rec = record if record is not None else {}
+    before = len(model.graph.node)
+    try:
+        # Folding batch-norm and scales into convs/Gemms stays with Prepare (FoldBatchNorm & co., tested against
+        # onnxruntime in float64): onnxslim's float32 fusions would move weights by an ulp.
+        slim = onnxslim.slim(model, skip_fusion_patterns=SLIM_KEPT_FOR_PREPARE)
+    except Exception as e:
+        raise ModelError(f"{p}: the ONNX simplifier (onnxslim {onnxslim.__version__}) failed: "
+                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}; rerun "
+                         "with simplify=False (CLI --no-simplify)") from None
+    slim = _original_node_order(model, slim)
+    rec.update({"tool": f"onnxslim {onnxslim.__version__}", "nodes_before": before,
+                "nodes_after": len(slim.graph.node)})
+    feeds = _random_feeds(model)
+    try:
+        ref = _ort_outputs(model, feeds)
+    except Exception as e:   # onnxruntime cannot run the original: nothing to compare with
+        rec["onnxruntime_check"] = f"not checked: onnxruntime cannot run {p.name}: {str(e).splitlines()[0][:200]}"
+        return slim
+    try:
+        got = _ort_outputs(slim, feeds)
+    except Exception as e:
+        raise ModelError(f"{p}: onnxruntime cannot run the simplified model ({str(e).splitlines()[0][:200]}); "
+                         "rerun with simplify=False (CLI --no-simplify)") from None
+    worst = 0.0
+    for r, g in zip(ref, got):
+        r64, g64 = np.asarray(r, np.float64), np.asarray(g, np.float64)
+        if r64.shape != g64.shape:
+            raise ModelError(f"{p}: the simplified model's output has shape {g64.shape}, the original's "
+                             f"{r64.shape}; rerun with simplify=False (CLI --no-simplify)")
+        worst = max(worst, float(np.abs(r64 - g64).max(initial=0)) / max(float(np.abs(r64).max(initial=0)), 1e-6))
+    if worst > 1e-4:
+        raise ModelError(f"{p}: the simplified model differs from the original in onnxruntime (max relative "
+                         f"difference {worst:.2e}); rerun with simplify=False (CLI --no-simplify)")
+    rec["onnxruntime_check"] = {"inputs": {k: list(v.shape) for k, v in feeds.items()}, "max_rel_diff": worst}
+    return slim
+
+
+def import_onnx(path, input_shape=None, simplify: bool = True, record: dict | None = None) -> tvm.IRModule:
     """Load an ONNX file into Relax (weights as constants), with clear errors for bad files.
 
     ``input_shape`` (e.g. ``[1, 3, 224, 224]``) fixes the input's non-batch dimensions; it is required when
-    the model leaves them dynamic.  The batch dimension stays symbolic when the model has it so.
+    the model leaves them dynamic.  The batch dimension stays as the model has it: fixed (published models:
+    ``1x3x224x224``; every stage then runs the data in chunks of that batch) or symbolic.
+    ``simplify``: fold shape computations and constants first (``simplify_onnx``); ``record`` receives what
+    the import did.
     """
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
@@ -140,6 +248,8 @@ def import_onnx(path, input_shape=None) -> tvm.IRModule:
                         raise ModelError(f"{p}: Constant node {n.name or n.output[0]!r} contains NaN/inf; fix the "
                                          "exported weights")
     model = _upgrade_opset(model)
+    if simplify:
+        model = simplify_onnx(model, p, record if record is not None else {})
     try:
         mod = from_onnx(model, keep_params_in_input=False)
     except Exception as e:
@@ -167,6 +277,11 @@ class Quantized:
     plan: Plan
     stats: dict = field(default_factory=dict)
     arithmetic: dict = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int | None:
+        """The model's fixed batch size, None when dynamic (see ``Runner``)."""
+        return model_batch(self.prepared)
 
     def annotated(self) -> tvm.IRModule:
         from .passes import Annotate
@@ -205,7 +320,8 @@ def bind_plan(prepared, lg, plan: Plan, stats=None) -> Quantized:
     return Quantized(prepared, lg, plan, stats or {}, arith)
 
 
-def load_model(model, input_shape=None, allow_float_islands: bool = False) -> tuple:
+def load_model(model, input_shape=None, allow_float_islands: bool = False, simplify: bool = True,
+               record: dict | None = None) -> tuple:
     """``(prepared module, layer graph)`` from an ONNX path or a Relax module.
 
     ``allow_float_islands``: unary ops with no integer realization (sigmoid, tanh, gelu, ...) stay in float64
@@ -214,7 +330,7 @@ def load_model(model, input_shape=None, allow_float_islands: bool = False) -> tu
     """
     from .passes.analysis import allow_float_islands as allow, analyze
 
-    mod = import_onnx(model, input_shape) if isinstance(model, (str, Path)) else model
+    mod = import_onnx(model, input_shape, simplify, record) if isinstance(model, (str, Path)) else model
     prepared = prepare(mod)
     if allow_float_islands:
         prepared = allow(prepared)
@@ -282,22 +398,47 @@ def build(mod: tvm.IRModule, target=None):
     return pipeline.build(mod, target)
 
 
-class Runner:
-    """Run a compiled module over a batch of inputs, in chunks (the model has a dynamic batch dimension)."""
+def model_batch(mod: tvm.IRModule) -> int | None:
+    """The batch size ``main``'s first input fixes (``1`` for ``1x3x224x224``), None when it is symbolic."""
+    params = mod["main"].params
+    if not params:
+        return None
+    ty = params[0].ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None or len(ty.shape) == 0:
+        return None
+    first = ty.shape[0]
+    return int(first.value) if isinstance(first, tvm.tirx.IntImm) else None
 
-    def __init__(self, executable_or_path, device=None):
+
+class Runner:
+    """Run a compiled module over a batch of inputs, in chunks.
+
+    ``batch``: the model's fixed batch size (``model_batch(mod)`` of the module that was built), None when the
+    batch is dynamic; a fixed batch runs in chunks of exactly that size, the last one padded and trimmed.
+    """
+
+    def __init__(self, executable_or_path, device=None, batch: int | None = None):
         dev = device or tvm.cpu()
         ex = executable_or_path
         if isinstance(ex, (str, Path)):
             ex = tvm.runtime.load_module(str(ex))
         self.vm = relax.VirtualMachine(ex, dev)
+        self.batch = batch
 
-    def run(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        outs = []
-        for s in range(0, len(inputs), batch_size):
-            x = np.ascontiguousarray(inputs[s:s + batch_size], dtype=np.float32)
-            outs.append(self.vm["main"](tvm.runtime.tensor(x)).numpy())
-        return np.concatenate(outs) if outs else np.zeros((0,))
+    def run(self, inputs, batch_size: int = 256, progress=None) -> np.ndarray:
+        from .batching import Batching, concat, run_batched
+
+        def call(x):
+            try:
+                return self.vm["main"](tvm.runtime.tensor(x)).numpy()
+            except Exception as e:   # a fixed-batch module run without its batch size
+                if "mismatch to specified constant" in str(e) and self.batch is None:
+                    raise ValueError(f"the module has a fixed batch size and got {len(x)} inputs at once: build "
+                                     "the Runner with batch=tvm_fxp.model_batch(mod) of the module you built")\
+                        from None
+                raise
+
+        return concat(run_batched(call, inputs, Batching(self.batch, batch_size), progress))
 
 
 def output_integers(y: np.ndarray, frac: int) -> np.ndarray:
@@ -306,4 +447,5 @@ def output_integers(y: np.ndarray, frac: int) -> np.ndarray:
 
 
 __all__ = ["ModelError", "PlanError", "CalibrationError", "TensorStats", "Quantized", "Runner", "bind_plan",
-           "build", "check_batch", "import_onnx", "load_model", "prepare", "quantize", "output_integers"]
+           "build", "check_batch", "import_onnx", "load_model", "model_batch", "prepare", "quantize",
+           "output_integers"]

@@ -97,21 +97,36 @@ def check_batch(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def calibrate(prepared: tvm.IRModule, lg, inputs: np.ndarray, batch_size: int = 64, target=None,
+def calibrate(prepared: tvm.IRModule, lg, inputs, batch_size: int = 64, target=None,
               progress: bool = True) -> dict:
-    """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs``."""
-    inputs = check_batch(inputs, "calibration data")
-    from .api import build
+    """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs``.
 
+    ``inputs``: an array (or a lazily decoded ``ImageFolder``); a model with a fixed batch runs in chunks of
+    its batch (the last one padded, the padding never counted), a dynamic one in chunks of ``batch_size``.
+    """
+    from .api import build, model_batch
+    from .batching import Batching
+
+    if isinstance(inputs, np.ndarray) or not hasattr(inputs, "__getitem__"):
+        inputs = check_batch(inputs, "calibration data")
+    elif len(inputs) == 0:
+        raise CalibrationError("calibration data is empty; give at least one input")
+    batching = Batching(model_batch(prepared), batch_size)
     ex = build(probe_module(prepared, lg), target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     keys = [layer.output_key for layer in lg.layers.values()]
     stats = {k: TensorStats() for k in keys}
-    n = len(inputs)
-    for start in tqdm(range(0, n, batch_size), desc="calibrate", unit="batch", disable=not progress):
-        outs = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(inputs[start:start + batch_size])))
+    chunks = list(batching.chunks(len(inputs)))
+    for start, stop in tqdm(chunks, desc="calibrate", unit="batch", disable=not progress):
+        x = np.ascontiguousarray(inputs[start:stop], dtype=np.float32)
+        if not isinstance(inputs, np.ndarray):
+            check_batch(x, f"calibration inputs {start}..{stop - 1}")
+        padded = batching.pad(x)
+        outs = vm["main"](tvm.runtime.tensor(padded))
         for k, o in zip(keys, outs):
             a = o.numpy()
+            if a.ndim > 0 and len(padded) != len(x) and a.shape[0] == len(padded):
+                a = a[:len(x)]                      # the padding copies are not calibration data
             if not np.all(np.isfinite(a)):
                 raise CalibrationError(f"activation {k} is NaN/inf on calibration batch starting at {start}: "
                                        "check the model's weights (NaN/inf initializers?)")

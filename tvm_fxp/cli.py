@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
+from .batching import Batching
 from .calibrate import CalibrationError
 from .datasets import Dataset, fashion_mnist, load_npz
 from .formats import FormatError
@@ -40,8 +42,9 @@ class CliError(Exception):
     pass
 
 
-def load_data(spec: str, lg, role: str, limit: int | None, seed: int = 0) -> Dataset:
-    """``role`` is ``calib`` or ``eval``."""
+def load_data(spec: str, lg, role: str, limit: int | None, seed: int = 0, args=None) -> Dataset:
+    """``role`` is ``calib`` or ``eval``.  ``spec``: fashion-mnist | synthetic | FILE.npz | a folder of images
+    (decoded lazily with the preprocessing of ``args``: ``--preprocess``, ``--resize`` ...)."""
     if spec == "fashion-mnist":
         return fashion_mnist("train" if role == "calib" else "test", limit=limit)
     if spec == "synthetic":
@@ -53,22 +56,75 @@ def load_data(spec: str, lg, role: str, limit: int | None, seed: int = 0) -> Dat
         return Dataset(rng.random((n,) + tuple(shape), dtype=np.float32), None,
                        f"synthetic: {n} uniform [0,1) inputs of shape {list(shape)}")
     p = Path(spec)
+    if p.is_dir():
+        from .images import ImageFolder
+
+        folder = ImageFolder(p, image_preprocess(args), getattr(args, "labels", None), limit,
+                             progress=not getattr(args, "quiet", False))
+        for path, why in folder.skipped:
+            print(f"skipped unreadable image {path}: {why}", file=sys.stderr)
+        if folder.skipped:
+            print(f"{len(folder.skipped)} unreadable files skipped in {p}", file=sys.stderr)
+        want = tuple(lg.layers["input"].out_shape) if "input" in lg.layers else None
+        if want is not None and tuple(folder.sample_shape) != want:
+            raise CliError(f"images of {p} preprocess to {list(folder.sample_shape)} but the model's input is "
+                           f"{list(want)} per image: set --preprocess imagenet or --resize/--crop/--channels/"
+                           "--layout to match how the model was trained")
+        return Dataset(folder.inputs, folder.labels, folder.source)
     if p.suffix == ".npz":
         ds = load_npz(p)
         if limit is not None and role == "calib":
             ds = Dataset(ds.inputs[:limit], None if ds.labels is None else ds.labels[:limit], ds.source)
         return ds
-    raise CliError(f"--calib/--data {spec!r}: expected 'fashion-mnist', 'synthetic' or a path to an .npz file")
+    if not p.exists():
+        raise CliError(f"--calib/--data {spec!r}: no such file or folder; expected 'fashion-mnist', 'synthetic', "
+                       "an .npz file or a folder of JPEG/PNG images")
+    raise CliError(f"--calib/--data {spec!r}: expected 'fashion-mnist', 'synthetic', an .npz file or a folder of "
+                   "JPEG/PNG images")
 
 
-def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size: int = 256) -> dict:
-    """Float, simulated and realized outputs on ``data``: accuracy, agreement and bit-exactness."""
+def image_preprocess(args):
+    from .images import preprocess_from_args
+
+    if args is None:
+        return preprocess_from_args()
+    return preprocess_from_args(args.preprocess, args.resize, args.crop, args.mean, args.std, args.scale,
+                                args.channels, args.layout)
+
+
+def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: int = 64) -> np.ndarray | None:
+    """onnxruntime's outputs of the original ONNX file on the first ``n`` inputs (None: it cannot run it)."""
+    import onnx
+    import onnxruntime as ort
+
+    from .batching import Batching, concat, run_batched
+
+    try:
+        model = onnx.load(str(path))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:
+        return None
+    name = sess.get_inputs()[0].name
+    x = np.asarray(inputs[:n], dtype=np.float32)
+    try:
+        return concat(run_batched(lambda c: sess.run(None, {name: c})[0], x, Batching(batch, 256)))
+    except Exception:
+        return None
+
+
+def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size: int = 256,
+            source: Path | None = None, input_shape=None) -> dict:
+    """Float, simulated and realized outputs on ``data``: accuracy, agreement and bit-exactness; with the
+    original ONNX ``source``, the prepared float model is checked against onnxruntime on the first inputs."""
     from .passes import float_ops_in_integer_graph
 
-    float_out = api.Runner(api.build(q.prepared)).run(data.inputs, batch_size)
-    sim_out = api.Runner(api.build(q.simulated())).run(data.inputs, batch_size)
+    batch = q.batch
+    float_out = api.Runner(api.build(q.prepared), batch=batch).run(data.inputs, batch_size)
+    sim_out = api.Runner(api.build(q.simulated()), batch=batch).run(data.inputs, batch_size)
     fxp_out = fxp_runner.run(data.inputs, batch_size)
-    return {
+    out = {
         "float_top1": top1(float_out, data.labels),
         "fxp_top1": top1(fxp_out, data.labels),
         "agreement": agreement(float_out, fxp_out),
@@ -77,6 +133,23 @@ def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size:
         "evaluated_inputs": int(len(data.inputs)),
         "data_source": data.source,
     }
+    if source is not None:
+        ref = _onnxruntime_outputs(source, data.inputs, input_shape, batch)
+        if ref is None:
+            out["onnxruntime_check"] = "not checked: onnxruntime cannot run the original model"
+        else:
+            mine = float_out[:len(ref)].reshape(ref.shape) if float_out[:len(ref)].size == ref.size else None
+            if mine is None:
+                raise CliError(f"{source}: the prepared model's output {list(float_out.shape[1:])} differs in "
+                               f"shape from onnxruntime's {list(ref.shape[1:])} on the original file")
+            rel = float(np.abs(mine.astype(np.float64) - ref).max()) / max(float(np.abs(ref).max()), 1e-6)
+            if rel > 1e-3:
+                raise CliError(f"{source}: the prepared float model differs from onnxruntime on the original file "
+                               f"(max relative difference {rel:.2e} on {len(ref)} inputs): an importer or "
+                               "simplifier bug; try --no-simplify and report the model")
+            out["onnxruntime_check"] = {"inputs": int(len(ref)), "max_rel_diff": rel,
+                                        "top1_agreement": agreement(ref, mine)}
+    return out
 
 
 def method_config(args):
@@ -112,15 +185,17 @@ def search_data(spec: str, lg, args) -> Dataset:
             return Dataset(full.inputs[:args.search_size], full.labels[:args.search_size], full.source)
         return Dataset(full.inputs[args.calib_size:], full.labels[args.calib_size:],
                        f"fashion-mnist train images {args.calib_size}..{len(full.inputs) - 1} (held out)")
-    return load_data(spec, lg, "calib", args.search_size, args.seed + 7)
+    return load_data(spec, lg, "calib", args.search_size, args.seed + 7, args)
 
 
 def cmd_quantize(args) -> dict:
     t0 = time.time()
     out = Path(args.out)
     method = method_config(args)
-    prepared, lg = api.load_model(args.model, args.input_shape, args.allow_float_islands)
-    calib = load_data(args.calib, lg, "calib", args.calib_size, args.seed)
+    imported: dict = {}
+    prepared, lg = api.load_model(args.model, args.input_shape, args.allow_float_islands, not args.no_simplify,
+                                  imported)
+    calib = load_data(args.calib, lg, "calib", args.calib_size, args.seed, args)
     print(f"calibrating on {len(calib.inputs)} inputs ({calib.source})", file=sys.stderr)
     from .calibrate import calibrate
     from .methods import get_method
@@ -163,15 +238,20 @@ def cmd_quantize(args) -> dict:
     build_info = deploy.build_library(q, args.target, out, args.accumulator, args.tuning_db)
     realized = q.realized(args.accumulator)
     data_spec = args.data or args.calib
-    eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed)
+    eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed, args)
     print(f"measuring on {len(eval_data.inputs)} inputs ({eval_data.source})", file=sys.stderr)
     summary = {"model": Path(args.model).name, "method": plan.method, "config": plan.config,
-               "input_shape": args.input_shape, "target": build_info["preset"]}
-    fxp_runner = api.Runner(out / "model.so") if build_info["runs_on_host"] else api.Runner(api.build(realized))
-    if not build_info["runs_on_host"]:
+               "input_shape": args.input_shape, "batching": Batching(q.batch, args.batch_size).describe(),
+               "import": {"simplified": not args.no_simplify, **imported}, "target": build_info["preset"]}
+    if Path(args.calib).is_dir() or (args.data and Path(args.data).is_dir()):
+        summary["preprocess"] = image_preprocess(args).to_json()
+    if build_info["runs_on_host"]:
+        fxp_runner = api.Runner(out / "model.so", batch=q.batch)
+    else:
         print(f"model.so is built for {build_info['arch']}: measuring a host build of the same plan "
               "(run the board's library with `tvm-fxp run DIR --rpc HOST:PORT`)", file=sys.stderr)
-    summary.update(measure(q, fxp_runner, eval_data, args.batch_size))
+        fxp_runner = api.Runner(api.build(realized), batch=q.batch)
+    summary.update(measure(q, fxp_runner, eval_data, args.batch_size, Path(args.model), args.input_shape))
     summary.update(plan_costs(q))
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search_source
@@ -196,10 +276,12 @@ def cmd_report(args) -> dict:
             raise CliError(f"{d / f} is missing: is {d} the --out directory of `tvm-fxp quantize`?")
     summary = json.loads((d / "summary.json").read_text())
     plan = Plan.load(d / "plan.json")
-    prepared, lg = api.load_model(d / "source.onnx", summary.get("input_shape"), bool(summary.get("float_islands")))
+    prepared, lg = api.load_model(d / "source.onnx", summary.get("input_shape"), bool(summary.get("float_islands")),
+                                  (summary.get("import") or {}).get("simplified", True))
     q = api.bind_plan(prepared, lg, plan)
     spec = args.data or (summary.get("calibration") or {}).get("spec") or "synthetic"
-    data = load_data(spec, lg, "calib", args.calib_size, args.seed)
+    _preprocess_from_summary(args, summary)
+    data = load_data(spec, lg, "calib", args.calib_size, args.seed, args)
     out = render_report(q, summary, d, data.inputs)
     print(f"wrote {out['html']} and {out['png']}", file=sys.stderr)
     return summary
@@ -214,16 +296,29 @@ def cmd_evaluate(args) -> dict:
     plan = Plan.load(d / "plan.json")
     prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
     input_shape = args.input_shape or prev.get("input_shape")
-    prepared, lg = api.load_model(d / "source.onnx", input_shape, bool(prev.get("float_islands")))
+    prepared, lg = api.load_model(d / "source.onnx", input_shape, bool(prev.get("float_islands")),
+                                  (prev.get("import") or {}).get("simplified", True))
     q = api.bind_plan(prepared, lg, plan)
-    data = load_data(args.data, lg, "eval", args.eval_size, args.seed)
+    _preprocess_from_summary(args, prev)
+    data = load_data(args.data, lg, "eval", args.eval_size, args.seed, args)
     summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method, "config": plan.config,
-               "input_shape": input_shape}
-    summary.update(measure(q, api.Runner(d / "model.so"), data, args.batch_size))
+               "input_shape": input_shape, "batching": Batching(q.batch, args.batch_size).describe()}
+    summary.update(measure(q, api.Runner(d / "model.so", batch=q.batch), data, args.batch_size,
+                           d / "source.onnx", input_shape))
     summary.update(plan_costs(q))
     summary["wall_s"] = round(time.time() - t0, 2)
     _write_outputs(d, q, summary, name="evaluation")
     return summary
+
+
+def _preprocess_from_summary(args, summary: dict) -> None:
+    """``evaluate``/``report`` of an image-folder model: the preprocessing ``quantize`` used, unless given."""
+    pre = summary.get("preprocess")
+    if not pre or any(getattr(args, k, None) is not None for k in
+                      ("preprocess", "resize", "crop", "mean", "std", "scale", "channels", "layout")):
+        return
+    for k in ("resize", "crop", "mean", "std", "scale", "channels", "layout"):
+        setattr(args, k, pre.get(k))
 
 
 def _write_outputs(out: Path, q, summary: dict, name: str = "summary") -> None:
@@ -251,13 +346,8 @@ def cmd_compile(args) -> dict:
 
     t0 = time.time()
     d, out = Path(args.dir), Path(args.out)
-    for f in ("plan.json", "source.onnx"):
-        if not (d / f).exists():
-            raise CliError(f"{d / f} is missing: is {d} the --out directory of `tvm-fxp quantize`?")
-    prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-    plan = Plan.load(d / "plan.json")
-    prepared, lg = api.load_model(d / "source.onnx", prev.get("input_shape"), bool(prev.get("float_islands")))
-    q = api.bind_plan(prepared, lg, plan)
+    q, prev = deploy.load_quantized_dir(d)
+    plan = q.plan
     accumulator = args.accumulator or prev.get("accumulator_policy") or "wide"
     if out.resolve() != d.resolve():
         out.mkdir(parents=True, exist_ok=True)
@@ -272,6 +362,20 @@ def cmd_compile(args) -> dict:
             "wall_s": round(time.time() - t0, 2)}
 
 
+def _ints(s: str):
+    try:
+        return [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _floats(s: str):
+    try:
+        return [float(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tvm-fxp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -281,9 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--input-shape", type=_shape, default=None, help="static input shape, e.g. 1,3,224,224")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--quiet", action="store_true")
+    common.add_argument("--no-simplify", action="store_true",
+                        help="import the ONNX graph as it is (default: fold shape computations with onnxslim, "
+                             "checked against onnxruntime)")
+    img = common.add_argument_group("image folders (--calib DIR / --data DIR: JPEG/PNG, labels from sub-folders)")
+    img.add_argument("--preprocess", default=None, choices=["imagenet", "none"],
+                     help="imagenet: resize 256, centre crop 224, RGB, mean/std normalization, NCHW")
+    img.add_argument("--resize", type=_ints, default=None, help="short side S, or H,W")
+    img.add_argument("--crop", type=_ints, default=None, help="centre crop S or H,W")
+    img.add_argument("--mean", type=_floats, default=None, help="per-channel mean after scaling, e.g. 0.5,0.5,0.5")
+    img.add_argument("--std", type=_floats, default=None, help="per-channel std, e.g. 0.5,0.5,0.5")
+    img.add_argument("--scale", type=float, default=None, help="pixel multiplier before mean/std (default 1/255)")
+    img.add_argument("--channels", default=None, choices=["RGB", "BGR", "L"])
+    img.add_argument("--layout", default=None, choices=["NCHW", "NHWC"])
+    img.add_argument("--labels", default=None,
+                     help="class names, one per line in the model's class-index order (e.g. ImageNet's); "
+                          "sub-folder names are matched against them (default: sorted sub-folder names)")
     q = sub.add_parser("quantize", parents=[common], help="calibrate, choose formats, realize and build")
     q.add_argument("model")
-    q.add_argument("--calib", required=True, help="fashion-mnist | synthetic | FILE.npz")
+    q.add_argument("--calib", required=True, help="fashion-mnist | synthetic | FILE.npz | DIR of images")
     q.add_argument("--data", default=None, help="evaluation data (default: same source as --calib)")
     q.add_argument("--calib-size", type=int, default=500)
     q.add_argument("--method", default="uniform", choices=sorted(METHODS))
@@ -344,6 +464,16 @@ def main(argv=None) -> int:
             FileNotFoundError, ValueError) as e:
         print(f"tvm-fxp: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tvm-fxp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:   # a bug of ours or TVM's: one clear line, the traceback only on request
+        if os.environ.get("TVM_FXP_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        print(f"tvm-fxp: internal error ({type(e).__name__}: {msg[:500]}) in `tvm-fxp {args.cmd}`; this is a bug: "
+              "please report it with the model file (TVM_FXP_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
     if args.cmd in ("compile", "run", "tune"):
         print(json.dumps(summary, indent=1))
         return 0

@@ -69,8 +69,9 @@ class Dataset:
     source: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.inputs, np.ndarray) or self.inputs.dtype != np.float32:
-            raise TypeError("Dataset.inputs must be a float32 numpy array")
+        lazy = not isinstance(self.inputs, np.ndarray) and hasattr(self.inputs, "__getitem__")
+        if not lazy and (not isinstance(self.inputs, np.ndarray) or self.inputs.dtype != np.float32):
+            raise TypeError("Dataset.inputs must be a float32 numpy array (or a lazily decoded image folder)")
         if self.inputs.ndim < 1 or self.inputs.shape[0] == 0:
             raise ValueError("Dataset.inputs must have a non-empty batch axis 0")
         if self.labels is not None:

@@ -250,6 +250,22 @@ def build_library(q, target, out, accumulator: str = "wide", tuning_db=None, pre
     return info
 
 
+def load_quantized_dir(d, input_shape=None) -> tuple:
+    """``(api.Quantized, summary dict)`` of a directory written by ``tvm-fxp quantize`` (its plan, its source
+    model imported as ``quantize`` imported it), without calibrating again."""
+    from . import api
+    from .plan import Plan
+
+    d = Path(d)
+    for f in ("plan.json", "source.onnx"):
+        if not (d / f).exists():
+            raise DeployError(f"{d / f} is missing: is {d} the --out directory of `tvm-fxp quantize`?")
+    prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    prepared, lg = api.load_model(d / "source.onnx", input_shape or prev.get("input_shape"),
+                                  bool(prev.get("float_islands")), (prev.get("import") or {}).get("simplified", True))
+    return api.bind_plan(prepared, lg, Plan.load(d / "plan.json")), prev
+
+
 def read_build_info(d) -> dict:
     p = Path(d) / BUILD_INFO
     if not p.exists():

@@ -130,10 +130,14 @@ def load_remote(session, lib: Path, info: dict):
 
 
 def run_remote(d, inputs: np.ndarray, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
-               batch_size: int = 64, repeat: int = 11, number: int = 10, progress: bool = True) -> dict:
-    """Outputs of ``d/model.so`` on the board for ``inputs`` and its batch-1 latency (remote median)."""
+               batch_size: int = 64, repeat: int = 11, number: int = 10, progress: bool = True,
+               batch: int | None = None) -> dict:
+    """Outputs of ``d/model.so`` on the board for ``inputs`` and its latency (remote median) at batch 1, or
+    at the model's fixed ``batch`` (``Quantized.batch``; the inputs then run in chunks of it)."""
     from tqdm.auto import tqdm
     from tvm import relax
+
+    from .batching import Batching, concat, run_batched
 
     d = Path(d)
     info = check_library(d)
@@ -141,47 +145,45 @@ def run_remote(d, inputs: np.ndarray, rpc: str | None = None, tracker: str | Non
     rlib = load_remote(session, d / info.get("library", "model.so"), info)
     dev = session.cpu()
     vm = relax.VirtualMachine(rlib, dev)
-    outs = []
     with tqdm(total=len(inputs), desc="board", unit="input", disable=not progress) as bar:
-        for s in range(0, len(inputs), batch_size):
-            x = np.ascontiguousarray(inputs[s:s + batch_size], dtype=np.float32)
-            outs.append(vm["main"](tvm.runtime.tensor(x, dev)).numpy())
+        def call(x):
+            y = vm["main"](tvm.runtime.tensor(x, dev)).numpy()
             bar.update(len(x))
-    one = tvm.runtime.tensor(np.ascontiguousarray(inputs[:1], dtype=np.float32), dev)
+            return y
+
+        outs = concat(run_batched(call, inputs, Batching(batch, batch_size)))
+    first = Batching(batch, 1).pad(np.ascontiguousarray(inputs[:1], dtype=np.float32))
     timer = vm.time_evaluator("main", dev, number=number, repeat=repeat)
-    times = np.array(timer(one).results)
-    return {"outputs": np.concatenate(outs), "latency_ms": float(np.median(times) * 1e3),
+    times = np.array(timer(tvm.runtime.tensor(first, dev)).results)
+    return {"outputs": outs, "latency_ms": float(np.median(times) * 1e3), "latency_batch": int(len(first)),
             "latency_repeats": int(repeat), "build": info}
 
 
 def cmd_run(args) -> dict:
     from . import api
-    from .cli import load_data
-    from .plan import Plan
+    from .cli import _preprocess_from_summary, load_data
+    from .deploy import load_quantized_dir
     from .report import agreement, top1
 
     t0 = time.time()
     d = Path(args.dir)
-    for f in ("plan.json", "source.onnx"):
-        if not (d / f).exists():
-            raise RemoteError(f"{d / f} is missing: is {d} a directory written by `tvm-fxp quantize`?")
-    prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-    plan = Plan.load(d / "plan.json")
-    prepared, lg = api.load_model(d / "source.onnx", prev.get("input_shape"), bool(prev.get("float_islands")))
-    q = api.bind_plan(prepared, lg, plan)
-    data = load_data(args.data, lg, "eval", args.eval_size, args.seed)
+    q, prev = load_quantized_dir(d, args.input_shape)
+    plan = q.plan
+    _preprocess_from_summary(args, prev)
+    data = load_data(args.data, q.graph, "eval", args.eval_size, args.seed, args)
     print(f"running {len(data.inputs)} inputs ({data.source}) on "
           f"{args.rpc or f'a {args.key!r} board of {args.tracker}'}", file=sys.stderr)
     res = run_remote(d, data.inputs, args.rpc, args.tracker, args.key, min(args.batch_size, 64),
-                     args.repeat, progress=not args.quiet)
-    sim = api.Runner(api.build(q.simulated())).run(data.inputs, args.batch_size)
+                     args.repeat, progress=not args.quiet, batch=q.batch)
+    sim = api.Runner(api.build(q.simulated()), batch=q.batch).run(data.inputs, args.batch_size)
     board = res["outputs"]
     summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method,
                "target": res["build"]["preset"], "arch": res["build"]["arch"],
                "board": args.rpc or f"tracker {args.tracker} key {args.key}",
                "fxp_top1": top1(board, data.labels), "agreement_with_simulation": agreement(sim, board),
                "bit_exact": bool(np.array_equal(sim, board)), "latency_ms": round(res["latency_ms"], 4),
-               "latency": f"batch 1, median of {res['latency_repeats']} remote time_evaluator repeats",
+               "latency": f"batch {res['latency_batch']}, median of {res['latency_repeats']} remote "
+                          "time_evaluator repeats",
                "evaluated_inputs": int(len(data.inputs)), "data_source": data.source,
                "wall_s": round(time.time() - t0, 2)}
     (d / "run.json").write_text(json.dumps(summary, indent=1) + "\n")

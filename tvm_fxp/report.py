@@ -130,10 +130,14 @@ def tensor_sqnr(q, inputs: np.ndarray) -> dict:
             out[layer.weight_key] = sqnr_db(layer.weight, plan[layer.weight_key].fake_quantize(layer.weight))
         if layer.bias is not None:
             out[layer.bias_key] = sqnr_db(layer.bias, plan[layer.bias_key].fake_quantize(layer.bias))
+    from .api import model_batch
+    from .batching import Batching, run_batched
+
     vm = relax.VirtualMachine(build(probe_module(q.prepared, lg)), tvm.cpu())
-    acts = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(inputs, dtype=np.float32)))
-    for layer, a in zip(lg.layers.values(), acts):
-        x = a.numpy()
+    chunks = run_batched(lambda x: [a.numpy() for a in vm["main"](tvm.runtime.tensor(x))], inputs,
+                         Batching(model_batch(q.prepared)))
+    for i, layer in enumerate(lg.layers.values()):
+        x = np.concatenate([c[i] for c in chunks])
         out[layer.output_key] = sqnr_db(x, plan[layer.output_key].fake_quantize(x))
     return out
 

@@ -20,8 +20,9 @@ The search's records go to MetaSchedule's JSON database in ``DIR/tuning/search/`
 measured, so an interrupt keeps what was measured).  The search keeps the minimum of noisy timings, which
 favours lucky candidates, so each kernel's default and best few candidates are then measured again side by
 side, and the winner is the one record per kernel of ``DIR/tuning/`` (``tvm-fxp compile``/``quantize
---tuning-db DIR/tuning`` build with it; ``tune.json`` there reports the confirmed times).  ``--time-limit`` stops every task once the limit has passed (checked after each batch of
-measurements); ``--trials`` bounds the measurements over all kernels.
+--tuning-db DIR/tuning`` build with it; ``tune.json`` there reports the confirmed times).
+``--time-limit`` stops every task once the limit has passed (checked after each batch of measurements);
+``--trials`` bounds the measurements of the search over all kernels.
 """
 
 from __future__ import annotations
@@ -317,17 +318,10 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
 
 
 def cmd_tune(args) -> dict:
-    from . import api
-    from .plan import Plan
+    from .deploy import load_quantized_dir
 
     d = Path(args.dir)
-    for f in ("plan.json", "source.onnx"):
-        if not (d / f).exists():
-            raise DeployError(f"{d / f} is missing: is {d} a directory written by `tvm-fxp quantize`?")
-    prev = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-    plan = Plan.load(d / "plan.json")
-    prepared, lg = api.load_model(d / "source.onnx", prev.get("input_shape"), bool(prev.get("float_islands")))
-    q = api.bind_plan(prepared, lg, plan)
+    q, prev = load_quantized_dir(d, args.input_shape)
     accumulator = args.accumulator or prev.get("accumulator_policy") or "wide"
     target, preset = resolve_target(args.target)
     out = Path(args.out) if args.out else d / "tuning"

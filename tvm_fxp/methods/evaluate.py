@@ -60,11 +60,11 @@ class Evaluator:
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from ..api import Runner, build
+        from ..api import Runner, build, model_batch
         from ..passes.search import PlanEvaluator
 
         self.sim = PlanEvaluator(self.prepared, self.template)
-        self.float_out = Runner(build(self.prepared)).run(self.inputs)
+        self.float_out = Runner(build(self.prepared), batch=model_batch(self.prepared)).run(self.inputs)
         self.started = time.time()          # the limit is the search's: compiling the scorer is not counted
         self.float_top1 = top1(self.float_out, self.labels)
         if self.labels is None:
