@@ -3,6 +3,9 @@
     tvm-fxp quantize MODEL.onnx --calib DATA --method uniform --bits 8 --out DIR
     tvm-fxp evaluate DIR --data DATA
     tvm-fxp report DIR
+    tvm-fxp compile DIR --target rpi4 --out DIR2
+    tvm-fxp run DIR --rpc HOST:PORT --data DATA
+    tvm-fxp tune DIR --target host --trials 64
 
 DATA is ``fashion-mnist`` (calibrate on training images; measure on the full 10,000-image test split when the
 Debian package is installed, else on the bundled subset), an ``.npz`` of inputs (and optional labels), or
@@ -230,19 +233,25 @@ def cmd_quantize(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.json")
     shutil.copyfile(args.model, out / "source.onnx")
+    from . import deploy
+
+    build_info = deploy.build_library(q, args.target, out, args.accumulator, args.tuning_db)
     realized = q.realized(args.accumulator)
-    ex = api.build(realized)
-    ex.export_library(str(out / "model.so"))
     data_spec = args.data or args.calib
     eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed, args)
     print(f"measuring on {len(eval_data.inputs)} inputs ({eval_data.source})", file=sys.stderr)
     summary = {"model": Path(args.model).name, "method": plan.method, "config": plan.config,
                "input_shape": args.input_shape, "batching": Batching(q.batch, args.batch_size).describe(),
-               "import": {"simplified": not args.no_simplify, **imported}}
+               "import": {"simplified": not args.no_simplify, **imported}, "target": build_info["preset"]}
     if Path(args.calib).is_dir() or (args.data and Path(args.data).is_dir()):
         summary["preprocess"] = image_preprocess(args).to_json()
-    summary.update(measure(q, api.Runner(out / "model.so", batch=q.batch), eval_data, args.batch_size,
-                           Path(args.model), args.input_shape))
+    if build_info["runs_on_host"]:
+        fxp_runner = api.Runner(out / "model.so", batch=q.batch)
+    else:
+        print(f"model.so is built for {build_info['arch']}: measuring a host build of the same plan "
+              "(run the board's library with `tvm-fxp run DIR --rpc HOST:PORT`)", file=sys.stderr)
+        fxp_runner = api.Runner(api.build(realized), batch=q.batch)
+    summary.update(measure(q, fxp_runner, eval_data, args.batch_size, Path(args.model), args.input_shape))
     summary.update(plan_costs(q))
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search_source
@@ -324,6 +333,35 @@ def _shape(s: str):
         raise argparse.ArgumentTypeError(f"--input-shape must be comma-separated integers, got {s!r}") from None
 
 
+def _target_args(p) -> None:
+    p.add_argument("--target", default="host",
+                   help="host (this CPU), rpi4 (Raspberry Pi 4, aarch64 Cortex-A72, cross-compiled), or a TVM "
+                        "target dict as JSON or a .json file")
+    p.add_argument("--tuning-db", default=None,
+                   help="use the schedules tuned by `tvm-fxp tune` (its DIR/tuning directory)")
+
+
+def cmd_compile(args) -> dict:
+    from . import deploy
+
+    t0 = time.time()
+    d, out = Path(args.dir), Path(args.out)
+    q, prev = deploy.load_quantized_dir(d)
+    plan = q.plan
+    accumulator = args.accumulator or prev.get("accumulator_policy") or "wide"
+    if out.resolve() != d.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("plan.json", "source.onnx", "summary.json", "report.md"):
+            if (d / f).exists():
+                shutil.copyfile(d / f, out / f)
+    info = deploy.build_library(q, args.target, out, accumulator, args.tuning_db)
+    print(f"wrote {out / 'model.so'} for {info['preset']} ({info['arch']}) and {out / deploy.BUILD_INFO}",
+          file=sys.stderr)
+    return {"method": plan.method, "target": info["preset"], "arch": info["arch"],
+            "kernels_from_tuning_db": (info["tuning_db"] or {}).get("kernels_from_db"),
+            "wall_s": round(time.time() - t0, 2)}
+
+
 def _ints(s: str):
     try:
         return [int(v) for v in s.split(",")]
@@ -390,8 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep ops with no integer realization (sigmoid, tanh, gelu, ...) in float between a "
                         "dequantize and a quantize (listed in summary.json and the report) instead of refusing")
     q.add_argument("--plan", default=None, help="use this (hand-edited) plan.json instead of a method")
-    q.add_argument("--target", default="host", choices=["host"], help="compilation target (this CPU)")
+    _target_args(q)
     q.add_argument("--out", required=True)
+    c = sub.add_parser("compile", help="rebuild a quantized directory's plan for another target (no calibration)")
+    c.add_argument("dir")
+    _target_args(c)
+    c.add_argument("--accumulator", default=None, choices=["wide", "narrow"],
+                   help="default: the policy DIR was quantized with")
+    c.add_argument("--out", required=True)
+    from . import remote, tune
+
+    remote.add_run_parser(sub, common)
+    tune.add_tune_parser(sub, common)
     e = sub.add_parser("evaluate", parents=[common], help="re-measure a quantized model directory")
     e.add_argument("dir")
     e.add_argument("--data", required=True)
@@ -407,7 +455,11 @@ def main(argv=None) -> int:
     from .passes import FxpGraphError
 
     try:
-        summary = {"quantize": cmd_quantize, "evaluate": cmd_evaluate, "report": cmd_report}[args.cmd](args)
+        from . import remote, tune
+
+        commands = {"quantize": cmd_quantize, "evaluate": cmd_evaluate, "report": cmd_report,
+                    "compile": cmd_compile, "run": remote.cmd_run, "tune": tune.cmd_tune}
+        summary = commands[args.cmd](args)
     except (CliError, api.ModelError, PlanError, FormatError, MethodError, CalibrationError, FxpGraphError,
             FileNotFoundError, ValueError) as e:
         print(f"tvm-fxp: error: {e}", file=sys.stderr)
@@ -422,6 +474,9 @@ def main(argv=None) -> int:
         print(f"tvm-fxp: internal error ({type(e).__name__}: {msg[:500]}) in `tvm-fxp {args.cmd}`; this is a bug: "
               "please report it with the model file (TVM_FXP_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 3
+    if args.cmd in ("compile", "run", "tune"):
+        print(json.dumps(summary, indent=1))
+        return 0
     print(json.dumps({k: summary.get(k) for k in SUMMARY_KEYS + ("data_source",)}, indent=1))
     return 0
 

@@ -1,0 +1,229 @@
+"""Autotuning on this host: default-schedule vs tuned latency of both reference models, and vs onnxruntime int8.
+
+For each reference model, in one process, ONE thread, batch 1:
+
+* the plan of ``bench/latency.py`` (``bench/results/plans/{model}_debruin2020_untiled.json``: int16
+  accumulators, one fused kernel per layer; uniform 8-bit when the file is missing), realized narrow;
+* ``default``: ``tvm_fxp.build`` with today's hand-written schedules;
+* ``tuned``: ``tvm_fxp.tune.tune`` on the host (MetaSchedule over our kernels' design space, local runner,
+  ``--trials`` measurements, ``--time-limit`` seconds), then the build with that database;
+* ``ort_int8``: onnxruntime on the static QDQ int8 model of ``bench/latency.py`` (the strongest baseline).
+
+Timing as ``bench/latency.py``: warm-up, ``--repeats`` interleaved repeats (rotating order), each averaging
+enough calls (VM ``time_evaluator`` for TVM, a ``perf_counter`` loop for ORT) to last ``--repeat-seconds``;
+medians.  Accuracy beside the times: top-1 of the tuned build on ``--eval-images`` test images and
+``bit_exact`` of tuned vs default vs the simulation.  Writes ``bench/results/tune.json`` with
+``speedup_over_default`` (default / tuned; goal >= 1.3) and ``tuned_over_ort_int8`` (goal <= 0.7) per model.
+
+    .venv/bin/python bench/tune.py [--trials 128] [--time-limit 420] [--models fmnist_vgg fmnist_resnet]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import latency  # noqa: E402  -- sets one thread everywhere before tvm/onnxruntime are imported
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import tvm_fxp  # noqa: E402
+from tvm_fxp import deploy, tune  # noqa: E402
+from tvm_fxp.datasets import fashion_mnist  # noqa: E402
+from tvm_fxp.plan import Plan  # noqa: E402
+from tvm_fxp.report import top1  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_plan(name: str, plans: Path, prepared, lg, train):
+    f = plans / f"{name}_debruin2020_untiled.json"
+    if f.exists():
+        return tvm_fxp.bind_plan(prepared, lg, Plan.load(f)), f"{f.relative_to(REPO)}"
+    from tvm_fxp.calibrate import calibrate
+    from tvm_fxp.methods import uniform
+
+    stats = calibrate(prepared, lg, train[:256], progress=False)
+    return tvm_fxp.bind_plan(prepared, lg, uniform.allocate(lg, stats, tvm_fxp.Uniform(8)), stats), "uniform 8-bit"
+
+
+def timed(engines: dict, x1, repeats: int, repeat_seconds: float) -> dict:
+    slots = {k: (lambda n, e=e: e.time_repeat(x1, n)) for k, e in engines.items()}
+    numbers = {}
+    for k, f in slots.items():
+        f(3)
+        t = f(10)
+        numbers[k] = max(1, int(math.ceil(repeat_seconds / max(t, 1e-7))))
+        f(min(numbers[k], 50))
+    samples = {k: [] for k in slots}
+    order = list(slots)
+    for r in range(repeats):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            samples[k].append(slots[k](numbers[k]))
+    return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+
+
+def bench_model(name: str, args, train, test, tmp: Path) -> dict:
+    path = REPO / "examples" / "models" / f"{name}.onnx"
+    t0 = time.time()
+    prepared, lg = tvm_fxp.load_model(path)
+    q, plan_source = load_plan(name, args.plans, prepared, lg, train)
+    realized = q.realized("narrow")
+    host, _ = deploy.resolve_target("host")
+    print(f"{name}: tuning ({args.trials} trials, {args.time_limit:g} s) ...", flush=True)
+    report = tune.tune(realized, host, tmp / name / "tuning", args.trials, args.time_limit, progress=not args.quiet)
+    ex_default = tvm_fxp.build(realized, host)
+    ex_tuned, from_db = deploy.build(realized, host, tmp / name / "tuning")
+    sim = latency.TvmEngine(tvm_fxp.build(q.simulated(), host), test.inputs[:1])
+    int8_path, int8_info = latency.make_ort_int8(path, tmp, train[:100])
+    x1 = np.ascontiguousarray(test.inputs[:1])
+    engines = {"default": latency.TvmEngine(ex_default, x1), "tuned": latency.TvmEngine(ex_tuned, x1),
+               "ort_int8": latency.OrtEngine(latency.ort_session(int8_path))}
+    x = test.inputs[:args.eval_images]
+    outs = {k: np.concatenate([e.predict(x[i:i + 256]) for i in range(0, len(x), 256)]) for k, e in engines.items()}
+    sim_out = np.concatenate([sim.predict(x[i:i + 256]) for i in range(0, len(x), 256)])
+    print(f"{name}: timing 3 engines x {args.repeats} repeats ...", flush=True)
+    med = timed(engines, x1, args.repeats, args.repeat_seconds)
+    labels = test.labels[:args.eval_images]
+    return {
+        "plan": plan_source,
+        "trials": args.trials, "time_limit_s": args.time_limit, "measured": report["measured"],
+        "stopped_by_time_limit": report["stopped_by_time_limit"], "tasks": report["tasks"],
+        "kernels_from_db": from_db,
+        "default_ms": round(med["default"], 5), "tuned_ms": round(med["tuned"], 5),
+        "ort_int8_ms": round(med["ort_int8"], 5),
+        "speedup_over_default": round(med["default"] / med["tuned"], 3),
+        "tuned_over_ort_int8": round(med["tuned"] / med["ort_int8"], 3),
+        "kernel_speedup_measured_by_tuner": report["kernel_speedup"],
+        "top1_tuned": top1(outs["tuned"], labels), "top1_ort_int8": top1(outs["ort_int8"], labels),
+        "eval_images": int(len(x)),
+        "bit_exact_tuned_vs_default": bool(np.array_equal(outs["tuned"], outs["default"])),
+        "bit_exact_tuned_vs_simulation": bool(np.array_equal(outs["tuned"], sim_out)),
+        "kernels": {k: {kk: v[kk] for kk in ("default_ms", "best_ms", "speedup", "default_decisions")}
+                    for k, v in report["kernels"].items()},
+        "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def rpi4_emulated(name: str, args, tmp: Path) -> dict:
+    """rpi4 end to end on an emulated board (qemu, 127.0.0.1): quantize, tune over RPC, build with the
+    database, run over RPC; bit-exactness only (qemu timings mean nothing)."""
+    from tvm_fxp import cli
+    from tvm_fxp.emulation import EmulatedBoard
+
+    t0 = time.time()
+    d = tmp / f"{name}_rpi4"
+    path = REPO / "examples" / "models" / f"{name}.onnx"
+    with EmulatedBoard(wait=False) as board:
+        assert cli.main(["quantize", str(path), "--calib", "fashion-mnist", "--calib-size", "256", "--eval-size",
+                         "64", "--accumulator", "narrow", "--target", "rpi4", "--out", str(d), "--quiet"]) == 0
+        board.wait()
+        assert cli.main(["tune", str(d), "--target", "rpi4", "--rpc", board.address, "--trials",
+                         str(args.rpi4_trials), "--quiet"]) == 0
+        assert cli.main(["compile", str(d), "--target", "rpi4", "--tuning-db", str(d / "tuning"), "--out",
+                         str(d / "tuned")]) == 0
+        assert cli.main(["run", str(d / "tuned"), "--rpc", board.address, "--data", "fashion-mnist",
+                         "--eval-size", str(args.rpi4_images), "--repeat", "3", "--quiet"]) == 0
+    report = json.loads((d / "tuning" / "tune.json").read_text())
+    run = json.loads((d / "tuned" / "run.json").read_text())
+    return {"trials": args.rpi4_trials, "measured": report["measured"], "errors": report["errors"],
+            "tasks": report["tasks"], "kernels_from_db": json.loads((d / "tuned" / "build.json").read_text())
+            ["tuning_db"]["kernels_from_db"], "bit_exact_vs_simulation": run["bit_exact"],
+            "top1": run["fxp_top1"], "evaluated_inputs": run["evaluated_inputs"],
+            "note": "qemu-user on x86: timings are not reported", "wall_s": round(time.time() - t0, 1)}
+
+
+def readme_block(out: dict) -> str:
+    """The README's tune table (between ``<!-- tune:start -->`` and ``<!-- tune:end -->``), from the results."""
+    m = out["machine"]
+    lines = [f"Autotuning on this host (`bench/tune.py`, {out['date']}, {m.get('cpu', m.get('processor', ''))}; "
+             "1 thread, batch 1, medians of interleaved repeats; the plan of the latency bench, realized with "
+             "int16 accumulators; goals: speed-up over the default schedules >= 1.3, tuned / ORT int8 <= 0.7):",
+             f"(load average {out.get('loadavg_at_end')} on this shared {m.get('cores')}-core machine at the end of "
+             "the run: absolute times are inflated, the ratios come from interleaved repeats)",
+             "", "| model | trials (measured) | default ms | tuned ms | speedup_over_default | ORT int8 ms | "
+             "tuned / ORT int8 | top-1 tuned (ORT int8) | bit-exact |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in out["models"].items():
+        lines.append(f"| {name} | {r['trials']} ({r['measured']}) | {r['default_ms']:.4f} | {r['tuned_ms']:.4f} | "
+                     f"{r['speedup_over_default']} | {r['ort_int8_ms']:.4f} | {r['tuned_over_ort_int8']} | "
+                     f"{r['top1_tuned']:.4f} ({r['top1_ort_int8']:.4f}) | {r['bit_exact_tuned_vs_simulation']} |")
+    for name, r in out.get("rpi4_emulated", {}).items():
+        lines.append(f"\nrpi4 on an emulated board (qemu-user, RPC on 127.0.0.1), {name}: {r['measured']} tuning "
+                     f"measurements over RPC ({r['errors']} errors), {r['kernels_from_db']} kernels built from the "
+                     f"database, tuned library bit-exact with the simulation on {r['evaluated_inputs']} test images: "
+                     f"{r['bit_exact_vs_simulation']} (no timings: qemu's mean nothing).")
+    return "\n".join(lines)
+
+
+def update_readme(out: dict, readme: Path = REPO / "README.md") -> None:
+    text = readme.read_text()
+    start, end = "<!-- tune:start -->", "<!-- tune:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{readme_block(out)}\n{end}{tail}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
+    ap.add_argument("--trials", type=int, default=128)
+    ap.add_argument("--time-limit", type=float, default=420.0)
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--repeat-seconds", type=float, default=0.2)
+    ap.add_argument("--eval-images", type=int, default=2000)
+    ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tune.json")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--rpi4-emulated", nargs="*", default=None, metavar="MODEL",
+                    help="also tune for rpi4 on an emulated board (needs .ci/setup_arm.sh); default model fmnist_vgg")
+    ap.add_argument("--rpi4-trials", type=int, default=8)
+    ap.add_argument("--rpi4-images", type=int, default=256)
+    ap.add_argument("--update-readme", action="store_true", help="rewrite the README's tune table from the results")
+    ap.add_argument("--readme-only", action="store_true", help="only rewrite the README table from --out")
+    args = ap.parse_args(argv)
+    if args.readme_only:
+        update_readme(json.loads(args.out.read_text()))
+        return 0
+    train = fashion_mnist("train", limit=256).inputs
+    test = fashion_mnist("test", limit=args.eval_images)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            results[name] = bench_model(name, args, train, test, Path(tmp))
+            r = results[name]
+            print(f"{name}: default {r['default_ms']:.4f} ms, tuned {r['tuned_ms']:.4f} ms "
+                  f"({r['speedup_over_default']}x), ORT int8 {r['ort_int8_ms']:.4f} ms (tuned/ORT int8 "
+                  f"{r['tuned_over_ort_int8']}), top-1 {r['top1_tuned']}, bit-exact {r['bit_exact_tuned_vs_simulation']}")
+        rpi4 = {}
+        for name in ([] if args.rpi4_emulated is None else (args.rpi4_emulated or ["fmnist_vgg"])):
+            rpi4[name] = rpi4_emulated(name, args, Path(tmp))
+            print(f"{name} rpi4 (emulated): {rpi4[name]}")
+    out = {"date": datetime.date.today().isoformat(), "machine": latency.machine_info(),
+           "loadavg_at_end": latency.loadavg(),
+           "config": {"batch": 1, "threads": 1, "repeats": args.repeats, "repeat_seconds": args.repeat_seconds,
+                      "target": "host", "accumulator": "narrow"},
+           "goals": {"speedup_over_default": ">= 1.3", "tuned_over_ort_int8": "<= 0.7"},
+           "models": results}
+    if rpi4:
+        out["rpi4_emulated"] = rpi4
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    if args.update_readme:
+        update_readme(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""``tvm-fxp tune``: the design space of our kernels (the default schedule is one point of it, every point
+keeps the plan's accumulator and gives the same integers), host tuning with the local runner, and rpi4
+tuning through TVM's RPC tracker with two emulated boards under one key; tuned builds bit-exact.
+
+Tiny trial counts and a two-kernel model keep this quick; long runs are bench/tune.py."""
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+
+from deploy_helpers import require_emulation, tiny_cnn
+from tvm_fxp import cli, deploy, tune
+from tvm_fxp.emulation import EmulatedBoard, RPCTracker
+from tvm_fxp.schedules import tuning
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    out = root / "tiny"
+    assert cli.main(["quantize", str(tiny_cnn(root / "tiny.onnx")), "--calib", "synthetic", "--calib-size", "32",
+                     "--eval-size", "64", "--accumulator", "narrow", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def _quantized(d):
+    q, summary = deploy.load_quantized_dir(d)
+    return q, summary["accumulator_policy"]
+
+
+def _run_kernel(func, args, target):
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    lib(*tensors)
+    return tensors[-1].numpy()
+
+
+def _random_args(func, rng):
+    args = []
+    for p in func.params:
+        shape, dtype = [int(s) for s in p.ty.shape], str(p.ty.dtype)
+        hi = 8 if dtype in ("int8", "uint8") else 4
+        args.append(rng.integers(0 if dtype.startswith("u") else -hi, hi, size=shape).astype(dtype))
+    return args
+
+
+@pytest.mark.parametrize("target_name", ["host", "rpi4"])
+def test_design_space_contains_default_and_keeps_accumulators(tiny_dir, target_name):
+    q, accumulator = _quantized(tiny_dir)
+    target, _ = deploy.resolve_target(target_name)
+    tasks = tune.extract_tasks(q.realized(accumulator), target)
+    assert len(tasks) == 2 and {t[0].split("_")[0] for t in tasks} == {"conv2d", "dense"}
+    rng = np.random.default_rng(0)
+    for name, workload, plan, _ in tasks:
+        spaces = tuning.design_space(tvm.s_tir.Schedule(tvm.IRModule({"main": workload})))
+        decisions = [int(d) for d in spaces[0].trace.decisions.values()]     # in sampling order, as knobs()
+        knobs = tuning.knobs(plan)
+        assert [values[idx] for values, idx in knobs.values()] == \
+            [knobs[k][0][i] for k, i in zip(knobs, decisions)]          # initial decisions: the default schedule
+        defaults = tuning.default_decisions(plan)
+        assert defaults["register_block"] == plan.block and defaults["k_unroll"] == 1
+        if "vector_width" in defaults:
+            assert defaults["vector_width"] == plan.lanes
+        if target_name != "host":
+            continue
+        args = _random_args(workload, rng)
+        from tvm_fxp.schedules import conv2d_int, conv2d_vnni, dense_int
+
+        default = {"conv2d": conv2d_int.schedule_conv2d, "conv2d_vnni": conv2d_vnni.schedule,
+                   "dense": dense_int.schedule_dense}[tuning.kernel_kind(plan)](workload, plan)
+        expected = _run_kernel(default, args, target)
+        for space in spaces:                      # every sketch, 3 random points each: the same integers
+            for seed in (1, 2, 3):
+                sch = tvm.s_tir.Schedule(tvm.IRModule({"main": workload}), seed=seed)
+                space.trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=None)
+                func = sch.mod["main"]
+                got = _run_kernel(func, [a.copy() for a in args[:-1]] + [np.zeros_like(args[-1])], target)
+                np.testing.assert_array_equal(got, expected)
+                acc = [b for b in func.script().splitlines() if "_local = T.alloc_buffer" in b or "local" in b]
+                assert any(plan.acc_dtype in line for line in acc), name   # the proven accumulator dtype
+
+
+def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
+    assert cli.main(["tune", str(tiny_dir), "--target", "host", "--trials", "4", "--confirm-rounds", "1",
+                     "--quiet"]) == 0
+    report = json.loads((tiny_dir / "tuning" / "tune.json").read_text())
+    assert report["tasks"] == 2 and report["measured"] == 4 and report["errors"] == 0
+    for kernel in report["kernels"].values():
+        assert kernel["default_ms"] > 0 and kernel["best_ms"] <= kernel["default_ms"]   # the default is a record
+    assert report["kernel_speedup"] >= 1.0
+    out = tiny_dir.parent / "tuned"
+    assert cli.main(["compile", str(tiny_dir), "--tuning-db", str(tiny_dir / "tuning"), "--out", str(out)]) == 0
+    assert json.loads((out / "build.json").read_text())["tuning_db"]["kernels_from_db"] == 2
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "64", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["bit_exact"] is True
+
+
+def test_tune_errors_are_clear(tiny_dir, capsys):
+    assert cli.main(["tune", str(tiny_dir), "--target", "rpi4", "--quiet"]) == 2
+    assert "needs a board: give --rpc HOST:PORT or --tracker HOST:PORT --key KEY" in capsys.readouterr().err
+    assert cli.main(["tune", str(tiny_dir), "--target", "rpi4", "--tracker", "127.0.0.1:1", "--key", "rpi4",
+                     "--quiet"]) == 2
+    assert "cannot reach the RPC tracker at 127.0.0.1:1" in capsys.readouterr().err
+    assert cli.main(["compile", str(tiny_dir), "--tuning-db", str(tiny_dir), "--out", str(tiny_dir / "x")]) == 2
+    assert "is not a tuning database" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_time_limit_stops_the_search(tiny_dir, tmp_path):
+    q, accumulator = _quantized(tiny_dir)
+    report = tune.tune(q.realized(accumulator), "host", tmp_path / "db", trials=200, time_limit=1.0, progress=False)
+    assert report["stopped_by_time_limit"] and report["measured"] < 200
+
+
+@pytest.fixture(scope="module")
+def two_boards():
+    """A tracker on 127.0.0.1 and two emulated boards registered under key 'rpi4'; all stopped after."""
+    require_emulation()
+    tracker = RPCTracker()
+    boards = []
+    try:
+        boards = [EmulatedBoard(tracker=tracker.address, key="rpi4", wait=False) for _ in range(2)]
+        for b in boards:
+            b.wait()
+        tracker.wait_for("rpi4", 2)
+        yield tracker, boards
+    finally:
+        for b in boards:
+            b.close()
+        tracker.close()
+
+
+def test_rpi4_tuning_through_tracker_reaches_both_boards(tiny_dir, two_boards, capsys):
+    tracker, boards = two_boards
+    db = tiny_dir / "tuning_rpi4"
+    assert cli.main(["tune", str(tiny_dir), "--target", "rpi4", "--tracker", tracker.address, "--key", "rpi4",
+                     "--trials", "2", "--confirm-rounds", "1", "--out", str(db), "--quiet"]) == 0
+    report = json.loads((db / "tune.json").read_text())
+    assert report["errors"] == 0 and report["measured"] == 2 and report["workers"] == 2
+    assert all(b.sessions >= 1 for b in boards), [b.sessions for b in boards]   # both boards measured
+    pi = tiny_dir.parent / "pi_tuned"
+    assert cli.main(["compile", str(tiny_dir), "--target", "rpi4", "--tuning-db", str(db), "--out", str(pi)]) == 0
+    assert json.loads((pi / "build.json").read_text())["tuning_db"]["kernels_from_db"] == 2
+    capsys.readouterr()
+    assert cli.main(["run", str(pi), "--tracker", tracker.address, "--key", "rpi4", "--data", "synthetic",
+                     "--eval-size", "32", "--repeat", "2", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["bit_exact"] is True
