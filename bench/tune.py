@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tools/: the emulated boards (not installed)
 import latency  # noqa: E402  -- sets one thread everywhere before tvm/onnxruntime are imported
 
 import argparse  # noqa: E402
@@ -118,7 +119,7 @@ def rpi4_emulated(name: str, args, tmp: Path) -> dict:
     """rpi4 end to end on an emulated board (qemu, 127.0.0.1): quantize, tune over RPC, build with the
     database, run over RPC; bit-exactness only (qemu timings mean nothing)."""
     from tvm_fxp import cli
-    from tvm_fxp.emulation import EmulatedBoard
+    from tools.emulation import EmulatedBoard
 
     t0 = time.time()
     d = tmp / f"{name}_rpi4"

@@ -5,7 +5,7 @@
 1. Prepare (fold batch-norm, constants), calibrate, choose formats: a ``Plan``.
 2. Your pipeline: ``Annotate(plan)`` then ``Realize("narrow")`` -- the integer-only graph, int16 accumulators
    wherever the plan proves them.
-3. ``tvm.compile(..., relax_pipeline=tvm_fxp.schedules.pipeline.relax_pipeline(target))``: TVM's CPU pipeline
+3. ``tvm.compile(..., relax_pipeline=tvm_fxp.schedules.pipeline(target))``: TVM's CPU pipeline
    plus our fused requantize epilogues; ``import tvm_fxp`` registers our conv2d/matmul kernels as the
    legalization of integer conv2d/matmul.  Inside ``tuning.apply_database(dir)`` the kernels take the
    schedules ``tvm-fxp tune`` found.
@@ -27,7 +27,7 @@ from tvm_fxp.datasets import fashion_mnist
 from tvm_fxp.methods import uniform
 from tvm_fxp.passes import Annotate, Prepare, Realize, Simulate, analyze
 from tvm_fxp.schedules import tuning
-from tvm_fxp.schedules.pipeline import relax_pipeline
+from tvm_fxp.schedules import pipeline as relax_pipeline
 
 HERE = Path(__file__).resolve().parent
 

@@ -17,6 +17,7 @@ timings mean nothing, the results are what is checked.
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 from tvm_fxp import cli
@@ -44,8 +45,9 @@ def main() -> None:
 
     # 2. run it on the board: top-1, agreement and bit-exactness against the host simulation, latency
     board = contextlib.nullcontext()
-    if args.emulate:
-        from tvm_fxp.emulation import EmulatedBoard
+    if args.emulate:   # the emulated board is test tooling of the repository (tools/), not of the package
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tools.emulation import EmulatedBoard
 
         board = EmulatedBoard()
     with board as b:

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 def require_emulation():
     """The emulated aarch64 board (``.ci/setup_arm.sh``): its absence FAILS in CI (CI=true), else skips."""
-    from tvm_fxp.schedules import arm_emulation
+    from tools import arm_emulation
 
     emulator, why = arm_emulation.find()
     if emulator is None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import model_path
 from deploy_helpers import require_emulation
 from tvm_fxp import cli
-from tvm_fxp.emulation import EmulatedBoard, free_port
+from tools.emulation import EmulatedBoard, free_port
 
 
 @pytest.fixture(scope="module")

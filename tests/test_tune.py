@@ -12,7 +12,7 @@ import tvm
 
 from deploy_helpers import require_emulation, tiny_cnn
 from tvm_fxp import cli, deploy, tune
-from tvm_fxp.emulation import EmulatedBoard, RPCTracker
+from tools.emulation import EmulatedBoard, RPCTracker
 from tvm_fxp.schedules import tuning
 
 

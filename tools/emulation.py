@@ -7,7 +7,7 @@
         ...  tvm-fxp tune DIR --target rpi4 --tracker 127.0.0.1:PORT --key rpi4 ...
 
 The emulated runtime (sysroot with Python 3.11, aarch64 wheels of the TVM *runtime* and numpy) is prepared
-by ``.ci/setup_arm.sh`` (cached in ``~/.cache/tvm-fxp-arm``; ``tvm_fxp.schedules.arm_emulation`` finds it).
+by ``.ci/setup_arm.sh`` (cached in ``~/.cache/tvm-fxp-arm``; ``tools.arm_emulation`` finds it).
 Servers bind to 127.0.0.1 only.  ``close()`` (and leaving the ``with``) kills the server's whole process
 group: the server forks one process per session, so killing the parent alone would leave children behind.
 """
@@ -37,7 +37,7 @@ class EmulatedBoard:
 
     def __init__(self, port: int | None = None, tracker: str | None = None, key: str = "",
                  startup_timeout: float = 180.0, wait: bool = True):
-        from .schedules import arm_emulation
+        from tools import arm_emulation
 
         emulator, why = arm_emulation.find()
         if emulator is None:

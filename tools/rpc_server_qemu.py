@@ -1,4 +1,4 @@
-"""A TVM RPC server for an emulated board: run by the aarch64 Python under qemu-user (``tvm_fxp.emulation``).
+"""A TVM RPC server for an emulated board: run by the aarch64 Python under qemu-user (``tools.emulation``).
 
     qemu-aarch64-static -L SYSROOT SYSROOT/usr/bin/python3.11 rpc_server_qemu.py --port 9090 [--tracker H:P --key K]
 
