@@ -87,7 +87,7 @@ def collect_photos(out: Path) -> Path:
 def predictions(model_dir: Path, folder, batch: int, classes: list) -> dict:
     """Per photo: the float model's and the integer model's top-1 class."""
     import tvm_fxp
-    from tvm_fxp.cli import load_data
+    from tvm_fxp.data import load_data
 
     summary = json.loads((model_dir / "summary.json").read_text())
     prepared, lg = tvm_fxp.load_model(model_dir / "source.onnx")

@@ -393,7 +393,7 @@ def _primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
                                           for j, c in enumerate(epilogue.consts)]
     out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
-    from .tuning import schedule_kernel   # the tuned schedule when a tuning database is in scope
+    from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 
     conv_func = schedule_kernel(te.create_prim_func([*params, *consts, out], "int64"), plan, schedule_conv2d)
     return pack_func, offset_func, conv_func

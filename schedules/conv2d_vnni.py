@@ -175,7 +175,7 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     consts = [] if epilogue is None else [te.placeholder((cst.size,), str(cst.dtype), name=f"epilogue_c{j}")
                                           for j, cst in enumerate(epilogue.consts)]
     out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
-    from .tuning import schedule_kernel   # the tuned schedule when a tuning database is in scope
+    from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 
     return pack_func, offset_func, schedule_kernel(te.create_prim_func([*params, *consts, out], "int64"), plan,
                                                    schedule)

@@ -213,7 +213,7 @@ def dense_primfuncs(plan: DensePlan, rows=None, epilogue=None) -> tuple:
     consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
                                           for j, c in enumerate(epilogue.consts)]
     out = dense_compute(a, packed, plan, offset, epilogue, consts)
-    from .tuning import schedule_kernel   # the tuned schedule when a tuning database is in scope
+    from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 
     return pack_func, offset_func, schedule_kernel(te.create_prim_func([*params, *consts, out], "int64"), plan,
                                                    schedule_dense)

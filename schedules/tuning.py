@@ -36,29 +36,13 @@ symbolic batch too.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import threading
-import warnings
 from pathlib import Path
 
-import tvm
-from tvm import tirx
 from tvm.s_tir import Schedule
 
-PLAN_ATTR = "tvm_fxp.kernel_plan"
-_state = threading.local()
-
-
-# ------------------------------------------------------------------------------------------ the hook
-
-class Applied:
-    """How many kernels of a build came from the database (``count``) and their names."""
-
-    def __init__(self, database):
-        self.database = database
-        self.count = 0
-        self.kernels: list = []
+from .tuned import (PLAN_ATTR, Applied, collect, kernel_kind, plan_json, schedule_kernel,  # noqa: F401 -- the hook's
+                    tuning_key, using)                                               # names, as before
 
 
 @contextlib.contextmanager
@@ -75,79 +59,9 @@ def apply_database(path):
         raise FileNotFoundError(f"{path} is not a tuning database (no {files[0].name}/{files[1].name}): "
                                 "give the DIR/tuning directory written by `tvm-fxp tune`")
     applied = Applied(ms.database.JSONDatabase(str(files[0]), str(files[1]), allow_missing=False))
-    before = getattr(_state, "applied", None)
-    _state.applied = applied
-    try:
+    with using(applied):
         yield applied
-    finally:
-        _state.applied = before
 
-
-@contextlib.contextmanager
-def collect():
-    """Within this block, every kernel workload scheduled is appended to the yielded list as
-    ``(kind, workload, plan)`` (batch bound to 1)."""
-    before = getattr(_state, "collected", None)
-    _state.collected = []
-    try:
-        yield _state.collected
-    finally:
-        _state.collected = before
-
-
-def kernel_kind(plan) -> str:
-    if hasattr(plan, "outputs"):
-        return "dense"
-    return "conv2d_vnni" if plan.layout == "vnni" else "conv2d"
-
-
-def plan_json(plan) -> str:
-    return json.dumps({"kind": kernel_kind(plan), **dataclasses.asdict(plan)}, sort_keys=True)
-
-
-def tuning_key(workload: tirx.PrimFunc) -> tirx.PrimFunc:
-    """The workload as tuned: a symbolic batch bound to 1 (the first parameter's leading dimension)."""
-    data = workload.params[0]
-    shape = list(data.ty.shape)
-    if isinstance(shape[0], tirx.IntImm):
-        return workload
-    one = tirx.IntImm("int64", 1)     # the kernels index in int64 (te.create_prim_func(..., "int64"))
-    return workload.specialize({data: tvm.tirx.decl_buffer([one, *shape[1:]], data.ty.dtype, data.name)})
-
-
-def schedule_kernel(workload: tirx.PrimFunc, plan, default):
-    """``default(workload, plan)``, or the tuned schedule from the database in scope (see the module doc)."""
-    if plan.acc_dtype == "float64":          # the simulation's exact float kernels are not tuned
-        return default(workload, plan)
-    workload = workload.with_attr(PLAN_ATTR, plan_json(plan))
-    collected = getattr(_state, "collected", None)
-    if collected is not None:
-        collected.append((kernel_kind(plan), tuning_key(workload), plan))
-    applied = getattr(_state, "applied", None)
-    if applied is not None:
-        tuned = _from_database(applied, workload)
-        if tuned is not None:
-            return tuned
-    return default(workload, plan)
-
-
-def _from_database(applied: Applied, workload: tirx.PrimFunc):
-    key = tvm.IRModule({"main": tuning_key(workload)})
-    db = applied.database
-    if not db.has_workload(key):
-        return None
-    records = db.get_top_k(db.commit_workload(key), 1)
-    if not records:
-        return None
-    sch = Schedule(tvm.IRModule({"main": workload}))
-    try:
-        records[0].trace.apply_to_schedule(sch, remove_postproc=False)
-    except Exception as e:  # noqa: BLE001 -- a record that does not replay: keep the default schedule
-        warnings.warn(f"tuning record for {workload.attrs[PLAN_ATTR]} does not apply ({e}); default schedule")
-        return None
-    applied.count += 1
-    applied.kernels.append(json.loads(str(workload.attrs[PLAN_ATTR]))["kind"])
-    return sch.mod["main"]
 
 
 # ------------------------------------------------------------------------------------------ the design space
@@ -219,7 +133,9 @@ def design_space(sch: Schedule):
     else:
         info = {k: tuple(v) if isinstance(v, list) else v for k, v in info.items()}
         plan = conv2d_int.Conv2dPlan(**info)
-    has_epilogue = conv2d_int._has_block(sch, "epilogue")
+    from .common import has_block as _has_block
+
+    has_epilogue = _has_block(sch, "epilogue")
     spaces = []
     for order, epilogue in SKETCHES:
         if epilogue == "block" and not has_epilogue:
@@ -238,7 +154,7 @@ def design_space(sch: Schedule):
 
 def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
     """``conv2d_int.schedule_conv2d`` (or ``conv2d_vnni.schedule`` with ``intrin``) with sampled knobs."""
-    from .conv2d_int import _has_block
+    from .common import has_block as _has_block
 
     k = knobs(plan)
     d: dict = {}
@@ -304,7 +220,7 @@ def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
 
 def _dense_space(sch, plan, epilogue: str) -> None:
     """``dense_int.schedule_dense`` with sampled knobs."""
-    from .conv2d_int import _has_block
+    from .common import has_block as _has_block
 
     k = knobs(plan)
     d: dict = {}

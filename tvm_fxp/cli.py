@@ -27,7 +27,8 @@ import numpy as np
 from . import api
 from .batching import Batching
 from .calibrate import CalibrationError
-from .datasets import Dataset, fashion_mnist, load_npz
+from .data import image_preprocess, load_data, preprocess_from_summary
+from .datasets import Dataset, fashion_mnist
 from .formats import FormatError
 from .methods import METHODS, MethodError, Uniform
 from .plan import Plan, PlanError
@@ -40,56 +41,6 @@ SUMMARY_KEYS = ("method", "float_top1", "fxp_top1", "agreement", "weight_bits", 
 
 class CliError(Exception):
     pass
-
-
-def load_data(spec: str, lg, role: str, limit: int | None, seed: int = 0, args=None) -> Dataset:
-    """``role`` is ``calib`` or ``eval``.  ``spec``: fashion-mnist | synthetic | FILE.npz | a folder of images
-    (decoded lazily with the preprocessing of ``args``: ``--preprocess``, ``--resize`` ...)."""
-    if spec == "fashion-mnist":
-        return fashion_mnist("train" if role == "calib" else "test", limit=limit)
-    if spec == "synthetic":
-        shape = lg.layers["input"].out_shape if "input" in lg.layers else None
-        if shape is None:
-            raise CliError("synthetic data needs a model with one input")
-        n = limit or 64
-        rng = np.random.default_rng(seed if role == "calib" else seed + 1)
-        return Dataset(rng.random((n,) + tuple(shape), dtype=np.float32), None,
-                       f"synthetic: {n} uniform [0,1) inputs of shape {list(shape)}")
-    p = Path(spec)
-    if p.is_dir():
-        from .images import ImageFolder
-
-        folder = ImageFolder(p, image_preprocess(args), getattr(args, "labels", None), limit,
-                             progress=not getattr(args, "quiet", False))
-        for path, why in folder.skipped:
-            print(f"skipped unreadable image {path}: {why}", file=sys.stderr)
-        if folder.skipped:
-            print(f"{len(folder.skipped)} unreadable files skipped in {p}", file=sys.stderr)
-        want = tuple(lg.layers["input"].out_shape) if "input" in lg.layers else None
-        if want is not None and tuple(folder.sample_shape) != want:
-            raise CliError(f"images of {p} preprocess to {list(folder.sample_shape)} but the model's input is "
-                           f"{list(want)} per image: set --preprocess imagenet or --resize/--crop/--channels/"
-                           "--layout to match how the model was trained")
-        return Dataset(folder.inputs, folder.labels, folder.source)
-    if p.suffix == ".npz":
-        ds = load_npz(p)
-        if limit is not None and role == "calib":
-            ds = Dataset(ds.inputs[:limit], None if ds.labels is None else ds.labels[:limit], ds.source)
-        return ds
-    if not p.exists():
-        raise CliError(f"--calib/--data {spec!r}: no such file or folder; expected 'fashion-mnist', 'synthetic', "
-                       "an .npz file or a folder of JPEG/PNG images")
-    raise CliError(f"--calib/--data {spec!r}: expected 'fashion-mnist', 'synthetic', an .npz file or a folder of "
-                   "JPEG/PNG images")
-
-
-def image_preprocess(args):
-    from .images import preprocess_from_args
-
-    if args is None:
-        return preprocess_from_args()
-    return preprocess_from_args(args.preprocess, args.resize, args.crop, args.mean, args.std, args.scale,
-                                args.channels, args.layout)
 
 
 def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: int = 64) -> np.ndarray | None:
@@ -280,7 +231,7 @@ def cmd_report(args) -> dict:
                                   (summary.get("import") or {}).get("simplified", True))
     q = api.bind_plan(prepared, lg, plan)
     spec = args.data or (summary.get("calibration") or {}).get("spec") or "synthetic"
-    _preprocess_from_summary(args, summary)
+    preprocess_from_summary(args, summary)
     data = load_data(spec, lg, "calib", args.calib_size, args.seed, args)
     out = render_report(q, summary, d, data.inputs)
     print(f"wrote {out['html']} and {out['png']}", file=sys.stderr)
@@ -299,7 +250,7 @@ def cmd_evaluate(args) -> dict:
     prepared, lg = api.load_model(d / "source.onnx", input_shape, bool(prev.get("float_islands")),
                                   (prev.get("import") or {}).get("simplified", True))
     q = api.bind_plan(prepared, lg, plan)
-    _preprocess_from_summary(args, prev)
+    preprocess_from_summary(args, prev)
     data = load_data(args.data, lg, "eval", args.eval_size, args.seed, args)
     summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method, "config": plan.config,
                "input_shape": input_shape, "batching": Batching(q.batch, args.batch_size).describe()}
@@ -309,16 +260,6 @@ def cmd_evaluate(args) -> dict:
     summary["wall_s"] = round(time.time() - t0, 2)
     _write_outputs(d, q, summary, name="evaluation")
     return summary
-
-
-def _preprocess_from_summary(args, summary: dict) -> None:
-    """``evaluate``/``report`` of an image-folder model: the preprocessing ``quantize`` used, unless given."""
-    pre = summary.get("preprocess")
-    if not pre or any(getattr(args, k, None) is not None for k in
-                      ("preprocess", "resize", "crop", "mean", "std", "scale", "channels", "layout")):
-        return
-    for k in ("resize", "crop", "mean", "std", "scale", "channels", "layout"):
-        setattr(args, k, pre.get(k))
 
 
 def _write_outputs(out: Path, q, summary: dict, name: str = "summary") -> None:

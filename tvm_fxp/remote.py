@@ -161,7 +161,7 @@ def run_remote(d, inputs: np.ndarray, rpc: str | None = None, tracker: str | Non
 
 def cmd_run(args) -> dict:
     from . import api
-    from .cli import _preprocess_from_summary, load_data
+    from .data import load_data, preprocess_from_summary
     from .deploy import load_quantized_dir
     from .report import agreement, top1
 
@@ -169,7 +169,7 @@ def cmd_run(args) -> dict:
     d = Path(args.dir)
     q, prev = load_quantized_dir(d, args.input_shape)
     plan = q.plan
-    _preprocess_from_summary(args, prev)
+    preprocess_from_summary(args, prev)
     data = load_data(args.data, q.graph, "eval", args.eval_size, args.seed, args)
     print(f"running {len(data.inputs)} inputs ({data.source}) on "
           f"{args.rpc or f'a {args.key!r} board of {args.tracker}'}", file=sys.stderr)
