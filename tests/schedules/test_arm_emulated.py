@@ -2,7 +2,7 @@
 
 Everything is cross-compiled here for the Raspberry Pi 4 preset, exported with aarch64-linux-gnu-g++ and run
 by ONE emulated Python process (start-up ~5 s), see arm_runner.py.  Needs ``bash .ci/setup_arm.sh``; skipped
-with the reason otherwise.
+with the reason otherwise, and FAILED when ``CI=true`` (``arm_tools.require``).
 """
 
 import json
@@ -14,12 +14,16 @@ import tvm
 from tvm_fxp.schedules import arm_emulation, conv2d_primfuncs, dense_primfuncs, host, plan_conv2d, plan_dense, \
     preset
 
+from . import arm_tools
 from . import reference as ref
 
 RPI4 = preset("rpi4")
 HOST = host()
-EMULATOR, WHY_NOT = arm_emulation.find()
-pytestmark = pytest.mark.skipif(EMULATOR is None, reason=str(WHY_NOT))
+
+
+@pytest.fixture(autouse=True)
+def _needs_emulation():
+    arm_tools.require(arm_tools.EMULATOR_MISSING)
 
 # name -> (kind, data shape, weight shape, dtype, acc, conv attrs)
 CONVS = {
@@ -102,7 +106,7 @@ def emulated(tmp_path_factory):
         manifest["models"].append({"name": f"{model}_fused", "lib": f"{model}_fused.so", "inputs": "images.npz"})
 
     (work / "manifest.json").write_text(json.dumps(manifest))
-    EMULATOR.run_python(ref.HERE / "arm_runner.py", str(work))
+    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(work))
     with np.load(work / "results.npz") as res:
         results = {k: res[k] for k in res.files}
     assert str(results["machine"]) == "aarch64"

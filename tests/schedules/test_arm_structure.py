@@ -13,7 +13,9 @@ import tvm
 from tvm import relax
 
 from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset
-from tvm_fxp.schedules.asm import hot_loop, llvm_mca, mca_tool
+from tvm_fxp.schedules.asm import hot_loop, llvm_mca
+
+from . import arm_tools
 
 RPI4 = preset("rpi4")
 
@@ -88,10 +90,10 @@ def test_relax_module_cross_compiles_to_smlal():
     assert any(re.match(r"smlal2?\s+v\d+\.8h,", i) for i in loop.lines), loop.text
 
 
-@pytest.mark.skipif(mca_tool() is None, reason="llvm-mca-19 not installed (run .ci/setup_arm.sh)")
 @pytest.mark.parametrize("name", ["conv3x3_int8", "conv3x3_uint8", "dense_uint8"])
 def test_llvm_mca_int16_beats_int32(name):
     """Cortex-A72 model: the int16 loop runs near one smlal per cycle and at most ~0.55x int32's cycles/MAC."""
+    arm_tools.require_mca()
     per_mac = {}
     for acc in ("int16", "int32"):
         loop = hot_loop(kernel_asm(name, acc)[1])
