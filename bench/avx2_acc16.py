@@ -15,8 +15,8 @@ Layers whose input is int8 (the first conv) and the dense layers use the same ``
 kernels in all builds (int16 or int32 variant).  One process, batch 1, one thread, engines interleaved
 round-robin over ``--repeats`` repeats, median ms.  The three builds must give identical outputs (checked on
 ``--eval-images`` test images; top-1 printed beside the times).  ``acc16_vs_int32_avx2`` = acc16 median /
-int32_madd median (goal <= 0.7).  Per-conv kernel timings (each layer's conv kernel alone, ``time_evaluator``)
-are recorded too, so the whole-model ratio can be read against the kernels' own.
+int32_madd median (goal <= 0.7).  The two kernels' hot loops are also run through llvm-mca-19 for Haswell
+(one port for ``vpmaddubsw``/``vpmaddwd``) and this host's model (``inner_loops_mca``).
 
 Usage::
 
@@ -76,6 +76,29 @@ def time_engines(vms: dict, x1, repeats: int, seconds: float = 0.2) -> dict:
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}, samples
 
 
+def inner_loops_mca(cpus=("haswell", "rocketlake")) -> dict:
+    """llvm-mca-19 cycles per MAC of the two kernels' hot loops (vgg's 32->32 3x3 conv), per x86 model."""
+    from tvm_fxp.schedules import conv2d_primfuncs, plan_conv2d
+    from tvm_fxp.schedules.asm import llvm_mca, loops
+
+    target = tvm.target.Target(HASWELL)
+    out = {}
+    for acc, layout in (("int16", "avx2_acc16"), ("int32", "avx2_madd")):
+        plan = plan_conv2d((1, 32, 14, 14), (32, 32, 3, 3), "uint8", acc, padding=(1,) * 4, target=target,
+                           layout=layout)
+        asm = tvm.tirx.build(conv2d_primfuncs(plan, batch=1)[2], target=target).inspect_source("asm")
+        hot = max(loops(asm), key=lambda lp: lp.mnemonics.get("vpmaddubsw", 0))
+        macs = 32 * hot.mnemonics["vpmaddubsw"]
+        out[layout] = {"mnemonics": hot.mnemonics, "macs_per_iteration": macs, "asm": hot.lines}
+        for cpu in cpus:
+            res = llvm_mca(hot.text, mcpu=cpu, triple="x86_64-linux-gnu")
+            out[layout][f"macs_per_cycle_{cpu}"] = round(macs / res.cycles_per_iteration, 2)
+    out["acc16_vs_int32_cycles_per_mac"] = {
+        cpu: round(out["avx2_madd"][f"macs_per_cycle_{cpu}"] / out["avx2_acc16"][f"macs_per_cycle_{cpu}"], 3)
+        for cpu in cpus}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=9)
@@ -109,6 +132,8 @@ def main(argv=None) -> int:
         print(f"{model}: top-1 {top1:.4f} (all builds identical: {identical}); acc16 {med['acc16']:.4f} ms, "
               f"int32 madd {med['int32_madd']:.4f} ms, int32 generic {med['int32_generic']:.4f} ms; "
               f"acc16_vs_int32_avx2 {ratio:.3f}", flush=True)
+    out["inner_loops_mca"] = inner_loops_mca()
+    print("llvm-mca inner loops, acc16 / int32 cycles per MAC:", out["inner_loops_mca"]["acc16_vs_int32_cycles_per_mac"])
     out["wall_seconds"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
