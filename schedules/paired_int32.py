@@ -316,12 +316,14 @@ def schedule_paired(func, plan: PairedPlan, neon: bool = True):
     pack = sch.get_sblock("data_pack")
     if plan.kind == "conv2d" and plan.depth_order == "nhwc":
         sch.compute_at(pack, outer[0])
-        sch.vectorize(sch.get_loops(pack)[-1])
+        _, lane = sch.split(sch.get_loops(pack)[-1], [None, DEPTH])   # 16-byte vectors (not one of C bytes)
+        sch.vectorize(lane)
     elif plan.kind == "conv2d":
         cc = plan.channels      # the GEMM reads the (P, taps, C) gather as one (P, taps * C) row per position
         sch.transform_layout(pack, ("write", 0), lambda b, p, t, ch: (b, p, t * cc + ch))
         sch.compute_at(pack, pb)
-        sch.vectorize(sch.get_loops(pack)[-1])
+        if cc <= DEPTH:
+            sch.vectorize(sch.get_loops(pack)[-1])
         nhwc = sch.get_sblock("data_nhwc")
         sch.compute_at(nhwc, outer[0])
     init = sch.decompose_reduction(blk, depth[0])
@@ -351,7 +353,8 @@ def schedule_paired(func, plan: PairedPlan, neon: bool = True):
         if neon:
             sch.tensorize(hpi, intrin_arm.HSUM_4x4)
         unpack = sch.get_sblock("unpack")
-        sch.vectorize(sch.get_loops(unpack)[-1])
+        if plan.out_hw[1] <= 16:            # wider rows are left to LLVM's loop vectorizer
+            sch.vectorize(sch.get_loops(unpack)[-1])
     return sch.mod["main"]
 
 
