@@ -251,14 +251,17 @@ def arm_table(r) -> list[str]:
             classes.setdefault(cls, []).append(f"{model} {c['kernel_peak_fraction_median']:.2f} "
                                                f"(ratio {c['int16_vs_best_int32_cycles_median']:.2f})")
     lines += ["", "Median int16 kernel_peak_fraction (and int16_vs_best_int32_cycles) per layer class: " +
-              "; ".join(f"{cls}: {', '.join(v)}" for cls, v in sorted(classes.items())) + "."]
+              "; ".join(f"{cls}: {', '.join(v)}" for cls, v in sorted(classes.items())) + ".",
+              "", "Not built yet (issue 12): the multiply-free bit-serial kernel for ternary-weight / 4-bit-activation "
+              "layers (so no `lowbit_vs_best_int32_cycles`), and one fused kernel for k-tiled int16 plans (their tiles "
+              "are still separate calls, which is why `--accumulator proven` gives k-tiled layers one int32 kernel)."]
     return lines
 
 
 def avx2_table(r) -> list[str]:
     mca = r.get("inner_loops_mca", {}).get("acc16_vs_int32_cycles_per_mac", {})
     lines = [f"AVX2 without VNNI (`bench/avx2_acc16.py`, {r['date'][:10]}, built for `mcpu=haswell`, run on this "
-             f"host ({r['host_cpu']}), batch 1, one thread, interleaved medians): the de Bruin plan whose layers are "
+             f"host ({r['host_cpu']}), batch 1, one thread, interleaved medians, measured while other jobs shared the machine's 2 cores): the de Bruin plan whose layers are "
              "all proven to fit 16 bits, with `vpmaddubsw` pair sums accumulated in int16 (`avx2_acc16`) vs the int32 "
              "AVX2 path of the same plan (`avx2_madd`: `vpmaddubsw` + `vpmaddwd` + `vpaddd`); goal "
              f"acc16_vs_int32_avx2 <= {r['goal_acc16_vs_int32']}.", "",
