@@ -346,7 +346,7 @@ def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path)
     try:
         q8 = q.with_plan(uniform_plan(lg, prepared, train))
         with tvm_fxp.schedules.disabled():  # the old baseline keeps TVM's own conv2d/matmul legalization
-            engines["tvm_fxp_int32_baseline"] = TvmEngine(tvm_fxp.build(q8.realized()), x1)
+            engines["tvm_fxp_int32_baseline"] = TvmEngine(tvm_fxp.build(q8.realized("wide")), x1)
     except Exception as e:  # noqa: BLE001
         errors["tvm_fxp_int32_baseline"] = "failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
     t_base = time.time() - t0

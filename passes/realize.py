@@ -142,8 +142,10 @@ class Ctx:
 
     def __init__(self, func, accumulator):
         self.dom: dict = {}
-        self.narrow = accumulator == "narrow"
+        self.policy = accumulator
+        self.narrow = accumulator in ("narrow", "proven")
         self.accumulators: dict = {}     # layer -> how its products are accumulated (for reports)
+        self.reasons: dict = {}          # layer -> why (for reports)
         claims = func.attrs.get(CLAIMS_ATTR) if func.attrs is not None else None
         self.claims = {str(k): int(v) for k, v in claims.items()} if claims is not None else {}
         tiled = func.attrs.get(TILE_CLAIMS_ATTR) if func.attrs is not None else None
@@ -220,7 +222,7 @@ def _weighted(ctx, bb, b, orig, value, where):
     dtype = _acc_dtype(bound, where, narrow=ctx.narrow)
     groups = int(orig.attrs.groups) if name == "relax.nn.conv2d" else 1
     tiles = None
-    if dtype == "int32" and dx.fmt.bits <= 8 and dw.fmt.bits <= 8 and (ctx.narrow or layer in ctx.tiled_claims):
+    if dtype == "int32" and dx.fmt.bits <= 8 and dw.fmt.bits <= 8 and (ctx.policy == "narrow" or layer in ctx.tiled_claims):
         tiles = k_tiles(dx.fmt.max_abs_q, dw.value, "conv2d" if w_axis == 0 else "matmul", groups)
     claimed = ctx.claims.get(layer)
     if claimed is not None:
@@ -232,8 +234,12 @@ def _weighted(ctx, bb, b, orig, value, where):
                 f"{where}: layer {layer}: the plan claims a proof that {what} fits {claimed} bits, but with "
                 f"these weights and formats the bound is {proven} (needs {proven.bit_length() + 1} bits); the plan "
                 "was edited or belongs to other weights: re-run the method (e.g. --method debruin2020) to re-prove it")
-    if not ctx.narrow:
-        tiles = None             # wide accumulators: one int32 sum (the claim is still checked above)
+    provable_tiles = tiles is not None
+    if ctx.policy != "narrow":
+        # wide: one int32 sum (the claim is still checked above).  proven: k-tiles are separate kernel calls
+        # today (bench/latency.py, vgg: 0.118 ms k-tiled vs 0.027 ms untiled), slower than one int32 kernel
+        tiles = None
+    ctx.reasons[layer or b.var.name] = _accumulator_reason(ctx.policy, dtype, bound, provable_tiles, tiles)
     out_ndim = len(orig.ty.shape)
     ctx.dom[b.var] = Dom("acc", _channel_frac(acc_frac, out_ndim, 1 if w_axis == 0 else -1), dtype, bound=bound)
     ctx.accumulators[layer or b.var.name] = "int16" if dtype == "int16" else \
@@ -252,6 +258,21 @@ def _weighted(ctx, bb, b, orig, value, where):
         shape[1 if w_axis == 0 else -1] = m.size
         return relax.op.multiply(acc, _iconst(m.reshape(shape), dtype))
     return out
+
+
+def _accumulator_reason(policy: str, dtype: str, bound: int, tiled_ok: bool, tiles) -> str:
+    """Why a weighted layer got its accumulator (``summary.json``'s ``accumulator_reasons``, ``report.md``)."""
+    need = f"proven |sum| <= {bound} ({bound.bit_length() + 1} bits)"
+    if dtype == "int16":
+        return f"{need} < 2**15: int16 kernel"
+    if tiles is not None:
+        return f"{need}; each of {len(tiles.ranges)} input-channel k-tiles proven to fit int16 (--accumulator narrow)"
+    if policy == "wide":
+        return f"{need}; --accumulator wide (opt-out)" + ("" if bound >= INT16_LIMIT else ": int16 was proven")
+    if bound >= INT16_LIMIT and tiled_ok and policy == "proven":
+        return (f"{need} > 16; int16 k-tiles are provable but run as separate kernel calls (vgg: 0.118 ms vs "
+                f"0.027 ms untiled), so one {dtype} kernel (--accumulator narrow forces the tiles)")
+    return f"{need} > 16: {dtype}"
 
 
 def _k_tiled(bb, b, orig, x, dw, tiles, w_axis):
@@ -452,10 +473,14 @@ def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.F
 
     results = result_fields(func)
     out = rebuild_function(func, rewrite, epilogue=lambda bb, result, env: map_result(bb, result, result_of))
-    return out.with_attr(ACCUMULATORS_ATTR, dict(ctx.accumulators)) if ctx.accumulators else out
+    if not ctx.accumulators:
+        return out
+    return out.with_attrs({ACCUMULATORS_ATTR: dict(ctx.accumulators), REASONS_ATTR: dict(ctx.reasons)})
 
 
 ACCUMULATORS_ATTR = "fxp_accumulators"   # {layer: "int16" | "int16 xN k-tiles (k<=K) -> int32" | "int32" | "int64"}
+REASONS_ATTR = "fxp_accumulator_reasons"  # {layer: why it got that accumulator}
+POLICIES = ("proven", "wide", "narrow")
 
 
 def realized_accumulators(mod) -> dict:
@@ -466,6 +491,14 @@ def realized_accumulators(mod) -> dict:
     return {str(k): str(v) for k, v in attrs[ACCUMULATORS_ATTR].items()}
 
 
+def accumulator_reasons(mod) -> dict:
+    """Why each weighted layer of a realized module accumulates as it does (``REASONS_ATTR``)."""
+    attrs = mod["main"].attrs
+    if attrs is None or REASONS_ATTR not in attrs:
+        return {}
+    return {str(k): str(v) for k, v in attrs[REASONS_ATTR].items()}
+
+
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Realize")
 class Realize:
     """Lower the annotated ``main`` to an integer-only graph (float only at input quantize/output dequantize).
@@ -474,13 +507,17 @@ class Realize:
     ----------
     accumulator : str
         ``"wide"`` (default): conv2d/matmul accumulate in int32, or int64 when the proof needs more.
-        ``"narrow"``: int16 wherever the layer's proven bound (L1 or worst case, bias included) is below
-        ``2**15``, so 16-bit-accumulator kernels can be used; other layers as ``"wide"``.
+        ``"proven"`` (the API's and CLI's default): int16 wherever the layer's proven bound (L1 or worst
+        case, bias included) is below ``2**15``, so 16-bit-accumulator kernels are used; other layers as
+        ``"wide"`` (a layer whose plan proves only k-tiles gets one int32 kernel: the tiles would be separate,
+        slower kernel calls).  ``"narrow"``: as ``"proven"``, and k-tiled layers run as int16 tiles widened
+        into int32.  The realized module records per layer what it got and why (``realized_accumulators``,
+        ``accumulator_reasons``).
     """
 
     def __init__(self, accumulator: str = "wide"):
-        if accumulator not in ("wide", "narrow"):
-            raise ValueError(f"accumulator must be 'wide' or 'narrow', got {accumulator!r}")
+        if accumulator not in POLICIES:
+            raise ValueError(f"accumulator must be one of {POLICIES}, got {accumulator!r}")
         self.accumulator = accumulator
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:

@@ -145,6 +145,8 @@ class Conv2dPlan:
         Layout ``"vnni"`` (u8 x s8) shifts int8 data instead: ``x + 128``, minus ``128 * sum(w)`` (int32)."""
         if self.layout == "vnni":
             return self.data_dtype == "int8"
+        if self.layout.startswith("avx2"):
+            return False
         return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
 
     @property
@@ -164,6 +166,9 @@ class Conv2dPlan:
         if self.layout == "vnni":
             from .conv2d_vnni import packed_weight_shape
             return packed_weight_shape(self)
+        if self.layout.startswith("avx2"):
+            from .conv2d_avx2 import packed_weight_shape as avx2_shape
+            return avx2_shape(self)
         if self.layout == "channels":
             return (self.groups, self.vector_blocks, self.in_per_group, kh, kw, self.lanes)
         return (self.vector_blocks, self.out_per_group, self.in_per_group, kh, kw, self.lanes)
@@ -213,6 +218,13 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
         return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, VNNI_MAX_BLOCK)})
     elif layout == "vnni":
         raise ValueError("conv2d: layout 'vnni' needs groups == 1 and int8 weights")
+    avx2 = _avx2_layout(requested, config, c, groups, data_dtype, weight_dtype, acc_dtype)
+    if avx2 is not None:
+        from .conv2d_avx2 import LAYOUTS, MAX_BLOCK
+        plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
+                          tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, avx2, LAYOUTS[avx2][0], 1,
+                          weight_dtype)
+        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, MAX_BLOCK[avx2])})
     plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                       tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1,
                       weight_dtype)
@@ -220,6 +232,25 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
     if oh < 1 or ow < 1:
         raise ValueError(f"conv2d: empty output {oh}x{ow}")
     return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, config.block_limit(lanes))})
+
+
+def _avx2_layout(requested, config, c, groups, data_dtype, weight_dtype, acc_dtype) -> str | None:
+    """``conv2d_avx2``'s layouts on AVX2 targets without AVX-512: ``avx2_acc16`` for int16 accumulators (the
+    int16 dtype is Realize's proof that no pair sum saturates), ``avx2_madd`` for int32 only on request."""
+    if requested is not None and not str(requested).startswith("avx2"):
+        return None
+    from .conv2d_avx2 import LAYOUTS, madd_preferred
+    ok = groups == 1 and weight_dtype == "int8" and data_dtype == "uint8" and c >= 2
+    if requested is not None:
+        if not ok or LAYOUTS[requested][2] != acc_dtype:
+            raise ValueError(f"conv2d: layout {requested!r} needs uint8 data, int8 weights, groups 1 and "
+                             f"{LAYOUTS[requested][2]} accumulators")
+        return requested
+    if not ok or config.arch != "x86-avx2":
+        return None
+    if acc_dtype == "int16":
+        return "avx2_acc16"
+    return "avx2_madd" if acc_dtype == "int32" and madd_preferred() else None
 
 
 # ----------------------------------------------------------------------------------------- compute (TE)
@@ -366,6 +397,9 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
 def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     if plan.layout == "vnni":
         return vnni_primfuncs(plan, batch, epilogue)
+    if plan.layout.startswith("avx2"):
+        from .conv2d_avx2 import conv2d_primfuncs as avx2_primfuncs
+        return avx2_primfuncs(plan, batch, epilogue)
     return _primfuncs(plan, batch, epilogue)
 
 

@@ -113,6 +113,28 @@ def test_narrow_policy_reports_each_layers_accumulator(tmp_path, capsys):
     assert all(f"| {how} |" in report for how in kinds)
 
 
+def test_proven_accumulators_are_the_default(tmp_path, capsys):
+    """No --accumulator: every layer whose bound proves 16 bits gets int16, the others int32 (k-tiled proofs
+    included: the tiles would be separate kernel calls), each with its reason; --accumulator wide opts out."""
+    args = ["quantize", str(model_path("fmnist_vgg")), "--calib", "synthetic", "--bits", "6", "--calib-size", "16",
+            "--eval-size", "16", "--quiet"]
+    code, _, err = _run(args + ["--out", str(tmp_path / "p")], capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert s["accumulator_policy"] == "proven" and s["bit_exact"] is True
+    kinds, why = s["accumulators"], s["accumulator_reasons"]
+    assert set(kinds.values()) == {"int16", "int32"} and set(why) == set(kinds), (kinds, why)
+    for layer, how in kinds.items():
+        bound = int(why[layer].split("<= ")[1].split(" ")[0])
+        assert (how == "int16") == (bound < 2 ** 15), (layer, how, why[layer])
+    assert "| why |" in (tmp_path / "p" / "report.md").read_text()
+    code, _, err = _run(args + ["--accumulator", "wide", "--out", str(tmp_path / "w")], capsys)
+    assert code == 0, err
+    w = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert set(w["accumulators"].values()) == {"int32"}
+    assert all("--accumulator wide" in r for r in w["accumulator_reasons"].values())
+
+
 def test_dynamic_input_needs_input_shape_on_the_cli(tmp_path, capsys):
     """A model exported with dynamic spatial dims: refused naming the input and the flag; quantized with
     --input-shape."""

@@ -19,7 +19,7 @@ _MUL_OPS = {"smlal", "smlal2", "umlal", "umlal2", "smull", "smull2", "umull", "u
             "smlsl", "smlsl2"}
 _LANES = {"16b": 16, "8b": 8, "8h": 8, "4h": 4, "4s": 4, "2s": 2, "2d": 2}
 _LABEL = re.compile(r"^([.\w$]+):")
-_BRANCH = re.compile(r"^(b(?:\.\w+)?|cbnz|cbz|tbnz|tbz)\s+(?:[^,]+,\s*)*([.\w$]+)\s*$")
+_BRANCH = re.compile(r"^(b(?:\.\w+)?|cbnz|cbz|tbnz|tbz|j[a-z]+)\s+(?:[^,]+,\s*)*([.\w$]+)\s*$")   # aarch64, x86
 
 
 @dataclass

@@ -294,7 +294,9 @@ class Quantized:
 
         return Simulate()(self.annotated())
 
-    def realized(self, accumulator: str = "wide") -> tvm.IRModule:
+    def realized(self, accumulator: str = "proven") -> tvm.IRModule:
+        """The integer-only graph; ``accumulator``: ``"proven"`` (int16 wherever the plan's bound proves it),
+        ``"wide"`` (int32/int64 everywhere, the opt-out) or ``"narrow"`` (also k-tiled int16), see ``Realize``."""
         from .passes import Realize
 
         return Realize(accumulator)(self.annotated())

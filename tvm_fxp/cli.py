@@ -207,9 +207,10 @@ def cmd_quantize(args) -> dict:
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search_source
     summary["accumulator_policy"] = args.accumulator
-    from .passes.realize import realized_accumulators
+    from .passes.realize import accumulator_reasons, realized_accumulators
 
     summary["accumulators"] = realized_accumulators(realized)
+    summary["accumulator_reasons"] = accumulator_reasons(realized)
     from .passes import float_islands
 
     summary["float_islands"] = [{"layer": n, "op": op} for n, op in float_islands(lg)]
@@ -362,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label-free bias correction after the method (auto: fxpqnet only)")
     q.add_argument("--search-size", type=int, default=512, help="inputs the search methods score plans on")
     q.add_argument("--time-limit", type=float, default=None, help="seconds; a search returns its best plan so far")
-    q.add_argument("--accumulator", default="wide", choices=["wide", "narrow"],
-                   help="narrow: int16 accumulators wherever the plan proves them safe")
+    q.add_argument("--accumulator", default="proven", choices=["proven", "wide", "narrow"],
+                   help="proven (default): int16 accumulators per layer wherever the plan proves them safe; "
+                        "wide: int32/int64 everywhere (opt-out); narrow: also k-tiled int16 partial sums")
     q.add_argument("--per-channel", action="store_true", help="per-channel weight formats")
     q.add_argument("--allow-float-islands", action="store_true",
                    help="keep ops with no integer realization (sigmoid, tanh, gelu, ...) in float between a "

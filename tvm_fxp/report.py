@@ -55,6 +55,10 @@ def markdown_report(q, summary: dict) -> str:
                   "weighted layer's products are summed in the integer graph (int16 where the bound proves it; "
                   "int16 k-tiles widened into int32 where each input-channel range's bound fits int16; else "
                   "int32/int64)."]
+        reasons = summary.get("accumulator_reasons") or {}
+        if reasons:
+            lines += ["", "| layer | acc dtype | why |", "|---|---|---|"] + [
+                f"| {name} | {realized_as.get(name, '-')} | {why} |" for name, why in reasons.items()]
     islands = float_islands(q.graph)
     lines += ["", "## Float islands", ""]
     if islands:

@@ -1,7 +1,8 @@
 """Runs under qemu-aarch64 with the aarch64 Python and the runtime-only TVM (see test_arm_emulated.py).
 
 ``python3.11 arm_runner.py WORKDIR``: reads WORKDIR/manifest.json, runs every cross-compiled kernel and
-model listed there on its inputs, writes WORKDIR/results.npz.  It checks nothing itself: the host compares.
+model listed there on its inputs (and reads the block counters of kernels instrumented by
+tools/kernel_cost.py), writes WORKDIR/results.npz.  It checks nothing itself: the host compares.
 """
 
 import json
@@ -24,6 +25,13 @@ for case in manifest["kernels"]:
     out = tvm.runtime.empty(tuple(case["out_shape"]), case["out_dtype"], dev)
     lib[case["entry"]](*args, out)
     results[case["name"]] = out.numpy()
+    if case.get("counters"):     # tools/kernel_cost.py: basic-block counters of an instrumented kernel
+        import ctypes
+
+        clib = ctypes.CDLL(str(work / case["lib"]))
+        clib.fxp_block_counts_addr.restype = ctypes.c_void_p
+        counts = (ctypes.c_uint64 * case["counters"]).from_address(clib.fxp_block_counts_addr())
+        results[case["name"] + "__counts"] = np.array(counts, dtype=np.uint64)
 for model in manifest["models"]:
     vm = VirtualMachine(tvm.runtime.load_module(str(work / model["lib"])), dev)
     x = np.load(work / model["inputs"])["x"]

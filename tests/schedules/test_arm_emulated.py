@@ -2,7 +2,7 @@
 
 Everything is cross-compiled here for the Raspberry Pi 4 preset, exported with aarch64-linux-gnu-g++ and run
 by ONE emulated Python process (start-up ~5 s), see arm_runner.py.  Needs ``bash .ci/setup_arm.sh``; skipped
-with the reason otherwise.
+with the reason otherwise, and FAILED when ``CI=true`` (``arm_tools.require``).
 """
 
 import json
@@ -14,12 +14,21 @@ import tvm
 from tools import arm_emulation
 from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, host, plan_conv2d, plan_dense, preset, register
 
+from tools import kernel_cost
+from tvm_fxp.schedules import paired_int32 as paired
+from tools.asm import mul_lanes
+
+from . import arm_tools
 from . import reference as ref
+from .reference import conv2d_ref, dense_ref
 
 RPI4 = preset("rpi4")
 HOST = host()
-EMULATOR, WHY_NOT = arm_emulation.find()
-pytestmark = pytest.mark.skipif(EMULATOR is None, reason=str(WHY_NOT))
+
+
+@pytest.fixture(autouse=True)
+def _needs_emulation():
+    arm_tools.require(arm_tools.EMULATOR_MISSING)
 
 # name -> (kind, data shape, weight shape, dtype, acc, conv attrs)
 CONVS = {
@@ -42,25 +51,59 @@ DENSES = {
 N_IMAGES = 24
 
 
+def paired_cases(seed=7, n=6) -> dict:
+    """The paired-int32 baseline on random shapes and formats (seeded: one qemu run checks them all): regular,
+    strided, 1x1 and first-layer convs through both depth orders, and dense layers; name -> (x, w, spec)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        c = int(rng.choice([1, 3, 16, 24, 32]))
+        k = int(rng.choice([1, 3])) if c >= 16 else 3
+        s, pad = int(rng.integers(1, 3)), (k // 2,) * 4
+        hw, oc, dtype = int(rng.integers(5, 12)), int(rng.integers(4, 30)), str(rng.choice(["int8", "uint8"]))
+        lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
+        x = rng.integers(lo, hi + 1, (1, c, hw, hw)).astype(dtype)
+        w = rng.integers(-127, 128, (oc, c, k, k)).astype("int8")
+        plan = paired.plan_paired_conv2d(x.shape, w.shape, dtype, strides=(s, s), padding=pad)
+        out[f"paired_conv{k}x{k}_c{c}_{plan.depth_order}_{i}"] = (x, w, plan, conv2d_ref(x, w, (s, s), pad))
+    for i, (kk, nn, dtype) in enumerate([(300, 37, "uint8"), (64, 10, "int8")]):
+        a = rng.integers(-128 if dtype == "int8" else 0, 128 if dtype == "int8" else 256, (1, kk)).astype(dtype)
+        b = rng.integers(-127, 128, (kk, nn)).astype("int8")
+        out[f"paired_dense_{kk}to{nn}_{i}"] = (a, b, paired.plan_paired_dense(a.shape, b.shape, dtype), dense_ref(a, b))
+    return out
+
+
+PAIRED = paired_cases()
+COUNTED = ("conv3x3_int8_int16", "conv1x1_uint8_int16")
+WIDENING = ("smull", "smull2", "smlal", "smlal2", "umull", "umull2", "umlal", "umlal2")     # + every paired case: block counts checked
+
+
 def _export(lib, path):
     lib.export_library(str(path), fcompile=arm_emulation.cross_compiler())
 
 
-def _kernel_case(work, name, plan, funcs, x, w, expected):
-    """Pack on the host, cross-compile the kernel, and describe the call for arm_runner.py."""
+def _kernel_case(work, name, plan, funcs, x, w, expected, blocks=None):
+    """Pack on the host, cross-compile the kernel, and describe the call for arm_runner.py; with a ``blocks``
+    dict, the kernel is the block-counting copy of ``tools/kernel_cost.py`` (its blocks go there)."""
     pack_func, offset_func, kernel_func = funcs
     n_out = plan.out_channels if hasattr(plan, "out_channels") else plan.outputs
     packed = tvm.runtime.empty(plan.packed_weight_shape, "int8")
     tvm.tirx.build(pack_func, target=HOST)(tvm.runtime.tensor(w), packed)
     inputs = {"data": x, "packed": packed.numpy()}
     if offset_func is not None:
-        offset = tvm.runtime.empty((n_out,), plan.acc_dtype)
+        offset = tvm.runtime.empty((n_out,), getattr(plan, "offset_dtype", "int32"))
         tvm.tirx.build(offset_func, target=HOST)(tvm.runtime.tensor(w), offset)
         inputs["offset"] = offset.numpy()
     np.savez(work / f"{name}.npz", **inputs)
-    _export(tvm.tirx.build(kernel_func.with_attr("global_symbol", "kernel"), target=RPI4), work / f"{name}.so")
-    return {"name": name, "lib": f"{name}.so", "inputs": f"{name}.npz", "args": list(inputs), "entry": "kernel",
-            "out_shape": list(expected.shape), "out_dtype": plan.acc_dtype}
+    lib = tvm.tirx.build(kernel_func.with_attr("global_symbol", "kernel"), target=RPI4)
+    case = {"name": name, "lib": f"{name}.so", "inputs": f"{name}.npz", "args": list(inputs), "entry": "kernel",
+            "out_shape": list(expected.shape), "out_dtype": getattr(plan, "acc_dtype", "int32")}
+    if blocks is None:
+        _export(lib, work / f"{name}.so")
+    else:
+        blocks[name] = kernel_cost.instrumented_library(lib, work / f"{name}.so")
+        case["counters"] = len(blocks[name])
+    return case
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +128,23 @@ def emulated(tmp_path_factory):
         expected[name] = ref.dense_ref(a, b)
         manifest["kernels"].append(_kernel_case(work, name, plan, dense_primfuncs(plan), a, b, expected[name]))
 
+    blocks = {}
+    for name, (x, w, plan, exp) in PAIRED.items():
+        expected[name] = exp
+        manifest["kernels"].append(_kernel_case(work, name, plan, paired.paired_primfuncs(plan), x, w, exp, blocks))
+    for name in COUNTED:      # a block-counting copy of some int16 kernels (kernel_cost.py)
+        xs, ws, dtype, acc, attrs = CONVS[name]
+        x, w = ref.random_operands(rng, xs, ws, dtype, acc, int(np.prod(ws[1:])))
+        attrs = {"strides": (1, 1), "padding": (0, 0, 0, 0), "dilation": (1, 1), "groups": 1, **attrs}
+        plan = plan_conv2d(xs, ws, dtype, acc, attrs["strides"], attrs["padding"], attrs["dilation"],
+                           attrs["groups"], target=RPI4)
+        expected[f"{name}_counted"] = ref.conv2d_ref(x, w, attrs["strides"], attrs["padding"], attrs["dilation"],
+                                                     attrs["groups"])
+        expected[f"{name}_counted__plan"] = plan
+        manifest["kernels"].append(_kernel_case(work, f"{name}_counted", plan, conv2d_primfuncs(plan), x, w,
+                                                expected[f"{name}_counted"], blocks))
+    expected["__blocks"] = blocks
+
     images = fashion_mnist("test", limit=N_IMAGES).inputs
     np.savez(work / "images.npz", x=images)
     register()                      # tvm.compile's default pipeline then uses our kernels
@@ -103,7 +163,7 @@ def emulated(tmp_path_factory):
         manifest["models"].append({"name": f"{model}_fused", "lib": f"{model}_fused.so", "inputs": "images.npz"})
 
     (work / "manifest.json").write_text(json.dumps(manifest))
-    EMULATOR.run_python(ref.HERE / "arm_runner.py", str(work))
+    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(work))
     with np.load(work / "results.npz") as res:
         results = {k: res[k] for k in res.files}
     assert str(results["machine"]) == "aarch64"
@@ -116,6 +176,37 @@ def test_kernel_bit_exact_under_qemu(emulated, name):
     got = results[name]
     assert got.dtype == np.dtype(name.rsplit("_", 1)[1])
     np.testing.assert_array_equal(got.astype(np.int64), expected[name])
+
+
+@pytest.mark.parametrize("name", sorted(PAIRED))
+def test_paired_int32_bit_exact_under_qemu(emulated, name):
+    """The gemmlowp/ruy baseline's NEON code (smull/smlal2/sadalp, addp write-back) equals the int64 desc."""
+    expected, results = emulated
+    np.testing.assert_array_equal(results[name].astype(np.int64), expected[name])
+
+
+@pytest.mark.parametrize("name", sorted(PAIRED) + [f"{n}_counted" for n in COUNTED])
+def test_block_counts_account_for_every_multiply(emulated, name):
+    """kernel_cost's counted run: the instrumented kernel still computes the exact result, and the executed
+    multiply lanes (sum over blocks of runs x lanes of its widening multiplies) equal the MACs the plan computes,
+    padding included -- so every block's count is real, which the whole-kernel cycle estimates rely on."""
+    expected, results = emulated
+    np.testing.assert_array_equal(results[name].astype(np.int64), expected[name])
+    counts = results[name + "__counts"]
+    def macs(insn):     # the 8-bit -> .8h multiply(-accumulate)s of the kernels (not vectorized index division)
+        return mul_lanes(insn) if insn.split()[0] in WIDENING and ".8h" in insn.split(",")[0] else 0
+    lanes = sum(int(counts[b.index]) * sum(macs(i) for i in b.lines) for b in expected["__blocks"][name])
+    if name in PAIRED:
+        plan = PAIRED[name][2]
+        rows, cols = plan.row_blocks * plan.tile[0], plan.col_blocks * plan.tile[1]
+        computed = rows * cols * plan.padded_reduce
+    else:
+        plan = expected[name + "__plan"]
+        kh, kw = plan.kernel
+        computed = plan.padded_positions * plan.vector_blocks * plan.lanes * plan.in_per_group * kh * kw
+        computed *= plan.groups if plan.layout == "channels" else plan.out_per_group
+    assert lanes == computed, (lanes, computed)
+    assert kernel_cost.whole_kernel_cycles(expected["__blocks"][name], counts)["cycles"] >= computed / 8
 
 
 @pytest.mark.parametrize("bits", [4, 8])

@@ -2,7 +2,9 @@
 
 import pytest
 
-from tools.asm import hot_loop, llvm_mca, loops, mca_tool, mul_lanes
+from tools.asm import hot_loop, llvm_mca, loops, mul_lanes
+
+from . import arm_tools
 
 ASM = """
 f:
@@ -43,9 +45,9 @@ def test_innermost_loops_and_hot_loop():
         hot_loop("f:\n\tret\n")
 
 
-@pytest.mark.skipif(mca_tool() is None, reason="llvm-mca-19 not installed (run .ci/setup_arm.sh)")
 def test_llvm_mca_counts_the_multiply_pipe():
     """8 independent smlal per iteration: F0 (A57UnitW in LLVM's A72 model) takes 1 cycle each."""
+    arm_tools.require_mca()
     body = "".join(f"smlal\tv{i}.8h, v20.8b, v21.8b\n" for i in range(8))
     res = llvm_mca(body)
     assert res.cycles_per_iteration == pytest.approx(8.0, rel=0.05)

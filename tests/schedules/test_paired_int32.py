@@ -1,0 +1,92 @@
+"""The paired-int32 baseline (schedules/paired_int32.py + intrin_arm.py) against the int64 numpy desc.
+
+On x86 the schedule runs with the desc's plain loops (``neon=False``: the NEON impl cannot compile for x86);
+the tensorized NEON code is checked structurally here and bit for bit under qemu in test_arm_emulated.py.
+Weights avoid -128 (``kernel_operands_ok``: ruy's AccumTwoWithin16Bits condition); data take the full range.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tvm_fxp.schedules import paired_int32 as paired
+from tvm_fxp.schedules import preset
+from tools.asm import hot_loop
+
+from .reference import conv2d_ref, dense_ref
+
+SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def run_paired(plan, x, w, neon=False, target="llvm"):
+    pack_func, offset_func, kernel_func = paired.paired_primfuncs(plan, batch=x.shape[0], neon=neon)
+    packed = tvm.runtime.empty(plan.packed_weight_shape, "int8")
+    tvm.tirx.build(pack_func, target="llvm")(tvm.runtime.tensor(w), packed)
+    args = [tvm.runtime.tensor(x), packed]
+    if offset_func is not None:
+        off = tvm.runtime.empty((plan.out_channels,), "int32")
+        tvm.tirx.build(offset_func, target="llvm")(tvm.runtime.tensor(w), off)
+        args.append(off)
+    shape = (x.shape[0], plan.out_channels, *plan.out_hw) if plan.kind == "conv2d" else (plan.rows, plan.out_channels)
+    out = tvm.runtime.empty(shape, "int32")
+    tvm.tirx.build(kernel_func, target=target)(*args, out)
+    return out.numpy()
+
+
+def operands(rng, x_shape, w_shape, dtype):
+    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
+    x = rng.integers(lo, hi + 1, x_shape)
+    x.flat[rng.integers(0, x.size, max(1, x.size // 4))] = lo      # extremes: -128 * -127 pairs
+    w = rng.integers(-127, 128, w_shape)
+    w.flat[rng.integers(0, w.size, max(1, w.size // 4))] = -127
+    return x.astype(dtype), w.astype("int8")
+
+
+@given(c=st.integers(1, 40), oc=st.integers(1, 23), k=st.sampled_from([1, 3, 5]), s=st.integers(1, 2),
+       pad=st.integers(0, 2), hw=st.integers(3, 10), dtype=st.sampled_from(["int8", "uint8"]),
+       seed=st.integers(0, 2**31))
+@SETTINGS
+def test_paired_conv2d_bit_exact(c, oc, k, s, pad, hw, dtype, seed):
+    hw = max(hw, k - 2 * pad)
+    x, w = operands(np.random.default_rng(seed), (1, c, hw, hw), (oc, c, k, k), dtype)
+    plan = paired.plan_paired_conv2d(x.shape, w.shape, dtype, strides=(s, s), padding=(pad,) * 4)
+    np.testing.assert_array_equal(run_paired(plan, x, w), conv2d_ref(x, w, (s, s), (pad,) * 4))
+
+
+@given(k=st.integers(1, 300), n=st.integers(1, 40), dtype=st.sampled_from(["int8", "uint8"]),
+       seed=st.integers(0, 2**31))
+@SETTINGS
+def test_paired_dense_bit_exact(k, n, dtype, seed):
+    a, b = operands(np.random.default_rng(seed), (1, k), (k, n), dtype)
+    plan = paired.plan_paired_dense(a.shape, b.shape, dtype)
+    np.testing.assert_array_equal(run_paired(plan, a, b), dense_ref(a, b))
+
+
+def test_pairing_limit_is_named():
+    """Two products of -128 * -128 wrap int16: the kernel states the condition ruy states."""
+    assert paired.kernel_operands_ok(np.array([-127, 0, 127], np.int8))
+    assert not paired.kernel_operands_ok(np.array([-128, 5], np.int8))
+
+
+@pytest.mark.parametrize("case", ["conv3x3_c16", "conv3x3_c24_im2col", "dense"])
+def test_neon_inner_loop_is_the_gemmlowp_ruy_form(case):
+    """Cross-compiled for the Pi: the hot loop is smull .8h + smlal2 .8h + sadalp .4s, one of each per output
+    and 16-depth step, no other multiply; the write-back reduces with addp."""
+    if case == "dense":
+        plan = paired.plan_paired_dense((1, 256), (256, 32), "uint8")
+    else:
+        c = 16 if case == "conv3x3_c16" else 24
+        plan = paired.plan_paired_conv2d((1, c, 14, 14), (32, c, 3, 3), "uint8", padding=(1, 1, 1, 1))
+    asm = tvm.tirx.build(paired.paired_primfuncs(plan)[2], target=preset("rpi4")).inspect_source("asm")
+    loop = hot_loop(asm)
+    m = loop.mnemonics
+    assert m.get("smull", 0) == m.get("smlal2", 0) == m.get("sadalp", 0) > 0, m
+    assert loop.mul_lanes == 16 * m["smull"]            # 8 + 8 lanes: 16 MACs per smull/smlal2 pair
+    assert all(re.match(r"smull\s+v\d+\.8h|smlal2\s+v\d+\.8h|sadalp\s+v\d+\.4s", i) for i in loop.lines
+               if i.split()[0] in ("smull", "smlal2", "sadalp"))
+    if plan.kind == "conv2d":
+        assert "addp" in asm
