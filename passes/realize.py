@@ -42,7 +42,8 @@ from ._arith import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, poo
     saturate
 from ._ir import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
     rebuild_function
-from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, composite_patterns, lrn_arithmetic, mul_arithmetic, result_fields
+from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, LrnMatch, composite_patterns, lrn_arithmetic, mul_arithmetic, \
+    result_fields
 from .annotate import CLAIMS_ATTR, TILE_CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
 from .simulate import map_result
@@ -354,6 +355,38 @@ def _lrn(ctx, bb, b, orig, value, where, env):
     return relax.op.multiply(x, t)
 
 
+def _table(ctx, bb, b, orig, value, where, env):
+    """An elementwise function of one activation (sigmoid, tanh, SiLU, Mish, ...): ``T[(q - qmin) >> r]``, a
+    lookup over the input's stored integers at ``2**-K`` (``passes/table.py``; exact for inputs up to 12 bits)."""
+    from .table import emit_table_lookup
+
+    m = ctx.composites[b.var]
+    d = ctx.of(m.x, where)
+    if d.kind != "q":
+        raise FxpGraphError(f"{where}: the input of a table function must be an annotated activation")
+    t, table = emit_table_lookup(bb, env[m.x], d.fmt, m, "int32", b.var.name)
+    ctx.dom[b.var] = Dom("acc", np.asarray(table.frac), "int32", bound=int(np.max(np.abs(table.table))))
+    return t
+
+
+@rule("relax.strided_slice", "relax.nn.pad", "relax.image.resize2d")
+def _select(ctx, bb, b, orig, value, where):
+    """Slices (any axes, steps, negative indices), zero/edge/reflect padding and nearest resizing select stored
+    integers: the same op on the integer tensor, format unchanged."""
+    ctx.dom[b.var] = ctx.of(orig.args[0], where)
+    return value
+
+
+@rule("relax.maximum", "relax.minimum")
+def _max_min(ctx, bb, b, orig, value, where):
+    """Elementwise max/min of activations: operands shifted left to the finest scale among them, compared."""
+    ds = [ctx.of(a, where) for a in orig.args]
+    if any(d.kind != "q" or d.value is not None for d in ds):
+        raise FxpGraphError(f"{where}: maximum/minimum operands must both be annotated activations")
+    fn = relax.op.maximum if op_name(orig) == "relax.maximum" else relax.op.minimum
+    return _aligned(ctx, bb, b, list(value.args), ds, fn, where, False)
+
+
 @rule("relax.nn.relu")
 def _relu(ctx, bb, b, orig, value, where):
     ctx.dom[b.var] = ctx.of(orig.args[0], where)
@@ -443,7 +476,8 @@ def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.F
         if isinstance(orig, (relax.Tuple, relax.TupleGetItem)):
             return value
         if b.var in ctx.composites:
-            return _lrn(ctx, bb, b, orig, value, where, env)
+            rule_fn = _lrn if isinstance(ctx.composites[b.var], LrnMatch) else _table
+            return rule_fn(ctx, bb, b, orig, value, where, env)
         if name not in RULES:
             raise FxpGraphError(f"{where}: op {name} cannot be realized in integers")
         return RULES[name](ctx, bb, b, orig, value, where)
