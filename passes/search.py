@@ -75,6 +75,17 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = N
     return tvm.IRModule({"main": func}), layout
 
 
+def flat_outputs(out) -> np.ndarray:
+    """One output as it is; several outputs (detection heads) as one ``(N, total)`` array per image, so scores
+    (agreement, KL against float) see every output."""
+    if isinstance(out, np.ndarray):
+        return out
+    if hasattr(out, "numpy"):
+        return out.numpy()
+    parts = [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in out]
+    return np.concatenate([p.reshape(len(p), -1) for p in parts], axis=1)
+
+
 class PlanEvaluator:
     """Evaluate plans of one model on fixed inputs with one compiled module.
 
@@ -120,7 +131,7 @@ class PlanEvaluator:
         outs = []
         for s in range(0, len(inputs), self.batch_size):
             x = tvm.runtime.tensor(np.ascontiguousarray(inputs[s:s + self.batch_size], dtype=np.float32))
-            outs.append(self.vm["main"](x, table, *consts).numpy())
+            outs.append(flat_outputs(self.vm["main"](x, table, *consts)))
         self.calls += 1
         return np.concatenate(outs)
 

@@ -84,8 +84,8 @@ def _call_tir_pad(mod, value):
 
 def _zero_insert(bb, x, s: tuple, name: str):
     """``x`` (NCHW) with ``s - 1`` zeros between neighbours along H and W: shape ``(H-1)*sh+1, (W-1)*sw+1``."""
-    n, c, h, w = x.ty.shape
-    h, w = int(h), int(w)
+    n, c = x.ty.shape[0], x.ty.shape[1]
+    h, w = static_shape(x)[2:]
     sh, sw = s
     if sh == 1 and sw == 1:
         return x
@@ -100,7 +100,7 @@ def _crop_or_pad(bb, x, pads, name):
     """conv2d padding ``pads`` (top, left, bottom, right); negative entries crop the input instead."""
     if all(p >= 0 for p in pads):
         return x, list(pads)
-    h, w = (int(d) for d in x.ty.shape[2:])
+    h, w = static_shape(x)[2:]
     t, l, b, r = pads
     x = bb.emit(relax.op.strided_slice(x, axes=[2, 3], begin=[max(-t, 0), max(-l, 0)],
                                        end=[h - max(-b, 0), w - max(-r, 0)]), f"{name}_crop")

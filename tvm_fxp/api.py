@@ -292,11 +292,17 @@ class Runner:
             ex = tvm.runtime.load_module(str(ex))
         self.vm = relax.VirtualMachine(ex, dev)
 
-    def run(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def run(self, inputs, batch_size: int = 256):
+        """The outputs over ``inputs`` (a list of arrays for a model with several inputs); a model with
+        several outputs returns a list of arrays, one per output."""
+        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         outs = []
-        for s in range(0, len(inputs), batch_size):
-            x = np.ascontiguousarray(inputs[s:s + batch_size], dtype=np.float32)
-            outs.append(self.vm["main"](tvm.runtime.tensor(x)).numpy())
+        for s in range(0, len(arrays[0]), batch_size):
+            xs = [tvm.runtime.tensor(np.ascontiguousarray(a[s:s + batch_size], dtype=np.float32)) for a in arrays]
+            r = self.vm["main"](*xs)
+            outs.append([o.numpy() for o in r] if not hasattr(r, "numpy") else r.numpy())
+        if outs and isinstance(outs[0], list):
+            return [np.concatenate(parts) for parts in zip(*outs)]
         return np.concatenate(outs) if outs else np.zeros((0,))
 
 

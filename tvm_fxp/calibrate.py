@@ -99,17 +99,22 @@ def check_batch(x: np.ndarray, where: str) -> np.ndarray:
 
 def calibrate(prepared: tvm.IRModule, lg, inputs: np.ndarray, batch_size: int = 64, target=None,
               progress: bool = True) -> dict:
-    """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs``."""
-    inputs = check_batch(inputs, "calibration data")
+    """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs`` (a list of arrays,
+    one per model input, for a model with several inputs)."""
+    arrays = [check_batch(a, f"calibration data (input {i})") for i, a in enumerate(inputs)] \
+        if isinstance(inputs, (list, tuple)) else [check_batch(inputs, "calibration data")]
+    if len({len(a) for a in arrays}) != 1:
+        raise CalibrationError(f"calibration data: the inputs have different numbers of samples "
+                               f"{[len(a) for a in arrays]}")
     from .api import build
 
     ex = build(probe_module(prepared, lg), target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     keys = [layer.output_key for layer in lg.layers.values()]
     stats = {k: TensorStats() for k in keys}
-    n = len(inputs)
+    n = len(arrays[0])
     for start in tqdm(range(0, n, batch_size), desc="calibrate", unit="batch", disable=not progress):
-        outs = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(inputs[start:start + batch_size])))
+        outs = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a[start:start + batch_size])) for a in arrays])
         for k, o in zip(keys, outs):
             a = o.numpy()
             if not np.all(np.isfinite(a)):

@@ -61,10 +61,10 @@ class Evaluator:
 
     def __post_init__(self):
         from ..api import Runner, build
-        from ..passes.search import PlanEvaluator
+        from ..passes.search import PlanEvaluator, flat_outputs
 
         self.sim = PlanEvaluator(self.prepared, self.template)
-        self.float_out = Runner(build(self.prepared)).run(self.inputs)
+        self.float_out = flat_outputs(Runner(build(self.prepared)).run(self.inputs))
         self.started = time.time()          # the limit is the search's: compiling the scorer is not counted
         self.float_top1 = top1(self.float_out, self.labels)
         if self.labels is None:
