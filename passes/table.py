@@ -61,6 +61,8 @@ ELEMENTWISE = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multip
                "relax.nn.relu": lambda v: np.maximum(v, 0), "relax.clip": None, "relax.nn.leakyrelu": None,
                "relax.power": np.power}
 REGION_OPS = set(TRANSCENDENTAL) | set(ELEMENTWISE)
+_AFFINE = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide"}
+_WEIGHTED = {"relax.nn.conv2d", "relax.matmul", "relax.nn.conv2d_transpose"}
 NONLINEAR = set(TRANSCENDENTAL) - {"relax.power"}
 
 
@@ -92,6 +94,8 @@ def table_patterns(bindings, producer, users, results, skip) -> dict:
                    and isinstance(a.ty, relax.TensorType)]
         if any(not isinstance(a, relax.Var) for a in tensors) or not tensors:
             continue
+        if name in _AFFINE and any(op_name(producer.get(a)) in _WEIGHTED for a in tensors):
+            continue      # a (scalar) bias or scale of a conv/matmul: Prepare folds it into the layer
         srcs = {source.get(a, a) for a in tensors}
         if len(srcs) != 1:
             continue
