@@ -3,12 +3,14 @@
 A *layer* is an anchor op plus the ops fused into its requantize: ``conv2d``/``matmul`` (+ constant bias
 ``add``), the residual ``add`` (n-ary: a chain of adds whose inner sums have no other user is one layer),
 ``concat``, ``avg_pool2d`` and spatial ``mean`` anchors, the elementwise product ``mul`` of two activations
-(squeeze-and-excite gating, hard-swish) and local response normalisation ``lrn`` (recognised from the ops
-the ONNX importer decomposes it into), each followed by at most ``relu``/``clip`` ops.  Each layer's last
+(squeeze-and-excite gating, hard-swish), elementwise ``max``/``min`` of activations, local response
+normalisation ``lrn`` (recognised from the ops the ONNX importer decomposes it into) and ``table`` (an elementwise
+function of one activation: sigmoid, SiLU, tanh, Mish..., ``table.py``), each followed by at most
+``relu``/``clip`` ops.  Each layer's last
 value (its *tail*) is an activation that gets a format (the plan key ``<layer>.output``); weighted layers
 add ``<layer>.weight`` and ``<layer>.bias``.  Function parameters are the ``input`` layer(s).  Ops that keep
-values on their grid (max pool, reshape, flatten, transpose, standalone relu/clip) are pass-through: they
-carry their producer's format.  A ``softmax`` (or ``log_softmax``) on the output is the float *epilogue*: it
+values on their grid (max pool, reshape, flatten, transpose, slices, zero/edge/reflect pads, nearest resizes,
+standalone relu/clip) are pass-through: they carry their producer's format.  A ``softmax`` (or ``log_softmax``) on the output is the float *epilogue*: it
 runs after the output dequantize, in float32, in the simulated and the realized graph alike.
 
 Both ``Annotate`` (where to put the annotations), calibration (which tensors to observe) and the allocators

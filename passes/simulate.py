@@ -16,6 +16,8 @@ Per op (the ops not listed are computed as they are, in float64, which is exact 
   ``2**-(fa+fb)``, exact while ``|qa*qb| < 2**52`` (``analysis.mul_arithmetic``);
 - ``lrn``: the same table lookup as the integer graph (``_arith.emit_lrn_lookup``), then ``x * T * 2**-K``;
   the decomposed float ops of the importer are dropped;
+- a table layer (``table.py``): the same lookup over the input's integers as the integer graph, times ``2**-K``
+  (in the parametric search module, the function's own float64 ops: formats vary at run time there);
 - a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
 

@@ -365,3 +365,20 @@ def test_bilinear_resize_with_integer_weights(tmp_path, scale, mode):
     fin, fo = q.plan["input"], _out_fmt(q)
     exact = ort.InferenceSession(model.SerializeToString()).run(None, {"x": fin.fake_quantize(x).astype(np.float32)})[0]
     assert np.abs(real - exact).max() <= 2.0 ** -(fo.frac + 1) + 1e-6
+
+
+def test_readme_op_table_is_generated_from_the_rule_registry():
+    """The README's supported-op table is exactly what ``passes/op_table.py`` generates from ``realize.RULES``,
+    and every registered rule has a row."""
+    from pathlib import Path
+
+    from tvm_fxp.passes.op_table import END, START, markdown
+    from tvm_fxp.passes.realize import COMPOSITE_RULES, RULES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split(START)[1].split(END)[0].strip()
+    assert block == markdown(), "run: python -m tvm_fxp.passes.op_table README.md"
+    for op in set(RULES) - {"relax.sigmoid", "relax.tanh", "relax.exp"}:
+        assert f"`{op}`" in block or op in ("relax.log", "relax.sqrt") or op.startswith("relax.") and \
+            RULES[op].__name__ == "_float_island", op
+    assert all(f"| {name} (several ops) |" in block for name in COMPOSITE_RULES)
