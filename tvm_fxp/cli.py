@@ -65,11 +65,20 @@ def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size:
     float_out = api.Runner(api.build(q.prepared)).run(data.inputs, batch_size)
     sim_out = api.Runner(api.build(q.simulated())).run(data.inputs, batch_size)
     fxp_out = fxp_runner.run(data.inputs, batch_size)
+    # several outputs (detection heads): each checked and compared with float on its own; top-1/agreement only
+    # mean something for one (classifier) output
+    listed = [o if isinstance(o, list) else [o] for o in (float_out, sim_out, fxp_out)]
+    single = len(listed[0]) == 1
+    outputs = [{"layer": name, "format": str(q.plan[q.graph.layers[name].output_key]),
+                "bit_exact": bool(np.array_equal(s, x)),
+                "relative_l2_vs_float": float(np.linalg.norm(x - f) / max(np.linalg.norm(f), 1e-30))}
+               for name, f, s, x in zip(q.graph.outputs, *listed)]
     return {
-        "float_top1": top1(float_out, data.labels),
-        "fxp_top1": top1(fxp_out, data.labels),
-        "agreement": agreement(float_out, fxp_out),
-        "bit_exact": bool(np.array_equal(sim_out, fxp_out)),
+        "float_top1": top1(float_out, data.labels) if single else None,
+        "fxp_top1": top1(fxp_out, data.labels) if single else None,
+        "agreement": agreement(float_out, fxp_out) if single else None,
+        "bit_exact": all(o["bit_exact"] for o in outputs),
+        "outputs": outputs,
         "float_ops_in_integer_graph": len(float_ops_in_integer_graph(q.realized())),
         "evaluated_inputs": int(len(data.inputs)),
         "data_source": data.source,

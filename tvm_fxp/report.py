@@ -79,6 +79,11 @@ def markdown_report(q, summary: dict) -> str:
               "max_accumulator_bits", "wall_s"):
         v = summary.get(k)
         lines.append(f"| {k} | {f'{v:.4f}' if isinstance(v, float) else v} |")
+    if summary.get("outputs") and len(summary["outputs"]) > 1:
+        lines += ["", "## Outputs", "", "Each output is dequantized with its own format.", "",
+                  "| output layer | format | bit-exact | relative L2 vs float |", "|---|---|---|---|"]
+        lines += [f"| {o['layer']} | {o['format']} | {o['bit_exact']} | {o['relative_l2_vs_float']:.4f} |"
+                  for o in summary["outputs"]]
     lines += ["", "## Layers", "",
               "Formats are `Q<int>.<frac>` (sign bit counted in int; `u` = unsigned). The accumulator needs "
               "`acc_bits` (the tighter of the worst-case and the per-channel L1 proof); margin = bits left in "

@@ -382,3 +382,36 @@ def test_readme_op_table_is_generated_from_the_rule_registry():
         assert f"`{op}`" in block or op in ("relax.log", "relax.sqrt") or op.startswith("relax.") and \
             RULES[op].__name__ == "_float_island", op
     assert all(f"| {name} (several ops) |" in block for name in COMPOSITE_RULES)
+
+
+def test_cli_quantizes_a_multi_output_detector(tmp_path, capsys):
+    """``tvm-fxp quantize`` on a small detector with two heads at two scales (strided-slice stem, SiLU, nearest
+    upsampling, sigmoid decode): exit 0, integer-only, and summary.json / report.md list every output with its own
+    format, its bit-exactness and its relative L2 error against float."""
+    import json
+
+    from onnx_graphs import Net, detection_model, save
+    from tvm_fxp.cli import main
+
+    g = Net([1, 3, 16, 16], seed=3)
+    stem = g.op("Concat", [g.op("Slice", [g.op("Relu", ["input"]), g.tensor(np.array([i], np.int64), "s", np.int64),
+                                          g.tensor(np.array([16], np.int64), "e", np.int64),
+                                          g.tensor(np.array([2], np.int64), "a", np.int64),
+                                          g.tensor(np.array([2], np.int64), "t", np.int64)]) for i in (0, 1)], axis=1)
+    x = g.conv(stem, 6, 8, stride=1)
+    x = g.op("Mul", [x, g.op("Sigmoid", [x])])
+    small = g.conv(x, 8, 8, stride=2)
+    up = g.op("Resize", [small, "", g.tensor(np.array([1, 1, 2, 2], np.float32), "sc")], mode="nearest")
+    heads = [g.op("Sigmoid", [g.conv(small, 8, 6, k=1, pad=0)]),
+             g.op("Sigmoid", [g.conv(g.op("Concat", [up, x], axis=1), 16, 6, k=1, pad=0)])]
+    path = save(detection_model(g, heads, 16), tmp_path, "det.onnx")
+    code = main(["quantize", str(path), "--calib", "synthetic", "--calib-size", "16", "--eval-size", "8",
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["bit_exact"] is True and s["float_ops_in_integer_graph"] == 0 and s["float_islands"] == []
+    assert len(s["outputs"]) == 2 and all(o["bit_exact"] for o in s["outputs"])
+    assert all(o["relative_l2_vs_float"] < 0.03 for o in s["outputs"]), s["outputs"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Outputs" in report and all(f"| {o['layer']} | {o['format']} |" in report for o in s["outputs"])
