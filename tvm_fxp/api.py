@@ -200,6 +200,12 @@ def bind_plan(prepared, lg, plan: Plan, stats=None) -> Quantized:
                 + (0 if layer.bias is None else int(layer.bias.size))}
         if layer.name in arith:
             info["accumulator"] = arith[layer.name].bound.to_json()
+        if layer.op == "table":
+            from .passes.table import build_table
+
+            t = build_table(layer.attrs["match"], plan[lg.layers[layer.inputs[0]].output_key], layer.name)
+            info["table"] = {"function": layer.attrs["fn"], "entries": int(len(t.table)), "index_shift": t.shift,
+                             "frac": t.frac, "exact": t.exact, "max_error": t.bound}
         layers[layer.name] = info
     plan.layers = layers
     return Quantized(prepared, lg, plan, stats or {}, arith)

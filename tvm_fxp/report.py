@@ -101,6 +101,15 @@ def markdown_report(q, summary: dict) -> str:
                   "weighted layer's products are summed in the integer graph (int16 where the bound proves it; "
                   "int16 k-tiles widened into int32 where each input-channel range's bound fits int16; else "
                   "int32/int64)."]
+    tables = [(n, info["table"]) for n, info in (q.plan.layers or {}).items() if "table" in info]
+    if tables:
+        lines += ["", "## Lookup tables", "",
+                  "Elementwise functions of one activation, as tables over its stored integers: one entry per "
+                  "integer (exact: only the entry's rounding, half a step of `2^-frac`) or, for inputs wider than "
+                  "12 bits, one per `2^index_shift` integers with the largest error over every input integer.", "",
+                  "| layer | function | entries | index shift | table frac | max error |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | `{t['function']}` | {t['entries']} | {t['index_shift']} | {t['frac']} | "
+                  f"{t['max_error']:.3g} |" for n, t in tables]
     islands = float_islands(q.graph)
     lines += ["", "## Float islands", ""]
     if islands:

@@ -415,3 +415,8 @@ def test_cli_quantizes_a_multi_output_detector(tmp_path, capsys):
     assert all(o["relative_l2_vs_float"] < 0.03 for o in s["outputs"]), s["outputs"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Outputs" in report and all(f"| {o['layer']} | {o['format']} |" in report for o in s["outputs"])
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    tables = {n: i["table"] for n, i in plan["layers"].items() if "table" in i}
+    assert sorted(t["function"] for t in tables.values()) == ["multiply(x, sigmoid(x))", "sigmoid(x)", "sigmoid(x)"]
+    assert all(t["exact"] and t["entries"] == 256 and t["max_error"] <= 2.0 ** -(t["frac"] + 1) for t in tables.values())
+    assert "## Lookup tables" in report and "| `multiply(x, sigmoid(x))` | 256 | 0 |" in report
