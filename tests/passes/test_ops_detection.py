@@ -420,3 +420,28 @@ def test_cli_quantizes_a_multi_output_detector(tmp_path, capsys):
     assert sorted(t["function"] for t in tables.values()) == ["multiply(x, sigmoid(x))", "sigmoid(x)", "sigmoid(x)"]
     assert all(t["exact"] and t["entries"] == 256 and t["max_error"] <= 2.0 ** -(t["frac"] + 1) for t in tables.values())
     assert "## Lookup tables" in report and "| `multiply(x, sigmoid(x))` | 256 | 0 |" in report
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+def test_upsample_of_old_opsets(tmp_path, opset):
+    """``Upsample`` (opset 7: scales attribute; 9: scales input), as old YOLO exports write it: the integer graph
+    equals onnxruntime's Upsample of the quantized input exactly."""
+    import onnxruntime as ort
+
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 4])
+    if opset == 7:
+        node, inits = helper.make_node("Upsample", ["x"], ["y"], mode="nearest", scales=[1.0, 1.0, 2.0, 3.0]), []
+    else:
+        node = helper.make_node("Upsample", ["x", "s"], ["y"], mode="nearest")
+        inits = [numpy_helper.from_array(np.array([1, 1, 2, 3], np.float32), "s")]
+    g = helper.make_graph([node], "g", [x_info], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 6, 12])],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 3 if opset == 7 else 4
+    path = tmp_path / "up.onnx"
+    onnx.save(m, str(path))
+    x = np.random.default_rng(opset).normal(0, 1, (4, 2, 3, 4)).astype(np.float32)
+    q = tvm_fxp.quantize(path, x, tvm_fxp.Uniform(8), progress=False)
+    real = tvm_fxp.Runner(tvm_fxp.build(q.realized(), FAST_TARGET)).run(x)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": q.plan["input"].fake_quantize(x).astype(np.float32)})[0]
+    np.testing.assert_array_equal(real, ref)
