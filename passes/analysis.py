@@ -3,12 +3,14 @@
 A *layer* is an anchor op plus the ops fused into its requantize: ``conv2d``/``matmul`` (+ constant bias
 ``add``), the residual ``add`` (n-ary: a chain of adds whose inner sums have no other user is one layer),
 ``concat``, ``avg_pool2d`` and spatial ``mean`` anchors, the elementwise product ``mul`` of two activations
-(squeeze-and-excite gating, hard-swish) and local response normalisation ``lrn`` (recognised from the ops
-the ONNX importer decomposes it into), each followed by at most ``relu``/``clip`` ops.  Each layer's last
+(squeeze-and-excite gating, hard-swish), elementwise ``max``/``min`` of activations, local response
+normalisation ``lrn`` (recognised from the ops the ONNX importer decomposes it into) and ``table`` (an elementwise
+function of one activation: sigmoid, SiLU, tanh, Mish..., ``table.py``), each followed by at most
+``relu``/``clip`` ops.  Each layer's last
 value (its *tail*) is an activation that gets a format (the plan key ``<layer>.output``); weighted layers
 add ``<layer>.weight`` and ``<layer>.bias``.  Function parameters are the ``input`` layer(s).  Ops that keep
-values on their grid (max pool, reshape, flatten, transpose, standalone relu/clip) are pass-through: they
-carry their producer's format.  A ``softmax`` (or ``log_softmax``) on the output is the float *epilogue*: it
+values on their grid (max pool, reshape, flatten, transpose, slices, zero/edge/reflect pads, nearest resizes,
+standalone relu/clip) are pass-through: they carry their producer's format.  A ``softmax`` (or ``log_softmax``) on the output is the float *epilogue*: it
 runs after the output dequantize, in float32, in the simulated and the realized graph alike.
 
 Both ``Annotate`` (where to put the annotations), calibration (which tensors to observe) and the allocators
@@ -31,12 +33,14 @@ from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bind
 
 WEIGHTED = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
 ANCHORS = {"relax.add": "add", "relax.concat": "concat", "relax.nn.avg_pool2d": "avgpool",
-           "relax.mean": "mean", "relax.multiply": "mul"}
+           "relax.mean": "mean", "relax.multiply": "mul", "relax.maximum": "max", "relax.minimum": "min"}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip"}
 PASS_THROUGH = {"relax.nn.max_pool2d", "relax.reshape", "relax.flatten", "relax.permute_dims",
-                "relax.squeeze", "relax.expand_dims", "relax.nn.relu", "relax.clip"}
+                "relax.squeeze", "relax.expand_dims", "relax.nn.relu", "relax.clip", "relax.strided_slice",
+                "relax.nn.pad", "relax.image.resize2d"}
 EPILOGUE = {"relax.nn.softmax", "relax.nn.log_softmax"}
-SUPPORTED = set(WEIGHTED) | set(ANCHORS) | PASS_THROUGH | EPILOGUE | {"LRN (decomposed by the importer)"}
+SUPPORTED = set(WEIGHTED) | set(ANCHORS) | PASS_THROUGH | EPILOGUE | {"LRN (decomposed by the importer)"} | \
+    {"elementwise functions of one activation (sigmoid, tanh, SiLU, Mish, ...): lookup tables"}
 # unary elementwise ops with no integer realization: with float islands allowed (``ISLANDS_ATTR`` on ``main``,
 # set by ``allow_float_islands``), each becomes a layer of kind ``float`` computed in float64 between a
 # dequantize of its (quantized) input and the quantize of its output, in the simulation and in the integer
@@ -131,7 +135,10 @@ def _match_lrn(b, producer, users) -> LrnMatch | None:
 
 
 def composite_patterns(func: relax.Function) -> dict:
-    """``{anchor var: LrnMatch}`` for every composite op of ``func`` realized as one layer."""
+    """``{anchor var: LrnMatch | TableMatch}`` for every composite op of ``func`` realized as one layer (LRN,
+    and the elementwise functions of one activation realized as lookup tables, ``passes/table.py``)."""
+    from .table import table_patterns
+
     bindings = main_bindings(func)
     producer = {b.var: b.value for b in bindings}
     users = consumers(func)
@@ -140,6 +147,8 @@ def composite_patterns(func: relax.Function) -> dict:
         m = _match_lrn(b, producer, users)
         if m is not None:
             out[b.var] = m
+    lrn_vars = set(out) | {v for m in out.values() for v in m.inner}
+    out.update(table_patterns(bindings, producer, users, set(result_fields(func, producer)), lrn_vars))
     return out
 
 
@@ -191,6 +200,23 @@ def result_fields(func, producer=None) -> list:
     if isinstance(r, relax.Tuple):
         return list(r.fields)
     return [r]
+
+
+def _check_pass_through(e, where: str):
+    """The pass-through ops that select values only under conditions: zero padding, nearest resizing."""
+    name = op_name(e)
+    if name == "relax.nn.pad":
+        if e.attrs.pad_mode not in ("constant", "replicate", "reflect"):
+            raise FxpGraphError(f"{where}: pad mode {e.attrs.pad_mode} is not supported (constant, edge, reflect)")
+        if e.attrs.pad_mode == "constant" and float(e.attrs.pad_value) != 0.0:
+            raise FxpGraphError(f"{where}: Pad with the constant {float(e.attrs.pad_value)} is not supported; only "
+                                "zero padding (or edge/reflect) stays on every fixed-point grid")
+    elif name == "relax.image.resize2d":
+        if e.attrs.method != "nearest_neighbor" or e.attrs.layout != "NCHW" or \
+                e.attrs.coordinate_transformation_mode == "tf_crop_and_resize":
+            raise FxpGraphError(f"{where}: resize {e.attrs.method} ({e.attrs.coordinate_transformation_mode}) "
+                                "is not supported: nearest (any coordinate mode but tf_crop_and_resize), or linear "
+                                "by an integer factor (half_pixel, pytorch_half_pixel, asymmetric)")
 
 
 def analyze(func: relax.Function) -> LayerGraph:
@@ -266,7 +292,8 @@ def analyze(func: relax.Function) -> LayerGraph:
             if isinstance(e, (relax.Tuple, relax.Var)) and isinstance(v.ty, relax.TupleType):
                 continue   # the result tuple (checked field by field below)
             raise FxpGraphError(f"{where}: unsupported expression; only calls to supported ops can be realized")
-        if opn in PASS_THROUGH and isinstance(e.args[0], relax.Var) and e.args[0] in source:
+        if opn in PASS_THROUGH and isinstance(e.args[0], relax.Var) and e.args[0] in source and v not in composites:
+            _check_pass_through(e, where)
             source[v] = source[e.args[0]]
             continue
         if opn in EPILOGUE and isinstance(e.args[0], relax.Var) and e.args[0] in source:
@@ -279,8 +306,8 @@ def analyze(func: relax.Function) -> LayerGraph:
         if isinstance(e.args[0], relax.Var) and e.args[0] in epilogue:
             raise FxpGraphError(f"{where}: only layout ops may follow the softmax epilogue (it runs in float "
                                 "after the output dequantize)")
-        island = opn in FLOAT_ISLAND_OPS and allow_islands
-        if opn in FLOAT_ISLAND_OPS and not allow_islands:
+        island = opn in FLOAT_ISLAND_OPS and allow_islands and v not in composites
+        if opn in FLOAT_ISLAND_OPS and not allow_islands and v not in composites:
             raise FxpGraphError(f"{where}: op {opn} has no integer realization in tvm-fxp; to keep it in float "
                                 "between a dequantize and a quantize (a float island, listed in the report), "
                                 "pass --allow-float-islands (Python: load_model/quantize(..., "
@@ -289,7 +316,11 @@ def analyze(func: relax.Function) -> LayerGraph:
             raise FxpGraphError(f"{where}: op {opn} is not supported by the tvm-fxp realizer; supported ops: "
                                 f"{sorted(SUPPORTED)}. Remove it from the model or file an issue.")
         out_shape = _per_image(static_shape(v), where)
-        if v in composites:
+        if v in composites and not isinstance(composites[v], LrnMatch):
+            m = composites[v]
+            layer = Layer(new_name("table"), "table", [arg_layer(m.x, where)], out_shape, anchor=v,
+                          macs=int(np.prod(out_shape)), attrs={"match": m, "fn": m.describe})
+        elif v in composites:
             m = composites[v]
             layer = Layer(new_name("lrn"), "lrn", [arg_layer(m.x, where)], out_shape, anchor=v,
                           macs=int(np.prod(out_shape)) * (m.size + 1),
@@ -323,9 +354,9 @@ def analyze(func: relax.Function) -> LayerGraph:
                           macs=int(np.prod(out_shape)) * fan_in)
         else:
             kind = ANCHORS[opn]
-            if kind in ("add", "mul"):
+            if kind in ("add", "mul", "max", "min"):
                 if any(is_const(a) for a in e.args):
-                    what = "add" if kind == "add" else "multiply"
+                    what = {"add": "add", "mul": "multiply", "max": "maximum", "min": "minimum"}[kind]
                     raise FxpGraphError(f"{where}: {what} of a constant that is neither a layer bias nor a "
                                         "per-channel/scalar affine Prepare could fold is not supported")
                 args = [leaf for a in e.args for leaf in add_leaves(a)] if kind == "add" else list(e.args)

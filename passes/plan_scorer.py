@@ -76,6 +76,17 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = N
     return tvm.IRModule({"main": func}), layout
 
 
+def flat_outputs(out) -> np.ndarray:
+    """One output as it is; several outputs (detection heads) as one ``(N, total)`` array per image, so scores
+    (agreement, KL against float) see every output."""
+    if isinstance(out, np.ndarray):
+        return out
+    if hasattr(out, "numpy"):
+        return out.numpy()
+    parts = [o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in out]
+    return np.concatenate([p.reshape(len(p), -1) for p in parts], axis=1)
+
+
 class PlanScorer:
     """Simulate plans of one model on fixed inputs with one compiled module (the ``sim`` of the search
     methods' ``tvm_fxp.methods.evaluate.Evaluator``).
@@ -125,7 +136,7 @@ class PlanScorer:
         consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in self.constants(plan)]
         from tvm_fxp.batching import concat, run_batched
 
-        outs = run_batched(lambda x: self.vm["main"](tvm.runtime.tensor(x), table, *consts).numpy(), inputs,
+        outs = run_batched(lambda x: flat_outputs(self.vm["main"](tvm.runtime.tensor(x), table, *consts)), inputs,
                            self.batching)
         self.calls += 1
         return concat(outs)

@@ -58,6 +58,8 @@ def _check_graph(mod: tvm.IRModule) -> tvm.IRModule:
 
 def Prepare() -> tvm.transform.Pass:
     """The preparation pipeline (a ``tvm.transform.Sequential``): decompose, fold, clean up."""
+    from .selection import CanonicalizeSelections
+
     return tvm.transform.Sequential([
         relax.transform.DecomposeOpsForInference(),
         FoldConstantsNumpy(),
@@ -65,6 +67,7 @@ def Prepare() -> tvm.transform.Pass:
         CanonicalizeClip(),
         RemoveDropout(),
         CanonicalizeSum(),
+        CanonicalizeSelections(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
         PushScalarMultiplies(),

@@ -18,7 +18,11 @@ Runs on an annotated module (after ``Annotate``), instead of ``Simulate``.  The 
   count varies), then requantize;
 - the product of two activations is ``qa * qb`` at ``2**-(fa + fb)``;
 - LRN is ``q * T[s >> r]`` with ``s`` the integer window sum of ``q**2`` and ``T`` a table of
-  ``2**K * (bias + alpha/size * S)**-beta`` (``tvm_fxp.bounds.lrn_table``).
+  ``2**K * (bias + alpha/size * S)**-beta`` (``tvm_fxp.bounds.lrn_table``);
+- elementwise functions of one activation (sigmoid, tanh, SiLU, Mish, GELU, ...) are ``T[(q - qmin) >> r]``, a
+  table over the input's stored integers (``table.py``);
+- slices, zero/edge/reflect pads and nearest resizes select stored integers; max/min align their operands like a
+  concat, then compare.
 
 Each op's rule is one function registered in ``RULES``; every rule records the domain of its result (``Dom``:
 stored integers of a format, or an accumulator at a scale with a proven magnitude bound).
@@ -42,7 +46,7 @@ from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, p
     saturate
 from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
     rebuild_function
-from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, composite_patterns, result_fields
+from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, LrnMatch, composite_patterns, result_fields
 from .annotate import CLAIMS_ATTR, TILE_CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
 from .simulate import map_result
@@ -182,6 +186,7 @@ def rule(*ops):
 
 @rule("fxp.annotate")
 def _annotate(ctx, bb, b, orig, value, where):
+    """Input quantize (float64 round half away, clip, the only float ops before the integers); weights and biases as int8/int16 constants; activations requantized: rounding right shift or saturating left shift, saturate."""
     fmt, key = annotation_format(orig)
     x = orig.args[0]
     if is_const(x):
@@ -201,6 +206,7 @@ def _annotate(ctx, bb, b, orig, value, where):
 
 @rule("relax.nn.conv2d", "relax.matmul")
 def _weighted(ctx, bb, b, orig, value, where):
+    """int8/int16 operands accumulated in int16 (proven, or k-tiled), int32 or int64 by the layer's L1/worst-case bound; cluster multipliers as one integer multiply per output."""
     name = op_name(orig)
     dx, dw = ctx.of(orig.args[0], where), ctx.of(orig.args[1], where)
     if dx.kind != "q" or dw.kind != "q" or dw.value is None:
@@ -293,6 +299,7 @@ def _k_tiled(bb, b, orig, x, dw, tiles, w_axis):
 
 @rule("relax.add")
 def _add(ctx, bb, b, orig, value, where):
+    """Bias added at the accumulator scale ``f_x + f_w``; residual (n-ary) adds of activations shifted left to the finest scale, summed."""
     d0, d1 = ctx.of(orig.args[0], where), ctx.of(orig.args[1], where)
     if d0.kind == "acc" and d1.kind == "q" and d1.value is not None:   # bias at accumulator scale
         channel_frac = np.asarray(d0.frac, dtype=np.int64)
@@ -309,6 +316,7 @@ def _add(ctx, bb, b, orig, value, where):
 
 @rule("relax.concat")
 def _concat(ctx, bb, b, orig, value, where):
+    """Operands in different formats shifted left to the finest scale among them, concatenated."""
     ds = [ctx.of(a, where) for a in orig.args[0].fields]
     if any(d.kind != "q" for d in ds):
         raise FxpGraphError(f"{where}: concat operands must be annotated tensors")
@@ -335,6 +343,7 @@ def _aligned(ctx, bb, b, xs, ds, combine, where, summed):
 
 @rule("relax.mean", "relax.nn.avg_pool2d")
 def _pool(ctx, bb, b, orig, value, where):
+    """Integer window sum times the multiplier ``m`` (``m / 2**s ~ 1/count``, per position when the count varies)."""
     d = ctx.of(orig.args[0], where)
     count = pool_count(orig)
     m, _ = pool_multiplier(count)
@@ -348,6 +357,7 @@ def _pool(ctx, bb, b, orig, value, where):
 
 @rule("relax.multiply")
 def _mul(ctx, bb, b, orig, value, where):
+    """Product of two activations ``qa * qb`` at ``2**-(fa + fb)`` (squeeze-and-excite, hard-swish)."""
     ds = [ctx.of(a, where) for a in orig.args]
     if any(d.kind != "q" or d.value is not None for d in ds):
         raise FxpGraphError(f"{where}: multiply operands must both be annotated activations")
@@ -359,6 +369,7 @@ def _mul(ctx, bb, b, orig, value, where):
 
 
 def _lrn(ctx, bb, b, orig, value, where, env):
+    """Local response normalisation: ``q * T[s >> r]``, ``s`` the integer window sum of ``q**2``, ``T`` a table of ``(bias + alpha/size * S)**-beta``."""
     m = ctx.composites[b.var]
     d = ctx.of(m.x, where)
     if d.kind != "q":
@@ -371,14 +382,53 @@ def _lrn(ctx, bb, b, orig, value, where, env):
     return relax.op.multiply(x, t)
 
 
+def _table(ctx, bb, b, orig, value, where, env):
+    """An elementwise function of one activation (sigmoid, tanh, SiLU, Mish, ...): ``T[(q - qmin) >> r]``, a
+    lookup over the input's stored integers at ``2**-K`` (``passes/table.py``): exact for inputs up to 12 bits, wider
+    inputs index the top 12 bits with the error bound stated per table."""
+    from .table import emit_table_lookup
+
+    m = ctx.composites[b.var]
+    d = ctx.of(m.x, where)
+    if d.kind != "q":
+        raise FxpGraphError(f"{where}: the input of a table function must be an annotated activation")
+    t, table = emit_table_lookup(bb, env[m.x], d.fmt, m, "int32", b.var.name)
+    ctx.dom[b.var] = Dom("acc", np.asarray(table.frac), "int32", bound=int(np.max(np.abs(table.table))))
+    return t
+
+
+# layers recognised from several ops (``analysis.composite_patterns``), realized as one
+COMPOSITE_RULES = {"LRN": _lrn, "table": _table}
+
+
+@rule("relax.strided_slice", "relax.nn.pad", "relax.image.resize2d")
+def _select(ctx, bb, b, orig, value, where):
+    """Slices (any axes, steps, negative indices), zero/edge/reflect padding and nearest resizing select stored
+    integers: the same op on the integer tensor, format unchanged."""
+    ctx.dom[b.var] = ctx.of(orig.args[0], where)
+    return value
+
+
+@rule("relax.maximum", "relax.minimum")
+def _max_min(ctx, bb, b, orig, value, where):
+    """Elementwise max/min of activations: operands shifted left to the finest scale among them, compared."""
+    ds = [ctx.of(a, where) for a in orig.args]
+    if any(d.kind != "q" or d.value is not None for d in ds):
+        raise FxpGraphError(f"{where}: maximum/minimum operands must both be annotated activations")
+    fn = relax.op.maximum if op_name(orig) == "relax.maximum" else relax.op.minimum
+    return _aligned(ctx, bb, b, list(value.args), ds, fn, where, False)
+
+
 @rule("relax.nn.relu")
 def _relu(ctx, bb, b, orig, value, where):
+    """On the accumulator or stored integers (commutes with requantize)."""
     ctx.dom[b.var] = ctx.of(orig.args[0], where)
     return value
 
 
 @rule("relax.clip")
 def _clip(ctx, bb, b, orig, value, where):
+    """Integer bounds on the accumulator (shifted left first when a bound is finer than its step); ReLU6, HardSigmoid."""
     d = ctx.of(orig.args[0], where)
     lo, hi = float(orig.args[1].value), float(orig.args[2].value)
     frac = np.asarray(d.frac, dtype=np.int64)
@@ -409,6 +459,7 @@ def _clip(ctx, bb, b, orig, value, where):
 
 @rule(*_LAYOUT_OPS)
 def _layout(ctx, bb, b, orig, value, where):
+    """Max pool and layout ops (reshape, flatten, transpose, squeeze) on the stored integers, format unchanged."""
     ctx.dom[b.var] = ctx.of(orig.args[0], where)
     return value
 
@@ -436,6 +487,7 @@ def _dequantize(bb, x, d: Dom, name: str):
 
 @rule(*EPILOGUE)
 def _epilogue_op(ctx, bb, b, orig, value, where):
+    """Softmax on the output after its dequantize, in float32 (as in the simulation)."""
     d = ctx.of(orig.args[0], where)
     x = value.args[0] if d.kind == "float" else _dequantize(bb, value.args[0], d, f"{b.var.name}_deq")
     ctx.dom[b.var] = Dom("float", np.asarray(0), "float32")
@@ -460,7 +512,8 @@ def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.F
         if isinstance(orig, (relax.Tuple, relax.TupleGetItem)):
             return value
         if b.var in ctx.composites:
-            return _lrn(ctx, bb, b, orig, value, where, env)
+            rule_fn = COMPOSITE_RULES["LRN" if isinstance(ctx.composites[b.var], LrnMatch) else "table"]
+            return rule_fn(ctx, bb, b, orig, value, where, env)
         if name not in RULES:
             raise FxpGraphError(f"{where}: op {name} cannot be realized in integers")
         return RULES[name](ctx, bb, b, orig, value, where)

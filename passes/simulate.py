@@ -16,6 +16,8 @@ Per op (the ops not listed are computed as they are, in float64, which is exact 
   ``2**-(fa+fb)``, exact while ``|qa*qb| < 2**52`` (``tvm_fxp.bounds.mul_arithmetic``);
 - ``lrn``: the same table lookup as the integer graph (``emitters.emit_lrn_lookup``), then ``x * T * 2**-K``;
   the decomposed float ops of the importer are dropped;
+- a table layer (``table.py``): the same lookup over the input's integers as the integer graph, times ``2**-K``
+  (in the parametric search module, the function's own float64 ops: formats vary at run time there);
 - a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
 
@@ -27,7 +29,7 @@ from tvm import relax
 
 from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, rebuild_weighted
 from .relax_utils import const_np, is_const, main_bindings, map_relax_functions, op_name, rebuild_function
-from .analysis import EPILOGUE, PASS_THROUGH, composite_patterns
+from .analysis import EPILOGUE, PASS_THROUGH, LrnMatch, composite_patterns
 from .ops import annotation_format, is_annotate
 
 SIM_DTYPE = "float64"
@@ -74,6 +76,10 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
     out_dtypes = _result_dtypes(func)
     producer = {b.var: b.value for b in main_bindings(func)}
     composites = composite_patterns(func)
+    if lower_annotation is not None:
+        # formats fed at run time: a table cannot follow its input's format, so the search evaluates the
+        # function's own float64 ops (within the table's stated error of the realized lookup)
+        composites = {v: m for v, m in composites.items() if isinstance(m, LrnMatch)}
     dropped = {v for m in composites.values() for v in m.inner}
 
     def prologue(bb, env):
@@ -95,6 +101,12 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             f = fmt.frac_array(ndim)
             q = emit_round_clip(bb, x, fmt, f, b.var.name)
             return relax.op.multiply(q, fconst(np.ldexp(1.0, -f)))
+        if b.var in composites and not isinstance(composites[b.var], LrnMatch):
+            from .table import emit_table_lookup
+
+            m = composites[b.var]
+            t, table = emit_table_lookup(bb, env[m.x], operand_format(m.x, producer), m, SIM_DTYPE, b.var.name)
+            return relax.op.multiply(t, fconst(np.ldexp(1.0, -table.frac)))
         if b.var in composites:
             m = composites[b.var]
             x = env[m.x]

@@ -463,3 +463,107 @@ def multi_io_model(g: GraphBuilder, inputs: list, outputs: list, opset: int = 13
         m.graph.output[k].CopyFrom(info[o])
     onnx.checker.check_model(m)
     return m
+
+
+# ---- detection and segmentation families -----------------------------------------------------------------------
+
+def _silu(g: Net, x):
+    """SiLU as exporters write it (PyTorch before opset 14 has no SiLU op): ``x * Sigmoid(x)``."""
+    return g.op("Mul", [x, g.op("Sigmoid", [x])])
+
+
+def _slice(g: Net, x, starts, ends, axes, steps):
+    i64 = lambda v: g.tensor(np.array(v, np.int64), "i", np.int64)
+    return g.op("Slice", [x, i64(starts), i64(ends), i64(axes), i64(steps)])
+
+
+def yolo(g: Net, image: int, width: float = 1 / 8, classes: int = 2, anchors: int = 3, stem="focus",
+         spp="spp", decode=True):
+    """YOLOv5-style detector: a slicing "focus" stem (four stride-2 Slices concatenated) or a strided conv stem,
+    CSP (C3) blocks with SiLU ``x * Sigmoid(x)`` and residual bottlenecks, an SPP block (max pools 5/9/13, or the
+    chained SPPF), a PAN neck with nearest ``Resize`` upsampling and concats, and three heads (strides 8, 16, 32)
+    of ``anchors * (5 + classes)`` channels, decoded with a Sigmoid.  Returns the three head outputs."""
+    w = lambda v: max(int(v * width), 4)
+
+    def cbs(x, cin, cout, k=1, s=1):
+        return _silu(g, g.conv_bn(x, cin, cout, k=k, stride=s, pad=k // 2, act=None))
+
+    def c3(x, cin, cout, n=1, shortcut=True):
+        h = cout // 2
+        a = cbs(x, cin, h)
+        for _ in range(n):
+            y = cbs(cbs(a, h, h), h, h, k=3)
+            a = g.op("Add", [a, y]) if shortcut else y
+        b = cbs(x, cin, h)
+        return cbs(g.op("Concat", [a, b], axis=1), 2 * h, cout)
+
+    if stem == "focus":
+        parts = [_slice(g, "input", [i, j], [image, image], [2, 3], [2, 2]) for j, i in ((0, 0), (0, 1), (1, 0), (1, 1))]
+        x = cbs(g.op("Concat", parts, axis=1), 12, w(64), k=3)
+    else:
+        x = cbs("input", 3, w(64), k=6 if False else 3, s=2)
+    x = c3(cbs(x, w(64), w(128), k=3, s=2), w(128), w(128))
+    p3 = c3(cbs(x, w(128), w(256), k=3, s=2), w(256), w(256), n=2)
+    p4 = c3(cbs(p3, w(256), w(512), k=3, s=2), w(512), w(512))
+    x = cbs(p4, w(512), w(1024), k=3, s=2)
+    h = w(1024) // 2
+    s = cbs(x, w(1024), h)
+    if spp == "spp":
+        pools = [g.maxpool(s, k, 1, pad=k // 2) for k in (5, 9, 13)]
+    else:
+        pools = [g.maxpool(s, 5, 1, pad=2)]
+        for _ in range(2):
+            pools.append(g.maxpool(pools[-1], 5, 1, pad=2))
+    p5 = c3(cbs(g.op("Concat", [s] + pools, axis=1), 4 * h, w(1024)), w(1024), w(1024), shortcut=False)
+
+    def up(x):
+        return g.op("Resize", [x, "", g.tensor(np.array([1, 1, 2, 2], np.float32), "scales")], mode="nearest",
+                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+    t5 = cbs(p5, w(1024), w(512))
+    n4 = c3(g.op("Concat", [up(t5), p4], axis=1), 2 * w(512), w(512), shortcut=False)
+    t4 = cbs(n4, w(512), w(256))
+    o3 = c3(g.op("Concat", [up(t4), p3], axis=1), 2 * w(256), w(256), shortcut=False)
+    o4 = c3(g.op("Concat", [cbs(o3, w(256), w(256), k=3, s=2), t4], axis=1), 2 * w(256), w(512), shortcut=False)
+    o5 = c3(g.op("Concat", [cbs(o4, w(512), w(512), k=3, s=2), t5], axis=1), 2 * w(512), w(1024), shortcut=False)
+    heads = []
+    for o, c in ((o3, w(256)), (o4, w(512)), (o5, w(1024))):
+        y = g.conv(o, c, anchors * (5 + classes), k=1, pad=0)
+        heads.append(g.op("Sigmoid", [y]) if decode else y)
+    return heads
+
+
+def unet(g: Net, image: int, width: float = 1 / 8, classes: int = 1, depth: int = 3):
+    """U-Net-style segmenter: an encoder of conv-BN-ReLU pairs and max pools, a decoder that upsamples
+    alternately with ConvTranspose (learned, 2x2 stride 2) and bilinear ``Resize`` (half_pixel) followed by a
+    1x1 conv, skip concats with the encoder, and a per-pixel Sigmoid."""
+    w = lambda v: max(int(v * width), 4)
+    chans = [w(64 * 2 ** i) for i in range(depth + 1)]
+
+    def double(x, cin, cout):
+        return g.conv_bn(g.conv_bn(x, cin, cout), cout, cout)
+
+    skips, x, cin = [], "input", 3
+    for c in chans[:-1]:
+        x = double(x, cin, c)
+        skips.append((x, c))
+        x, cin = g.maxpool(x, 2, 2), c
+    x = double(x, cin, chans[-1])
+    cin = chans[-1]
+    for i, (skip, c) in enumerate(reversed(skips)):
+        if i % 2 == 0:
+            wt = g.rng.normal(0, np.sqrt(2.0 / (cin * 4)), (cin, c, 2, 2))
+            x = g.op("ConvTranspose", [x, g.tensor(wt, "w"), g.tensor(g.rng.normal(0, 0.1, c), "b")],
+                     kernel_shape=[2, 2], strides=[2, 2])
+        else:
+            x = g.op("Resize", [x, "", g.tensor(np.array([1, 1, 2, 2], np.float32), "scales")], mode="linear",
+                     coordinate_transformation_mode="half_pixel")
+            x = g.conv(x, cin, c, k=1, pad=0)
+        x = double(g.op("Concat", [x, skip], axis=1), 2 * c, c)
+        cin = c
+    return g.op("Sigmoid", [g.conv(x, cin, classes, k=1, pad=0)])
+
+
+def detection_model(g: Net, outs, image: int) -> onnx.ModelProto:
+    """A model of ``g``'s nodes with one image input (batch symbolic) and the outputs ``outs``."""
+    return multi_io_model(g, [("input", ["N", g.input_shape[1], image, image])], list(outs), opset=g.opset)

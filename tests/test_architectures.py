@@ -281,3 +281,80 @@ def test_every_method_on_a_family(tmp_path):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_method_on_every_family(tmp_path, family):
     _every_method(tmp_path, family, seconds=30)
+
+
+# ---- a detector and a segmenter ---------------------------------------------------------------------------------
+
+# family -> (builder, image size, builder kwargs, {layer op: count} the analysis must find)
+DENSE = {
+    "yolo": ("yolo", 32, {"width": 1 / 16}, {"table": 56, "concat": 14, "add": 4, "conv2d": 56}),
+    "unet": ("unet", 32, {"width": 1 / 8}, {"table": 1, "concat": 3, "conv2d": 19}),
+}
+
+
+def _relative_l2(outs, refs) -> float:
+    return float(np.sqrt(sum(np.sum((o - r) ** 2) for o, r in zip(outs, refs)) / sum(np.sum(r ** 2) for r in refs)))
+
+
+@pytest.mark.parametrize("family,search", [("yolo", False), pytest.param("yolo", True, marks=pytest.mark.slow),
+                                           ("unet", True)])
+def test_detector_and_segmenter_end_to_end(tmp_path, family, search):
+    """YOLO-style (focus stem of stride-2 Slices, C3 blocks with SiLU, SPP max pools, nearest Resize, PAN concats,
+    three Sigmoid-decoded heads) and U-Net-style (ConvTranspose and bilinear Resize decoders, skip concats,
+    per-pixel Sigmoid): the prepared float graph equals onnxruntime's on every output; an 8-bit plan (per-channel
+    weights) and a searched plan (goyal2021, label-free, time-limited) realize integer-only without float islands
+    (SiLU and Sigmoid are lookup tables) and bit-exact with their simulation on every output; the 8-bit outputs
+    stay within 3% relative L2 of the float model on image-like random inputs (printed).  The searched YOLO
+    plan is in the slow run (its scorer compiles the whole detector for the host: ~2 minutes)."""
+    import onnx_graphs
+    from tvm_fxp.api import make_evaluator
+    from tvm_fxp.methods.goyal2021 import Goyal2021, allocate as goyal
+
+    name, image, kwargs, expected = DENSE[family]
+    g = Net([1, 3, image, image], seed=7, opset=13)
+    outs = getattr(onnx_graphs, name)(g, image, **kwargs)
+    outs = outs if isinstance(outs, list) else [outs]
+    path = save(onnx_graphs.detection_model(g, outs, image), tmp_path, f"{family}.onnx")
+    rng = np.random.default_rng(0)
+    calib = rng.random((8, 3, image, image), dtype=np.float32)        # image-like: pixels in [0, 1)
+    held_out = rng.random((8, 3, image, image), dtype=np.float32)
+    prepared, lg = tvm_fxp.load_model(path)
+    ops = collections.Counter(layer.op for layer in lg.layers.values())
+    assert {op: ops[op] for op in expected} == expected, ops
+    assert len(lg.outputs) == len(outs) and tvm_fxp.passes.float_islands(lg) == []
+
+    float_ref = ort.InferenceSession(str(path)).run(None, {"input": held_out})
+    # one compiled probe: every layer output, for the statistics and (its returned layers) against onnxruntime
+    vm = _vm({"probe": probe_module(prepared, lg)}, FAST_TARGET, tmp_path)
+    keys = [layer.output_key for layer in lg.layers.values()]
+    stats = {k: TensorStats() for k in keys}
+    for x in (calib, held_out):
+        probe = [o.numpy() for o in vm["probe"](tvm.runtime.tensor(x))]
+        for k, o in zip(keys, probe):
+            stats[k].update(o, channel_axis=1)
+    for o, r in zip(lg.outputs, float_ref):      # the held-out pass is the last one
+        a = probe[keys.index(lg.layers[o].output_key)]
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
+    plans = {"uniform8": uniform.allocate(lg, stats, tvm_fxp.Uniform(8, per_channel_weights=True))}
+    if search:
+        ev = make_evaluator(prepared, lg, stats, held_out, None, 10, progress=False)
+        plans["goyal2021"] = goyal(lg, stats, Goyal2021(max_bits=8), ev)
+    qs = {k: tvm_fxp.bind_plan(prepared, lg, p, stats) for k, p in plans.items()}
+    reals = {k: q.realized() for k, q in qs.items()}
+    for k, m in reals.items():
+        assert float_ops_in_integer_graph(m) == [], k
+    sim = real = _vm({**{f"sim_{k}": q.simulated() for k, q in qs.items()},
+                      **{f"real_{k}": m for k, m in reals.items()}}, FAST_TARGET, tmp_path)
+    err = {}
+    for k in qs:
+        for x in (calib, held_out):
+            a, b = sim[f"sim_{k}"](tvm.runtime.tensor(x)), real[f"real_{k}"](tvm.runtime.tensor(x))
+            a, b = ([a], [b]) if hasattr(a, "numpy") else (list(a), list(b))
+            assert len(b) == len(outs)
+            for i, (ai, bi) in enumerate(zip(a, b)):
+                np.testing.assert_array_equal(ai.numpy(), bi.numpy(), err_msg=f"{family} {k} output {i}")
+        err[k] = _relative_l2([o.numpy() for o in b], float_ref)
+    print(f"{family}: relative L2 vs float on {len(held_out)} random images: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in err.items()))
+    assert err["uniform8"] <= 0.03, err
+    assert not search or err["goyal2021"] < 0.5, err

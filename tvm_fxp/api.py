@@ -318,6 +318,12 @@ def bind_plan(prepared, lg, plan: Plan, stats=None) -> Quantized:
                 + (0 if layer.bias is None else int(layer.bias.size))}
         if layer.name in arith:
             info["accumulator"] = arith[layer.name].bound.to_json()
+        if layer.op == "table":
+            from .passes.table import build_table
+
+            t = build_table(layer.attrs["match"], plan[lg.layers[layer.inputs[0]].output_key], layer.name)
+            info["table"] = {"function": layer.attrs["fn"], "entries": int(len(t.table)), "index_shift": t.shift,
+                             "frac": t.frac, "exact": t.exact, "max_error": t.bound}
         layers[layer.name] = info
     plan.layers = layers
     return Quantized(prepared, lg, plan, stats or {}, arith)
@@ -347,12 +353,12 @@ def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, pr
     from tqdm.auto import tqdm
 
     from .methods.evaluate import Evaluator, uniform_plan
-    from .passes.plan_scorer import PlanScorer
+    from .passes.plan_scorer import PlanScorer, flat_outputs
 
     inputs = check_batch(inputs, "search data")
     bar = tqdm(desc="search", unit="plan", disable=not progress)
     sim = PlanScorer(prepared, uniform_plan(lg, stats, 16), build)
-    float_out = Runner(build(prepared), batch=model_batch(prepared)).run(inputs)
+    float_out = flat_outputs(Runner(build(prepared), batch=model_batch(prepared)).run(inputs))
     return Evaluator(sim, inputs, float_out, labels, time_limit, progress=bar, max_evaluations=max_evaluations)
 
 

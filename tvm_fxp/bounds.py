@@ -335,4 +335,16 @@ def float_island_arithmetic(name: str, fmts: list, attrs: dict):
     return LayerArithmetic(name, np.asarray(x.frac), AccumulatorBound(name, x.max_abs_q, x.max_abs_q, 1))
 
 
-EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic, "float": float_island_arithmetic}
+def max_min_arithmetic(name: str, fmts: list, attrs: dict | None = None) -> LayerArithmetic:
+    """Elementwise ``maximum``/``minimum`` of activations: operands shifted left to the finest scale among them
+    (exact), compared; the result is one of the aligned operands."""
+    acc = max(f.frac for f in fmts)
+    bound = max((aligned_sum_bound(name, [f], acc) for f in fmts), key=lambda b: b.l1)
+    bound.check_simulation_exact()
+    return LayerArithmetic(name, np.asarray(acc), bound)
+
+
+# Layer kinds whose arithmetic is not a sum of products; the passes register more (``table``: lookup tables,
+# ``tvm_fxp.passes.table``, whose tables are built from the matched Relax functions).
+EXTRA_ARITHMETIC = {"mul": mul_arithmetic, "lrn": lrn_arithmetic, "float": float_island_arithmetic,
+                    "max": max_min_arithmetic, "min": max_min_arithmetic}

@@ -28,14 +28,21 @@ def probe_module(prepared: tvm.IRModule, lg) -> tvm.IRModule:
 
 def calibrate(prepared: tvm.IRModule, lg, inputs, batch_size: int = 64, target=None,
               progress: bool = True) -> dict:
-    """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs``.
+    """Statistics ``{plan key: TensorStats}`` for every activation of ``lg`` over ``inputs`` (a list of arrays,
+    one per model input, for a model with several inputs).
 
     ``inputs``: an array (or a lazily decoded image folder, each chunk checked as it is decoded); a model with a
     fixed batch runs in chunks of its batch (the last one padded, the padding never counted), a dynamic one in
     chunks of ``batch_size``.
     """
-    lazy = not isinstance(inputs, np.ndarray) and hasattr(inputs, "__getitem__")
-    if not lazy:
+    several = isinstance(inputs, (list, tuple))      # one array per model input
+    lazy = not several and not isinstance(inputs, np.ndarray) and hasattr(inputs, "__getitem__")
+    if several:
+        inputs = [check_batch(a, f"calibration data (input {i})") for i, a in enumerate(inputs)]
+        if len({len(a) for a in inputs}) != 1:
+            raise CalibrationError(f"calibration data: the inputs have different numbers of samples "
+                                   f"{[len(a) for a in inputs]}")
+    elif not lazy:
         inputs = check_batch(inputs, "calibration data")
     elif len(inputs) == 0:
         raise CalibrationError("calibration data is empty; give at least one input")
@@ -44,7 +51,7 @@ def calibrate(prepared: tvm.IRModule, lg, inputs, batch_size: int = 64, target=N
     keys = [layer.output_key for layer in lg.layers.values()]
     chunk = batch or batch_size
     batches = tqdm(runner.batches(_checked(inputs) if lazy else inputs, batch_size),
-                   total=math.ceil(len(inputs) / chunk), desc="calibrate", unit="batch", disable=not progress)
+                   total=math.ceil(len(inputs[0] if several else inputs) / chunk), desc="calibrate", unit="batch", disable=not progress)
     return accumulate(keys, batches)
 
 

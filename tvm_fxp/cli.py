@@ -43,13 +43,16 @@ class CliError(Exception):
     pass
 
 
-def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: int = 64) -> np.ndarray | None:
-    """onnxruntime's outputs of the original ONNX file on the first ``n`` inputs (None: it cannot run it)."""
+def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: int = 64) -> list | None:
+    """onnxruntime's outputs (every graph output) of the original ONNX file on the first ``n`` inputs (None: it
+    cannot run it, or the model has several inputs)."""
     import onnx
     import onnxruntime as ort
 
-    from .batching import Batching, concat, run_batched
+    from .batching import Batching, run_batched
 
+    if isinstance(inputs, (list, tuple)):
+        return None
     try:
         model = onnx.load(str(path))
         so = ort.SessionOptions()
@@ -60,9 +63,10 @@ def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: 
     name = sess.get_inputs()[0].name
     x = np.asarray(inputs[:n], dtype=np.float32)
     try:
-        return concat(run_batched(lambda c: sess.run(None, {name: c})[0], x, Batching(batch, 256)))
+        chunks = run_batched(lambda c: sess.run(None, {name: c}), x, Batching(batch, 256))
     except Exception:
         return None
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
 def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size: int = 256,
@@ -75,31 +79,46 @@ def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size:
     float_out = api.Runner(api.build(q.prepared), batch=batch).run(data.inputs, batch_size)
     sim_out = api.Runner(api.build(q.simulated()), batch=batch).run(data.inputs, batch_size)
     fxp_out = fxp_runner.run(data.inputs, batch_size)
+    # several outputs (detection heads): each checked and compared with float on its own; top-1/agreement only
+    # mean something for one (classifier) output
+    listed = [o if isinstance(o, list) else [o] for o in (float_out, sim_out, fxp_out)]
+    single = len(listed[0]) == 1
+    outputs = [{"layer": name, "format": str(q.plan[q.graph.layers[name].output_key]),
+                "bit_exact": bool(np.array_equal(s, x)),
+                "relative_l2_vs_float": float(np.linalg.norm(x - f) / max(np.linalg.norm(f), 1e-30))}
+               for name, f, s, x in zip(q.graph.outputs, *listed)]
     out = {
-        "float_top1": top1(float_out, data.labels),
-        "fxp_top1": top1(fxp_out, data.labels),
-        "agreement": agreement(float_out, fxp_out),
-        "bit_exact": bool(np.array_equal(sim_out, fxp_out)),
+        "float_top1": top1(float_out, data.labels) if single else None,
+        "fxp_top1": top1(fxp_out, data.labels) if single else None,
+        "agreement": agreement(float_out, fxp_out) if single else None,
+        "bit_exact": all(o["bit_exact"] for o in outputs),
+        "outputs": outputs,
         "float_ops_in_integer_graph": len(float_ops_in_integer_graph(q.realized())),
-        "evaluated_inputs": int(len(data.inputs)),
+        "evaluated_inputs": int(len(data.inputs[0] if isinstance(data.inputs, (list, tuple)) else data.inputs)),
         "data_source": data.source,
     }
     if source is not None:
-        ref = _onnxruntime_outputs(source, data.inputs, input_shape, batch)
-        if ref is None:
-            out["onnxruntime_check"] = "not checked: onnxruntime cannot run the original model"
+        refs = _onnxruntime_outputs(source, data.inputs, input_shape, batch)
+        if refs is None:
+            out["onnxruntime_check"] = "not checked: onnxruntime cannot run the original model with these inputs"
         else:
-            mine = float_out[:len(ref)].reshape(ref.shape) if float_out[:len(ref)].size == ref.size else None
-            if mine is None:
-                raise CliError(f"{source}: the prepared model's output {list(float_out.shape[1:])} differs in "
-                               f"shape from onnxruntime's {list(ref.shape[1:])} on the original file")
-            rel = float(np.abs(mine.astype(np.float64) - ref).max()) / max(float(np.abs(ref).max()), 1e-6)
-            if rel > 1e-3:
+            worst = 0.0
+            for name, mine, ref in zip(q.graph.outputs, listed[0], refs):
+                mine = mine[:len(ref)]
+                if mine.size != ref.size:
+                    raise CliError(f"{source}: the prepared model's output {name} {list(mine.shape[1:])} differs in "
+                                   f"shape from onnxruntime's {list(ref.shape[1:])} on the original file")
+                mine = mine.reshape(ref.shape)
+                worst = max(worst, float(np.abs(mine.astype(np.float64) - ref).max())
+                            / max(float(np.abs(ref).max()), 1e-6))
+            if worst > 1e-3:
                 raise CliError(f"{source}: the prepared float model differs from onnxruntime on the original file "
-                               f"(max relative difference {rel:.2e} on {len(ref)} inputs): an importer or "
+                               f"(max relative difference {worst:.2e} on {len(refs[0])} inputs): an importer or "
                                "simplifier bug; try --no-simplify and report the model")
-            out["onnxruntime_check"] = {"inputs": int(len(ref)), "max_rel_diff": rel,
-                                        "top1_agreement": agreement(ref, mine)}
+            out["onnxruntime_check"] = {"inputs": int(len(refs[0])), "max_rel_diff": worst}
+            if single:
+                out["onnxruntime_check"]["top1_agreement"] = agreement(refs[0], listed[0][0][:len(refs[0])]
+                                                                       .reshape(refs[0].shape))
     return out
 
 

@@ -38,6 +38,11 @@ def markdown_report(q, summary: dict) -> str:
               "max_accumulator_bits", "wall_s"):
         v = summary.get(k)
         lines.append(f"| {k} | {f'{v:.4f}' if isinstance(v, float) else v} |")
+    if summary.get("outputs") and len(summary["outputs"]) > 1:
+        lines += ["", "## Outputs", "", "Each output is dequantized with its own format.", "",
+                  "| output layer | format | bit-exact | relative L2 vs float |", "|---|---|---|---|"]
+        lines += [f"| {o['layer']} | {o['format']} | {o['bit_exact']} | {o['relative_l2_vs_float']:.4f} |"
+                  for o in summary["outputs"]]
     lines += ["", "## Layers", "",
               "Formats are `Q<int>.<frac>` (sign bit counted in int; `u` = unsigned). The accumulator needs "
               "`acc_bits` (the tighter of the worst-case and the per-channel L1 proof); margin = bits left in "
@@ -59,6 +64,15 @@ def markdown_report(q, summary: dict) -> str:
         if reasons:
             lines += ["", "| layer | acc dtype | why |", "|---|---|---|"] + [
                 f"| {name} | {realized_as.get(name, '-')} | {why} |" for name, why in reasons.items()]
+    tables = [(n, info["table"]) for n, info in (q.plan.layers or {}).items() if "table" in info]
+    if tables:
+        lines += ["", "## Lookup tables", "",
+                  "Elementwise functions of one activation, as tables over its stored integers: one entry per "
+                  "integer (exact: only the entry's rounding, half a step of `2^-frac`) or, for inputs wider than "
+                  "12 bits, one per `2^index_shift` integers with the largest error over every input integer.", "",
+                  "| layer | function | entries | index shift | table frac | max error |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | `{t['function']}` | {t['entries']} | {t['index_shift']} | {t['frac']} | "
+                  f"{t['max_error']:.3g} |" for n, t in tables]
     islands = float_islands(q.graph)
     lines += ["", "## Float islands", ""]
     if islands:

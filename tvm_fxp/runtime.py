@@ -53,25 +53,30 @@ class Runner:
         self.vm = relax.VirtualMachine(ex, dev)
         self.batch = batch
 
-    def _call(self, x: np.ndarray):
+    def _call(self, xs: list):
         try:
-            out = self.vm["main"](tvm.runtime.tensor(x))
+            out = self.vm["main"](*[tvm.runtime.tensor(x) for x in xs])
         except Exception as e:   # a fixed-batch module run without its batch size
             if "mismatch to specified constant" in str(e) and self.batch is None:
-                raise ValueError(f"the module has a fixed batch size and got {len(x)} inputs at once: build the "
-                                 "Runner with batch=tvm_fxp.model_batch(mod) of the module you built") from None
+                raise ValueError(f"the module has a fixed batch size and got {len(xs[0])} inputs at once: build "
+                                 "the Runner with batch=tvm_fxp.model_batch(mod) of the module you built") from None
             raise
         return out.numpy() if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
 
     def batches(self, inputs, batch_size: int = 256):
         """Yield ``(index of the chunk's first input, output)`` per chunk; a tuple result as a list of arrays.
-        ``inputs``: an array or a lazily decoded image folder (sliced one chunk at a time)."""
+        ``inputs``: an array, a lazily decoded image folder (sliced one chunk at a time), or a list of arrays,
+        one per model input."""
+        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         batching = Batching(self.batch, batch_size)
-        for start, stop in batching.chunks(len(inputs)):
-            x = np.ascontiguousarray(inputs[start:stop], dtype=np.float32)
-            padded = batching.pad(x)
-            yield start, trim(self._call(padded), len(x), len(padded))
+        for start, stop in batching.chunks(len(arrays[0])):
+            xs = [batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32)) for a in arrays]
+            yield start, trim(self._call(xs), stop - start, len(xs[0]))
 
-    def run(self, inputs, batch_size: int = 256) -> np.ndarray:
+    def run(self, inputs, batch_size: int = 256):
+        """The outputs over ``inputs`` (a list of arrays for a model with several inputs); a model with several
+        outputs returns a list of arrays, one per output."""
         outs = [out for _, out in self.batches(inputs, batch_size)]
+        if outs and isinstance(outs[0], list):
+            return [np.concatenate(parts) for parts in zip(*outs)]
         return np.concatenate(outs) if outs else np.zeros((0,))
