@@ -273,6 +273,7 @@ def _every_method(tmp_path, family, seconds):
                                           real[name](tvm.runtime.tensor(x)).numpy(), err_msg=f"{family} {name}")
 
 
+@pytest.mark.slow   # every method is also realized bit-exact on both reference models (tests/methods)
 def test_every_method_on_a_family(tmp_path):
     _every_method(tmp_path, "mobilenet_v3", seconds=2)
 

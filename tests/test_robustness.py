@@ -509,13 +509,13 @@ def check_random_cases(cases, fast=True) -> dict:
     return {"cases": len(cases), "nontrivial": nontrivial}
 
 
-CASES_PER_EXAMPLE, EXAMPLES = 250, 4        # 1,000 cases in the default run
+CASES_PER_EXAMPLE = 250      # one compiled module per example
 
 
-def test_random_graphs_simulation_equals_realization():
+def _random_graphs(examples: int):
     totals = {"cases": 0, "nontrivial": 0}
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
               phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
     @given(st.lists(random_case(), min_size=CASES_PER_EXAMPLE, max_size=CASES_PER_EXAMPLE))
     def check(cases):
@@ -523,8 +523,18 @@ def test_random_graphs_simulation_equals_realization():
             totals[k] += v
 
     check()
-    assert totals["cases"] >= 1000, totals
+    assert totals["cases"] >= examples * CASES_PER_EXAMPLE, totals
     assert totals["nontrivial"] >= 0.6 * totals["cases"], totals   # most cases are not saturated to a constant
+
+
+def test_random_graphs_simulation_equals_realization():
+    """500 random cases in the default run (two compiled modules of 250)."""
+    _random_graphs(2)
+
+
+@pytest.mark.slow
+def test_random_graphs_simulation_equals_realization_1000_cases():
+    _random_graphs(4)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ def test_require_skips_outside_ci_and_fails_in_ci(monkeypatch):
         arm_tools.require("no emulator here")
 
 
+@pytest.mark.slow   # the rule itself is checked above in-process; this is the same through a whole pytest run
 def test_a_missing_emulation_cache_fails_the_ci_run(tmp_path):
     """End to end (one pytest process, ~35 s of imports): the emulated tests with an empty emulation cache."""
     env = {"PATH": "/usr/bin:/bin", "TVM_FXP_ARM_CACHE": str(tmp_path / "absent"), "CI": "true", "HOME": str(tmp_path)}
