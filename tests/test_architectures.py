@@ -90,7 +90,13 @@ def _softmax_input(path):
     return last.input[0] if last.op_type == "Softmax" else None
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+# the default run covers opsets 7, 8 and 10..14, every weight form (initializer, Constant, subgraph), LRN, concat, residual,
+# depthwise and flatten form once; the slow run every family
+DEFAULT_FAMILIES = {"alexnet", "vgg", "inception_v1", "resnet50", "densenet", "mobilenet_v3", "mobilenet_v2"}
+
+
+@pytest.mark.parametrize("family", [f if f in DEFAULT_FAMILIES else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in FAMILIES])
 def test_family_end_to_end(tmp_path, family):
     path, image = _model(tmp_path, family)
     rng = np.random.default_rng(0)

@@ -154,6 +154,7 @@ def test_dynamic_input_needs_input_shape_on_the_cli(tmp_path, capsys):
     assert s["input_shape"] == [1, 3, 12, 10] and s["bit_exact"] is True
 
 
+@pytest.mark.slow   # the correction itself: tests/methods (test_bias_correction_recovers_uniform_4bit_...)
 def test_bias_correction_flag_recovers_a_4bit_plan(tmp_path, capsys):
     """``--bias-correction on`` after any method (here uniform 4-bit): label-free, written into plan.json,
     realized bit-exact, and the measured top-1 is well above the uncorrected plan's."""

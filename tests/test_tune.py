@@ -82,6 +82,7 @@ def test_design_space_contains_default_and_keeps_accumulators(tiny_dir, target_n
                 assert any(plan.acc_dtype in line for line in acc), name   # the proven accumulator dtype
 
 
+@pytest.mark.slow   # the default run tunes through the tracker (rpi4) and checks that tuned build bit-exact
 def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
     assert cli.main(["tune", str(tiny_dir), "--target", "host", "--trials", "4", "--confirm-rounds", "1",
                      "--quiet"]) == 0

@@ -34,7 +34,7 @@ def run(ex, images):
 
 
 @pytest.mark.parametrize("name, bits, acc", [("fmnist_vgg", 4, "narrow"), ("fmnist_resnet", 4, "narrow"),
-                                             ("fmnist_resnet", 8, "wide")])
+                                             pytest.param("fmnist_resnet", 8, "wide", marks=pytest.mark.slow)])
 def test_fused_model_equals_unfused_and_simulation(test_images, name, bits, acc):
     """Every conv2d/matmul of the reference model is fused with its epilogue, and the fused build gives the
     same integers as the unfused graph and as the float64 simulation, at batch 200 and at batch 1."""
