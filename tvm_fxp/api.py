@@ -196,6 +196,10 @@ def simplify_onnx(model, p, record: dict | None = None):
     except Exception as e:
         raise ModelError(f"{p}: onnxruntime cannot run the simplified model ({str(e).splitlines()[0][:200]}); "
                          "rerun with simplify=False (CLI --no-simplify)") from None
+    if not all(np.all(np.isfinite(np.asarray(r, np.float64))) for r in ref):
+        # NaN/inf weights computed by a constant subgraph: refused by name after the import, nothing to compare
+        rec["onnxruntime_check"] = "not checked: the original model's outputs are not finite"
+        return slim
     worst = 0.0
     for r, g in zip(ref, got):
         r64, g64 = np.asarray(r, np.float64), np.asarray(g, np.float64)
