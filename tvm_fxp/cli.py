@@ -43,7 +43,7 @@ class CliError(Exception):
     pass
 
 
-def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: int = 64) -> list | None:
+def _onnxruntime_outputs(path: Path, inputs, batch: int | None, n: int = 64) -> list | None:
     """onnxruntime's outputs (every graph output) of the original ONNX file on the first ``n`` inputs (None: it
     cannot run it, or the model has several inputs)."""
     import onnx
@@ -70,7 +70,7 @@ def _onnxruntime_outputs(path: Path, inputs, input_shape, batch: int | None, n: 
 
 
 def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size: int = 256,
-            source: Path | None = None, input_shape=None) -> dict:
+            source: Path | None = None) -> dict:
     """Float, simulated and realized outputs on ``data``: accuracy, agreement and bit-exactness; with the
     original ONNX ``source``, the prepared float model is checked against onnxruntime on the first inputs."""
     from .passes import float_ops_in_integer_graph
@@ -98,7 +98,7 @@ def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size:
         "data_source": data.source,
     }
     if source is not None:
-        refs = _onnxruntime_outputs(source, data.inputs, input_shape, batch)
+        refs = _onnxruntime_outputs(source, data.inputs, batch)
         if refs is None:
             out["onnxruntime_check"] = "not checked: onnxruntime cannot run the original model with these inputs"
         else:
@@ -221,7 +221,7 @@ def cmd_quantize(args) -> dict:
         print(f"model.so is built for {build_info['arch']}: measuring a host build of the same plan "
               "(run the board's library with `tvm-fxp run DIR --rpc HOST:PORT`)", file=sys.stderr)
         fxp_runner = api.Runner(api.build(realized), batch=q.batch)
-    summary.update(measure(q, fxp_runner, eval_data, args.batch_size, Path(args.model), args.input_shape))
+    summary.update(measure(q, fxp_runner, eval_data, args.batch_size, Path(args.model)))
     summary.update(plan_costs(q))
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search_source
@@ -275,7 +275,7 @@ def cmd_evaluate(args) -> dict:
     summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method, "config": plan.config,
                "input_shape": input_shape, "batching": Batching(q.batch, args.batch_size).describe()}
     summary.update(measure(q, api.Runner(d / "model.so", batch=q.batch), data, args.batch_size,
-                           d / "source.onnx", input_shape))
+                           d / "source.onnx"))
     summary.update(plan_costs(q))
     summary["wall_s"] = round(time.time() - t0, 2)
     _write_outputs(d, q, summary, name="evaluation")
