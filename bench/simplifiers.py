@@ -3,7 +3,7 @@ compared on exported graphs, by what they fold and how fast, and whether TVM's i
 
 Graphs: the exported model-zoo topologies the onnx package ships (``onnx/backend/test/data/light``: ResNet-50,
 SqueezeNet, DenseNet-121, Inception v1/v2, ShuffleNet at 1x3x224x224, weights computed by ConstantOfShape),
-a TensorFlow-style squeeze-and-excite block whose Reshape targets are computed (``tests/test_real_models.py``),
+a TensorFlow-style squeeze-and-excite block whose Reshape targets are computed (``tests/face/test_real_models.py``),
 and EfficientNet-Lite0 exported by torch (TF "same" padding as Pad subgraphs) when the ``imagenet`` extra is
 installed.  Each tool gets the graph with its input shape fixed; times are medians of 3 runs.
 

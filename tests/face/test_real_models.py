@@ -19,7 +19,7 @@ from tvm_fxp.batching import Batching, concat, run_batched
 from tvm_fxp.calibrate import calibrate
 from tvm_fxp.cli import main
 from onnx_graphs import Net, save
-from test_architectures import FAMILIES
+from .test_architectures import FAMILIES
 
 
 # ---- batching (numpy only) ------------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_pretrained_efficientnet_lite0_on_packaged_photos(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
     from pretrained_imagenet import main as example
 
     out = tmp_path / "results.json"

@@ -208,7 +208,7 @@ def test_resnet50_224_synthetic_within_ten_minutes(tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "resnet50_synthetic.py"
+    script = Path(__file__).resolve().parents[2] / "examples" / "resnet50_synthetic.py"
     out = tmp_path / "r50.json"
     proc = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True, text=True,
                           timeout=900)
