@@ -8,33 +8,32 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import main_bindings, op_name, rebuild_function, remap_expr
+from .relax_utils import op_name
 
 
-def remove_dropout(func: relax.Function) -> relax.Function:
-    """``dropout(x)[0]`` -> ``x`` (inference); the mask output, if used, is left alone."""
-    producer = {b.var: b.value for b in main_bindings(func)}
+@mutator
+class _DropoutRemover(PyExprMutator):
+    def visit_tuple_getitem_(self, node: relax.TupleGetItem) -> relax.Expr:
+        node = self.visit_expr_post_order(node)
+        if node.index == 0 and isinstance(node.tuple_value, relax.Var):
+            producer = self.lookup_binding(node.tuple_value)
+            if op_name(producer) == "relax.nn.dropout":
+                return producer.args[0]
+        return node
 
-    def dropout_input(value):
-        if isinstance(value, relax.TupleGetItem) and value.index == 0 and \
-                op_name(producer.get(value.tuple_value)) == "relax.nn.dropout":
-            return producer[value.tuple_value].args[0]
-        return None
-
-    if not any(dropout_input(b.value) is not None for b in main_bindings(func)):
-        return func
-
-    def rule(bb, b, value, env):
-        x = dropout_input(b.value)
-        return value if x is None else remap_expr(x, env)
-
-    return rebuild_function(func, rule)
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = self.visit_expr(binding.value)
+        if isinstance(value, relax.Var) and isinstance(binding.var, relax.DataflowVar):
+            self.set_var_remap(binding.var, value)      # y = dropout(x)[0]: uses of y read x
+        else:
+            super().visit_var_binding_(binding)
 
 
 @relax.transform.function_pass(opt_level=0, name="tvm_fxp.RemoveDropout")
 class RemoveDropout:
-    """Remove inference-time dropout."""
+    """Remove inference-time dropout: ``dropout(x)[0]`` -> ``x``; the mask output, if used, is left alone."""
 
     def transform_function(self, func: relax.Function, mod: tvm.IRModule, ctx) -> relax.Function:
-        return remove_dropout(func)
+        return _DropoutRemover(mod).visit_expr(func)
