@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import const_np, is_const, main_bindings, op_name, rebuild_function
+from .relax_utils import const_np, is_const, op_name
 
 
 _TE_CLIP = {"maximum": "lo", "minimum": "hi"}
 
 
-def _te_clip_kind(mod, call) -> str | None:
+def _te_clip_kind(call) -> str | None:
     """``lo``/``hi`` if ``call`` is ``call_tir`` of a TE ``maximum``/``minimum`` with a scalar constant."""
     if op_name(call) != "relax.call_tir":
         return None
@@ -28,17 +29,22 @@ def _te_clip_kind(mod, call) -> str | None:
     return _TE_CLIP[base]
 
 
+@mutator
+class _ClipCanonicalizer(PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        kind = _te_clip_kind(call)
+        if kind is None:
+            return call
+        x, c = call.args[1].fields
+        c = float(const_np(c).reshape(()))
+        return relax.op.clip(x, c, float("inf")) if kind == "lo" else relax.op.clip(x, float("-inf"), c)
+
+
 @relax.transform.function_pass(opt_level=0, name="tvm_fxp.CanonicalizeClip")
 class CanonicalizeClip:
     """Turn the ONNX importer's ``call_tir(maximum/minimum, x, c)`` (how it lowers Clip with input bounds)
     back into ``relax.clip`` so later passes see a clip."""
 
     def transform_function(self, func: relax.Function, mod: tvm.IRModule, ctx) -> relax.Function:
-        def rule(bb, b, value, env):
-            kind = _te_clip_kind(mod, b.value)
-            if kind is None:
-                return value
-            x, c = value.args[1].fields
-            c = float(const_np(c).reshape(()))
-            return relax.op.clip(x, c, float("inf")) if kind == "lo" else relax.op.clip(x, float("-inf"), c)
-        return rebuild_function(func, rule) if any(_te_clip_kind(mod, b.value) for b in main_bindings(func)) else func
+        return _ClipCanonicalizer(mod).visit_expr(func)
