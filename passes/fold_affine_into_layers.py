@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import const_np, consumers, is_const, main_bindings, op_name, rebuild_function, static_shape
+from .relax_utils import const_np, consumers, is_const, main_bindings, op_name, static_shape
 
 
 _AFFINE = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide"}
@@ -51,7 +52,9 @@ def _fold_step(W, b, op, c_vec, const_first, w_axis):
     return None
 
 
-def fold_affine_into_layers(func: relax.Function) -> relax.Function:
+def _affine_chains(func: relax.Function):
+    """``(chains, skipped)``: chain-end var -> (anchor binding, W, bias, channel axis, output rank), and the
+    vars of the anchors and inner chain ops the folded layer replaces."""
     bindings = main_bindings(func)
     users = consumers(func)
     producer = {b.var: b for b in bindings}
@@ -100,24 +103,29 @@ def fold_affine_into_layers(func: relax.Function) -> relax.Function:
             chains[cur] = (b, W, bias, axis, out_rank)
             skipped.update([b.var] + chain[:-1])
 
-    if not chains:
-        return func
+    return chains, skipped
 
-    def rule(bb, binding, value, env):
-        if binding.var in skipped:
-            return None
-        if binding.var in chains:
-            anchor, W, bias, axis, out_rank = chains[binding.var]
-            dtype = str(anchor.value.args[1].ty.dtype)
-            x = env.get(anchor.value.args[0], anchor.value.args[0])
-            new_w = relax.const(W.astype(dtype), dtype)
-            conv = bb.emit(relax.Call(anchor.value.op, [x, new_w], anchor.value.attrs), anchor.var.name)
-            bshape = [1] * out_rank
-            bshape[axis] = bias.size
-            return relax.op.add(conv, relax.const(bias.reshape(bshape).astype(dtype), dtype))
-        return value
 
-    return rebuild_function(func, rule)
+@mutator
+class _AffineFolder(PyExprMutator):
+    def __init__(self, mod, chains, skipped):
+        super().__init__(mod)
+        self.chains, self.skipped = chains, skipped
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if binding.var in self.skipped:
+            return                                            # replaced by the folded layer at the chain's end
+        if binding.var not in self.chains:
+            return super().visit_var_binding_(binding)
+        anchor, W, bias, axis, out_rank = self.chains[binding.var]
+        dtype = str(anchor.value.args[1].ty.dtype)
+        new_w = relax.const(W.astype(dtype), dtype)
+        layer = self.builder_.emit(relax.Call(anchor.value.op, [self.visit_expr(anchor.value.args[0]), new_w],
+                                              anchor.value.attrs), anchor.var.name)
+        bshape = [1] * out_rank
+        bshape[axis] = bias.size
+        folded = relax.op.add(layer, relax.const(bias.reshape(bshape).astype(dtype), dtype))
+        super().visit_var_binding_(relax.VarBinding(binding.var, folded))
 
 
 @relax.transform.function_pass(opt_level=0, name="tvm_fxp.FoldAffineIntoLayers")
@@ -125,4 +133,5 @@ class FoldAffineIntoLayers:
     """Fold per-channel scale/shift chains (batch-norm, Mul/Add) into the preceding conv2d/matmul."""
 
     def transform_function(self, func: relax.Function, mod: tvm.IRModule, ctx) -> relax.Function:
-        return fold_affine_into_layers(func)
+        chains, skipped = _affine_chains(func)
+        return _AffineFolder(mod, chains, skipped).visit_expr(func) if chains else func
