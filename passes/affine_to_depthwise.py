@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .analysis import composite_inner_vars
 from .fold_affine_into_layers import _AFFINE, _WEIGHTED, _channel_vector
-from .relax_utils import (const_np, consumers, is_const, main_bindings, op_name, rebuild_function, remap_expr,
-                          static_shape)
+from .relax_utils import const_np, consumers, is_const, main_bindings, op_name, static_shape
 
 
 def _affine_step(value):
@@ -43,9 +43,9 @@ def _compose_affine(scale, shift, op, c, const_first):
     return None
 
 
-def affine_to_depthwise(func: relax.Function) -> relax.Function:
-    """Rewrite every remaining per-channel affine chain on a rank-2 or rank-4 activation as a depthwise 1x1
-    conv2d plus bias (rank 2 through a reshape to ``(N, C, 1, 1)`` and back)."""
+def _affine_chains(func: relax.Function):
+    """``(chains, inner)``: chain-end var -> (input, scale, shift, shape, activations) for every remaining
+    per-channel affine chain on a rank-2 or rank-4 activation, and the chains' other vars."""
     bindings = main_bindings(func)
     users = consumers(func)
     result = func.body.body
@@ -98,32 +98,40 @@ def affine_to_depthwise(func: relax.Function) -> relax.Function:
         chains[members[-1]] = (x, scale, shift, shape, [a.value for a in acts])
         inner.update(members[:-1])
         taken.update(members)
-    if not chains:
-        return func
+    return chains, inner
 
-    def rule(bb, b, value, env):
-        if b.var in inner:
-            return None
-        if b.var not in chains:
-            return value
-        x, scale, shift, shape, acts = chains[b.var]
-        x = remap_expr(x, env)
-        dtype = str(b.var.ty.dtype)
+
+@mutator
+class _DepthwiseRewriter(PyExprMutator):
+    """Each chain end rebinds to a depthwise 1x1 conv2d plus bias (rank 2 through a reshape to ``(N, C, 1, 1)``
+    and back, with the activations that follow kept in 4-D); the chain's inner bindings are dropped."""
+
+    def __init__(self, mod, chains, inner):
+        super().__init__(mod)
+        self.chains, self.inner = chains, inner
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if binding.var in self.inner:
+            return
+        if binding.var not in self.chains:
+            return super().visit_var_binding_(binding)
+        bb, name = self.builder_, binding.var.name
+        x, scale, shift, shape, acts = self.chains[binding.var]
+        x = self.visit_expr(x)
+        dtype = str(binding.var.ty.dtype)
         c = shape[1]
         if len(shape) == 2:
-            n = b.var.ty.shape[0]
-            x = bb.emit(relax.op.reshape(x, (n, c, 1, 1)), f"{b.var.name}_4d")
+            n = binding.var.ty.shape[0]
+            x = bb.emit(relax.op.reshape(x, (n, c, 1, 1)), f"{name}_4d")
         w = relax.const(scale.reshape(c, 1, 1, 1).astype(dtype), dtype)
-        y = bb.emit(relax.op.nn.conv2d(x, w, groups=c), f"{b.var.name}_dw")
+        y = bb.emit(relax.op.nn.conv2d(x, w, groups=c), f"{name}_dw")
         y = relax.op.add(y, relax.const(shift.reshape(1, c, 1, 1).astype(dtype), dtype))
         if len(shape) == 2:
-            y = bb.emit(y, f"{b.var.name}_affine")
+            y = bb.emit(y, f"{name}_affine")
             for i, act in enumerate(acts):
-                y = bb.emit(relax.Call(act.op, [y] + list(act.args[1:]), act.attrs, act.ty_args), f"{b.var.name}_act{i}")
-            y = relax.op.reshape(y, (b.var.ty.shape[0], c))
-        return y
-
-    return rebuild_function(func, rule)
+                y = bb.emit(relax.Call(act.op, [y] + list(act.args[1:]), act.attrs, act.ty_args), f"{name}_act{i}")
+            y = relax.op.reshape(y, (binding.var.ty.shape[0], c))
+        super().visit_var_binding_(relax.VarBinding(binding.var, y))
 
 
 @relax.transform.function_pass(opt_level=0, name="tvm_fxp.AffineToDepthwise")
@@ -131,4 +139,5 @@ class AffineToDepthwise:
     """Per-channel affine chains on activations -> depthwise 1x1 conv2d + bias."""
 
     def transform_function(self, func: relax.Function, mod: tvm.IRModule, ctx) -> relax.Function:
-        return affine_to_depthwise(func)
+        chains, inner = _affine_chains(func)
+        return _DepthwiseRewriter(mod, chains, inner).visit_expr(func) if chains else func
