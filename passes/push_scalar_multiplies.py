@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .analysis import composite_inner_vars
-from .relax_utils import const_np, consumers, is_const, main_bindings, op_name, rebuild_function
+from .relax_utils import const_np, consumers, is_const, main_bindings, op_name
 
 
 _PUSH_THROUGH = {"relax.clip", "relax.nn.relu", "relax.nn.max_pool2d", "relax.reshape", "relax.flatten",
@@ -69,23 +70,39 @@ def push_scalar_multiplies(func: relax.Function, max_rounds: int = 64) -> relax.
         if not moves:
             return func
 
-        def rule(bb, b, value, env):
-            if b.var in alias:
-                return env[alias[b.var]]
-            if b.var not in moves:
-                return value
-            k, i = moves[b.var]
-            args = list(value.args)
-            dtype = str(args[i].ty.dtype)
-            args[i] = bb.emit(relax.op.multiply(args[i], relax.const(np.asarray(k, dtype), dtype)),
-                              f"{b.var.name}_scaled")
-            if op_name(value) == "relax.clip":   # bounds as the tensor's dtype holds them (1/6 * 6 -> 1.0)
-                lo, hi = (float(np.asarray(float(a.value) * k, dtype)) for a in value.args[1:])
-                return relax.op.clip(args[0], lo, hi)
-            return relax.Call(value.op, args, value.attrs, value.ty_args)
-
-        func = rebuild_function(func, rule)
+        func = _ScalarPusher(None, moves, alias).visit_expr(func)
     return func
+
+
+@mutator
+class _ScalarPusher(PyExprMutator):
+    """One round: ``y = p(...) * k`` becomes ``y = p(..., x_i * k, ...)`` (``moves``: var of ``p`` -> (k, i));
+    the multiply's own binding (``alias``: its var -> ``p``'s var) is dropped and its uses read ``y``."""
+
+    def __init__(self, mod, moves, alias):
+        super().__init__(mod)
+        self.moves, self.alias = moves, alias
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if binding.var in self.alias:
+            moved = self.visit_expr(self.alias[binding.var])
+            if isinstance(binding.var, relax.DataflowVar):
+                return self.set_var_remap(binding.var, moved)
+            return super().visit_var_binding_(relax.VarBinding(binding.var, moved))   # the result: an alias
+        if binding.var not in self.moves:
+            return super().visit_var_binding_(binding)
+        value = self.visit_expr(binding.value)
+        k, i = self.moves[binding.var]
+        args = list(value.args)
+        dtype = str(args[i].ty.dtype)
+        args[i] = self.builder_.emit(relax.op.multiply(args[i], relax.const(np.asarray(k, dtype), dtype)),
+                                     f"{binding.var.name}_scaled")
+        if op_name(value) == "relax.clip":   # bounds as the tensor's dtype holds them (1/6 * 6 -> 1.0)
+            lo, hi = (float(np.asarray(float(a.value) * k, dtype)) for a in value.args[1:])
+            value = relax.op.clip(args[0], lo, hi)
+        else:
+            value = relax.Call(value.op, args, value.attrs, value.ty_args)
+        super().visit_var_binding_(relax.VarBinding(binding.var, value))
 
 
 @relax.transform.function_pass(opt_level=0, name="tvm_fxp.PushScalarMultiplies")
