@@ -17,7 +17,7 @@ Per op (the ops not listed are computed as they are, in float64, which is exact 
 - ``lrn``: the same table lookup as the integer graph (``emitters.emit_lrn_lookup``), then ``x * T * 2**-K``;
   the decomposed float ops of the importer are dropped;
 - a table layer (``table.py``): the same lookup over the input's integers as the integer graph, times ``2**-K``
-  (in the parametric search module, the function's own float64 ops: formats vary at run time there);
+  (in the parametric search module, ``lower_table`` looks up the run-time table of the candidate's input format);
 - a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
 
@@ -65,10 +65,12 @@ def operand_format(var, producer):
             return None
 
 
-def simulate_function(func: relax.Function, lower_annotation=None, extra_params=(), probe: list | None = None
-                      ) -> relax.Function:
+def simulate_function(func: relax.Function, lower_annotation=None, extra_params=(), probe: list | None = None,
+                      lower_table=None) -> relax.Function:
     """Simulate ``func``; ``lower_annotation(bb, binding, value)`` may replace the default fake-quant of an
-    ``fxp.annotate`` (``tvm_fxp.passes.plan_scorer`` feeds formats at run time through ``extra_params``).
+    ``fxp.annotate`` (``tvm_fxp.passes.plan_scorer`` feeds formats at run time through ``extra_params``), and
+    ``lower_table(bb, binding, match, env)`` the lookup of a table layer (its table then comes at run time too).
+    With ``lower_annotation`` and no ``lower_table``, table layers are their float64 ops (the float model).
 
     With a ``probe`` list, the function returns ``(result, mean_0, mean_1, ...)``: per weighted layer (in
     graph order, its name appended to ``probe``) the mean of its conv/matmul output over every axis but the
@@ -76,9 +78,8 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
     out_dtypes = _result_dtypes(func)
     producer = {b.var: b.value for b in main_bindings(func)}
     composites = composite_patterns(func)
-    if lower_annotation is not None:
-        # formats fed at run time: a table cannot follow its input's format, so the search evaluates the
-        # function's own float64 ops (within the table's stated error of the realized lookup)
+    if lower_annotation is not None and lower_table is None:
+        # formats fed at run time and no run-time tables: the function's own float64 ops
         composites = {v: m for v, m in composites.items() if isinstance(m, LrnMatch)}
     dropped = {v for m in composites.values() for v in m.inner}
 
@@ -101,6 +102,8 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             f = fmt.frac_array(ndim)
             q = emit_round_clip(bb, x, fmt, f, b.var.name)
             return relax.op.multiply(q, fconst(np.ldexp(1.0, -f)))
+        if b.var in composites and not isinstance(composites[b.var], LrnMatch) and lower_table is not None:
+            return lower_table(bb, b, composites[b.var], env)
         if b.var in composites and not isinstance(composites[b.var], LrnMatch):
             from .table import emit_table_lookup
 

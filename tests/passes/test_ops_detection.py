@@ -304,6 +304,38 @@ def test_table_ops_need_no_float_islands(tmp_path):
         tvm_fxp.load_model(path)
 
 
+def test_plan_scorer_is_bit_exact_on_table_layers(tmp_path):
+    """The search's compiled-once scorer looks up each table layer's table for the candidate's input format (fed at
+    run time): its outputs equal ``Simulate`` (hence the integer graph) bit for bit for plans of 6 (exact tables)
+    and 14 bits (top-12-bit tables), with one compiled module; the float model (``layer_means(None)``) still
+    evaluates the functions themselves."""
+    from tvm_fxp.methods.uniform import Uniform, allocate
+    from tvm_fxp.passes.plan_scorer import PlanScorer
+
+    from onnx_graphs import Net, save
+
+    g = Net([1, 2, 6, 6], seed=5)
+    x = g.conv("input", 2, 4, stride=1)
+    x = g.op("Mul", [x, g.op("Sigmoid", [x])])                                  # SiLU
+    x = g.op("Tanh", [g.conv(x, 4, 4, stride=2)])
+    out = g.op("Sigmoid", [g.conv(x, 4, 3, k=1, pad=0)])
+    path = save(g.model(out), tmp_path, "silu.onnx")
+    xs = np.random.default_rng(0).normal(0, 1.5, (24, 2, 6, 6)).astype(np.float32)
+    q = tvm_fxp.quantize(path, xs, Uniform(8), progress=False)
+    assert sum(l.op == "table" for l in q.graph.layers.values()) == 3
+    scorer = PlanScorer(q.prepared, q.plan, lambda m, t=None: tvm_fxp.build(m, FAST_TARGET))
+    assert [k for _, k, _ in scorer.layout.tables] == [q.graph.layers[l.inputs[0]].output_key
+                                                        for l in q.graph.layers.values() if l.op == "table"]
+    for bits in (6, 14):
+        plan = allocate(q.graph, q.stats, Uniform(bits))
+        sim = tvm_fxp.Runner(tvm_fxp.build(q.with_plan(plan).simulated(), FAST_TARGET)).run(xs)
+        np.testing.assert_array_equal(scorer.outputs(plan, xs), sim)
+    floats, fine = scorer.layer_means(None, xs), scorer.layer_means(plan, xs)      # 14 bits: close to float
+    assert set(floats) == set(fine) == {l.name for l in q.graph.layers.values() if l.op == "conv2d"}
+    for name in floats:
+        np.testing.assert_allclose(fine[name], floats[name], atol=2e-3)
+
+
 @settings(max_examples=4, **SETTINGS)
 @given(cin=st.integers(1, 3), cout=st.integers(1, 3), k=st.sampled_from([2, 3, 4]), s=st.sampled_from([1, 2]),
        p=st.sampled_from([0, 1]), bits=st.sampled_from([6, 8]), seed=st.integers(0, 99))
