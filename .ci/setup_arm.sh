@@ -24,6 +24,7 @@ WANT="tvm=$TVM_VERSION ffi=$FFI_VERSION py=3.11"
 # ---- 1. host toolchain (cross compiler, emulator, llvm-mca-19)
 need=()
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-g++ >/dev/null || need+=(g++-arm-linux-gnueabihf)   # the rpi3 (armv7) preset
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static binfmt-support)
 command -v llvm-mca-19 >/dev/null || need+=(llvm-19)
 command -v file >/dev/null || need+=(file)

@@ -253,8 +253,26 @@ def arm_table(r) -> list[str]:
     lines += ["", "Median int16 kernel_peak_fraction (and int16_vs_best_int32_cycles) per layer class: " +
               "; ".join(f"{cls}: {', '.join(v)}" for cls, v in sorted(classes.items())) + ".",
               "", "Not built yet (issue 12): the multiply-free bit-serial kernel for ternary-weight / 4-bit-activation "
-              "layers (so no `lowbit_vs_best_int32_cycles`), and one fused kernel for k-tiled int16 plans (their tiles "
-              "are still separate calls, which is why `--accumulator proven` gives k-tiled layers one int32 kernel)."]
+              "layers (so no `lowbit_vs_best_int32_cycles`), and a NEON kernel that keeps a k-tiled layer's int16 "
+              "partial sums in registers and widens them in the same kernel (on aarch64 the tiles are still separate "
+              "int16 kernels; `bench/ktiles.py` below is the x86 fusion)."]
+    return lines
+
+
+def ktiles_table(r) -> list[str]:
+    lines = [f"k-tiled de Bruin plans (`bench/ktiles.py`, {r['date']}, this host, batch 1, one thread, interleaved "
+             f"medians, load average {r.get('loadavg_at_end')} at the end): `FuseKTiles` (`schedules/ktiles.py`) "
+             "rewrites each tiled layer (Realize's narrow policy: int16 partial sums per input-channel range, widened "
+             "and added in int32) into one int32 kernel where that is faster -- the VNNI conv2d (`vpdpbusd` sums in "
+             "int32 lanes whatever the plan proves) and matmuls; the partial sums are exact by the proof, so the one "
+             "kernel gives the same integers (`bit-exact` vs the simulation). `unfused`: one kernel per tile, as before.",
+             "", "| model | tiled layers (fused) | fused ms | unfused ms | untiled plan ms | fused / unfused | "
+             "fused / untiled | top-1 tiled (untiled) | bit-exact |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        lines.append(f"| {name} | {len(m['tiled_layers'])} ({m['layers_fused']}) | {m['fused_ms']:.4f} | "
+                     f"{m['unfused_ms']:.4f} | {m['untiled_ms']:.4f} | {m['fused_over_unfused']} | "
+                     f"{m['fused_over_untiled']} | {m['top1_tiled']:.4f} ({m['top1_untiled']:.4f}) | "
+                     f"{m['bit_exact_fused_vs_simulation'] and m['bit_exact_unfused_vs_simulation']} |")
     return lines
 
 
@@ -323,6 +341,9 @@ def render() -> str:
     r = _load("arm_static.json")
     if r:
         parts += arm_table(r) + [""]
+    r = _load("ktiles.json")
+    if r:
+        parts += ktiles_table(r) + [""]
     r = _load("avx2_acc16.json")
     if r:
         parts += avx2_table(r) + [""]

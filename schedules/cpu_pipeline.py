@@ -2,7 +2,8 @@
 
 TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with our kernels as the legalization of
 integer (and the simulation's float64) conv2d/matmul (``legalize.legalize_map``, given to ``LegalizeOps``;
-nothing is registered globally), and two additions:
+nothing is registered globally), and two additions (the first preceded by ``FuseKTiles``, ``ktiles.py``: a
+k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast, the VNNI conv2d):
 
 1. ``FuseEpilogue`` (``fuse.py``) before ``LegalizeOps``: each integer conv2d/matmul and its requantize
    epilogue become one kernel that writes 8-bit results;
@@ -25,6 +26,7 @@ from tvm.relax.utils import copy_with_new_vars
 
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
+from .ktiles import FuseKTiles
 from .hostfuncs import separate_host_funcs
 from .legalize import _cpu_target, legalize_map
 from .threads import configure_pool
@@ -64,7 +66,7 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transfor
             ours = fuse and target.kind.name == "llvm" and _cpu_target() is not None
             passes = [CopyFunctionVars] + cpu.library_dispatch_passes(target)
             if ours:
-                passes.append(FuseEpilogue())
+                passes += [FuseKTiles(), FuseEpilogue()]
             passes += legalize_passes(target)
             if ours:
                 passes.append(ScheduleElementwise)

@@ -23,7 +23,12 @@ from tvm.target import codegen
 RPI4 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
 """Raspberry Pi 4: Cortex-A72, ARMv8.0-A with NEON (no ``sdot``)."""
 
-PRESETS = {"rpi4": RPI4}
+RPI3 = {"kind": "llvm", "mtriple": "armv7l-linux-gnueabihf", "mcpu": "cortex-a53", "mattr": ["+neon"],
+        "mfloat-abi": "hard"}
+"""Raspberry Pi 3 (and Pi 2 v1.2/Zero 2) under the 32-bit Raspberry Pi OS: Cortex-A53 in AArch32 with NEON,
+hard-float ABI (``arm-linux-gnueabihf``; without ``mfloat-abi`` the objects do not link with its libraries)."""
+
+PRESETS = {"rpi4": RPI4, "rpi3": RPI3}
 
 
 def host() -> tvm.target.Target:

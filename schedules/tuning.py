@@ -15,10 +15,13 @@ along our knobs:
   unrolled (more independent loads and multiply-accumulates in flight between the accumulator updates);
 - ``unpack_vector`` (conv2d): the unpacking of the blocked result to NCHW vectorized over that many output
   columns (the default schedule leaves this loop to LLVM: 1);
-- two structural alternatives, one design space each: the loop order (``channels``: output-channel vectors
-  outside the position blocks, as today, or ``positions``: position blocks outside) and the epilogue
+- structural alternatives, one design space each (``SKETCHES``): the loop order (``channels``: output-channel
+  vectors outside the position blocks, as today, or ``positions``: position blocks outside), the epilogue
   placement (``registers``: requantized as the accumulators are written back, as today, or ``block``: after
-  the block, as a separate vectorized pass).
+  the block, as a separate vectorized pass), the spatial blocking (``flat``: ``R`` consecutive flattened
+  positions, as today, or ``rows``: ``R`` columns of one output row) and the output-channel block of the VNNI
+  kernels (1 as today, 2 or 3 16-channel vectors per register tile: one broadcast input word feeds that many
+  ``vpdpbusd``; the register-block candidates shrink so the tile fits the 32 zmm registers).
 
 No schedule primitive changes what a block computes, so every candidate accumulates in the plan's dtype;
 integer sums are exact modulo ``2**bits`` in any order (see ``conv2d_int``), so every candidate gives the
@@ -91,8 +94,9 @@ def _blocks(default: int, extent: int) -> list:
     return [1] if default == 1 else [r for r in options if r > 1]
 
 
-def knobs(plan) -> dict:
-    """``{knob: (candidates, index of the default schedule's value)}`` of a kernel's plan."""
+def knobs(plan, spatial: str = "flat", oc_block: int = 1) -> dict:
+    """``{knob: (candidates, index of the default schedule's value)}`` of a kernel's plan in one sketch
+    (``spatial``/``oc_block``: see ``SKETCHES``; the default sketch is ``"flat"``, 1)."""
     kind = kernel_kind(plan)
     if kind == "dense":
         vb = plan.vector_blocks
@@ -102,12 +106,20 @@ def knobs(plan) -> dict:
         if plan.lanes >= 8:
             out["vector_width"] = _candidates(plan.lanes, [plan.lanes // 2, plan.lanes])
         return out
-    blocks = _blocks(plan.block, plan.padded_positions)
+    if spatial == "rows":       # a block of positions within one output row: divisors of its width
+        limit = 16 if oc_block == 1 else 28 // oc_block
+        blocks = [r for r in _divisors(plan.out_hw[1], limit) if r > 1]
+        blocks = _candidates(blocks[-1], blocks)
+    else:
+        blocks = _blocks(plan.block, plan.padded_positions)
+        if oc_block > 1:        # oc_block x R zmm accumulators and oc_block weight vectors in 32 registers
+            blocks = [r for r in blocks if r * oc_block <= 28] or blocks[:1]
+        blocks = _candidates(plan.block if oc_block == 1 else blocks[-1], blocks)
     unpack = _candidates(1, _divisors(plan.out_hw[1], 16))
     if kind == "conv2d_vnni":
-        return {"register_block": _candidates(plan.block, blocks),
+        return {"register_block": blocks,
                 "k_unroll": _candidates(1, _divisors(-(-plan.channels // 4), 4)), "unpack_vector": unpack}
-    out = {"register_block": _candidates(plan.block, blocks),
+    out = {"register_block": blocks,
            "k_unroll": _candidates(1, _divisors(plan.in_per_group, 4))}
     if plan.lanes >= 8:
         out["vector_width"] = _candidates(plan.lanes, [plan.lanes // 2, plan.lanes])
@@ -115,8 +127,31 @@ def knobs(plan) -> dict:
     return out
 
 
-SKETCHES = (("channels", "registers"), ("positions", "registers"), ("channels", "block"))
-"""(loop order, epilogue placement) of the design spaces; the first is today's schedule."""
+SKETCHES = (("channels", "registers", "flat", 1), ("positions", "registers", "flat", 1),
+            ("channels", "block", "flat", 1), ("channels", "registers", "rows", 1),
+            ("channels", "block", "rows", 1), ("channels", "registers", "flat", 2),
+            ("channels", "registers", "rows", 2), ("channels", "registers", "flat", 3))
+"""(loop order, epilogue placement, spatial blocking, output-channel block) of the design spaces; the first is
+today's schedule.  Spatial ``flat`` blocks ``R`` consecutive flattened positions (``p = y*OW + x``, as today);
+``rows`` splits the positions into output rows first and blocks ``R`` columns of one row (the input address
+of a position is then affine in the loop variables: no division by ``OW`` per position).  The output-channel
+block (VNNI kernels with several 16-channel vectors) keeps that many weight vectors per input word, so each
+broadcast input word feeds that many ``vpdpbusd``."""
+
+
+def _sketch_applies(plan, kind: str, sketch) -> bool:
+    order, epilogue, spatial, oc_block = sketch
+    if kind == "dense":
+        return sketch == SKETCHES[0]     # one row at batch 1; the epilogue already follows the k-split sum
+    if spatial == "rows" and (plan.padded_positions % plan.out_hw[1]
+                              or not [r for r in _divisors(plan.out_hw[1], 16) if r > 1]):
+        return False
+    if oc_block > 1 and (kind != "conv2d_vnni" or -(-plan.out_channels // 16) % oc_block):
+        return False
+    return True
+
+
+SKETCH_ATTR = "tvm_fxp.sketch"
 
 
 def design_space(sch: Schedule):
@@ -137,28 +172,29 @@ def design_space(sch: Schedule):
 
     has_epilogue = _has_block(sch, "epilogue")
     spaces = []
-    for order, epilogue in SKETCHES:
-        if epilogue == "block" and not has_epilogue:
+    for sketch in SKETCHES:
+        if (sketch[1] == "block" and not has_epilogue) or not _sketch_applies(plan, kind, sketch):
             continue
-        if kind == "dense" and (order, epilogue) != SKETCHES[0]:
-            continue    # one row at batch 1, and the epilogue already follows the sum over the k-splits
         s = sch.copy()
         s.seed(len(spaces) + 1)
         if kind == "dense":
-            _dense_space(s, plan, epilogue)
+            _dense_space(s, plan, sketch[1])
         else:
-            _conv_space(s, plan, order, epilogue, INTRIN if kind == "conv2d_vnni" else None)
+            _conv_space(s, plan, sketch, INTRIN if kind == "conv2d_vnni" else None)
         spaces.append(s)
     return spaces
 
 
-def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
-    """``conv2d_int.schedule_conv2d`` (or ``conv2d_vnni.schedule`` with ``intrin``) with sampled knobs."""
+def _conv_space(sch, plan, sketch, intrin) -> None:
+    """``conv2d_int.schedule_conv2d`` (or ``conv2d_vnni.schedule`` with ``intrin``) with sampled knobs, in one
+    sketch of ``SKETCHES`` (annotated on the conv block as ``SKETCH_ATTR``, so reports can name it)."""
     from .common import has_block as _has_block
 
-    k = knobs(plan)
+    order, epilogue, spatial, oc_block = sketch
+    k = knobs(plan, spatial, oc_block)
     d: dict = {}
     conv = sch.get_sblock("conv")
+    sch.annotate(conv, SKETCH_ATTR, "/".join(map(str, sketch)))
     block = _sample(sch, "register_block", *k["register_block"], d)
     unroll_k = _sample(sch, "k_unroll", *k["k_unroll"], d)
     if intrin is None:
@@ -167,17 +203,28 @@ def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
     else:
         n, ob, p, v, ri, rky, rkx, rk = sch.get_loops(conv)
         outer = [n]
-    po, pi = sch.split(p, [None, block])
+    if spatial == "rows":
+        y, x = sch.split(p, [None, plan.out_hw[1]])
+        po, pi = sch.split(x, [None, block])
+        positions = [y, po]
+    else:
+        po, pi = sch.split(p, [None, block])
+        positions = [po]
+    if oc_block > 1:
+        ob, obi = sch.split(ob, [None, oc_block])
+        channels = [obi]
+    else:
+        channels = []
     rio, rii = sch.split(ri, [None, unroll_k])
     if intrin is None and "vector_width" in k:
         vo, vi = sch.split(v, [None, _sample(sch, "vector_width", *k["vector_width"], d)])
         lane_tiles = [vo]
     else:
         vi, lane_tiles = v, []
-    blocks = [ob, po] if order == "channels" else [po, ob]
-    tail = [pi, vi] if intrin is None else [pi, vi, rk]
+    blocks = [ob, *positions] if order == "channels" else [*positions, ob]
+    tail = [*channels, pi, vi] if intrin is None else [*channels, pi, vi, rk]
     sch.reorder(*outer, *blocks, *lane_tiles, rio, rky, rkx, rii, *tail)
-    anchor = blocks[1]
+    anchor = blocks[-1]
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, anchor)
     if _has_block(sch, "epilogue"):
@@ -190,6 +237,8 @@ def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
     if intrin is None:
         sch.vectorize(vi)
     sch.unroll(pi)
+    for loop in channels:
+        sch.unroll(loop)
     sch.unroll(rii)
     if intrin is None and plan.kernel[1] <= 7:
         sch.unroll(rkx)
@@ -200,6 +249,9 @@ def _conv_space(sch, plan, order: str, epilogue: str, intrin) -> None:
     *_, ii, iv = sch.get_loops(init)
     sch.vectorize(iv)
     sch.unroll(ii)
+    if oc_block > 1:    # the write-back and the initialisation: (oc_block, R, lanes) under the anchor
+        sch.unroll(sch.get_loops(acc)[-3])
+        sch.unroll(sch.get_loops(init)[-3])
     # the unpacking to NCHW (the kernel's last stage, left to LLVM by the default schedule): its rows
     # vectorized in pieces of ``unpack_vector`` output columns (1: as today)
     unpack_vector = _sample(sch, "unpack_vector", *k["unpack_vector"], d)
@@ -271,19 +323,20 @@ def default_decisions(plan) -> dict:
 
 def decisions_of(trace, plan) -> dict:
     """``{knob: value}`` of a trace of ``design_space`` (its decisions are sampled in ``knobs`` order), and
-    its sketch (loop order, epilogue placement)."""
-    table = knobs(plan)
-    values = [int(d) for d in trace.decisions.values()]
-    out = {name: candidates[i] for (name, (candidates, _)), i in zip(table.items(), values)}
+    its sketch (loop order, epilogue placement, spatial blocking, output-channel block)."""
     insts = list(trace.insts)
     kinds = [str(i.kind.name) for i in insts]
-    out["epilogue"] = "block" if kinds.count("ReverseComputeAt") > 1 else "registers"
-    if kernel_kind(plan) != "dense":
-        loops = insts[kinds.index("GetLoops")].outputs
-        po = insts[kinds.index("Split")].outputs[0]
-        ob = loops[1 if kernel_kind(plan) == "conv2d_vnni" else 2]
-        order = list(insts[kinds.index("Reorder")].inputs)
-        pos = [k for k, rv in enumerate(order) if rv.same_as(po)][0]
-        chan = [k for k, rv in enumerate(order) if rv.same_as(ob)][0]
-        out["loop_order"] = "positions" if pos < chan else "channels"
+    if kernel_kind(plan) == "dense":
+        table = knobs(plan)
+        values = [int(d) for d in trace.decisions.values()]
+        out = {name: candidates[i] for (name, (candidates, _)), i in zip(table.items(), values)}
+        out["epilogue"] = "block" if kinds.count("ReverseComputeAt") > 1 else "registers"
+        return out
+    sketch = next(str(i.inputs[1]).strip('"') for i in insts
+                  if str(i.kind.name) == "Annotate" and str(i.attrs[0]) == SKETCH_ATTR)
+    order, epilogue, spatial, oc_block = sketch.split("/")
+    table = knobs(plan, spatial, int(oc_block))
+    values = [int(d) for d in trace.decisions.values()]
+    out = {name: candidates[i] for (name, (candidates, _)), i in zip(table.items(), values)}
+    out.update(loop_order=order, epilogue=epilogue, spatial=spatial, oc_block=int(oc_block))
     return out

@@ -6,8 +6,9 @@ batches, and compares with the host simulation of the same plan: top-1, agreemen
 ``bit_exact``, and the board's latency at batch 1 (the remote ``time_evaluator``, median of repeats).  With
 ``--tracker HOST:PORT --key KEY`` the board is requested from TVM's RPC tracker.
 
-Errors are ``RemoteError`` with what to do: an unreachable server, a library the board cannot load (another
-architecture), or a library built for another target than the one ``build.json`` records.
+Errors are ``RemoteError`` with what to do: an unreachable server, a board of another architecture than the
+library (asked before the upload: ``board_arch`` reads the ELF header of the board's RPC server executable),
+a library the board cannot load, or a library built for another target than the one ``build.json`` records.
 """
 
 from __future__ import annotations
@@ -92,12 +93,34 @@ def _check_reachable(host: str, port: int, what: str, start: str, timeout: float
 
 def elf_arch(path) -> str | None:
     """The architecture in a shared library's ELF header, or None when it is not ELF."""
-    head = Path(path).read_bytes()[:20]
-    if head[:4] != b"\x7fELF":
+    return elf_header_arch(Path(path).read_bytes()[:20])
+
+
+def elf_header_arch(head: bytes) -> str | None:
+    """The architecture an ELF header names (``e_machine``, in the header's byte order), or None."""
+    if len(head) < 20 or head[:4] != b"\x7fELF":
         return None
-    little = head[5] == 1
-    machine = int.from_bytes(head[18:20], "little" if little else "big")
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
     return ELF_MACHINES.get(machine, f"machine 0x{machine:x}")
+
+
+def board_arch(session) -> str | None:
+    """The board's architecture, asked before anything is uploaded: the ELF header of the executable serving
+    the session (``/proc/self/exe`` on Linux: the board's Python, also under qemu-user, which maps it to the
+    emulated program).  None when the board does not say (not Linux, or a server that refuses the path)."""
+    try:
+        return elf_header_arch(bytes(session.download("/proc/self/exe"))[:20])
+    except Exception:  # noqa: BLE001 -- an RPC server without that file: the load error names the architecture
+        return None
+
+
+def check_board(session, info: dict, where: str) -> None:
+    """A clear error when the board is of another architecture than the library in ``info``."""
+    arch = board_arch(session)
+    if arch is not None and arch != info["arch"]:
+        raise RemoteError(f"the board at {where} is {arch}, but the library is built for {info['arch']} "
+                          f"({info['preset']}): rebuild for the board with `tvm-fxp compile DIR --target "
+                          f"{'rpi4' if arch == 'aarch64' else '<its preset or target dict>'} --out DIR2`")
 
 
 def check_library(d: Path) -> dict:
@@ -142,6 +165,7 @@ def run_remote(d, inputs: np.ndarray, rpc: str | None = None, tracker: str | Non
     d = Path(d)
     info = check_library(d)
     session = connect(rpc, tracker, key)
+    check_board(session, info, rpc or f"a {key!r} board of the tracker {tracker}")
     rlib = load_remote(session, d / info.get("library", "model.so"), info)
     dev = session.cpu()
     vm = relax.VirtualMachine(rlib, dev)

@@ -144,6 +144,11 @@ def _make_measurer(target, rpc, tracker, key, repeat, timeout):
         config = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=remote.DIRECT_KEY, session_priority=1,
                            session_timeout_sec=int(timeout))
         workers = 1
+    from .deploy import target_arch
+
+    # one session first: a board of another architecture is named now, not as every measurement failing
+    remote.check_board(remote.connect(rpc, tracker, key), {"arch": target_arch(target), "preset": target_name(target)},
+                       rpc or f"a {key!r} board of the tracker {tracker}")
     evaluator = EvaluatorConfig(number=3, repeat=repeat, min_repeat_ms=0, enable_cpu_cache_flush=False)
     builder = in_process_builder()
     runner = ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=workers,

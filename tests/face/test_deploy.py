@@ -14,10 +14,10 @@ from tvm_fxp import api, cli, deploy
 from tvm_fxp.remote import elf_arch
 
 
-def needs_cross_compiler():
-    """The aarch64 cross compiler: required in CI (``.ci/setup.sh`` installs it), else the test skips."""
-    if shutil.which(deploy.CROSS_TOOLCHAINS["aarch64"][0]) is None:
-        msg = "aarch64-linux-gnu-g++ missing: run bash .ci/setup_arm.sh (as root)"
+def needs_cross_compiler(arch="aarch64"):
+    """A cross compiler: required in CI (``.ci/setup_arm.sh`` installs it), else the test skips."""
+    if shutil.which(deploy.CROSS_TOOLCHAINS[arch][0]) is None:
+        msg = f"{deploy.CROSS_TOOLCHAINS[arch][0]} missing: run bash .ci/setup_arm.sh (as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
@@ -76,6 +76,18 @@ def test_compile_rpi4_cross_compiles_aarch64(quantized_dir, tmp_path):
     # the same plan's kernels, with the NEON lane count (16 int8 weights per q register)
     assert {c["lanes"] for calls in info["kernels"].values() for c in calls if c["op"] == "conv2d"} <= {8, 16}
     assert (out / "plan.json").read_text() == (quantized_dir / "plan.json").read_text()
+
+
+def test_compile_rpi3_cross_compiles_armv7(quantized_dir, tmp_path):
+    """The 32-bit preset links with the hard-float toolchain (no armv7 board is emulated here: build only)."""
+    needs_cross_compiler("arm")
+    out = tmp_path / "pi3"
+    assert cli.main(["compile", str(quantized_dir), "--target", "rpi3", "--out", str(out)]) == 0
+    info = json.loads((out / "build.json").read_text())
+    assert info["preset"] == "rpi3" and info["arch"] == "arm" and info["target"]["mcpu"] == "cortex-a53"
+    head = (out / "model.so").read_bytes()[:20]
+    assert elf_arch(out / "model.so") == "arm" and head[4] == 1          # ELF32 ARM
+    assert all(c["kernel"] == "tvm_fxp" for calls in info["kernels"].values() for c in calls)
 
 
 def test_compile_target_dict_host_matches_quantize(quantized_dir, tmp_path):

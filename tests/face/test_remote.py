@@ -75,9 +75,21 @@ def test_host_library_on_the_aarch64_board(board, dirs, capsys):
     host, _ = dirs
     assert cli.main(["run", str(host), "--rpc", board.address, "--data", "synthetic", "--eval-size", "4",
                      "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "the board could not load model.so" in err and "built for x86_64" in err
-    assert "Traceback" not in err
+    err = capsys.readouterr().err      # asked before the upload: the board's server executable is aarch64
+    assert f"the board at {board.address} is aarch64, but the library is built for x86_64 (host)" in err
+    assert "--target rpi4" in err and "Traceback" not in err
+
+
+def test_board_arch_and_load_error_hint(board, dirs):
+    """``board_arch`` reads the board's own executable; when a board does not say, the load error still names
+    the library's architecture."""
+    from tvm_fxp import remote
+
+    host, _ = dirs
+    session = remote.connect(board.address)
+    assert remote.board_arch(session) == "aarch64"
+    with pytest.raises(remote.RemoteError, match="the board could not load model.so.*built for x86_64"):
+        remote.load_remote(session, host / "model.so", remote.check_library(host))
 
 
 def test_library_that_is_not_what_build_json_records(dirs, tmp_path, capsys):
