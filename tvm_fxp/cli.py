@@ -6,6 +6,7 @@
     tvm-fxp compile DIR --target rpi4 --out DIR2
     tvm-fxp run DIR --rpc HOST:PORT --data DATA
     tvm-fxp tune DIR --target host --trials 64
+    tvm-fxp finetune DIR --data fashion-mnist --epochs 2 --out DIR2
 
 DATA is ``fashion-mnist`` (calibrate on training images; searches score plans on the validation split, images
 the reference models never saw; measure on the full 10,000-image test split when the Debian package is
@@ -426,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--accumulator", default=None, choices=["wide", "narrow"],
                    help="default: the policy DIR was quantized with")
     c.add_argument("--out", required=True)
-    from . import remote, tune
+    from . import finetune, remote, tune
 
+    finetune.add_finetune_parser(sub, common)
     remote.add_run_parser(sub, common)
     tune.add_tune_parser(sub, common)
     e = sub.add_parser("evaluate", parents=[common], help="re-measure a quantized model directory")
@@ -445,13 +447,14 @@ def main(argv=None) -> int:
     from .passes import FxpGraphError
 
     try:
-        from . import remote, tune
+        from . import finetune, remote, tune
 
         commands = {"quantize": cmd_quantize, "evaluate": cmd_evaluate, "report": cmd_report,
-                    "compile": cmd_compile, "run": remote.cmd_run, "tune": tune.cmd_tune}
+                    "compile": cmd_compile, "run": remote.cmd_run, "tune": tune.cmd_tune,
+                    "finetune": finetune.cmd_finetune}
         summary = commands[args.cmd](args)
     except (CliError, api.ModelError, PlanError, FormatError, MethodError, CalibrationError, FxpGraphError,
-            FileNotFoundError, ValueError) as e:
+            FileNotFoundError, ValueError) as e:   # FinetuneError is a ValueError
         print(f"tvm-fxp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
