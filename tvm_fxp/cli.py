@@ -451,7 +451,8 @@ def main(argv=None) -> int:
 
         commands = {"quantize": cmd_quantize, "evaluate": cmd_evaluate, "report": cmd_report,
                     "compile": cmd_compile, "run": remote.cmd_run, "tune": tune.cmd_tune,
-                    "finetune": finetune.cmd_finetune}
+                    "finetune": lambda a: finetune.cmd_finetune(
+                        a, lambda argv: cmd_quantize(build_parser().parse_args(argv)))}
         summary = commands[args.cmd](args)
     except (CliError, api.ModelError, PlanError, FormatError, MethodError, CalibrationError, FxpGraphError,
             FileNotFoundError, ValueError) as e:   # FinetuneError is a ValueError

@@ -422,11 +422,12 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
             "train_images": len(x), "steps_per_epoch": n_steps}
 
 
-def cmd_finetune(args) -> dict:
-    """``tvm-fxp finetune DIR --data fashion-mnist --epochs E --out DIR2``."""
+def cmd_finetune(args, quantize) -> dict:
+    """``tvm-fxp finetune DIR --data fashion-mnist --epochs E --out DIR2``; ``quantize(argv)`` is
+    ``tvm-fxp quantize`` (the CLI hands it in: what it writes is what DIR2 gets)."""
     import onnx
 
-    from . import api, cli
+    from . import api
     from .datasets import TestSplitGuard, fashion_mnist
 
     t0 = time.time()
@@ -474,8 +475,7 @@ def cmd_finetune(args) -> dict:
         qargs += ["--eval-size", str(args.eval_size)]
     if args.quiet:
         qargs.append("--quiet")
-    qa = cli.build_parser().parse_args(qargs)
-    summary = cli.cmd_quantize(qa)
+    summary = quantize(qargs)
     summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": args.lr, "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
