@@ -1,22 +1,29 @@
 """Side-by-side comparison of the precision-allocation methods on both reference models.
 
-    .venv/bin/python bench/methods.py [--time-limit 240] [--search-size 512] [--models fmnist_vgg ...]
+    .venv/bin/python bench/methods.py [--models fmnist_vgg ...] [--methods lin2016 ...] [--merge]
 
-For each model: calibrate on 500 Fashion-MNIST training images; every search scores its candidates on
-``--search-size`` further (held-out) *training* images (top-1 with labels, except FxP-QNet, which is
-label-free by design); the chosen plan is then realized (int16 accumulators for de Bruin) and measured on
-the test split (all 10,000 images with Debian's dataset-fashion-mnist), with the simulation checked bit for
-bit against the integer graph.  Rows: float, uniform 8-bit, and each method.  Columns: top-1, agreement with
-float, weight memory, activation memory, multiply cost relative to all-8-bit, widest accumulator, wall time.
-Each paper's headline target is checked and the gap printed.  Writes ``bench/results/methods.json`` and
-``bench/results/methods.png`` (accuracy against weight memory).
+Every row is exactly what a user gets from
+
+    tvm-fxp quantize MODEL --calib fashion-mnist --method M [the paper's own parameter]
+
+(``tvm_fxp.cli.cmd_quantize`` with the CLI's defaults; no other flag): calibration on the first 500 training
+images, every search scored on the first 2,000 images of the validation split (images the reference models were
+never trained on; top-1 with labels, except FxP-QNet, which is label-free by design) and run to its own stopping
+rule (no time limit), the chosen plan realized (de Bruin: 16-bit, k-tiled where needed) and measured on the test
+split (all 10,000 images with Debian's dataset-fashion-mnist), the simulation checked bit for bit against the
+integer library.  Each row records the search's evaluations, wall time and its own estimate (validation top-1)
+beside the test result.  Rows: float, uniform 8-bit, and each method.  Each paper's headline target is checked
+and the gap printed.  Writes ``bench/results/methods.json``, ``bench/results/methods.png`` (accuracy against
+weight memory) and every chosen plan to ``bench/results/plans/MODEL_METHOD.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +31,21 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# method row -> the CLI flags a user passes (the method and the paper's own parameter, nothing else)
+CLI_FLAGS = {
+    "uniform8": ["--method", "uniform", "--bits", "8"],
+    "mellempudi2017_4bit": ["--method", "mellempudi2017", "--cluster", "4", "--weights", "4bit"],
+    "mellempudi2017_ternary": ["--method", "mellempudi2017", "--cluster", "4", "--weights", "ternary"],
+    "lin2016": ["--method", "lin2016"],
+    "goyal2021": ["--method", "goyal2021"],
+    "fxpqnet": ["--method", "fxpqnet"],
+    "debruin2020": ["--method", "debruin2020", "--acc-bits", "16"],
+    "debruin2020_untiled": ["--method", "debruin2020", "--acc-bits", "16", "--max-tiles", "0"],
+}
+
 
 def measure(q, x, y, float_out, accumulator="wide") -> dict:
+    """A plan that is not one of the CLI's rows (Lin's equal-bit-width reference) measured the same way."""
     import tvm_fxp
     from tvm_fxp.report import agreement, plan_costs, top1
 
@@ -36,10 +56,12 @@ def measure(q, x, y, float_out, accumulator="wide") -> dict:
             "weight_bits": costs["weight_bits"], "activation_bits": costs["activation_bits"],
             "memory_reduction_vs_float": costs["memory_reduction_vs_float"],
             "mult_cost_vs_8bit": costs["mult_cost_vs_8bit"], "max_accumulator_bits": costs["max_accumulator_bits"],
-            "max_mac_accumulator_bits": mac_accumulator_bits(q),
-            "k_tiled_layers": {k: {"tiles": v["tiles"], "k": v["k"], "tile_bits": v["tile_bits"]}
-                               for k, v in ((k, p.to_json()) for k, p in q.plan.proofs.items()) if "tiles" in v},
             "accumulator_policy": accumulator}
+
+
+def k_tiled_layers(q) -> dict:
+    return {k: {"tiles": v["tiles"], "k": v["k"], "tile_bits": v["tile_bits"]}
+            for k, v in ((k, p.to_json()) for k, p in q.plan.proofs.items()) if "tiles" in v}
 
 
 def mac_accumulator_bits(q) -> int:
@@ -97,83 +119,83 @@ def targets(rows: dict) -> dict:
     return out
 
 
-def save_plan(plan, model, method, args):
-    """Every chosen plan is kept (``bench/results/plans/MODEL_METHOD.json``): ``bench/latency.py`` times the de
-    Bruin int16 plans, and any row can be re-measured without re-running its search."""
-    d = Path(args.out).parent / "plans"
-    d.mkdir(parents=True, exist_ok=True)
-    plan.save(d / f"{model}_{method}.json")
+def cli_row(name, key, args, workdir) -> tuple[dict, object]:
+    """``tvm-fxp quantize`` with the CLI's defaults and ``CLI_FLAGS[key]``; the row and the bound plan."""
+    from tvm_fxp import deploy
+    from tvm_fxp.cli import build_parser, cmd_quantize
+
+    out = Path(workdir) / f"{name}_{key}"
+    argv = ["quantize", str(ROOT / "examples" / "models" / f"{name}.onnx"), "--calib", "fashion-mnist",
+            *CLI_FLAGS[key], "--out", str(out)]
+    if args.test_size:
+        argv += ["--eval-size", str(args.test_size)]
+    if args.quiet:
+        argv.append("--quiet")
+    print(f"[{name}] tvm-fxp {' '.join(argv[:1] + [Path(argv[1]).name] + argv[2:-2])}", flush=True)
+    s = cmd_quantize(build_parser().parse_args(argv))
+    q, _ = deploy.load_quantized_dir(out)
+    plans = Path(args.out).parent / "plans"
+    plans.mkdir(parents=True, exist_ok=True)
+    # every chosen plan is kept: bench/latency.py times the de Bruin int16 plans, any row can be re-measured
+    shutil.copyfile(out / "plan.json", plans / f"{name}_{key}.json")
+    search = s.get("search") or {}
+    row = {"top1": s["fxp_top1"], "agreement": s["agreement"], "bit_exact": s["bit_exact"],
+           "weight_bits": s["weight_bits"], "activation_bits": s["activation_bits"],
+           "memory_reduction_vs_float": s["memory_reduction_vs_float"], "mult_cost_vs_8bit": s["mult_cost_vs_8bit"],
+           "max_accumulator_bits": s["max_accumulator_bits"], "max_mac_accumulator_bits": mac_accumulator_bits(q),
+           "k_tiled_layers": k_tiled_layers(q), "accumulator_policy": s["accumulator_policy"],
+           "cli": "tvm-fxp quantize MODEL --calib fashion-mnist " + " ".join(CLI_FLAGS[key]),
+           "float_top1": s["float_top1"], "quantize_wall_s": s["wall_s"],
+           "wall_s": search.get("wall_s", 0.0), "evaluations": search.get("evaluations"),
+           "search": search or None, "bits": {k: f.bits for k, f in q.plan.tensors.items()},
+           "test_data": s["data_source"]}
+    if search:
+        est = search["estimate"]
+        row["val_top1"] = est["fxp_top1"]
+        row["val_float_top1"] = est["float_top1"]
+        row["val_loss_points"] = 100 * (est["float_top1"] - est["fxp_top1"])
+        row["test_loss_points"] = 100 * (s["float_top1"] - s["fxp_top1"])
+    if "multiplies_replaced" in q.plan.config:
+        row["multiplies_replaced"] = q.plan.config["multiplies_replaced"]
+    return row, q
 
 
 def run_model(name, args) -> dict:
     import tvm_fxp
-    from tvm_fxp.api import make_evaluator
     from tvm_fxp.calibrate import calibrate
     from tvm_fxp.datasets import fashion_mnist
-    from tvm_fxp.methods import get_method
-    from tvm_fxp.methods.debruin2020 import DeBruin2020
-    from tvm_fxp.methods.fxpqnet import FxpQNet
-    from tvm_fxp.methods.goyal2021 import Goyal2021
     from tvm_fxp.methods.lin2016 import Lin2016, build_plan
-    from tvm_fxp.methods.uniform import Uniform, allocate as uniform_allocate
-    from tvm_fxp.report import top1
 
-    path = ROOT / "examples" / "models" / f"{name}.onnx"
-    train = fashion_mnist("train", limit=500 + args.search_size)
-    calib_x = train.inputs[:500]
-    search_x, search_y = train.inputs[500:], train.labels[500:]
-    test = fashion_mnist("test", limit=args.test_size)
-    prepared, lg = tvm_fxp.load_model(path)
-    stats = calibrate(prepared, lg, calib_x, progress=False)
-    float_out = tvm_fxp.Runner(tvm_fxp.build(prepared)).run(test.inputs)
-    rows = {"float": {"top1": top1(float_out, test.labels), "agreement": 1.0, "weight_bits": 32 * sum(
-        int(np.prod(s)) for k, (kind, _, s) in lg.tensors().items() if kind in ("weight", "bias")),
-        "activation_bits": 32 * sum(int(np.prod(s)) for k, (kind, _, s) in lg.tensors().items()
-                                    if kind not in ("weight", "bias")), "mult_cost_vs_8bit": 16.0,
-        "max_accumulator_bits": None, "wall_s": 0.0, "bit_exact": None}}
-    t = time.time()
-    q = tvm_fxp.bind_plan(prepared, lg, uniform_allocate(lg, stats, Uniform(8)), stats)
-    rows["uniform8"] = measure(q, test.inputs, test.labels, float_out) | {"wall_s": time.time() - t}
-    configs = {"lin2016": Lin2016(), "goyal2021": Goyal2021(), "fxpqnet": FxpQNet(),
-               "debruin2020": DeBruin2020(acc_bits=16), "debruin2020_untiled": DeBruin2020(acc_bits=16, max_tiles=0)}
-    for kind in ("4bit", "ternary"):
-        if "mellempudi2017" not in args.methods:
-            break
-        from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
-
-        t = time.time()
-        plan = get_method("mellempudi2017").allocate(lg, stats, Mellempudi2017(cluster=4, weights=kind))
-        q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
-        row = measure(q, test.inputs, test.labels, float_out, "narrow") | {"wall_s": time.time() - t}
-        row["multiplies_replaced"] = plan.config["multiplies_replaced"]
-        save_plan(plan, name, f"mellempudi2017_{kind}", args)
-        rows[f"mellempudi2017_{kind}"] = row
-        print(f"[{name}] mellempudi2017 N=4 {kind}: top1 {row['top1']:.4f}  replaced {row['multiplies_replaced']:.3f}"
-              f"  bit-exact {row['bit_exact']}", flush=True)
-    for method in (m for m in args.methods if m != "mellempudi2017"):
-        config = configs[method]
-        print(f"[{name}] {method} ...", flush=True)
-        t = time.time()
-        labels = None if getattr(config, "label_free", False) else search_y
-        ev = make_evaluator(prepared, lg, stats, search_x, labels, args.time_limit, progress=not args.quiet)
-        plan = get_method(config.name).allocate(lg, stats, config, ev)
-        q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
-        wall = time.time() - t
-        save_plan(plan, name, method, args)
-        row = measure(q, test.inputs, test.labels, float_out, "narrow" if config.name == "debruin2020" else "wide")
-        row.update({"wall_s": wall, "evaluations": ev.evaluations, "timed_out": ev.out_of_time(),
-                    "time_limit_s": args.time_limit,
-                    "bits": {k: f.bits for k, f in plan.tensors.items()}})
-        if method == "lin2016":
-            eq_bits = plan.config.get("equal_bits")
-            eqq = tvm_fxp.bind_plan(prepared, lg, build_plan(lg, stats, config, {
-                l.name: eq_bits for l in lg.layers.values() if l.weight is not None}), stats)
-            row["equal_bit_reference"] = {"bits": eq_bits, **measure(eqq, test.inputs, test.labels, float_out)}
-        rows[method] = row
-        print(f"   top1 {row['top1']:.4f}  weight bits {row['weight_bits']}  mult {row['mult_cost_vs_8bit']:.3f}"
-              f"  acc {row['max_accumulator_bits']}  {wall:.0f}s  bit-exact {row['bit_exact']}", flush=True)
-    return {"rows": rows, "targets": targets(rows), "data": {"calibration": "fashion-mnist train[:500]",
-            "search": f"fashion-mnist train[500:{500 + args.search_size}]", "test": test.source}}
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="methods_") as work:
+        for key in ["uniform8"] + [k for k in CLI_FLAGS if k != "uniform8" and
+                                   (k in args.methods or k.rsplit("_", 1)[0] in args.methods)]:
+            t = time.time()
+            row, q = cli_row(name, key, args, work)
+            rows[key] = row
+            print(f"   top1 {row['top1']:.4f} (val estimate {row.get('val_top1', float('nan')):.4f})  weight bits "
+                  f"{row['weight_bits']}  mult {row['mult_cost_vs_8bit']:.3f}  acc {row['max_accumulator_bits']}  "
+                  f"search {row['wall_s']:.0f}s / {row['evaluations']} evaluations  ({time.time() - t:.0f}s in all)  "
+                  f"bit-exact {row['bit_exact']}", flush=True)
+            if key == "uniform8":
+                lg = q.graph
+                rows = {"float": {"top1": row["float_top1"], "agreement": 1.0, "weight_bits": 32 * sum(
+                    int(np.prod(s)) for k, (kind, _, s) in lg.tensors().items() if kind in ("weight", "bias")),
+                    "activation_bits": 32 * sum(int(np.prod(s)) for k, (kind, _, s) in lg.tensors().items()
+                                                if kind not in ("weight", "bias")), "mult_cost_vs_8bit": 16.0,
+                    "max_accumulator_bits": None, "wall_s": 0.0, "bit_exact": None}, **rows}
+            if key == "lin2016":
+                # the paper's reference: the smallest equal bit-width plan within budget, the CLI's calibration
+                eq_bits = q.plan.config.get("equal_bits")
+                test = fashion_mnist("test", limit=args.test_size)
+                stats = calibrate(q.prepared, q.graph, fashion_mnist("train", limit=500).inputs, progress=False)
+                float_out = tvm_fxp.Runner(tvm_fxp.build(q.prepared)).run(test.inputs)
+                eqq = tvm_fxp.bind_plan(q.prepared, q.graph, build_plan(q.graph, stats, Lin2016(), {
+                    l.name: eq_bits for l in q.graph.layers.values() if l.weight is not None}), stats)
+                row["equal_bit_reference"] = {"bits": eq_bits, **measure(eqq, test.inputs, test.labels, float_out)}
+    return {"rows": rows, "targets": targets(rows), "data": {
+        "calibration": "fashion-mnist train[:500]", "search": "fashion-mnist val[:2000] (training-file images "
+        "55000-56999, never trained on)", "test": rows["uniform8"]["test_data"]}}
 
 
 def plot(results, path):
@@ -202,9 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+",
                     default=["mellempudi2017", "lin2016", "goyal2021", "fxpqnet", "debruin2020",
                              "debruin2020_untiled"])
-    ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per search")
-    ap.add_argument("--search-size", type=int, default=512)
-    ap.add_argument("--test-size", type=int, default=None)
+    ap.add_argument("--test-size", type=int, default=None, help="measure on the first N test images only")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "methods.json"))
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--merge", action="store_true", help="keep the other methods' rows of the existing results")
@@ -224,19 +244,24 @@ def main(argv=None) -> int:
                 r["targets"] = targets(merged)
         for name, prev in old.get("models", {}).items():
             results.setdefault(name, prev)
-        args.time_limit = max(args.time_limit, old.get("time_limit_s") or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "time_limit_s": args.time_limit,
-                               "search_size": args.search_size, "wall_s": time.time() - t0, "models": results},
+    from tvm_fxp.cli import build_parser
+
+    defaults = build_parser().parse_args(["quantize", "m.onnx", "--calib", "fashion-mnist", "--out", "o"])
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "time_limit_s": defaults.time_limit,
+                               "search_size": defaults.search_size, "calib_size": defaults.calib_size,
+                               "search_split": "val", "wall_s": time.time() - t0, "models": results},
                               indent=1, default=float) + "\n")
     plot(results, out.with_suffix(".png"))
     for name, r in results.items():
         print(f"\n== {name} ({r['data']['test']})")
-        print(f"{'method':12s} {'top1':>7s} {'agree':>7s} {'w KiB':>8s} {'act KiB':>8s} {'mult/8b':>8s} {'acc':>4s} {'s':>6s} exact")
+        print(f"{'method':22s} {'top1':>7s} {'val est':>7s} {'agree':>7s} {'w KiB':>8s} {'act KiB':>8s} {'mult/8b':>8s} "
+              f"{'acc':>4s} {'evals':>5s} {'s':>6s} exact")
         for m, row in r["rows"].items():
             acc = row["max_accumulator_bits"]
-            print(f"{m:12s} {row['top1']:7.4f} {row['agreement']:7.4f} {row['weight_bits'] / 8192:8.1f} "
-                  f"{row['activation_bits'] / 8192:8.1f} {row['mult_cost_vs_8bit']:8.3f} {acc if acc else '-':>4} "
+            print(f"{m:22s} {row['top1']:7.4f} {row.get('val_top1') or float('nan'):7.4f} {row['agreement']:7.4f} "
+                  f"{row['weight_bits'] / 8192:8.1f} {row['activation_bits'] / 8192:8.1f} "
+                  f"{row['mult_cost_vs_8bit']:8.3f} {acc if acc else '-':>4} {row.get('evaluations') or '-':>5} "
                   f"{row['wall_s']:6.0f} {row['bit_exact']}")
         for m, t in r["targets"].items():
             print(f"  target {m}: {'MET' if t['met'] else 'MISSED'}  {json.dumps({k: v for k, v in t.items() if k != 'met'}, default=float)}")

@@ -56,25 +56,32 @@ def latency_table(r) -> list[str]:
 
 
 def methods_table(r) -> list[str]:
-    lines = [f"Allocation methods (`bench/methods.py`, {r['date']}: searches scored on {r['search_size']} held-out "
-             "training images, each limited to the `limit s` of its row (`timed out`: it returned its best plan so "
-             "far); top-1 on the test split; `widest acc`: the widest proven accumulator of any layer (adds and pools "
-             "included; a k-tiled layer counts its whole reduction), `widest MAC acc`: the widest accumulator a "
-             "multiply-accumulate adds into (a k-tiled layer: its tiles'):", ""]
+    lines = [f"Allocation methods (`bench/methods.py`, {r['date']}): every row is `tvm-fxp quantize MODEL --calib "
+             "fashion-mnist --method M` with the CLI's defaults and only the paper's own parameter (the `flags` "
+             f"column); calibration on {r.get('calib_size', 500)} training images; searches scored on the first "
+             f"{r['search_size']} images of the validation split (never trained on) and run to their own stopping "
+             "rule (no time limit); `val est.` is the search's own estimate of the chosen plan's top-1 on those "
+             "images (float: the float model's), `top-1` the measured result on the test split; `widest acc`: the "
+             "widest proven accumulator of any layer (adds and pools included; a k-tiled layer counts its whole "
+             "reduction), `widest MAC acc`: the widest accumulator a multiply-accumulate adds into (a k-tiled "
+             "layer: its tiles'):", ""]
     for name, m in r["models"].items():
         lines += [f"**{name}** ({m['data']['test']})", "",
-                  "| method | top-1 | agreement | weights KiB | activations KiB | mult cost vs 8-bit | widest acc | widest "
-                  "MAC acc (k-tiled layers) | search s | limit s | timed out | bit-exact |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| method | flags | top-1 | val est. (float) | agreement | weights KiB | activations KiB | mult cost vs "
+                  "8-bit | widest acc | widest MAC acc (k-tiled layers) | evaluations | search s | bit-exact |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, row in m["rows"].items():
             acc = row.get("max_accumulator_bits")
             mac = row.get("max_mac_accumulator_bits")
             tiled = len(row.get("k_tiled_layers") or {})
-            lines.append(f"| {k} | {row['top1']:.4f} | {row['agreement']:.4f} | {row['weight_bits'] / 8192:.1f} | "
+            flags = row.get("cli", "").split("--calib fashion-mnist")[-1].strip()
+            val = (f"{row['val_top1']:.4f} ({row['val_float_top1']:.4f})" if row.get("val_top1") is not None
+                   else "-")
+            lines.append(f"| {k} | {f'`{flags}`' if flags else '-'} | {row['top1']:.4f} | {val} | "
+                         f"{row['agreement']:.4f} | {row['weight_bits'] / 8192:.1f} | "
                          f"{row['activation_bits'] / 8192:.1f} | {row['mult_cost_vs_8bit']:.3f} | {acc if acc else '-'} | "
-                         f"{mac if mac else '-'}{f' ({tiled})' if tiled else ''} | "
-                         f"{row.get('wall_s', 0):.0f} | {row.get('time_limit_s') or (r['time_limit_s'] if 'evaluations' in row else '-')} | {row.get('timed_out', '-')} "
-                         f"| {row.get('bit_exact')} |")
+                         f"{mac if mac else '-'}{f' ({tiled})' if tiled else ''} | {row.get('evaluations') or '-'} | "
+                         f"{row.get('wall_s', 0):.0f} | {row.get('bit_exact')} |")
         lines.append("")
         for k, t in m["targets"].items():
             lines.append(f"- {k}: {'met' if t['met'] else 'missed'} ({t['target']}): " + ", ".join(
@@ -109,29 +116,27 @@ def why_missed(r, diag) -> list[str]:
                 ref = tr["equal_bits"][-1]
                 big = [o for o in tr["offsets"] if o["weight_bits"] <= 0.8 * eq]
                 first = max(big, key=lambda o: o["weight_bits"]) if big else None
-                why = (f"the best equal-bit plan is {ref['bits']} bits (search loss {100 * ref['loss']:.2f} points); "
+                why = (f"the best equal-bit plan is {ref['bits']} bits (validation loss {100 * ref['loss']:.2f} points); "
                        f"the parameter-count rule's allocations come in whole-bit steps of the largest layer, and the "
                        f"largest one >= 20% smaller ({first['bits'] if first else '-'}) loses "
-                       f"{100 * first['loss'] if first else float('nan'):.2f} points on the search images, so the chosen "
+                       f"{100 * first['loss'] if first else float('nan'):.2f} points on the validation images, so the chosen "
                        f"one is {100 * t['weight_reduction_vs_equal_bits']:.1f}% smaller (test top-1 {t['top1']:.4f} vs "
                        f"{t['equal_bits_top1']:.4f} for the equal-bit plan)")
             elif key == "goyal2021" and plan:
                 tr = [x for x in plan["config"]["trace"] if "tensor" in x]
                 wide = sorted(x["tensor"] for x in tr if x["bits"] > 6)
                 third = tr[len(tr) // 3]
-                why = (f"search loss {100 * tr[-1]['loss']:.2f} points on the 2048 search images (inside the 1-point "
-                       f"budget) but {t['loss_points']:.2f} on test: the training images the search scores on "
-                       f"under-state the test loss; the greedy order spends the budget early ({100 * third['loss']:.2f} "
+                why = (f"search loss {100 * tr[-1]['loss']:.2f} points on the {r['search_size']} validation images "
+                       f"(inside the 1-point budget), {t['loss_points']:.2f} on test; the greedy order spends the "
+                       f"budget early ({100 * third['loss']:.2f} "
                        f"points used after {third['tensor']}, a third of the tensors); memory saving "
                        f"{100 * t['memory_saving_vs_8bit']:.0f}% (target 50), multiply-cost saving "
                        f"{100 * t['mult_cost_saving_vs_8bit']:.0f}% (target 75): mean weight width "
                        f"{_mean_bits(row, ('weight',)):.1f} bits, activations {_mean_bits(row, ('output',)):.1f}"
                        + (f", above 6 bits: {', '.join(wide)}" if wide else ""))
             elif key == "fxpqnet":
-                how = (f"timed out after {row.get('evaluations')} evaluations (limit {row.get('time_limit_s')} s), still "
-                       "lowering bits" if row.get("timed_out") else
-                       f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps the "
-                       "1-point agreement budget on the search images")
+                how = (f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps "
+                       "the 1-point agreement budget on the validation images")
                 cfg = (plan or {}).get("config", {})
                 corr = [c for c in (cfg.get("corrections") or [cfg.get("correction")]) if c and "applied" in c]
                 if corr and not corr[-1]["applied"]:

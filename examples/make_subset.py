@@ -6,6 +6,9 @@ Reads Debian's ``dataset-fashion-mnist`` IDX files and writes
 * ``tvm_fxp/data/fashion_mnist_subset.npz`` (np.savez_compressed, uint8):
   ``train_images`` (500, 28, 28) / ``train_labels`` (500,): the first 500
   training images, used for calibration;
+  ``val_images`` (2000, 28, 28) / ``val_labels`` (2000,): the first 2000
+  images of the validation split (training-file images 55000-56999, which the
+  reference models were not trained on), scored on by the searches;
   ``test_images`` (2000, 28, 28) / ``test_labels`` (2000,): the first 2000 test
   images, used for evaluation;
 * ``tvm_fxp/data/FASHION_MNIST_LICENSE.md``: provenance and the MIT license.
@@ -30,9 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tvm_fxp.datasets import DEBIAN_DIR, read_idx  # noqa: E402
+from tvm_fxp.datasets import DEBIAN_DIR, TRAIN_SIZE, read_idx  # noqa: E402
 
 N_TRAIN = 500
+N_VAL = 2000
 N_TEST = 2000
 
 FILES = {
@@ -98,6 +102,8 @@ def main() -> int:
     arrays = {
         "train_images": full["train_images"][:N_TRAIN],
         "train_labels": full["train_labels"][:N_TRAIN],
+        "val_images": full["train_images"][TRAIN_SIZE:TRAIN_SIZE + N_VAL],
+        "val_labels": full["train_labels"][TRAIN_SIZE:TRAIN_SIZE + N_VAL],
         "test_images": full["test_images"][:N_TEST],
         "test_labels": full["test_labels"][:N_TEST],
     }
@@ -115,7 +121,7 @@ def main() -> int:
     )
     counts = {
         split: np.bincount(arrays[f"{split}_labels"], minlength=10).tolist()
-        for split in ("train", "test")
+        for split in ("train", "val", "test")
     }
     md = f"""\
 # Fashion-MNIST subset: provenance and license
@@ -134,13 +140,24 @@ when that package is not installed.
 | --- | --- | --- | --- |
 | `train_images` | ({N_TRAIN}, 28, 28) | uint8 | the first {N_TRAIN} images of `train-images-idx3-ubyte` (calibration) |
 | `train_labels` | ({N_TRAIN},) | uint8 | their labels, from `train-labels-idx1-ubyte` |
+| `val_images` | ({N_VAL}, 28, 28) | uint8 | images {TRAIN_SIZE}-{TRAIN_SIZE + N_VAL - 1} of `train-images-idx3-ubyte`: the first {N_VAL} of the validation split (searches) |
+| `val_labels` | ({N_VAL},) | uint8 | their labels |
 | `test_images` | ({N_TEST}, 28, 28) | uint8 | the first {N_TEST} images of `t10k-images-idx3-ubyte` (evaluation) |
 | `test_labels` | ({N_TEST},) | uint8 | their labels, from `t10k-labels-idx1-ubyte` |
 
 Images are unmodified 8-bit pixels (0 = background); labels are the class
 indices 0-9 (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt,
 Sneaker, Bag, Ankle boot). Per-class counts: train {counts['train']},
-test {counts['test']}.
+val {counts['val']}, test {counts['test']}.
+
+## Splits
+
+`tvm_fxp.datasets.fashion_mnist` splits the 60,000-image training file into
+`"train"` (images 0-{TRAIN_SIZE - 1}; the reference models in `examples/models`
+were trained on exactly these) and `"val"` (images {TRAIN_SIZE}-59999, never
+trained on: the searches and every accuracy-driven choice, fine-tuning's model
+selection included, use only these); `"test"` (the 10,000-image test file) is
+used for reported results only, and cannot be read while a search runs.
 
 SHA-256 of the source files:
 

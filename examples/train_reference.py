@@ -2,9 +2,12 @@
 """Train the two small Fashion-MNIST reference CNNs and export them to ONNX.
 
 This is the only part of tvm-fxp that needs PyTorch (``pip install
-torch==2.13.0`` for the CPU build). It trains on the full 60,000-image
-training split from Debian's ``dataset-fashion-mnist`` package, evaluates on
-the 10,000-image test split, and writes, per model, into ``--out-dir``:
+torch==2.13.0`` for the CPU build). It trains on the 55,000-image training
+split (``tvm_fxp.datasets.fashion_mnist("train")``: the first 55,000 images of
+Debian's ``dataset-fashion-mnist`` training file; the last 5,000 are the
+validation split that searches use, never trained on), reports the accuracy on
+the validation split and on the 10,000-image test split (no model selection on
+either: the last epoch is exported), and writes, per model, into ``--out-dir``:
 
 * ``<name>.onnx``: opset 17, input ``input`` float32 ``[N, 1, 28, 28]`` holding
   pixel/255 in [0, 1] (no mean/std normalisation anywhere), output ``logits``
@@ -195,7 +198,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / x.shape[0]
 
 
-def train(name: str, epochs: int, train_x, train_y, test_x, test_y, seed: int):
+def train(name: str, epochs: int, train_x, train_y, val_x, val_y, seed: int):
     torch.manual_seed(seed)
     np.random.seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -221,11 +224,11 @@ def train(name: str, epochs: int, train_x, train_y, test_x, test_y, seed: int):
             sched.step()
             loss_sum += loss.item() * idx.numel()
             correct += (logits.argmax(1) == yb).sum().item()
-        # Test accuracy is printed for information only; no model selection on it.
-        acc = evaluate(model, test_x, test_y)
+        # Validation accuracy is printed for information only; the last epoch is kept.
+        acc = evaluate(model, val_x, val_y)
         print(
             f"[{name}] epoch {epoch + 1}/{epochs}: train loss {loss_sum / train_x.shape[0]:.4f} "
-            f"train acc {correct / train_x.shape[0]:.4f} test acc {acc:.4f} "
+            f"train acc {correct / train_x.shape[0]:.4f} val acc {acc:.4f} "
             f"({time.time() - t0:.0f}s)",
             flush=True,
         )
@@ -353,16 +356,18 @@ def main() -> int:
 
     torch.set_num_threads(THREADS)
     train_ds = fashion_mnist("train")
+    val_ds = fashion_mnist("val")
     test_ds = fashion_mnist("test")
-    if len(train_ds) != 60000 or len(test_ds) != 10000:
+    if len(train_ds) != 55000 or len(val_ds) != 5000 or len(test_ds) != 10000:
         print(
-            f"error: need the full Fashion-MNIST splits (got: {train_ds.source}; {test_ds.source}); "
-            "run `apt-get install dataset-fashion-mnist`",
+            f"error: need the full Fashion-MNIST splits (got: {train_ds.source}; {val_ds.source}; "
+            f"{test_ds.source}); run `apt-get install dataset-fashion-mnist`",
             file=sys.stderr,
         )
         return 1
-    print(f"train: {train_ds.source}\ntest: {test_ds.source}", flush=True)
+    print(f"train: {train_ds.source}\nval: {val_ds.source}\ntest: {test_ds.source}", flush=True)
     train_x, train_y = torch.from_numpy(train_ds.inputs), torch.from_numpy(train_ds.labels)
+    val_x, val_y = torch.from_numpy(val_ds.inputs), torch.from_numpy(val_ds.labels)
     test_x, test_y = torch.from_numpy(test_ds.inputs), torch.from_numpy(test_ds.labels)
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -374,8 +379,9 @@ def main() -> int:
         print(f"[{name}] {macs:,} MACs/image, {params:,} parameters, {epochs} epochs", flush=True)
         del probe
 
-        model, train_seconds = train(name, epochs, train_x, train_y, test_x, test_y, args.seed)
+        model, train_seconds = train(name, epochs, train_x, train_y, val_x, val_y, args.seed)
         torch_top1 = evaluate(model, test_x, test_y)
+        val_top1 = evaluate(model, val_x, val_y)
 
         onnx_path = args.out_dir / f"{name}.onnx"
         export_onnx(model, onnx_path)
@@ -384,6 +390,7 @@ def main() -> int:
             "name": name,
             "float_test_top1": chk["ort_top1"],
             "torch_test_top1": torch_top1,
+            "float_val_top1": val_top1,
             "macs_per_image": macs,
             "params": params,
             "epochs": epochs,
@@ -400,6 +407,7 @@ def main() -> int:
             "max_abs_logit_diff_onnxruntime_vs_torch": chk["max_abs_diff_vs_torch"],
             "data_source": {
                 "train": train_ds.source,
+                "val": val_ds.source + " (not trained on)",
                 "test": test_ds.source,
                 "license": "Fashion-MNIST, MIT license, Copyright (c) 2017 Zalando SE",
             },

@@ -6,9 +6,11 @@
     tvm-fxp compile DIR --target rpi4 --out DIR2
     tvm-fxp run DIR --rpc HOST:PORT --data DATA
     tvm-fxp tune DIR --target host --trials 64
+    tvm-fxp finetune DIR --data fashion-mnist --epochs 2 --out DIR2
 
-DATA is ``fashion-mnist`` (calibrate on training images; measure on the full 10,000-image test split when the
-Debian package is installed, else on the bundled subset), an ``.npz`` of inputs (and optional labels), or
+DATA is ``fashion-mnist`` (calibrate on training images; searches score plans on the validation split, images
+the reference models never saw; measure on the full 10,000-image test split when the Debian package is
+installed, else on the bundled subset; the test split is never read during a search), an ``.npz`` of inputs (and optional labels), or
 ``synthetic`` (random inputs of the model's input shape; accuracy keys are then null).
 """
 
@@ -28,7 +30,7 @@ from . import api
 from .batching import Batching
 from .calibrate import CalibrationError
 from .data import image_preprocess, load_data, preprocess_from_summary
-from .datasets import Dataset, fashion_mnist
+from .datasets import Dataset, TestSplitGuard, fashion_mnist
 from .formats import FormatError
 from .methods import METHODS, MethodError, Uniform
 from .plan import Plan, PlanError
@@ -36,7 +38,7 @@ from .report import agreement, markdown_report, plan_costs, top1
 
 SUMMARY_KEYS = ("method", "float_top1", "fxp_top1", "agreement", "weight_bits", "activation_bits",
                 "memory_reduction_vs_float", "mult_cost_vs_8bit", "max_accumulator_bits", "bit_exact",
-                "float_ops_in_integer_graph", "wall_s")
+                "float_ops_in_integer_graph", "search", "wall_s")
 
 
 class CliError(Exception):
@@ -147,15 +149,57 @@ def method_config(args):
 
 
 def search_data(spec: str, lg, args) -> Dataset:
-    """Data the search methods score plans on: held-out *training* images for fashion-mnist (never the test
-    split), else the given data."""
+    """Data the search methods score plans on: for fashion-mnist the validation split (the last 5,000
+    training-file images, which the reference models were not trained on; never the test split), else the
+    given data."""
     if spec == "fashion-mnist":
-        full = fashion_mnist("train", limit=args.calib_size + args.search_size)
-        if len(full.inputs) <= args.calib_size:   # the bundled subset has only calibration images
-            return Dataset(full.inputs[:args.search_size], full.labels[:args.search_size], full.source)
-        return Dataset(full.inputs[args.calib_size:], full.labels[args.calib_size:],
-                       f"fashion-mnist train images {args.calib_size}..{len(full.inputs) - 1} (held out)")
+        return fashion_mnist("val", limit=args.search_size)
     return load_data(spec, lg, "calib", args.search_size, args.seed + 7, args)
+
+
+def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
+    """Run ``method`` (its search to its own stopping rule unless ``--time-limit``) and the optional bias
+    correction; returns the plan and what the search did (data, evaluations, wall time, its own estimate of
+    the plan's accuracy on the search data).  The test split cannot be read meanwhile (``TestSplitGuard``)."""
+    from .methods import get_method, needs_evaluation
+
+    t0 = time.time()
+    info = None
+    with TestSplitGuard(f"the {method.name} search"):
+        evaluate, sd = None, None
+        if needs_evaluation(method) or args.bias_correction == "on":
+            sd = search_data(args.calib, lg, args)
+        if needs_evaluation(method):
+            labels = None if getattr(method, "label_free", False) else sd.labels
+            evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, labels, args.time_limit, not args.quiet)
+            print(f"searching on {len(sd.inputs)} inputs ({sd.source}; "
+                  f"{'labels' if labels is not None else 'label-free'})", file=sys.stderr)
+        plan = get_method(method.name).allocate(lg, stats, method, evaluate)
+        if args.bias_correction == "on" and method.name != "fxpqnet":   # FxP-QNet corrects within its budget
+            from .methods.correction import correct_biases
+
+            if evaluate is None:
+                evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, None, None, False)
+            plan, report = correct_biases(lg, plan, evaluate)
+            plan.config = {**plan.config, "correction": report}
+            print(f"bias correction ({'applied' if report['applied'] else 'not applied: no gain'}): agreement "
+                  f"with float {report['agreement_before']:.4f} -> {report['agreement_after']:.4f} on "
+                  f"{len(evaluate.inputs)} unlabelled inputs", file=sys.stderr)
+        if evaluate is not None:
+            from .metrics import agreement as agree, top1 as top
+
+            wall = time.time() - t0
+            # the search's own estimate of the chosen plan (labels, when there are any, only for this report:
+            # a label-free search never saw them)
+            out = evaluate.sim.outputs(plan, evaluate.inputs)
+            info = {"data": sd.source, "inputs": int(len(sd.inputs)),
+                    "labels": "label-free" if not evaluate.use_labels else "top-1",
+                    "evaluations": int(evaluate.evaluations), "wall_s": round(wall, 2),
+                    "stopped_by": "time limit" if evaluate.out_of_time() and args.time_limit else "its own rule",
+                    "time_limit_s": args.time_limit,
+                    "estimate": {"float_top1": top(evaluate.float_out, sd.labels), "fxp_top1": top(out, sd.labels),
+                                 "agreement": agree(evaluate.float_out, out)}}
+    return plan, info
 
 
 def cmd_quantize(args) -> dict:
@@ -168,36 +212,15 @@ def cmd_quantize(args) -> dict:
     calib = load_data(args.calib, lg, "calib", args.calib_size, args.seed, args)
     print(f"calibrating on {len(calib.inputs)} inputs ({calib.source})", file=sys.stderr)
     from .calibrate import calibrate
-    from .methods import get_method
 
     stats = calibrate(prepared, lg, calib.inputs, batch_size=args.batch_size, progress=not args.quiet)
-    search_source = None
+    search = None
     if args.plan:
         plan = Plan.load(args.plan)
     else:
-        from .methods import needs_evaluation
-
-        evaluate = None
-        if needs_evaluation(method):
-            sd = search_data(args.calib, lg, args)
-            search_source = sd.source
-            labels = None if getattr(method, "label_free", False) else sd.labels
-            evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, labels, args.time_limit, not args.quiet)
-            print(f"searching on {len(sd.inputs)} inputs ({sd.source}; "
-                  f"{'labels' if labels is not None else 'label-free'})", file=sys.stderr)
-        plan = get_method(method.name).allocate(lg, stats, method, evaluate)
-        if args.bias_correction == "on" and method.name != "fxpqnet":   # FxP-QNet corrects within its budget
-            from .methods.correction import correct_biases
-
-            if evaluate is None:
-                sd = search_data(args.calib, lg, args)
-                search_source = sd.source
-                evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, None, None, False)
-            plan, report = correct_biases(lg, plan, evaluate)
-            plan.config = {**plan.config, "correction": report}
-            print(f"bias correction ({'applied' if report['applied'] else 'not applied: no gain'}): agreement "
-                  f"with float {report['agreement_before']:.4f} -> {report['agreement_after']:.4f} on "
-                  f"{len(evaluate.inputs)} unlabelled inputs", file=sys.stderr)
+        plan, search = choose_plan(args, method, prepared, lg, stats)
+    if args.accumulator is None:   # de Bruin's plans claim 16-bit (k-tiled) accumulators: realize exactly that
+        args.accumulator = "narrow" if plan.method == "debruin2020" else "proven"
     plan.model = {"name": Path(args.model).name, "sha256": api.model_digest(args.model)}
     q = api.bind_plan(prepared, lg, plan, stats)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +247,8 @@ def cmd_quantize(args) -> dict:
     summary.update(measure(q, fxp_runner, eval_data, args.batch_size, Path(args.model)))
     summary.update(plan_costs(q))
     summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
-    summary["search_data"] = search_source
+    summary["search_data"] = search["data"] if search else None
+    summary["search"] = search
     summary["accumulator_policy"] = args.accumulator
     from .passes.realize import accumulator_reasons, realized_accumulators
 
@@ -380,11 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 8 with --acc-bits 16; 0: whole reductions only)")
     q.add_argument("--bias-correction", default="auto", choices=["auto", "on", "off"],
                    help="label-free bias correction after the method (auto: fxpqnet only)")
-    q.add_argument("--search-size", type=int, default=512, help="inputs the search methods score plans on")
-    q.add_argument("--time-limit", type=float, default=None, help="seconds; a search returns its best plan so far")
-    q.add_argument("--accumulator", default="proven", choices=["proven", "wide", "narrow"],
-                   help="proven (default): int16 accumulators per layer wherever the plan proves them safe; "
-                        "wide: int32/int64 everywhere (opt-out); narrow: also k-tiled int16 partial sums")
+    q.add_argument("--search-size", type=int, default=2000,
+                   help="inputs the search methods score plans on (fashion-mnist: the first N of the 5,000 "
+                        "validation images)")
+    q.add_argument("--time-limit", type=float, default=None,
+                   help="seconds; a search then returns its best plan so far (default: none, every search runs "
+                        "to its own stopping rule)")
+    q.add_argument("--accumulator", default=None, choices=["proven", "wide", "narrow"],
+                   help="proven (default; narrow for debruin2020): int16 accumulators per layer wherever the plan "
+                        "proves them safe; wide: int32/int64 everywhere (opt-out); narrow: also k-tiled int16 "
+                        "partial sums")
     q.add_argument("--per-channel", action="store_true", help="per-channel weight formats")
     q.add_argument("--allow-float-islands", action="store_true",
                    help="keep ops with no integer realization (sigmoid, tanh, gelu, ...) in float between a "
@@ -398,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--accumulator", default=None, choices=["wide", "narrow"],
                    help="default: the policy DIR was quantized with")
     c.add_argument("--out", required=True)
-    from . import remote, tune
+    from . import finetune, remote, tune
 
+    finetune.add_finetune_parser(sub, common)
     remote.add_run_parser(sub, common)
     tune.add_tune_parser(sub, common)
     e = sub.add_parser("evaluate", parents=[common], help="re-measure a quantized model directory")
@@ -417,13 +447,15 @@ def main(argv=None) -> int:
     from .passes import FxpGraphError
 
     try:
-        from . import remote, tune
+        from . import finetune, remote, tune
 
         commands = {"quantize": cmd_quantize, "evaluate": cmd_evaluate, "report": cmd_report,
-                    "compile": cmd_compile, "run": remote.cmd_run, "tune": tune.cmd_tune}
+                    "compile": cmd_compile, "run": remote.cmd_run, "tune": tune.cmd_tune,
+                    "finetune": lambda a: finetune.cmd_finetune(
+                        a, lambda argv: cmd_quantize(build_parser().parse_args(argv)))}
         summary = commands[args.cmd](args)
     except (CliError, api.ModelError, PlanError, FormatError, MethodError, CalibrationError, FxpGraphError,
-            FileNotFoundError, ValueError) as e:
+            FileNotFoundError, ValueError) as e:   # FinetuneError is a ValueError
         print(f"tvm-fxp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -29,6 +29,10 @@ __all__ = [
     "Dataset",
     "read_idx",
     "fashion_mnist",
+    "SPLITS",
+    "TestSplitGuard",
+    "TRAIN_SIZE",
+    "VAL_SIZE",
     "load_npz",
 ]
 
@@ -48,9 +52,49 @@ _IDX_DTYPES = {
 # split -> (images file stem, labels file stem) in the Debian directory.
 _SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "val": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_SPLIT_SIZES = {"train": 60000, "test": 10000}
+# The validation split is the last VAL_SIZE images of the Debian training
+# file; "train" is the images before it. The reference models were trained on
+# "train" only, so "val" is data they never saw (searches score plans on it)
+# and "test" stays for reported results.
+TRAIN_FILE_SIZE = 60000
+VAL_SIZE = 5000
+TRAIN_SIZE = TRAIN_FILE_SIZE - VAL_SIZE
+_SPLIT_SIZES = {"train": TRAIN_SIZE, "val": VAL_SIZE, "test": 10000}
+SPLITS = tuple(_SPLIT_FILES)
+
+
+class TestSplitGuard:
+    """Refuse to load the Fashion-MNIST test split while active.
+
+    Searches and every accuracy-driven choice must use the validation split;
+    the test split is for reported results only. ``with TestSplitGuard(why):``
+    makes :func:`fashion_mnist` raise for ``"test"`` (the methods' searches run
+    under it, and a test trips it to check that no search reads test data).
+    """
+
+    _active: list[str] = []
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def __enter__(self):
+        TestSplitGuard._active.append(self.why)
+        return self
+
+    def __exit__(self, *exc):
+        TestSplitGuard._active.pop()
+        return False
+
+    @classmethod
+    def check(cls, split: str) -> None:
+        if split == "test" and cls._active:
+            raise RuntimeError(
+                f"the Fashion-MNIST test split was requested during {cls._active[-1]}; "
+                "searches may only use the 'val' split (test is for reported results)"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,14 +232,19 @@ def _find_debian(split: str) -> tuple[Path, Path] | None:
 
 
 def fashion_mnist(split: str, limit: int | None = None) -> Dataset:
-    """Fashion-MNIST ``"train"`` or ``"test"`` split as a :class:`Dataset`.
+    """Fashion-MNIST ``"train"``, ``"val"`` or ``"test"`` split as a :class:`Dataset`.
 
-    Uses Debian's ``dataset-fashion-mnist`` files when present, else the
-    bundled subset (500 training images for calibration, 2000 test images).
-    ``limit`` keeps only the first ``limit`` images.
+    ``"train"`` is the first 55,000 images of the Fashion-MNIST training file
+    (the reference models were trained on exactly these), ``"val"`` the last
+    5,000 (never trained on: searches and accuracy-driven choices use it),
+    ``"test"`` the 10,000 test images (reported results only). Uses Debian's
+    ``dataset-fashion-mnist`` files when present, else the bundled subset (the
+    first 500 training, the first 2,000 validation and the first 2,000 test
+    images). ``limit`` keeps only the first ``limit`` images of the split.
     """
     if split not in _SPLIT_FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    TestSplitGuard.check(split)
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
@@ -207,15 +256,21 @@ def fashion_mnist(split: str, limit: int | None = None) -> Dataset:
         images = read_idx(img_path)
         labels = read_idx(lbl_path)
         _check_fmnist(images, labels, str(img_path))
+        if split in ("train", "val"):
+            if images.shape[0] != TRAIN_FILE_SIZE:
+                raise ValueError(f"{img_path}: {images.shape[0]} images, expected the "
+                                 f"{TRAIN_FILE_SIZE} of the Fashion-MNIST training file")
+            cut = slice(0, TRAIN_SIZE) if split == "train" else slice(TRAIN_SIZE, TRAIN_FILE_SIZE)
+            images, labels = images[cut], labels[cut]
         origin = "Debian dataset-fashion-mnist"
     elif Path(SUBSET_PATH).is_file():
-        key = "train" if split == "train" else "test"
         try:
             with np.load(SUBSET_PATH, allow_pickle=False) as z:
-                images = z[f"{key}_images"]
-                labels = z[f"{key}_labels"]
+                images = z[f"{split}_images"]
+                labels = z[f"{split}_labels"]
         except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{SUBSET_PATH}: unreadable Fashion-MNIST subset ({exc})") from exc
+            raise ValueError(f"{SUBSET_PATH}: unreadable Fashion-MNIST subset ({exc}); "
+                             "rewrite it with examples/make_subset.py") from exc
         _check_fmnist(images, labels, str(SUBSET_PATH))
         origin = None
     else:
@@ -231,7 +286,8 @@ def fashion_mnist(split: str, limit: int | None = None) -> Dataset:
     n = images.shape[0]
     if origin is not None:
         count = f"{n} images" if n == total else f"first {n} of {total} images"
-        source = f"fashion-mnist {split} split, {count}, {origin}"
+        where = {"train": " (training images 0-54999)", "val": " (training images 55000-59999)"}.get(split, "")
+        source = f"fashion-mnist {split} split{where}, {count}, {origin}"
     else:
         count = f"{n} {split} images" if n == total else f"first {n} of {total} {split} images"
         source = f"bundled subset ({count})"

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"tvm_fxp": ROOT / "tvm_fxp", "tvm_fxp.passes": ROOT / "passes", "tvm_fxp.schedules": ROOT / "schedules"}
 CORE = {"tvm_fxp", "tvm_fxp.formats", "tvm_fxp.plan", "tvm_fxp.bounds", "tvm_fxp.statistics", "tvm_fxp.metrics",
         "tvm_fxp.costs", "tvm_fxp.layer_graph", "tvm_fxp.batching"}
-FACE = {"tvm_fxp.api", "tvm_fxp.runtime", "tvm_fxp.calibrate", "tvm_fxp.cli", "tvm_fxp.report", "tvm_fxp.datasets",
+FACE = {"tvm_fxp.api", "tvm_fxp.finetune", "tvm_fxp.runtime", "tvm_fxp.calibrate", "tvm_fxp.cli", "tvm_fxp.report", "tvm_fxp.datasets",
         "tvm_fxp.images", "tvm_fxp.data", "tvm_fxp.deploy", "tvm_fxp.remote", "tvm_fxp.tune"}
 
 

@@ -175,13 +175,30 @@ def test_bias_correction_flag_recovers_a_4bit_plan(tmp_path, capsys):
     assert tops["on"] > tops["off"] + 0.15, tops
 
 
-def test_debruin_max_tiles_flag(tmp_path, capsys):
-    """``--max-tiles 0`` keeps de Bruin to whole reductions: every layer's proof fits 16 bits outright."""
+def test_debruin_max_tiles_flag(tmp_path, capsys, monkeypatch):
+    """``--max-tiles 0`` keeps de Bruin to whole reductions: every layer's proof fits 16 bits outright.  The
+    search scores plans on the validation split and never reads the test split (every split request is
+    recorded with whether a search was running); the summary reports the search's own estimate."""
+    from tvm_fxp import datasets
+
+    reads, check = [], datasets.TestSplitGuard.check.__func__
+
+    def spy(cls, split):
+        reads.append((split, bool(cls._active)))
+        check(cls, split)
+
+    monkeypatch.setattr(datasets.TestSplitGuard, "check", classmethod(spy))
     out = tmp_path / "db"
     code, _, err = _run(["quantize", str(model_path("fmnist_vgg")), "--out", str(out), "--calib", "fashion-mnist",
-                         "--method", "debruin2020", "--max-tiles", "0", "--accumulator", "narrow", "--calib-size",
+                         "--method", "debruin2020", "--max-tiles", "0", "--calib-size",
                          "200", "--search-size", "128", "--eval-size", "200", "--quiet"], capsys)
     assert code == 0, err
+    assert ("val", True) in reads and ("test", True) not in reads and ("test", False) in reads, reads
+    s = json.loads((out / "summary.json").read_text())
+    search = s["search"]
+    assert search["inputs"] == 128 and "val split" in search["data"] and search["stopped_by"] == "its own rule"
+    assert search["evaluations"] > 0 and 0.5 < search["estimate"]["fxp_top1"] <= 1
+    assert s["accumulator_policy"] == "narrow"   # de Bruin's default: the 16-bit claim realized
     proofs = json.loads((out / "plan.json").read_text())["proofs"]
     assert proofs and all("tiles" not in p and p["bound"] < 1 << 15 for p in proofs.values())
     assert json.loads((out / "summary.json").read_text())["bit_exact"] is True

@@ -40,6 +40,49 @@ def test_bundled_subset_is_the_head_of_the_real_splits(monkeypatch):
     np.testing.assert_array_equal(sub.inputs, full.inputs)
     np.testing.assert_array_equal(sub.labels, full.labels)
     assert len(fashion_mnist("train").inputs) == 500
+    full_val = fashion_mnist("val", limit=2000)
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", "/nonexistent")
+    sub_val = fashion_mnist("val")
+    assert sub_val.source.startswith("bundled subset") and len(sub_val.inputs) == 2000
+    np.testing.assert_array_equal(sub_val.inputs, full_val.inputs)
+
+
+def _rows(d):
+    """Each image's 784 bytes of pixels as one hashable numpy void scalar."""
+    px = np.round(d.inputs.reshape(len(d), -1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(px).view(np.dtype((np.void, px.shape[1]))).ravel()
+
+
+def test_validation_split_never_overlaps_training_or_test():
+    """"val" (the last 5,000 images of the training file) shares no image, pixel for pixel, with "train" (the
+    55,000 the reference models were trained on) or with "test"; the bundled subset's splits likewise."""
+    if datasets._find_debian("test") is None:
+        pytest.skip("Debian dataset-fashion-mnist not installed")
+    train, val, test = (fashion_mnist(s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
+    a, b, c = _rows(train), _rows(val), _rows(test)
+    assert len(np.unique(b)) == 5000
+    assert len(np.intersect1d(a, b)) == 0 and len(np.intersect1d(b, c)) == 0
+
+
+def test_bundled_subset_splits_are_disjoint(monkeypatch):
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", "/nonexistent")
+    train, val, test = (fashion_mnist(s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (500, 2000, 2000)
+    b = _rows(val)
+    assert len(np.intersect1d(_rows(train), b)) == 0 and len(np.intersect1d(b, _rows(test))) == 0
+
+
+def test_test_split_is_refused_during_a_search():
+    """The guard the searches run under: reading "test" inside it raises, naming the search; "val" and "train"
+    stay readable, and "test" is readable again afterwards."""
+    with datasets.TestSplitGuard("the goyal2021 search"):
+        with pytest.raises(RuntimeError, match="goyal2021 search.*'val' split"):
+            fashion_mnist("test", limit=10)
+        assert len(fashion_mnist("val", limit=10)) == 10
+    assert len(fashion_mnist("test", limit=10)) == 10
+    with pytest.raises(ValueError, match="'train', 'val', 'test'"):
+        fashion_mnist("validation")
 
 
 def test_split_shapes_and_ranges():

@@ -1,0 +1,45 @@
+"""``tvm-fxp finetune``: the plan's formats in the forward pass, trained on the bundled subset's training images,
+selected on its validation images, written as ``quantize`` writes it and realized bit-exact."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tvm_fxp import datasets
+from tvm_fxp.cli import SUMMARY_KEYS, main
+from conftest import model_path
+
+pytest.importorskip("torch")
+
+
+@pytest.mark.slow   # three TVM builds (quantize, finetune's quantize) and a short PyTorch epoch: ~1-2 min
+def test_finetune_one_short_epoch_lowers_the_loss_and_stays_bit_exact(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(datasets, "DEBIAN_DIR", "/nonexistent")        # the bundled subset: fast and offline
+    base, tuned = tmp_path / "u4", tmp_path / "u4ft"
+    common = ["--calib-size", "128", "--eval-size", "300", "--quiet"]
+    assert main(["quantize", str(model_path("fmnist_vgg")), "--calib", "fashion-mnist", "--method", "uniform",
+                 "--bits", "4", "--out", str(base)] + common) == 0, capsys.readouterr().err
+    code = main(["finetune", str(base), "--data", "fashion-mnist", "--epochs", "1", "--train-batch", "64",
+                 "--val-size", "300", "--threads", "2", "--out", str(tuned)] + common[2:])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    for f in ("plan.json", "model.so", "summary.json", "report.md", "finetuned.onnx", "finetune_state.pt"):
+        assert (tuned / f).stat().st_size > 0, f
+    s = json.loads((tuned / "summary.json").read_text())
+    before = json.loads((base / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(s) and s["bit_exact"] is True and s["float_ops_in_integer_graph"] == 0
+    ft = s["finetune"]
+    assert ft["train_images"] == 500 and "epoch 1/1: loss" in err
+    assert ft["train_loss_after"] < ft["train_loss_before"], ft
+    assert ft["val_top1_after"] >= ft["val_top1_before"] and ft["best_epoch"] == 1, ft
+    # the same 4-bit formats (plan unchanged but for the trained weights), measured on the same test images
+    old, new = (json.loads((d / "plan.json").read_text())["tensors"] for d in (base, tuned))
+    assert old == new
+    assert s["weight_bits"] == before["weight_bits"] and s["fxp_top1"] > before["fxp_top1"], (s, before)
+    # a second call with more epochs resumes after the checkpointed one
+    code = main(["finetune", str(base), "--epochs", "2", "--train-batch", "64", "--val-size", "300",
+                 "--steps-per-epoch", "2", "--out", str(tuned)] + common[2:])
+    err = capsys.readouterr().err
+    assert code == 0 and "resuming after epoch 1 of 2" in err and "epoch 2/2: loss" in err, err
+    assert "epoch 1/2" not in err
