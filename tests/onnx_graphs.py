@@ -364,7 +364,7 @@ def densenet(g: Net, image: int, growth: int = 8, blocks=(3, 6, 12, 8), softmax=
     return g.softmax(x) if softmax else x
 
 
-def squeezenet(g: Net, image: int, width: float = 1 / 4, softmax=True):
+def squeezenet(g: Net, image: int, width: float = 1 / 4, softmax=True, classes: int = 10):
     """SqueezeNet 1.1: fire modules (1x1 squeeze, concat of 1x1 and 3x3 expands), final conv, global pool."""
     w = lambda v: max(int(v * width), 2)
 
@@ -384,7 +384,7 @@ def squeezenet(g: Net, image: int, width: float = 1 / 4, softmax=True):
     x, c = fire(x, c, 48, 192)
     x, c = fire(x, c, 64, 256)
     x = g.dropout(x)
-    x = g.op("Relu", [g.conv(x, c, 10, k=1, pad=0)])
+    x = g.op("Relu", [g.conv(x, c, classes, k=1, pad=0)])
     x = g.flatten(g.op("GlobalAveragePool", [x]))
     return g.softmax(x) if softmax else x
 
@@ -449,6 +449,30 @@ def mobilenet(g: Net, image: int, version: int = 2, width: float = 1 / 4, repeat
         x = g.fc(x, 64, 10)
     else:
         x = g.fc(g.dropout(x, 0.2), w(320), 10)
+    return g.softmax(x) if softmax else x
+
+
+def mobilenet_v2(g: Net, image: int, width: float = 1.0, classes: int = 1000, softmax=True):
+    """MobileNetV2 as published (Sandler et al. 2018, torchvision's): 32-channel 3x3/2 stem, the seven
+    inverted-residual stages (t, c, n, s) = (1,16,1,1) (6,24,2,2) (6,32,3,2) (6,64,4,2) (6,96,3,1) (6,160,3,2)
+    (6,320,1,1), 1x1 conv to 1280, global average pool, Gemm; ReLU6 as Clip, batch-norm after every conv."""
+    def w(v):
+        return max(int(v * width + 4) // 8 * 8, 8)
+
+    x = g.conv_bn("input", 3, w(32), stride=2, act="relu6")
+    cin = w(32)
+    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                       (6, 160, 3, 2), (6, 320, 1, 1)]:
+        for i in range(n):
+            cout, stride, hidden = w(c), s if i == 0 else 1, cin * t
+            y = x if t == 1 else g.conv_bn(x, cin, hidden, k=1, pad=0, act="relu6")
+            y = g.conv_bn(y, hidden, hidden, k=3, stride=stride, pad=1, groups=hidden, act="relu6")
+            y = g.conv_bn(y, hidden, cout, k=1, pad=0, act=None)
+            x = g.op("Add", [x, y]) if (stride == 1 and cin == cout) else y
+            cin = cout
+    last = max(1280, w(1280))
+    x = g.conv_bn(x, cin, last, k=1, pad=0, act="relu6")
+    x = g.fc(g.flatten(g.op("GlobalAveragePool", [x])), last, classes)
     return g.softmax(x) if softmax else x
 
 

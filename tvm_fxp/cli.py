@@ -277,8 +277,16 @@ def cmd_report(args) -> dict:
     spec = args.data or (summary.get("calibration") or {}).get("spec") or "synthetic"
     preprocess_from_summary(args, summary)
     data = load_data(spec, lg, "calib", args.calib_size, args.seed, args)
-    out = render_report(q, summary, d, data.inputs)
-    print(f"wrote {out['html']} and {out['png']}", file=sys.stderr)
+    timing = None
+    if (d / "model.so").exists() and summary.get("target", "host") == "host":
+        from .report import timing_markdown, timing_rows
+
+        timing = timing_rows(q, d / "model.so", data.inputs)
+        (d / "report_timing.md").write_text(timing_markdown(timing))
+        print(timing_markdown(timing, top=10), file=sys.stderr)
+    out = render_report(q, summary, d, data.inputs, timing)
+    print(f"wrote {out['html']} and {out['png']}" + (f" and {d / 'report_timing.md'}" if timing else ""),
+          file=sys.stderr)
     return summary
 
 

@@ -80,3 +80,77 @@ class Runner:
         if outs and isinstance(outs[0], list):
             return [np.concatenate(parts) for parts in zip(*outs)]
         return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def profile(executable_or_path, inputs, repeats: int = 3, device=None) -> list[dict]:
+    """Time every kernel call of one inference (TVM 0.27's Relax VM has no profiler: a VM instrument runs
+    each call ``repeats`` more times on its own arguments, timed with ``time.perf_counter``, and keeps the
+    fastest).  ``inputs``: one batch (an array, or a list of arrays, one per model input).
+
+    Returns one row per call, in execution order: ``kernel`` (the PrimFunc's symbol), ``ms``, ``shapes``
+    (of every tensor argument; the last is the output).  Kernels write their outputs only, so running one
+    again gives the same result.  Use ``layer_times`` to attribute the rows to the layers of a plan."""
+    import time
+
+    dev = device or tvm.cpu()
+    ex = executable_or_path
+    if isinstance(ex, (str, Path)):
+        ex = tvm.runtime.load_module(str(ex))
+    vm = relax.VirtualMachine(ex, dev)
+    xs = [tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev)
+          for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    vm["main"](*xs)     # warm up (allocations, caches)
+    rows: list[dict] = []
+
+    def instrument(func, symbol, before_run, _ret, *args):
+        if not before_run or symbol.startswith("vm.builtin") or symbol.startswith("__"):
+            return 0
+        tensors = [a for a in args if isinstance(a, tvm.runtime.Tensor)]
+        best = None
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            func(*args)
+            t = time.perf_counter() - t0
+            best = t if best is None else min(best, t)
+        rows.append({"kernel": str(symbol), "ms": best * 1e3, "shapes": [tuple(int(s) for s in a.shape)
+                                                                           for a in tensors]})
+        return 0
+
+    vm.set_instrument(instrument)
+    vm["main"](*xs)
+    vm.set_instrument(None)
+    return rows
+
+
+def cpu_ghz() -> float | None:
+    """This CPU's nominal clock (GHz) from /proc/cpuinfo (``cpu MHz``), None when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) / 1000
+    except OSError:
+        pass
+    return None
+
+
+def layer_times(q, rows: list[dict], batch: int = 1) -> list[dict]:
+    """Attribute ``profile`` rows to the weighted layers of ``q`` (a bound plan): each conv2d/matmul kernel
+    call (``fxp_conv2d*``/``fxp_dense*``, in execution order) to the next weighted layer whose output has
+    as many elements (``batch``: the images of the profiled batch); every other call (quantize, pools, residual adds, ...) is listed on its own.  Each row
+    gets ``layer``, ``macs`` (weighted layers) and ``macs_per_cycle`` (at ``cpu_ghz()``)."""
+    ghz = cpu_ghz()
+    weighted = [layer for layer in q.graph.layers.values() if layer.weight is not None and layer.macs]
+    out, k = [], 0
+    for r in rows:
+        row = dict(r, layer="-", macs=0, macs_per_cycle=None)
+        if r["kernel"].startswith(("fxp_conv2d", "fxp_dense")) and "weight_pack" not in r["kernel"]:
+            size = int(np.prod(r["shapes"][-1])) if r["shapes"] else -1
+            for j in range(k, len(weighted)):
+                if int(np.prod(weighted[j].out_shape)) * batch == size:
+                    row.update(layer=weighted[j].name, macs=int(weighted[j].macs) * batch)
+                    k = j + 1
+                    break
+        if row["macs"] and ghz and r["ms"] > 0:
+            row["macs_per_cycle"] = row["macs"] / (r["ms"] * 1e-3 * ghz * 1e9)
+        out.append(row)
+    return out

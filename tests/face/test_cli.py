@@ -97,6 +97,12 @@ def test_allow_float_islands_flag(tmp_path, capsys):
     code, _, err = _run(["report", str(tmp_path / "yes"), "--quiet"], capsys)
     assert code == 0, err
     assert "float_0 (relax.sqrt)" in (tmp_path / "yes" / "report.html").read_text()
+    # time per layer: every conv kernel call attributed to its layer, with its MACs (6x6 outputs, 3x3 kernels)
+    timing = json.loads((tmp_path / "yes" / "report_timing.json").read_text())
+    convs = {r["layer"]: r for r in timing if r["layer"] != "-"}
+    assert sorted(convs) == ["conv2d_0", "conv2d_1", "conv2d_2"], convs
+    assert convs["conv2d_2"]["macs"] == 36 * 3 * 4 * 9 and all(r["ms"] > 0 for r in convs.values())
+    assert "Time per layer" in (tmp_path / "yes" / "report.html").read_text()
 
 
 def test_narrow_policy_reports_each_layers_accumulator(tmp_path, capsys):
