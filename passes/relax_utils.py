@@ -9,6 +9,7 @@ import tvm_ffi
 import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
+from tvm.relax.expr_functor import PyExprMutator
 
 from tvm_fxp.bounds import AccumulatorError
 from tvm_fxp.formats import FormatError
@@ -125,6 +126,16 @@ def remap_expr(expr, env: dict):
     if isinstance(expr, relax.TupleGetItem):
         return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
     return expr
+
+
+def rebind(mutator, binding: relax.VarBinding, value: relax.Expr) -> None:
+    """Bind ``value`` to ``binding``'s var from a ``PyExprMutator``'s ``visit_var_binding_``: a var bound to a
+    dataflow var is an alias, so its uses are remapped and no binding is emitted; anything else is re-emitted
+    as ``ExprMutator`` does (a new var of the same name and kind when the type changes)."""
+    if isinstance(value, relax.Var) and isinstance(binding.var, relax.DataflowVar):
+        mutator.set_var_remap(binding.var, value)
+    else:
+        PyExprMutator.visit_var_binding_(mutator, relax.VarBinding(binding.var, value))
 
 
 BindingRule = Callable[[relax.BlockBuilder, object, object, dict], object]
