@@ -9,7 +9,6 @@ import tvm_ffi
 import tvm
 from tvm import relax
 from tvm.ir.expr import GenericConst
-from tvm.relax.expr_functor import PyExprMutator
 
 from tvm_fxp.bounds import AccumulatorError
 from tvm_fxp.formats import FormatError
@@ -134,8 +133,12 @@ def rebind(mutator, binding: relax.VarBinding, value: relax.Expr) -> None:
     as ``ExprMutator`` does (a new var of the same name and kind when the type changes)."""
     if isinstance(value, relax.Var) and isinstance(binding.var, relax.DataflowVar):
         mutator.set_var_remap(binding.var, value)
-    else:
-        PyExprMutator.visit_var_binding_(mutator, relax.VarBinding(binding.var, value))
+        return
+    value = mutator.builder_.normalize(value)
+    var = mutator.with_type(mutator.visit_var_def(binding.var), value.ty)
+    if not var.same_as(binding.var):
+        mutator.set_var_remap(binding.var, var)
+    mutator.builder_.emit_normalized(relax.VarBinding(var, value))
 
 
 BindingRule = Callable[[relax.BlockBuilder, object, object, dict], object]
