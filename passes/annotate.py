@@ -15,11 +15,12 @@ import numpy as np
 
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from tvm_fxp.bounds import layer_arithmetic
 from tvm_fxp.plan import Plan, PlanError
 
-from .relax_utils import const_np, is_const, map_relax_functions, rebuild_function
+from .relax_utils import const_np, is_const, map_relax_functions, rebind
 from .analysis import LayerGraph, analyze
 from .ops import annotate
 
@@ -42,25 +43,36 @@ def validate_plan(lg: LayerGraph, plan: Plan) -> dict:
     return out
 
 
-def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
-    lg = analyze(func)
-    validate_plan(lg, plan)
-    by_anchor = {l.anchor: l for l in lg.layers.values() if l.weight is not None}
-    by_bias = {l.bias_var: l for l in lg.layers.values() if l.bias_var is not None}
-    by_tail = lg.by_tail()
+@mutator
+class _Annotator(PyExprMutator):
+    """Wraps the parameters (first, in the function's first block), each weighted layer's weight and bias and
+    each layer's output in ``fxp.annotate``."""
 
-    def prologue(bb, env):
-        for p in func.params:
-            layer = by_tail[p]
-            env[p] = bb.emit(annotate(env[p], plan[layer.output_key], layer.output_key), f"{p.name}_fxp")
+    def __init__(self, plan: Plan, lg: LayerGraph):
+        super().__init__()
+        self.plan = plan
+        self.by_anchor = {l.anchor: l for l in lg.layers.values() if l.weight is not None}
+        self.by_bias = {l.bias_var: l for l in lg.layers.values() if l.bias_var is not None}
+        self.by_tail = lg.by_tail()
+        self.params: list | None = None
 
-    def rule(bb, b, value, env):
-        if b.var in by_anchor:
-            layer = by_anchor[b.var]
+    def visit_function_(self, func: relax.Function) -> relax.Expr:
+        self.params = list(func.params)
+        return super().visit_function_(func)
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        bb, plan, b = self.builder_, self.plan, binding
+        for p in self.params or ():
+            layer = self.by_tail[p]
+            self.set_var_remap(p, bb.emit(annotate(p, plan[layer.output_key], layer.output_key), f"{p.name}_fxp"))
+        self.params = None
+        value = self.visit_expr(b.value)
+        if b.var in self.by_anchor:
+            layer = self.by_anchor[b.var]
             w = bb.emit(annotate(value.args[1], plan[layer.weight_key], layer.weight_key), f"{layer.name}_w")
             value = relax.Call(value.op, [value.args[0], w], value.attrs)
-        if b.var in by_bias:
-            layer = by_bias[b.var]
+        if b.var in self.by_bias:
+            layer = self.by_bias[b.var]
             fmt = plan[layer.bias_key]
             if fmt.per_channel:  # the plan indexes the 1-D bias; the constant is e.g. (1, C, 1, 1)
                 shape = [int(s) for s in value.args[1].ty.shape]
@@ -72,13 +84,18 @@ def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
                 b_value = relax.const(plan.corrected_bias(layer.name, const_np(b_value)))
             bias = bb.emit(annotate(b_value, fmt, layer.bias_key), f"{layer.name}_b")
             value = relax.Call(value.op, [value.args[0], bias], value.attrs)
-        if b.var in by_tail:
-            layer = by_tail[b.var]
+        if b.var in self.by_tail:
+            layer = self.by_tail[b.var]
             raw = bb.emit(value, b.var.name)
-            return annotate(raw, plan[layer.output_key], layer.output_key)
-        return value
+            value = annotate(raw, plan[layer.output_key], layer.output_key)
+        rebind(self, b, value)
 
-    out = rebuild_function(func, rule, prologue=prologue)
+
+def annotate_function(func: relax.Function, plan: Plan) -> relax.Function:
+    lg = analyze(func)
+    validate_plan(lg, plan)
+
+    out = _Annotator(plan, lg).visit_expr(func)
     claims = accumulator_claims(plan)
     if claims:
         out = out.with_attr(CLAIMS_ATTR, claims)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import const_np, is_const, main_bindings, op_name, rebuild_function
+from .relax_utils import const_np, is_const, main_bindings, op_name
 
 
 def _shape_values(e) -> list | None:
@@ -76,28 +77,31 @@ def _fold_call(value, known: dict):
     return r
 
 
-def fold_constants_numpy(func: relax.Function) -> relax.Function:
-    """Fold the constant subgraphs exporters and the importer leave (batch-norm statistics, reshaped or
-    transposed weights, clip bounds) in numpy: ``relax.transform.FoldConstant`` compiles every such op with
-    LLVM, seconds per model.  Anything not handled here is left to it."""
-    known: dict = {}
-    for b in main_bindings(func):
-        r = _fold_call(b.value, known)
+@mutator
+class _NumpyFolder(PyExprMutator):
+    """Rebinds every var of ``known`` (var -> numpy value) to its constant."""
+
+    def __init__(self, mod, known: dict):
+        super().__init__(mod)
+        self.known = known
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        r = self.known.get(binding.var)
         if r is not None:
-            known[b.var] = r
-    if not known:
-        return func
-
-    def rule(bb, b, value, env):
-        r = known.get(b.var)
-        return value if r is None else relax.const(r, str(r.dtype))
-
-    return rebuild_function(func, rule)
+            binding = relax.VarBinding(binding.var, relax.const(r, str(r.dtype)))
+        super().visit_var_binding_(binding)
 
 
 @relax.transform.function_pass(opt_level=0, name="tvm_fxp.FoldConstantsNumpy")
 class FoldConstantsNumpy:
-    """Fold constant subgraphs in numpy."""
+    """Fold the constant subgraphs exporters and the importer leave (batch-norm statistics, reshaped or
+    transposed weights, clip bounds) in numpy: ``relax.transform.FoldConstant`` compiles every such op with
+    LLVM, seconds per model.  Anything not handled here is left to it."""
 
     def transform_function(self, func: relax.Function, mod: tvm.IRModule, ctx) -> relax.Function:
-        return fold_constants_numpy(func)
+        known: dict = {}
+        for b in main_bindings(func):
+            r = _fold_call(b.value, known)
+            if r is not None:
+                known[b.var] = r
+        return _NumpyFolder(mod, known).visit_expr(func) if known else func

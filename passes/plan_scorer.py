@@ -106,12 +106,12 @@ def parametric_module(prepared: tvm.IRModule, plan: Plan, probe: list | None = N
         clipped = bb.emit(relax.op.maximum(relax.op.minimum(rounded, col[3]), col[2]), f"{b.var.name}_q")
         return relax.op.multiply(clipped, col[1])
 
-    def lower_table(bb, b, m, env):
+    def lower_table(bb, b, m, x):
         """``Simulate``'s lookup (``table.emit_table_lookup``) with the candidate's table and input scale."""
         i, name = lut_rows[b.var], b.var.name
         qmin, inv_step, unit = row(bb, luts[1], i, LUT_COLUMNS, name)
         (scale,) = row(bb, table, rows[layout.tables[i][1]], TABLE_COLUMNS[:1], f"{name}_in")
-        q = bb.emit(relax.op.multiply(env[m.x], scale), f"{name}_q_f")
+        q = bb.emit(relax.op.multiply(x, scale), f"{name}_q_f")
         idx = bb.emit(relax.op.floor(relax.op.multiply(relax.op.subtract(q, qmin), inv_step)), f"{name}_idx_f")
         idx = bb.emit(relax.op.astype(idx, "int32"), f"{name}_idx")
         lut = bb.emit(relax.op.take(luts[0], relax.const(i, "int64"), axis=0, mode="clip"), f"{name}_lut")

@@ -127,6 +127,20 @@ def remap_expr(expr, env: dict):
     return expr
 
 
+def rebind(mutator, binding: relax.VarBinding, value: relax.Expr) -> None:
+    """Bind ``value`` to ``binding``'s var from a ``PyExprMutator``'s ``visit_var_binding_``: a var bound to a
+    dataflow var is an alias, so its uses are remapped and no binding is emitted; anything else is re-emitted
+    as ``ExprMutator`` does (a new var of the same name and kind when the type changes)."""
+    if isinstance(value, relax.Var) and isinstance(binding.var, relax.DataflowVar):
+        mutator.set_var_remap(binding.var, value)
+        return
+    value = mutator.builder_.normalize(value)
+    var = mutator.with_type(mutator.visit_var_def(binding.var), value.ty)
+    if not var.same_as(binding.var):
+        mutator.set_var_remap(binding.var, var)
+    mutator.builder_.emit_normalized(relax.VarBinding(var, value))
+
+
 BindingRule = Callable[[relax.BlockBuilder, object, object, dict], object]
 
 

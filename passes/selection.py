@@ -29,8 +29,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, rebuild_function, \
+from .relax_utils import const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, rebind, \
     static_shape
 
 _PAD_FUNCS = {"pad": "constant", "replicate_pad": "replicate", "mirror_pad": "reflect", "reflect_pad": "reflect"}
@@ -186,15 +187,23 @@ def _stacked_operands(value, producer, reduce_op):
     return out
 
 
-def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
-    bindings = main_bindings(func)
-    producer = {b.var: b.value for b in bindings}
-    if not any(op_name(b.value) in ("relax.split", "relax.max", "relax.min", "relax.call_tir",
-                                    "relax.nn.conv2d_transpose", "relax.image.resize2d") for b in bindings):
-        return func
-    pieces: dict = {}
+_REWRITTEN = ("relax.split", "relax.max", "relax.min", "relax.call_tir", "relax.nn.conv2d_transpose",
+              "relax.image.resize2d")
 
-    def rule(bb, b, value, env):
+
+@mutator
+class _SelectionRewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, func: relax.Function):
+        super().__init__(mod)
+        self.mod = mod
+        self.producer = {b.var: b.value for b in main_bindings(func)}
+        self.pieces: dict = {}
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        rebind(self, binding, self._rewrite(binding, self.visit_expr(binding.value)))
+
+    def _rewrite(self, b: relax.VarBinding, value: relax.Expr) -> relax.Expr:
+        bb, producer, pieces, mod = self.builder_, self.producer, self.pieces, self.mod
         name = op_name(value)
         if isinstance(b.value, relax.TupleGetItem) and b.value.tuple_value in pieces:
             return pieces[b.value.tuple_value][b.value.index]
@@ -221,10 +230,9 @@ def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Fu
             ops = _stacked_operands(b.value, producer, name)
             if ops:
                 fn = relax.op.maximum if name == "relax.max" else relax.op.minimum
-                from .relax_utils import remap_expr
-                acc = remap_expr(ops[0], env)
+                acc = self.visit_expr(ops[0])
                 for i, o in enumerate(ops[1:]):
-                    acc = fn(acc, remap_expr(o, env))
+                    acc = fn(acc, self.visit_expr(o))
                     if i < len(ops) - 2:
                         acc = bb.emit(acc, f"{b.var.name}_{i}")
                 return acc
@@ -243,13 +251,12 @@ def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Fu
                 return out
         return value
 
-    return rebuild_function(func, rule)
-
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.CanonicalizeSelections")
 class CanonicalizeSelections:
     """Split, Max/Min, Pad, ConvTranspose and bilinear Resize into the ops the layer graph realizes."""
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        out = map_relax_functions(mod, lambda f, _: canonicalize_selections(f, mod))
+        out = map_relax_functions(mod, lambda f, _: _SelectionRewriter(mod, f).visit_expr(f)
+                                  if any(op_name(b.value) in _REWRITTEN for b in main_bindings(f)) else f)
         return relax.transform.DeadCodeElimination()(out)

@@ -26,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, rebuild_weighted
-from .relax_utils import const_np, is_const, main_bindings, map_relax_functions, op_name, rebuild_function
+from .relax_utils import FxpGraphError, const_np, is_const, main_bindings, map_relax_functions, op_name, rebind
 from .analysis import EPILOGUE, PASS_THROUGH, LrnMatch, composite_patterns
 from .ops import annotation_format, is_annotate
 
@@ -69,30 +70,79 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
                       lower_table=None) -> relax.Function:
     """Simulate ``func``; ``lower_annotation(bb, binding, value)`` may replace the default fake-quant of an
     ``fxp.annotate`` (``tvm_fxp.passes.plan_scorer`` feeds formats at run time through ``extra_params``), and
-    ``lower_table(bb, binding, match, env)`` the lookup of a table layer (its table then comes at run time too).
-    With ``lower_annotation`` and no ``lower_table``, table layers are their float64 ops (the float model).
+    ``lower_table(bb, binding, match, x)`` the lookup of a table layer over its (visited) input ``x`` (its table
+    then comes at run time too). With ``lower_annotation`` and no ``lower_table``, table layers are their float64
+    ops (the float model).
 
     With a ``probe`` list, the function returns ``(result, mean_0, mean_1, ...)``: per weighted layer (in
     graph order, its name appended to ``probe``) the mean of its conv/matmul output over every axis but the
     channel's (before the bias), for the label-free bias correction (``tvm_fxp.methods.correction``)."""
-    out_dtypes = _result_dtypes(func)
-    producer = {b.var: b.value for b in main_bindings(func)}
-    composites = composite_patterns(func)
-    if lower_annotation is not None and lower_table is None:
-        # formats fed at run time and no run-time tables: the function's own float64 ops
-        composites = {v: m for v, m in composites.items() if isinstance(m, LrnMatch)}
-    dropped = {v for m in composites.values() for v in m.inner}
+    return _Simulator(func, lower_annotation, extra_params, probe, lower_table).visit_expr(func)
 
-    def prologue(bb, env):
-        for p in func.params:
-            env[p] = bb.emit(relax.op.astype(env[p], SIM_DTYPE), f"{p.name}_f64")
 
-    def rule(bb, b, value, env):
+@mutator
+class _Simulator(PyExprMutator):
+    """The parameters are cast to float64 ahead of the first binding, each binding is simulated
+    (``_simulate``), and the result is cast back to the model's output dtypes where it is bound."""
+
+    def __init__(self, func: relax.Function, lower_annotation, extra_params, probe, lower_table=None):
+        super().__init__()
+        self.lower_annotation, self.extra_params, self.probe = lower_annotation, list(extra_params), probe
+        self.lower_table = lower_table
+        self.out_dtypes = _result_dtypes(func)
+        self.producer = {b.var: b.value for b in main_bindings(func)}
+        composites = composite_patterns(func)
+        if lower_annotation is not None and lower_table is None:
+            # formats fed at run time and no run-time tables: the function's own float64 ops
+            composites = {v: m for v, m in composites.items() if isinstance(m, LrnMatch)}
+        self.composites = composites
+        self.dropped = {v for m in composites.values() for v in m.inner}
+        self.result = func.body.body
+        if not isinstance(self.result, relax.Var) or self.result not in self.producer:
+            raise FxpGraphError("main must return a var bound in its body (run relax.transform.Normalize)")
+        self.params: list | None = list(func.params)
+        self.means: list = []
+
+    def visit_function_(self, func: relax.Function) -> relax.Expr:
+        func = relax.Function(list(func.params) + self.extra_params, func.body, None, func.is_pure, func.attrs)
+        return super().visit_function_(func)
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        bb = self.builder_
+        for p in self.params or ():
+            self.set_var_remap(p, bb.emit(relax.op.astype(p, SIM_DTYPE), f"{p.name}_f64"))
+        self.params = None
+        if binding.var in self.dropped:
+            return
+        value = self._simulate(binding)
+        if binding.var.same_as(self.result):
+            value = value if isinstance(value, relax.Var) else bb.emit(value, binding.var.name)
+            out = map_result(bb, value, lambda bb, r, i: bb.emit(relax.op.astype(r, self.out_dtypes[i]),
+                                                                 f"sim_out{i}"))
+            value = out if self.probe is None else bb.emit(relax.Tuple([out, *self.means]), "probed")
+        rebind(self, binding, value)
+
+    def _simulate(self, b: relax.VarBinding) -> relax.Expr:
+        bb, producer, composites, probe = self.builder_, self.producer, self.composites, self.probe
+        if b.var in composites:     # a table or LRN lookup of the composite's input (its inner ops are dropped)
+            m = composites[b.var]
+            x = self.visit_expr(m.x)
+            if not isinstance(m, LrnMatch) and self.lower_table is not None:
+                return self.lower_table(bb, b, m, x)
+            if not isinstance(m, LrnMatch):
+                from .table import emit_table_lookup
+
+                t, table = emit_table_lookup(bb, x, operand_format(m.x, producer), m, SIM_DTYPE, b.var.name)
+                return relax.op.multiply(t, fconst(np.ldexp(1.0, -table.frac)))
+            fmt = operand_format(m.x, producer)
+            attrs = {"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias}
+            t, table = emit_lrn_lookup(bb, x, fmt, attrs, SIM_DTYPE, b.var.name)
+            y = bb.emit(relax.op.multiply(x, t), f"{b.var.name}_xt")
+            return relax.op.multiply(y, fconst(np.ldexp(1.0, -table.frac)))
+        value = self.visit_expr(b.value)
         name = op_name(value)
-        if b.var in dropped:
-            return None
-        if is_annotate(value) and lower_annotation is not None:
-            return lower_annotation(bb, b, value)
+        if is_annotate(value) and self.lower_annotation is not None:
+            return self.lower_annotation(bb, b, value)
         if is_annotate(value):
             fmt, key = annotation_format(value)
             x = value.args[0]
@@ -102,22 +152,6 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             f = fmt.frac_array(ndim)
             q = emit_round_clip(bb, x, fmt, f, b.var.name)
             return relax.op.multiply(q, fconst(np.ldexp(1.0, -f)))
-        if b.var in composites and not isinstance(composites[b.var], LrnMatch) and lower_table is not None:
-            return lower_table(bb, b, composites[b.var], env)
-        if b.var in composites and not isinstance(composites[b.var], LrnMatch):
-            from .table import emit_table_lookup
-
-            m = composites[b.var]
-            t, table = emit_table_lookup(bb, env[m.x], operand_format(m.x, producer), m, SIM_DTYPE, b.var.name)
-            return relax.op.multiply(t, fconst(np.ldexp(1.0, -table.frac)))
-        if b.var in composites:
-            m = composites[b.var]
-            x = env[m.x]
-            fmt = operand_format(m.x, producer)
-            attrs = {"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias}
-            t, table = emit_lrn_lookup(bb, x, fmt, attrs, SIM_DTYPE, b.var.name)
-            y = bb.emit(relax.op.multiply(x, t), f"{b.var.name}_xt")
-            return relax.op.multiply(y, fconst(np.ldexp(1.0, -table.frac)))
         if name in ("relax.nn.conv2d", "relax.matmul"):
             out = rebuild_weighted(value, value.args[0], value.args[1], SIM_DTYPE)
             ann = producer.get(b.value.args[1])
@@ -127,24 +161,15 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             ndim = len(b.var.ty.shape)
             axes = [a for a in range(ndim) if a != (1 if name == "relax.nn.conv2d" else ndim - 1)]
             probe.append(annotation_format(ann)[1].rsplit(".", 1)[0])
-            means.append(bb.emit(relax.op.mean(y, axis=axes), f"{b.var.name}_mean"))
+            self.means.append(bb.emit(relax.op.mean(y, axis=axes), f"{b.var.name}_mean"))
             return y
         if name in ("relax.mean", "relax.nn.avg_pool2d"):
             total, s = emit_pool_sum(bb, value, value.args[0], SIM_DTYPE, b.var.name)
             return relax.op.multiply(total, fconst(np.ldexp(1.0, -s)))
         if name in EPILOGUE and str(value.args[0].ty.dtype) == SIM_DTYPE:
-            x = bb.emit(relax.op.astype(value.args[0], out_dtypes[0]), f"{b.var.name}_in")
+            x = bb.emit(relax.op.astype(value.args[0], self.out_dtypes[0]), f"{b.var.name}_in")
             return relax.Call(value.op, [x] + list(value.args[1:]), value.attrs, value.ty_args)
         return value
-
-    means: list = []
-
-    def epilogue(bb, result, env):
-        out = map_result(bb, result, lambda bb, r, i: bb.emit(relax.op.astype(r, out_dtypes[i]), f"sim_out{i}"))
-        return out if probe is None else bb.emit(relax.Tuple([out, *means]), "probed")
-
-    return rebuild_function(func, rule, params=list(func.params) + list(extra_params), prologue=prologue,
-                            epilogue=epilogue)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.Simulate")
