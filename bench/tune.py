@@ -81,7 +81,8 @@ def bench_model(name: str, args, train, test, tmp: Path) -> dict:
     realized = q.realized("narrow")
     host, _ = deploy.resolve_target("host")
     print(f"{name}: tuning ({args.trials} trials, {args.time_limit:g} s) ...", flush=True)
-    report = tune.tune(realized, host, tmp / name / "tuning", args.trials, args.time_limit, progress=not args.quiet)
+    report = tune.tune(realized, host, tmp / name / "tuning", args.trials, args.time_limit, progress=not args.quiet,
+                       confirm_top_k=args.confirm_top_k, confirm_rounds=args.confirm_rounds)
     ex_default = tvm_fxp.build(realized, host)
     ex_tuned, from_db = deploy.build(realized, host, tmp / name / "tuning")
     sim = latency.TvmEngine(tvm_fxp.build(q.simulated(), host), test.inputs[:1])
@@ -98,6 +99,7 @@ def bench_model(name: str, args, train, test, tmp: Path) -> dict:
     return {
         "plan": plan_source,
         "trials": args.trials, "time_limit_s": args.time_limit, "measured": report["measured"],
+        "confirm": {"top_k": args.confirm_top_k, "rounds": args.confirm_rounds},
         "stopped_by_time_limit": report["stopped_by_time_limit"], "tasks": report["tasks"],
         "kernels_from_db": from_db,
         "default_ms": round(med["default"], 5), "tuned_ms": round(med["tuned"], 5),
@@ -158,6 +160,25 @@ def readme_block(out: dict) -> str:
         lines.append(f"| {name} | {r['trials']} ({r['measured']}) | {r['default_ms']:.4f} | {r['tuned_ms']:.4f} | "
                      f"{r['speedup_over_default']} | {r['ort_int8_ms']:.4f} | {r['tuned_over_ort_int8']} | "
                      f"{r['top1_tuned']:.4f} ({r['top1_ort_int8']:.4f}) | {r['bit_exact_tuned_vs_simulation']} |")
+    for name, r in out["models"].items():
+        ks = r["kernels"]
+        top = sorted(ks.items(), key=lambda kv: -kv[1]["default_ms"])[:3]
+        sketches = {k: "/".join(str(v["best_decisions"].get(x)) for x in ("spatial", "oc_block", "epilogue"))
+                    for k, v in ks.items() if "best_decisions" in v and v["speedup"] > 1.0}
+        lines.append(f"\n{name}: the tuner's confirmation (each kernel alone, interleaved with its default) gives "
+                     f"kernel time x{r['kernel_speedup_measured_by_tuner']} over the default; in the model "
+                     f"x{r['speedup_over_default']}. Largest kernels: " + ", ".join(
+                         f"{k} {v['default_ms'] * 1e3:.1f} -> {v['best_ms'] * 1e3:.1f} us" for k, v in top) +
+                     (". Winning sketches (spatial/oc block/epilogue): " +
+                      ", ".join(f"{k} {v}" for k, v in sketches.items()) if sketches else "") + ".")
+    if any(r["speedup_over_default"] < 1.3 for r in out["models"].values()):
+        lines.append("\nGoal 1.3 missed. Where the time is: the first conv (1 input channel, int16 `channels` layout) "
+                     "gains 1.5-1.8x, the 48-channel VNNI convs 1.1-1.15x with 3 output-channel vectors per tile; "
+                     "the 16/32-channel VNNI convs are already near the vpdpbusd issue rate (vgg conv2d_vnni_3, "
+                     "28.9k vpdpbusd, measured 6.9 us alone on an idle core: 1.6 per cycle at 2.6 GHz), so no "
+                     "schedule knob moves them; what remains around them is the packing of NCHW input to "
+                     "4-channel groups and the unpacking to NCHW in every kernel, which a layout kept between "
+                     "layers (a graph change, not a schedule knob) would remove.")
     for name, r in out.get("rpi4_emulated", {}).items():
         lines.append(f"\nrpi4 on an emulated board (qemu-user, RPC on 127.0.0.1), {name}: {r['measured']} tuning "
                      f"measurements over RPC ({r['errors']} errors), {r['kernels_from_db']} kernels built from the "
@@ -181,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
     ap.add_argument("--trials", type=int, default=128)
     ap.add_argument("--time-limit", type=float, default=420.0)
+    ap.add_argument("--confirm-top-k", type=int, default=4, help="candidates per kernel re-measured beside the default")
+    ap.add_argument("--confirm-rounds", type=int, default=5, help="interleaved rounds of that re-measurement")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--repeat-seconds", type=float, default=0.2)
     ap.add_argument("--eval-images", type=int, default=2000)

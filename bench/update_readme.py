@@ -278,6 +278,17 @@ def ktiles_table(r) -> list[str]:
                      f"{m['unfused_ms']:.4f} | {m['untiled_ms']:.4f} | {m['fused_over_unfused']} | "
                      f"{m['fused_over_untiled']} | {m['top1_tiled']:.4f} ({m['top1_untiled']:.4f}) | "
                      f"{m['bit_exact_fused_vs_simulation'] and m['bit_exact_unfused_vs_simulation']} |")
+    a = _load("arm_ktiles.json")
+    if a:
+        lines += ["", f"On the Raspberry Pi 4 the tiles stay separate int16 kernels (`bench/arm_ktiles.py`, {a['date'][:10]}, "
+                  "whole-kernel cycles on the Cortex-A72 model as in the ARM table below; the tiles' slices, widening "
+                  "and adds are not counted, which favours them): against the int32 kernel a build would run "
+                  "instead (ours, widening `smlal .4s`) the tiles take " + ", ".join(
+                      f"{r['model']}:{r['shape']} {r['tiles_vs_own_int32']}" for r in a["layers"]) +
+                  " of its cycles; against the gemmlowp/ruy paired kernel (`smull`/`smlal2 .8h` pair sums widened "
+                  "by `sadalp .4s` in the same kernel -- the fused form of 2-product k-tiles, not in the build "
+                  "pipeline yet) " + ", ".join(f"{r['tiles_vs_paired_int32']}" for r in a["layers"]) +
+                  ". So a fused NEON k-tile kernel would at best match the paired kernel."]
     return lines
 
 

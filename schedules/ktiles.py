@@ -13,9 +13,9 @@ host: 0.118 ms vs 0.027 ms untiled).  Every ``part_i`` is the exact sum over its
 ``conv2d(x, W, out_dtype="int32")`` gives the same integers.  This pass rewrites the pattern to that call
 (before ``FuseEpilogue``, which then fuses the requantize epilogue into it) on targets whose int32 kernel
 is faster than the tiles (``fusable``, per layer): the AVX-512 VNNI conv2d (``vpdpbusd`` sums u8 x s8
-products in int32 lanes; the int16 plans run the same instruction and narrow) and matmuls (weight-bound at
-batch 1).  Elsewhere (NEON, AVX2 conv2d) the int16 tiles stay: their int16 kernels issue twice the MACs of
-the widening int32 ones.  Matched only as Realize writes it: contiguous ranges covering the channels in order,
+products in int32 lanes; the int16 plans run the same instruction and narrow) and AVX-512 matmuls.  Elsewhere
+(NEON, AVX2) the int16 tiles stay: their int16 kernels issue twice the MACs of the widening int32 ones
+(``bench/arm_ktiles.py``: tiles 0.52-0.68 of the int32 kernel's cycles on the A72).  Matched only as Realize writes it: contiguous ranges covering the channels in order,
 constant weights, the same attributes on every tile, every intermediate used once.
 """
 
@@ -135,11 +135,15 @@ def fused_call(x, op, weights: list):
 
 def fusable(call, target) -> bool:
     """Whether one int32 kernel of ``call`` beats its int16 tiles on ``target``: the VNNI conv2d (int32 lanes
-    whatever the plan's accumulator, so the tiles only add passes), and every matmul (at batch 1 a dense layer
-    reads each weight once whatever its accumulator; the tiles add a slice, a kernel call and an int16
-    partial per tile: vgg's 1568x128 layer as 7 tiles vs one int32 kernel, 0.095 vs 0.091 ms per model).
-    Non-VNNI conv2d (NEON, AVX2) keep their int16 tiles: there the int16 kernels issue twice the MACs per
-    instruction of the widening int32 ones."""
+    whatever the plan's accumulator, so the tiles only add passes), and matmuls on AVX-512 (measured: vgg's
+    1568x128 layer as 7 tiles vs one int32 kernel, 0.095 vs 0.091 ms per model).  NEON keeps the tiles:
+    ``bench/arm_ktiles.py`` (whole kernels, Cortex-A72 model) puts the int16 tiles at 0.52-0.68 of our int32
+    kernel's cycles (widening ``smlal .4s``) for every tiled layer of both reference models, dense included;
+    so does AVX2 (``vpmaddubsw`` pair sums accumulate in int16 there)."""
+    from .targets import kernel_config
+
+    if kernel_config(target, "int32").arch != "x86-avx512":
+        return False
     if str(call.op.name) == "relax.matmul":
         return L.dense_plan_for(call, target) is not None
     plan = L.conv2d_plan_for(call, target)

@@ -328,8 +328,8 @@ def _shape(s: str):
 
 def _target_args(p) -> None:
     p.add_argument("--target", default="host",
-                   help="host (this CPU), rpi4 (Raspberry Pi 4, aarch64 Cortex-A72, cross-compiled), or a TVM "
-                        "target dict as JSON or a .json file")
+                   help="host (this CPU), rpi4 (Raspberry Pi 4, aarch64 Cortex-A72, cross-compiled), rpi3 (32-bit "
+                        "Raspberry Pi OS, armv7 Cortex-A53), or a TVM target dict as JSON or a .json file")
     p.add_argument("--tuning-db", default=None,
                    help="use the schedules tuned by `tvm-fxp tune` (its DIR/tuning directory)")
 

@@ -350,7 +350,7 @@ def cmd_tune(args) -> dict:
 def add_tune_parser(sub, common) -> None:
     t = sub.add_parser("tune", parents=[common], help="autotune the kernels of DIR with MetaSchedule")
     t.add_argument("dir")
-    t.add_argument("--target", default="host", help="host | rpi4 | a TVM target dict as JSON")
+    t.add_argument("--target", default="host", help="host | rpi4 | rpi3 | a TVM target dict as JSON")
     t.add_argument("--trials", type=int, default=64, help="measurements over all kernels")
     t.add_argument("--time-limit", type=float, default=None, help="seconds; stops the search, keeps the records")
     t.add_argument("--rpc", default=None, help="HOST:PORT of a board's TVM RPC server (targets other than host)")
