@@ -167,6 +167,30 @@ def why_missed(r, diag) -> list[str]:
     return lines
 
 
+def finetune_table(r, relax) -> list[str]:
+    lines = [f"Fine-tuning with the formats in place (`bench/finetune.py`, {r['date']}: `tvm-fxp finetune DIR --data "
+             "fashion-mnist --epochs E`, trained on the training split, the best epoch chosen on 2,000 validation "
+             "images, then quantized with the same plan and measured on the test split, bit-exact):", "",
+             "| model | case | flags | epochs x steps (batch) | float top-1 | test top-1 before -> after | val top-1 "
+             "before -> after (best epoch) | goal | met | bit-exact | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, cases in r["models"].items():
+        for case, c in cases.items():
+            goal = (f"within {c['goal_points']:g} points" if c["goal_points"] > 0 else "above float")
+            lines.append(f"| {name} | {case} | `{c['flags']}` | {c['epochs']} x {c['steps_per_epoch']} ({c['batch']}) | "
+                         f"{c['float_test_top1']:.4f} | {c['test_top1_before']:.4f} -> {c['test_top1_after']:.4f} | "
+                         f"{c['val_top1_before']:.4f} -> {c['val_top1_after']:.4f} ({c['best_epoch']}) | {goal} | "
+                         f"{'yes' if c['goal_met'] else 'no'} | {c['bit_exact']} | {c['wall_s']:.0f} |")
+    if relax:
+        lines += ["", f"Training inside TVM was measured first (`bench/relax_training.py`, {relax['date']}): one vgg "
+                  f"training step, batch {relax['batch']}, differentiated by `relax.transform.Gradient` and built by "
+                  f"{relax['relax_build'].split(' (')[0]}, takes {relax['median_step_s']['relax']:.2f} s against "
+                  f"{relax['median_step_s']['torch']:.2f} s in PyTorch ({relax['relax_over_torch']:.1f}x slower, "
+                  f"median of {relax['repeats']} interleaved repeats, float step without fake quantization; the "
+                  "annotate op would also need a straight-through gradient), so `tvm-fxp finetune` trains in PyTorch "
+                  "(the `train` extra) and hands the trained float ONNX back to TVM for the bit-exact integer build."]
+    return lines
+
+
 def diagnostics_table(r) -> list[str]:
     lines = [f"Where each plan's accuracy goes (`bench/diagnose_methods.py`, {r['date']}, first {r['test_size']} test "
              "images): a layer's *isolated loss* is the top-1 lost when only its operands (input activation, weights, "
@@ -348,6 +372,9 @@ def render() -> str:
     if r:
         parts += methods_table(r) + [""]
         parts += why_missed(r, _load("methods_diagnostics.json")) + [""]
+    r = _load("finetune.json")
+    if r:
+        parts += finetune_table(r, _load("relax_training.json")) + [""]
     r = _load("methods_diagnostics.json")
     if r:
         parts += diagnostics_table(r) + [""]

@@ -1,0 +1,93 @@
+"""Fine-tuning with the formats in place (``tvm-fxp finetune``) on the papers' cases, both reference models.
+
+    .venv/bin/python bench/finetune.py [--models fmnist_vgg ...] [--cases ternary4 uniform4 lin2016]
+                                       [--steps-per-epoch N] [--merge]
+
+Each case: ``tvm-fxp quantize MODEL --calib fashion-mnist`` with the case's flags (lin2016: the plan chosen by
+bench/methods.py, ``--plan bench/results/plans/MODEL_lin2016.json``), then ``tvm-fxp finetune DIR --data
+fashion-mnist --epochs E`` (training split to train, validation split to select), both measured on the test
+split and realized bit-exact.  Goals (issue 13): Mellempudi ternary N=4 within 2 points of float after <= 4
+epochs; uniform 4-bit within 1 point after <= 2 epochs; the Lin 2016 plan above float.  Writes
+``bench/results/finetune.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {   # name -> (quantize flags, epochs, learning rate, goal in points of float: fxp >= float - goal)
+    "ternary4": (["--method", "mellempudi2017", "--cluster", "4", "--weights", "ternary"], 4, 5e-4, 2.0),
+    "uniform4": (["--method", "uniform", "--bits", "4"], 2, 5e-4, 1.0),
+    "lin2016": (None, 2, 1e-4, 0.0),
+}
+
+
+def run_case(name, case, args, work) -> dict:
+    from tvm_fxp.cli import main
+
+    flags, epochs, lr, goal = CASES[case]
+    model = ROOT / "examples" / "models" / f"{name}.onnx"
+    if flags is None:
+        flags = ["--plan", str(ROOT / "bench" / "results" / "plans" / f"{name}_{case}.json")]
+    base, tuned = Path(work) / f"{name}_{case}", Path(work) / f"{name}_{case}_ft"
+    quiet = ["--quiet"] if args.quiet else []
+    t = time.time()
+    if main(["quantize", str(model), "--calib", "fashion-mnist", *flags, "--out", str(base)] + quiet) != 0:
+        raise RuntimeError(f"{name} {case}: quantize failed")
+    ft = ["finetune", str(base), "--data", "fashion-mnist", "--epochs", str(epochs), "--lr", str(lr),
+          "--out", str(tuned), "--threads", "2"] + quiet
+    if args.steps_per_epoch:
+        ft += ["--steps-per-epoch", str(args.steps_per_epoch)]
+    if main(ft) != 0:
+        raise RuntimeError(f"{name} {case}: finetune failed")
+    before = json.loads((base / "summary.json").read_text())
+    after = json.loads((tuned / "summary.json").read_text())
+    f = after["finetune"]
+    row = {"flags": " ".join(flags if case != "lin2016" else ["--plan", f"plans/{name}_lin2016.json"]),
+           "epochs": epochs, "steps_per_epoch": f["steps_per_epoch"], "batch": f["batch"], "lr": lr,
+           "images_seen": f["steps_per_epoch"] * f["batch"] * epochs, "float_test_top1": after["float_top1"],
+           "test_top1_before": before["fxp_top1"], "test_top1_after": after["fxp_top1"],
+           "float_val_top1": f["float_val_top1"], "val_top1_before": f["val_top1_before"],
+           "val_top1_after": f["val_top1_after"], "best_epoch": f["best_epoch"], "history": f["history"],
+           "train_loss_before": f["train_loss_before"], "train_loss_after": f["train_loss_after"],
+           "bit_exact": after["bit_exact"], "weight_bits": after["weight_bits"],
+           "finetune_wall_s": f["wall_s"], "wall_s": round(time.time() - t, 1),
+           "goal_points": goal, "loss_points_after": 100 * (after["float_top1"] - after["fxp_top1"])}
+    row["goal_met"] = bool(row["loss_points_after"] < goal if goal > 0 else row["loss_points_after"] < 0)
+    print(f"[{name}] {case}: test {row['test_top1_before']:.4f} -> {row['test_top1_after']:.4f} (float "
+          f"{row['float_test_top1']:.4f}), val {row['val_top1_before']:.4f} -> {row['val_top1_after']:.4f}, "
+          f"{epochs} epochs x {row['steps_per_epoch']} steps, {row['wall_s']:.0f} s, bit-exact {row['bit_exact']}",
+          flush=True)
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--steps-per-epoch", type=int, default=None, help="shorter epochs (default: the whole split)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "finetune.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other rows of the existing results")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if args.merge and out.exists() else {}
+    results = old.get("models", {})
+    with tempfile.TemporaryDirectory(prefix="finetune_") as work:
+        for name in args.models:
+            for case in args.cases:
+                results.setdefault(name, {})[case] = run_case(name, case, args, work)
+                out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "models": results}, indent=1) + "\n")
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
