@@ -1,61 +1,55 @@
-"""Single-thread, batch-1 latency: tvm-fxp's integer models vs. TVM float vs. onnxruntime fp32 / int8.
+"""Batch-1 latency of tvm-fxp's integer builds against onnxruntime int8 and fp32, accuracy beside every time.
 
-For each reference model (``examples/models/fmnist_vgg.onnx``,
-``examples/models/fmnist_resnet.onnx``; a missing file is skipped with a note)
-this script measures, in one process and with ONE thread everywhere:
+    .venv/bin/python bench/latency.py [--models ...] [--repeats 11] [--threads 1] [--out bench/results/latency.json]
 
-* ``ort_fp32``  -- onnxruntime on the float ONNX model (CPU provider,
-  intra/inter-op threads = 1, ``ORT_ENABLE_ALL`` graph optimizations);
-* ``ort_int8``  -- onnxruntime on a static QDQ int8 model made with
-  ``onnxruntime.quantization.quantize_static`` (uint8 activations, int8
-  weights, per-tensor, MinMax calibration over ~100 Fashion-MNIST training
-  images fed one at a time; ``quant_pre_process`` first when it works);
-* ``tvm_float`` -- the tvm-fxp *prepared* float Relax module compiled with
-  ``tvm_fxp.build`` (target: the host CPU, ``llvm -mcpu=<host>``);
-* ``tvm_fxp``   -- **our model**: the de Bruin 2020 plan with 16-bit accumulators
-  (``bench/results/plans/{model}_debruin2020_untiled.json`` from ``bench/methods.py``: whole reductions in
-  int16, one fused kernel per layer (the k-tiled plan's tiles are still separate kernel calls), or ``--plans
-  DIR``; when absent, ``debruin2020 --max-tiles 0`` is run here with ``--search-seconds``), realized with int16
-  accumulators
-  (``realized(accumulator="narrow")``) and compiled with ``tvm_fxp.build``: the scheduled integer kernels
-  of ``tvm_fxp.schedules`` with each layer's requantize epilogue fused in.  ``ratio_vs_ort_int8`` and
-  ``ratio_vs_ort_fp32`` are this engine's median over ORT's;
-* ``tvm_fxp_unfused`` -- the same realized module through TVM's CPU pipeline with our kernels but without
-  our two passes (``tvm_fxp.schedules.pipeline(target, fuse=False)``): the epilogues run as
-  separate, unscheduled TIR kernels (what ``tvm_fxp.build`` did before the epilogue fusion);
-* ``tvm_fxp_int32_baseline`` -- the previous baseline: ``Uniform(bits=8)`` realized with int32 accumulators,
-  compiled by ``tvm.compile``'s default pipeline with TVM's own legalization (inside
-  ``tvm_fxp.schedules.disabled()``).
+Models: the two reference models (``examples/models/fmnist_{vgg,resnet}.onnx``, Fashion-MNIST 28x28; a missing
+file is skipped with a note) and, at 224x224, ResNet-50, SqueezeNet 1.1 and MobileNetV2 as published
+(``bench/models224.py``: generated, random weights).  Engines, all in this one process, ``--threads`` threads
+(default 1; a second run with 2 threads on ResNet-50 is added as ``two_threads`` unless ``--no-two-threads``):
 
-The plan's accuracy (top-1 and agreement with ORT fp32) is measured on ``--eval-images`` Fashion-MNIST test
-images, and the fused and unfused builds are checked to give identical outputs (bit-exact).
+* ``ort_fp32``: onnxruntime on the float model (CPU provider, ``ORT_ENABLE_ALL``);
+* ``ort_int8``: onnxruntime static QDQ int8, **per-channel** weights (uint8 activations, MinMax calibration,
+  after onnxruntime's own ``quant_pre_process``): the strongest onnxruntime int8 baseline;
+  ``ort_int8_per_tensor``: the same with per-tensor weights;
+* ``tvm_fxp_u8``: the uniform 8-bit plan (``Uniform(8)``), realized and built with ``tvm_fxp.build`` (the
+  default build: no tuning);
+* ``tvm_fxp_best`` (reference models): the most accurate of the methods' plans
+  (``bench/results/plans/{model}_*.json``, written by ``bench/methods.py``) whose top-1 is within 1 point of
+  the float model's, built the same way (none when no plan qualifies).
 
-Timing: each engine is warmed up, then ``--repeats`` repeats are taken, each
-repeat averaging enough calls to last about ``--repeat-seconds``; the engines'
-repeats are interleaved round-robin (with a rotating order) so that machine
-noise hits all of them alike, and the median over repeats is reported in
-milliseconds per inference.  TVM is timed with the VM's C++
-``time_evaluator`` (the primary number); onnxruntime is timed with a Python
-``time.perf_counter`` loop around ``InferenceSession.run``.  Because the ORT
-numbers therefore include Python call overhead, TVM is also timed with the same
-kind of Python loop (``vm["main"](x)``) and reported separately as
-``median_ms_python_loop`` so either comparison can be made.
+``ratio_vs_ort_int8`` per model is ``tvm_fxp_u8`` over ``ort_int8`` (per-channel); ``ratios`` has every
+other pair.  Accuracy: top-1 on ``--eval-images`` Fashion-MNIST test images for the reference models; for the
+224 models (random weights, no labels) the top-1 agreement with onnxruntime fp32 on ``--agreement-images``
+synthetic images.  Every timed tvm-fxp build is checked bit-exact against the simulated graph in this run
+(``bit_exact``).
 
-Usage::
-
-    .venv/bin/python bench/latency.py [--repeats 11] [--models vgg resnet] [--plans DIR]
-                                      [--out bench/results/latency.json]
+Timing: every engine is timed by the same Python loop (``time.perf_counter`` around ``InferenceSession.run``
+and around the VM's ``main``, each given the numpy input), warmed up, ``--repeats`` repeats of about
+``--repeat-seconds`` each, interleaved round-robin with a rotating order; medians in milliseconds.
+Rerunning this script is all it takes to refresh ``bench/results/latency.json`` (and then
+``bench/update_readme.py``) after the plans or the reference models change.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-# One thread everywhere -- must happen before tvm / onnxruntime / numpy are imported.
-os.environ["TVM_NUM_THREADS"] = "1"
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+def _threads_from_argv(argv) -> int:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+THREADS = _threads_from_argv(sys.argv)
+# Thread counts must be fixed before tvm / onnxruntime / numpy are imported.
+os.environ["TVM_NUM_THREADS"] = str(THREADS)
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -63,7 +57,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -77,21 +71,22 @@ from tvm import relax  # noqa: E402
 
 import tvm_fxp  # noqa: E402
 import tvm_fxp.schedules  # noqa: E402
-from tvm_fxp.datasets import fashion_mnist  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models224 import MODELS as MODELS_224, images as images_224, write_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = {
+REFERENCE = {
     "fmnist_vgg": REPO / "examples" / "models" / "fmnist_vgg.onnx",
     "fmnist_resnet": REPO / "examples" / "models" / "fmnist_resnet.onnx",
 }
-ENGINES = ("ort_fp32", "ort_int8", "tvm_float", "tvm_fxp", "tvm_fxp_unfused", "tvm_fxp_int32_baseline")
-TVM_ENGINES = ("tvm_float", "tvm_fxp", "tvm_fxp_unfused", "tvm_fxp_int32_baseline")
+ALL_MODELS = list(REFERENCE) + list(MODELS_224)
 INPUT_NAME = "input"
-N_ORT_CALIB = 100
-N_TVM_CALIB = 256
-N_SEARCH = 512
-NOTES = ("tvm_fxp: de Bruin 2020 int16-accumulator plan, tvm_fxp.build (fused integer kernels, untuned); "
-         "targets (issue 5): ratio_vs_ort_int8 <= 1.0 and ratio_vs_ort_fp32 <= 0.5 per model")
+N_ORT_CALIB = 100          # reference models: Fashion-MNIST training images for onnxruntime's calibration
+N_TVM_CALIB = 256          # ... and for ours
+N_CALIB_224 = 4            # 224 models: synthetic images (ORT and ours)
+GOALS = {"reference": {"ratio_vs_ort_int8": 0.8, "ratio_vs_ort_fp32": 0.4}, "224": {"ratio_vs_ort_int8": 1.0},
+         "224_moonshot": {"ratio_vs_ort_int8": 0.8}}
 
 
 # --------------------------------------------------------------------------- machine info
@@ -163,14 +158,14 @@ class _Reader:
         pass
 
 
-def make_ort_int8(model_path: Path, tmp: Path, calib: np.ndarray) -> tuple[Path, dict]:
+def make_ort_int8(model_path: Path, tmp: Path, calib: np.ndarray, per_channel: bool = True) -> tuple[Path, dict]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(_Reader, CalibrationDataReader):
         pass
 
-    info = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": False,
+    info = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": per_channel,
             "calibrate_method": "MinMax", "calibration_images": int(len(calib))}
     src = model_path
     pre = tmp / f"{model_path.stem}.pre.onnx"
@@ -182,10 +177,10 @@ def make_ort_int8(model_path: Path, tmp: Path, calib: np.ndarray) -> tuple[Path,
         info["pre_processed"] = False
         info["pre_process_error"] = f"{type(e).__name__}: {e}"
         print(f"  note: quant_pre_process failed ({type(e).__name__}: {e}); quantizing the raw model")
-    out = tmp / f"{model_path.stem}.int8.onnx"
+    out = tmp / f"{model_path.stem}.int8{'pc' if per_channel else 'pt'}.onnx"
     # Reader must subclass CalibrationDataReader (quantize_static checks isinstance in some versions).
     quantize_static(str(src), str(out), Reader(calib), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
     return out, info
 
 
@@ -194,47 +189,6 @@ def optimized_op_counts(path: Path) -> dict:
 
     m = onnx.load(str(path))
     return dict(sorted(Counter(n.op_type for n in m.graph.node).items()))
-
-
-class OrtEngine:
-    def __init__(self, sess: ort.InferenceSession):
-        self.sess = sess
-        self.out_name = sess.get_outputs()[0].name
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.sess.run([self.out_name], {INPUT_NAME: x})[0]
-
-    def time_repeat(self, x: np.ndarray, number: int) -> float:
-        run, outs, feed = self.sess.run, [self.out_name], {INPUT_NAME: x}
-        t0 = time.perf_counter()
-        for _ in range(number):
-            run(outs, feed)
-        return (time.perf_counter() - t0) / number
-
-
-class TvmEngine:
-    def __init__(self, ex, x1: np.ndarray):
-        self.dev = tvm.cpu()
-        self.vm = relax.VirtualMachine(ex, self.dev)
-        self.x1 = tvm.runtime.tensor(np.ascontiguousarray(x1), self.dev)
-        self._evaluators = {}
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x), self.dev)).numpy()
-
-    def time_repeat(self, x: np.ndarray, number: int) -> float:
-        """One repeat with the VM's C++ time_evaluator (seconds per call); x is the preloaded batch-1 input."""
-        ev = self._evaluators.get(number)
-        if ev is None:
-            ev = self._evaluators[number] = self.vm.time_evaluator("main", self.dev, number=number, repeat=1)
-        return float(ev(self.x1).results[0])
-
-    def time_repeat_python(self, x: np.ndarray, number: int) -> float:
-        f, arg = self.vm["main"], self.x1
-        t0 = time.perf_counter()
-        for _ in range(number):
-            f(arg)
-        return (time.perf_counter() - t0) / number
 
 
 def _le(v, bound):
@@ -253,220 +207,207 @@ def accumulator_dtypes(mod) -> dict:
     return counts
 
 
-def uniform_plan(lg, prepared, train):
-    from tvm_fxp.calibrate import calibrate
-    from tvm_fxp.methods import uniform
+# --------------------------------------------------------------------------- engines (one timing loop for all)
 
-    stats = calibrate(prepared, lg, train[:N_TVM_CALIB], progress=False)
-    return uniform.allocate(lg, stats, tvm_fxp.Uniform(bits=8))
+class OrtEngine:
+    """onnxruntime on one model (a path, or an ``InferenceSession`` as ``bench/tune.py`` passes)."""
+
+    def __init__(self, path, threads: int = 1):
+        if isinstance(path, ort.InferenceSession):
+            self.sess, self.out = path, [path.get_outputs()[0].name]
+            return
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        self.out = [self.sess.get_outputs()[0].name]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.sess.run(self.out, {INPUT_NAME: x[i:i + 1]})[0] for i in range(len(x))])
+
+    def loop(self, x1: np.ndarray, number: int) -> float:
+        run, outs, feed = self.sess.run, self.out, {INPUT_NAME: x1}
+        t0 = time.perf_counter()
+        for _ in range(number):
+            run(outs, feed)
+        return (time.perf_counter() - t0) / number
+
+    time_repeat = loop
 
 
-def debruin_plan(name, path, prepared, lg, train, args):
-    """The de Bruin 2020 (16-bit accumulator) plan: ``--plans/{name}_debruin2020_untiled.json`` if it exists, else
-    searched here (``--search-seconds``, same data split as ``bench/methods.py``)."""
+class TvmEngine:
+    """A built module in the Relax VM (``x1``: unused, kept for ``bench/tune.py``'s calls)."""
+
+    def __init__(self, ex, x1=None):
+        self.dev = tvm.cpu()
+        self.vm = relax.VirtualMachine(ex, self.dev)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        f = self.vm["main"]
+        return np.concatenate([f(tvm.runtime.tensor(x[i:i + 1], self.dev)).numpy() for i in range(len(x))])
+
+    def loop(self, x1: np.ndarray, number: int) -> float:
+        f, dev, tensor = self.vm["main"], self.dev, tvm.runtime.tensor
+        t0 = time.perf_counter()
+        for _ in range(number):
+            f(tensor(x1, dev))
+        return (time.perf_counter() - t0) / number
+
+    time_repeat = loop
+
+
+def time_engines(engines: dict, x1: np.ndarray, repeats: int, repeat_seconds: float) -> tuple[dict, dict]:
+    """Median seconds per call of each engine: warm-up, ``number`` sized to ~``repeat_seconds`` per repeat,
+    repeats interleaved round-robin with a rotating order."""
+    numbers = {}
+    for k, e in engines.items():
+        e.loop(x1, 3)
+        t = e.loop(x1, 5)
+        numbers[k] = max(1, min(200, int(math.ceil(repeat_seconds / max(t, 1e-7)))))
+    samples = {k: [] for k in engines}
+    order = list(engines)
+    for r in range(repeats):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            samples[k].append(engines[k].loop(x1, numbers[k]))
+    return {k: statistics.median(v) for k, v in samples.items()}, {"numbers": numbers, "samples_ms": {
+        k: [round(s * 1e3, 4) for s in v] for k, v in samples.items()}}
+
+
+# --------------------------------------------------------------------------- plans and builds
+
+def realized_build(q) -> tuple:
+    """The default realized module, built with ``tvm_fxp.build`` (the default schedules, no tuning)."""
+    real = q.realized()
+    return real, tvm_fxp.build(real)
+
+
+def bit_exact(q, ex, x: np.ndarray) -> bool:
+    """The built integer module's outputs equal the simulated graph's, bit for bit, on ``x``."""
+    sim = tvm_fxp.Runner(tvm_fxp.build(q.simulated()), batch=q.batch).run(x, batch_size=len(x))
+    real = tvm_fxp.Runner(ex, batch=q.batch).run(x, batch_size=len(x))
+    return bool(np.array_equal(sim, real))
+
+
+def best_plan(name: str, prepared, lg, test, float_top1: float, plans_dir: Path) -> tuple:
+    """The most accurate plan file within 1 point of float top-1: ``(q, build, info)`` or ``(None, None, info)``."""
     from tvm_fxp.plan import Plan
 
-    f = Path(args.plans) / f"{name}_debruin2020_untiled.json"
-    if f.is_file():
-        plan = Plan.load(f)
-        q = tvm_fxp.bind_plan(prepared, lg, plan)
-        import hashlib
-
-        info = {"source": f"file {f}", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                "method": plan.method if hasattr(plan, "method") else "debruin2020"}
-    else:
-        from tvm_fxp.calibrate import calibrate
-        from tvm_fxp.datasets import fashion_mnist
-        from tvm_fxp.methods import get_method
-        from tvm_fxp.methods.debruin2020 import DeBruin2020
-
-        print(f"  note: {f} not found; running debruin2020 here ({args.search_seconds:.0f} s limit)", flush=True)
-        data = fashion_mnist("train", limit=500 + N_SEARCH)
-        stats = calibrate(prepared, lg, data.inputs[:500], progress=False)
-        ev = tvm_fxp.api.make_evaluator(prepared, lg, stats, data.inputs[500:], data.labels[500:],
-                                        args.search_seconds, progress=False)
-        plan = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16, max_tiles=0), ev)
-        q = tvm_fxp.bind_plan(prepared, lg, plan, stats)
-        info = {"source": f"debruin2020 searched in this run (acc_bits=16, max_tiles=0, proof=l1, time limit "
-                          f"{args.search_seconds:.0f} s, calibration train[:500], search train[500:{500 + N_SEARCH}])",
-                "evaluations": ev.evaluations, "timed_out": bool(ev.out_of_time())}
-    info["bits"] = {k: fmt.bits for k, fmt in plan.tensors.items()}
-    info["max_accumulator_bits"] = max(a.bound.bits for a in q.arithmetic.values())
-    return q, info
+    tried, best = {}, None
+    for f in sorted(Path(plans_dir).glob(f"{name}_*.json")):
+        try:
+            q = tvm_fxp.bind_plan(prepared, lg, Plan.load(f))
+            _, ex = realized_build(q)
+            top1 = float(np.mean(tvm_fxp.Runner(ex, batch=q.batch).run(test.inputs).argmax(1) == test.labels))
+        except Exception as e:  # noqa: BLE001 -- a stale plan file is reported, not fatal
+            tried[f.name] = f"failed: {type(e).__name__}: {e}"
+            continue
+        tried[f.name] = top1
+        if top1 >= float_top1 - 0.01 and (best is None or top1 > best[0]):
+            best = (top1, f, q, ex)
+    info = {"candidates_top1": tried, "rule": "most accurate plan file with top-1 >= float top-1 - 0.01"}
+    if best is None:
+        return None, None, info
+    top1, f, q, ex = best
+    bits = sorted({fmt.bits for fmt in q.plan.tensors.values()})
+    info.update({"file": str(f.relative_to(REPO) if f.is_relative_to(REPO) else f), "method": q.plan.method,
+                 "bits_used": bits, "max_accumulator_bits": max(a.bound.bits for a in q.arithmetic.values())})
+    return q, ex, info
 
 
 # --------------------------------------------------------------------------- one model
 
-def bench_model(name: str, path: Path, args, train: np.ndarray, test, tmp: Path) -> dict:
+def bench_model(name: str, args, tmp: Path, data) -> dict:
+    from tvm_fxp.calibrate import calibrate
+    from tvm_fxp.methods import uniform
+
     t_start = time.time()
-    x1 = np.ascontiguousarray(test.inputs[:1])
-    result: dict = {"model_path": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)}
+    reference = name in REFERENCE
+    path = REFERENCE[name] if reference else write_model(name, tmp)
+    if reference:
+        calib_ort, calib_tvm, evalx, labels = data["train"][:N_ORT_CALIB], data["train"][:N_TVM_CALIB], \
+            data["test"].inputs, data["test"].labels
+        exact_x = evalx[:64]
+    else:
+        calib = images_224(N_CALIB_224, seed=1)
+        calib_ort, calib_tvm, evalx, labels = calib, calib[:2], images_224(args.agreement_images, seed=2), None
+        exact_x = evalx[:1]
+    x1 = np.ascontiguousarray(evalx[:1])
+    r: dict = {"model": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else f"bench/models224.py:{name}",
+               "kind": "reference" if reference else "224", "threads": THREADS}
+    engines = {"ort_fp32": OrtEngine(path, THREADS)}
+    ort_info = {}
+    for key, pc in (("ort_int8", True), ("ort_int8_per_tensor", False)):
+        qpath, info = make_ort_int8(path, tmp, calib_ort, per_channel=pc)
+        engines[key], ort_info[key] = OrtEngine(qpath, THREADS), info
+    r["ort_int8_config"] = ort_info
 
-    print(f"  building ort_fp32 ...", flush=True)
-    engines: dict = {"ort_fp32": OrtEngine(ort_session(path))}
-
-    print(f"  quantizing with onnxruntime (static QDQ int8) ...", flush=True)
-    int8_path, int8_info = make_ort_int8(path, tmp, train[:N_ORT_CALIB])
-    engines["ort_int8"] = OrtEngine(ort_session(int8_path))
-    try:  # a throwaway session dumps the optimized graph, to show which (integer) kernels ORT really runs
-        opt_path = tmp / f"{path.stem}.int8.optimized.onnx"
-        ort_session(int8_path, optimized_path=opt_path)
-        int8_info["optimized_graph_ops"] = optimized_op_counts(opt_path)
-    except Exception as e:  # noqa: BLE001 -- informative only
-        int8_info["optimized_graph_ops"] = f"unavailable: {type(e).__name__}: {e}"
-    result["ort_int8_config"] = int8_info
-
-    errors = {}
-    print(f"  tvm_fxp: loading/choosing the de Bruin int16 plan ...", flush=True)
-    t0 = time.time()
     prepared, lg = tvm_fxp.load_model(path)
-    t_load = time.time() - t0
+    stats = calibrate(prepared, lg, calib_tvm, batch_size=min(len(calib_tvm), 64), progress=False)
+    q8 = tvm_fxp.bind_plan(prepared, lg, uniform.allocate(lg, stats, tvm_fxp.Uniform(8)))
     t0 = time.time()
-    q, plan_info = debruin_plan(name, path, prepared, lg, train, args)
-    t_plan = time.time() - t0
-    result["plan"] = plan_info
-    target = tvm_fxp.api.host_target()
-    t0 = time.time()
-    narrow = q.realized(accumulator="narrow")
-    result["tvm_fxp_accumulators"] = accumulator_dtypes(narrow)
-    result["tvm_fxp_kernels"] = tvm_fxp.schedules.dispatched_kernels(narrow, target)
-    fused = tvm_fxp.build(narrow)
-    t_fused = time.time() - t0
-    engines["tvm_fxp"] = TvmEngine(fused, x1)
-    t0 = time.time()
-    unfused = tvm.compile(narrow, target=target, relax_pipeline=tvm_fxp.schedules.pipeline(
-        target, fuse=False))
-    engines["tvm_fxp_unfused"] = TvmEngine(unfused, x1)
-    t_unfused = time.time() - t0
-    t0 = time.time()
-    engines["tvm_float"] = TvmEngine(tvm_fxp.build(q.prepared), x1)
-    t_bf = time.time() - t0
-    print(f"  tvm_fxp_int32_baseline: Uniform 8-bit, int32 accumulators, TVM's own pipeline ...", flush=True)
-    t0 = time.time()
-    try:
-        q8 = q.with_plan(uniform_plan(lg, prepared, train))
-        with tvm_fxp.schedules.disabled():  # the old baseline keeps TVM's own conv2d/matmul legalization
-            engines["tvm_fxp_int32_baseline"] = TvmEngine(tvm_fxp.build(q8.realized("wide")), x1)
-    except Exception as e:  # noqa: BLE001
-        errors["tvm_fxp_int32_baseline"] = "failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-    t_base = time.time() - t0
-    result["tvm_setup_seconds"] = {"load_model": round(t_load, 2), "plan": round(t_plan, 2),
-                                   "realize_and_build_fxp": round(t_fused, 2),
-                                   "build_fxp_unfused": round(t_unfused, 2), "build_float": round(t_bf, 2),
-                                   "quantize_and_build_int32_baseline": round(t_base, 2)}
-    result["tvm_calibration_images"] = N_TVM_CALIB
+    real8, ex8 = realized_build(q8)
+    r["build_seconds"] = round(time.time() - t0, 1)
+    r["tvm_fxp_kernels"] = tvm_fxp.schedules.dispatched_kernels(real8, tvm_fxp.api.host_target())
+    engines["tvm_fxp_u8"] = TvmEngine(ex8)
+    checks = {"tvm_fxp_u8": (q8, ex8)}
+    plans = {"tvm_fxp_u8": {"plan": "Uniform(8)", "calibration_images": int(len(calib_tvm))}}
+    accuracy: dict = {}
+    if reference:
+        float_top1 = float(np.mean(engines["ort_fp32"].predict(evalx).argmax(1) == labels))
+        qb, exb, info = best_plan(name, prepared, lg, data["test"], float_top1, args.plans)
+        plans["tvm_fxp_best"] = info
+        if qb is not None:
+            engines["tvm_fxp_best"] = TvmEngine(exb)
+            checks["tvm_fxp_best"] = (qb, exb)
+    r["plans"] = plans
+    r["bit_exact"] = {k: bit_exact(q, ex, exact_x) for k, (q, ex) in checks.items()}
+    r["bit_exact_images"] = int(len(exact_x))
 
-    # ---- correctness: top-1 agreement with ORT fp32 on the first --eval-images test images
-    preds, logits = {}, {}
-    for k, eng in list(engines.items()):
-        try:
-            y = np.asarray(eng.predict(np.ascontiguousarray(test.inputs)))
-            logits[k] = y
-            preds[k] = y.argmax(axis=1)
-        except Exception as e:  # noqa: BLE001
-            errors[k] = "run failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-            del engines[k]
-    # batch-1 smoke run (the timed configuration) must also work
-    for k, eng in list(engines.items()):
-        try:
-            eng.predict(x1)
-        except Exception as e:  # noqa: BLE001
-            errors[k] = "batch-1 run failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-            del engines[k]
-    ref = preds.get("ort_fp32")
-    agreement = {k: float(np.mean(p == ref)) for k, p in preds.items()} if ref is not None else {}
-    result["agreement_with_ort_fp32"] = agreement
-    result["agreement_images"] = int(len(test.inputs))
-    if test.labels is not None:
-        result["top1_accuracy"] = {k: float(np.mean(p == test.labels)) for k, p in preds.items()}
-    if "ort_fp32" in logits:
-        result["max_abs_logit_diff_vs_ort_fp32"] = {
-            k: float(np.max(np.abs(v.astype(np.float64) - logits["ort_fp32"]))) for k, v in logits.items()}
-    if "tvm_fxp" in logits and "tvm_fxp_unfused" in logits:   # the epilogue fusion changes no result
-        b1 = all(np.array_equal(engines["tvm_fxp"].predict(test.inputs[i:i + 1]),
-                                engines["tvm_fxp_unfused"].predict(test.inputs[i:i + 1])) for i in range(16))
-        result["tvm_fxp_fused_equals_unfused"] = bool(np.array_equal(logits["tvm_fxp"], logits["tvm_fxp_unfused"])
-                                                      and b1)
-    if errors:
-        result["errors"] = errors
-        for k, msg in errors.items():
-            print(f"  ERROR [{k}]: {msg}")
+    preds = {k: e.predict(evalx).argmax(1) for k, e in engines.items()}
+    if reference:
+        r["top1"] = {k: float(np.mean(p == labels)) for k, p in preds.items()}
+        r["eval_images"] = int(len(evalx))
+    r["agreement_with_ort_fp32"] = {k: float(np.mean(p == preds["ort_fp32"])) for k, p in preds.items()}
+    r["agreement_images"] = int(len(evalx))
 
-    # ---- timing
-    # Timed "slots": the four engines (primary), plus the TVM engines again through a Python loop.
-    slots = {k: (lambda n, e=e: e.time_repeat(x1, n)) for k, e in engines.items()}
-    for k in TVM_ENGINES:
-        if k in engines:
-            slots[k + "@python_loop"] = (lambda n, e=engines[k]: e.time_repeat_python(x1, n))
-
-    numbers = {}
-    for k, f in slots.items():  # warm-up, then size `number` so that one repeat lasts ~repeat_seconds
-        f(3)
-        t = f(10)
-        n = max(1, int(math.ceil(args.repeat_seconds / max(t, 1e-7))))
-        f(min(n, 50))
-        numbers[k] = n
-    samples = {k: [] for k in slots}
-    order = list(slots)
-    print(f"  timing {len(slots)} slots x {args.repeats} repeats (round-robin) ...", flush=True)
-    load_before = loadavg()
-    for r in range(args.repeats):
-        rot = order[r % len(order):] + order[:r % len(order)]
-        for k in rot:
-            samples[k].append(slots[k](numbers[k]))
-    load_after = loadavg()
-
-    med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-    result["median_ms"] = {k: med.get(k) for k in ENGINES}
-    result["median_ms_python_loop"] = {k: med.get(k + "@python_loop") for k in TVM_ENGINES}
-    result["samples_ms"] = {k: [round(s * 1e3, 5) for s in v] for k, v in samples.items()}
-    result["calls_per_repeat"] = numbers
-    result["repeats"] = args.repeats
-    result["loadavg_before_after_timing"] = [load_before, load_after]
+    print(f"  timing {len(engines)} engines x {args.repeats} repeats ...", flush=True)
+    med, detail = time_engines(engines, x1, args.repeats, args.repeat_seconds)
+    r["median_ms"] = {k: v * 1e3 for k, v in med.items()}
+    r["timing"] = detail
 
     def ratio(a, b):
         return med[a] / med[b] if a in med and b in med else None
 
-    result["ratio_vs_ort_fp32"] = ratio("tvm_fxp", "ort_fp32")
-    result["ratio_vs_ort_int8"] = ratio("tvm_fxp", "ort_int8")
-    result["targets_met"] = {"ratio_vs_ort_int8 <= 1.0": _le(result["ratio_vs_ort_int8"], 1.0),
-                             "ratio_vs_ort_fp32 <= 0.5": _le(result["ratio_vs_ort_fp32"], 0.5)}
-    result["ratio_vs_tvm_float"] = ratio("tvm_fxp", "tvm_float")
-    result["ratio_vs_tvm_fxp_unfused"] = ratio("tvm_fxp", "tvm_fxp_unfused")
-    result["ratio_vs_tvm_fxp_int32_baseline"] = ratio("tvm_fxp", "tvm_fxp_int32_baseline")
-    result["ratio_ort_int8_vs_ort_fp32"] = ratio("ort_int8", "ort_fp32")
-    result["ratio_tvm_float_vs_ort_fp32"] = ratio("tvm_float", "ort_fp32")
-    result["ratios_python_loop"] = {
-        "tvm_fxp/ort_fp32": ratio("tvm_fxp@python_loop", "ort_fp32"),
-        "tvm_fxp/ort_int8": ratio("tvm_fxp@python_loop", "ort_int8"),
-        "tvm_fxp/tvm_float": ratio("tvm_fxp@python_loop", "tvm_float@python_loop"),
-    }
-    result["wall_seconds"] = round(time.time() - t_start, 1)
-    print_table(name, result)
-    return result
-
-
-def _fmt(v, spec):
-    return "n/a" if v is None else format(v, spec)
+    r["ratio_vs_ort_int8"] = ratio("tvm_fxp_u8", "ort_int8")
+    r["ratios"] = {f"{a}/{b}": ratio(a, b) for a in ("tvm_fxp_u8", "tvm_fxp_best") for b in
+                   ("ort_int8", "ort_int8_per_tensor", "ort_fp32") if a in med}
+    r["wall_seconds"] = round(time.time() - t_start, 1)
+    print_table(name, r)
+    return r
 
 
 def print_table(name: str, r: dict) -> None:
-    med, pyl, agr = r["median_ms"], r["median_ms_python_loop"], r["agreement_with_ort_fp32"]
-    acc = r.get("top1_accuracy", {})
-    print(f"\n== {name}: batch 1, 1 thread, median of {r['repeats']} repeats ==")
-    print(f"  {'engine':<23} {'ms/inf':>9} {'py-loop ms':>11} {'calls/rep':>10} {'agree/ortfp32':>14} {'top1':>7}")
-    for k in ENGINES:
-        print(f"  {k:<23} {_fmt(med.get(k), '9.4f')} {_fmt(pyl.get(k), '11.4f') if k in pyl else ' ' * 11}"
-              f" {r['calls_per_repeat'].get(k, 0):>10d} {_fmt(agr.get(k), '14.3f')} {_fmt(acc.get(k), '7.3f')}")
-    print(f"  tvm_fxp/ort_fp32  = {_fmt(r['ratio_vs_ort_fp32'], '.3f')}"
-          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_fp32'], '.3f')})  target <= 0.5")
-    print(f"  tvm_fxp/ort_int8  = {_fmt(r['ratio_vs_ort_int8'], '.3f')}"
-          f"   (py-loop {_fmt(r['ratios_python_loop']['tvm_fxp/ort_int8'], '.3f')})  target <= 1.0")
-    print(f"  tvm_fxp/tvm_fxp_unfused = {_fmt(r['ratio_vs_tvm_fxp_unfused'], '.3f')}"
-          f"   tvm_fxp/tvm_fxp_int32_baseline = {_fmt(r['ratio_vs_tvm_fxp_int32_baseline'], '.3f')}")
-    print(f"  plan: {r['plan']['source']}; top1 {_fmt(acc.get('tvm_fxp'), '.4f')} on {r['agreement_images']} test "
-          f"images; fused == unfused: {r.get('tvm_fxp_fused_equals_unfused')}")
-    print(f"  load average before/after timing: {r['loadavg_before_after_timing']}", flush=True)
+    acc = r.get("top1") or r["agreement_with_ort_fp32"]
+    label = "top-1" if r.get("top1") else "agree/fp32"
+    print(f"\n== {name}: batch 1, {r['threads']} thread(s), medians ==")
+    for k, ms in r["median_ms"].items():
+        print(f"  {k:<22} {ms:9.3f} ms   {label} {acc.get(k, float('nan')):.4f}")
+    print(f"  ratio_vs_ort_int8 (u8 / per-channel int8) = {r['ratio_vs_ort_int8']:.3f}; bit-exact: {r['bit_exact']}",
+          flush=True)
+
+
+def two_thread_row(args) -> dict:
+    """The same bench with 2 threads (a fresh process: thread pools are sized at import) on ResNet-50."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "two.json"
+        cmd = [sys.executable, __file__, "--threads", "2", "--models", "resnet50_224", "--no-two-threads",
+               "--repeats", str(args.repeats), "--repeat-seconds", str(args.repeat_seconds), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not out.exists():
+            return {"error": (proc.stderr or proc.stdout)[-2000:]}
+        return json.loads(out.read_text())["models"]
 
 
 # --------------------------------------------------------------------------- main
@@ -474,84 +415,55 @@ def print_table(name: str, r: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=11, help="timed repeats per engine (median taken; default 11)")
-    ap.add_argument("--repeat-seconds", type=float, default=0.2,
-                    help="target duration of one repeat in seconds (default 0.2)")
-    ap.add_argument("--models", nargs="+", default=list(MODELS),
-                    help="model names (fmnist_vgg, fmnist_resnet; 'vgg'/'resnet' accepted) or .onnx paths")
+    ap.add_argument("--models", nargs="+", default=ALL_MODELS, help=f"of {', '.join(ALL_MODELS)}")
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--repeat-seconds", type=float, default=0.2)
+    ap.add_argument("--threads", type=int, default=1, help="threads of every engine (read before the imports)")
+    ap.add_argument("--no-two-threads", action="store_true", help="skip the 2-thread ResNet-50 row")
+    ap.add_argument("--eval-images", type=int, default=1000, help="reference models: test images for top-1")
+    ap.add_argument("--agreement-images", type=int, default=16, help="224 models: synthetic images for agreement")
+    ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latency.json")
-    ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans",
-                    help="directory with {model}_debruin2020_untiled.json (bench/methods.py writes them)")
-    ap.add_argument("--search-seconds", type=float, default=200.0,
-                    help="time limit of the debruin2020 search when no plan file exists (default 200)")
-    ap.add_argument("--eval-images", type=int, default=1000,
-                    help="test images for top-1 / agreement (default 1000)")
     args = ap.parse_args(argv)
-    if args.repeats < 1:
-        ap.error("--repeats must be >= 1")
+    unknown = [m for m in args.models if m not in ALL_MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(ALL_MODELS)}")
+    ort.set_default_logger_severity(3)
+    t0 = time.time()
+    data = {}
+    if any(m in REFERENCE for m in args.models):
+        from tvm_fxp.datasets import fashion_mnist
 
-    models = {}
-    for m in args.models:
-        if m.endswith(".onnx"):
-            models[Path(m).stem] = Path(m).resolve()
-        elif m in MODELS:
-            models[m] = MODELS[m]
-        elif f"fmnist_{m}" in MODELS:
-            models[f"fmnist_{m}"] = MODELS[f"fmnist_{m}"]
-        else:
-            ap.error(f"unknown model {m!r}; known: {', '.join(MODELS)}")
-
-    ort.set_default_logger_severity(3)  # silence the "optimized model is hardware specific" warning
-    print(f"tvm {tvm.__version__}, onnxruntime {ort.__version__}, TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}")
-    train = fashion_mnist("train", limit=max(N_ORT_CALIB, N_TVM_CALIB))
-    test = fashion_mnist("test", limit=args.eval_images)
-    print(f"data: train {train.inputs.shape} ({train.source}); test {test.inputs.shape}")
-
-    out = {
-        "machine": machine_info(),
-        "tvm_version": tvm.__version__,
-        "onnxruntime_version": ort.__version__,
-        "numpy_version": np.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": {"batch": 1, "threads": 1, "repeats": args.repeats, "repeat_seconds": args.repeat_seconds,
-                   "tvm_target": str(tvm_fxp.api.host_target()),
-                   "tvm_target_features": tvm_target_features(), "tvm_timer": "VirtualMachine.time_evaluator",
-                   "ort_timer": "time.perf_counter loop over InferenceSession.run",
-                   "ort_session": "CPUExecutionProvider, intra_op=1, inter_op=1, ORT_SEQUENTIAL, ORT_ENABLE_ALL",
-                   "tvm_fxp_method": ("de Bruin 2020 plan (acc_bits=16), realized(accumulator='narrow'), "
-                                      "tvm_fxp.build: fused integer kernels (tvm_fxp.schedules.pipeline)"),
-                   "tvm_fxp_unfused_method": ("same realized module, TVM's cpu_generic pipeline with our kernels, "
-                                              "epilogues unfused (relax_pipeline(target, fuse=False))"),
-                   "tvm_fxp_int32_baseline_method": ("Uniform(bits=8), realized (int32 accumulators), tvm.compile "
-                                                     "default pipeline, TVM's own legalization"),
-                   "eval_images": args.eval_images,
-                   "data_source": train.source},
-        "models": {},
-        "skipped": {},
-        "notes": NOTES,
-        "notes_detail": ("median_ms: TVM via VirtualMachine.time_evaluator (C++ loop), ORT via a Python "
-                         "perf_counter loop over InferenceSession.run; median_ms_python_loop times TVM the "
-                         "same way as ORT. tvm_fxp.build targets the host CPU (llvm -mcpu=<host>); our kernels "
-                         "are untuned TIR schedules (int16 multiply-add, no VNNI); ORT uses hand-written "
-                         "AVX2/AVX-512/VNNI kernels."),
-    }
+        data = {"train": fashion_mnist("train", limit=max(N_ORT_CALIB, N_TVM_CALIB)).inputs,
+                "test": fashion_mnist("test", limit=args.eval_images)}
+    out = {"machine": machine_info(), "tvm_version": tvm.__version__, "onnxruntime_version": ort.__version__,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "config": {"batch": 1, "threads": THREADS, "repeats": args.repeats, "repeat_seconds": args.repeat_seconds,
+                      "timer": "time.perf_counter loop over InferenceSession.run / VirtualMachine main, numpy "
+                               "input each call, interleaved round-robin, median",
+                      "tvm_target": str(tvm_fxp.api.host_target()), "tvm_target_features": tvm_target_features(),
+                      "goals": GOALS},
+           "models": {}, "skipped": {}}
+    out["machine"]["threads_used"] = THREADS
     with tempfile.TemporaryDirectory(prefix="tvmfxp-latency-") as td:
-        for name, path in models.items():
-            print(f"\n[{name}] {path}")
-            if not path.is_file():
-                print(f"  note: {path} not found -- skipping {name}")
-                out["skipped"][name] = f"file not found: {path}"
+        for name in args.models:
+            print(f"\n[{name}]", flush=True)
+            if name in REFERENCE and not REFERENCE[name].is_file():
+                out["skipped"][name] = f"file not found: {REFERENCE[name]}"
                 continue
             try:
-                out["models"][name] = bench_model(name, path, args, train.inputs, test, Path(td))
-            except Exception as e:  # noqa: BLE001 -- keep other models' results
+                out["models"][name] = bench_model(name, args, Path(td), data)
+            except Exception as e:  # noqa: BLE001 -- keep the other models' results
                 traceback.print_exc()
                 out["skipped"][name] = "failed: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-
+    if not args.no_two_threads and "resnet50_224" in args.models:
+        print("\n[resnet50_224, 2 threads]", flush=True)
+        out["two_threads"] = two_thread_row(args)
+    out["wall_seconds"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
-    return 0 if out["models"] else 1
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"\nwrote {args.out} ({out['wall_seconds']:.0f} s)")
+    return 0 if out["models"] and all(all(m["bit_exact"].values()) for m in out["models"].values()) else 1
 
 
 if __name__ == "__main__":

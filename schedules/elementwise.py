@@ -78,8 +78,11 @@ def schedule_elementwise(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         total = 1
         for lp in static:
             total *= _static(sch.get(lp))
+        # lanes divide the innermost loop: a vector never straddles its end, so the fused index's div/mod
+        # simplify to a ramp (a vector that straddles rows becomes a gather, slower than scalar code)
+        inner = _static(sch.get(static[-1]))
         lanes = 1
-        while lanes < MAX_LANES and total % (lanes * 2) == 0:
+        while lanes < MAX_LANES and inner % (lanes * 2) == 0:
             lanes *= 2
         if lanes < 4:
             continue
