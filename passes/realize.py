@@ -241,9 +241,10 @@ def _weighted(ctx, bb, b, orig, value, where):
                 f"these weights and formats the bound is {proven} (needs {proven.bit_length() + 1} bits); the plan "
                 "was edited or belongs to other weights: re-run the method (e.g. --method debruin2020) to re-prove it")
     provable_tiles = tiles is not None
-    if ctx.policy != "narrow":
-        # wide: one int32 sum (the claim is still checked above).  proven: k-tiles are separate kernel calls
-        # today (bench/latency.py, vgg: 0.118 ms k-tiled vs 0.027 ms untiled), slower than one int32 kernel
+    if ctx.policy == "wide":
+        # wide: one int32 sum (the claim is still checked above).  proven: the plan's k-tile proof is used and
+        # the build picks the kernel per target (tvm_fxp.schedules.ktiles: one int32 kernel where that is
+        # faster -- AVX-512 VNNI --, the int16 tiles elsewhere: 0.52-0.68 of the int32 cycles on the A72)
         tiles = None
     ctx.reasons[layer or b.var.name] = _accumulator_reason(ctx.policy, dtype, bound, provable_tiles, tiles)
     out_ndim = len(orig.ty.shape)
@@ -272,12 +273,11 @@ def _accumulator_reason(policy: str, dtype: str, bound: int, tiled_ok: bool, til
     if dtype == "int16":
         return f"{need} < 2**15: int16 kernel"
     if tiles is not None:
-        return f"{need}; each of {len(tiles.ranges)} input-channel k-tiles proven to fit int16 (--accumulator narrow)"
+        how = "--accumulator narrow" if policy == "narrow" else "the plan's k-tile proof"
+        return (f"{need}; each of {len(tiles.ranges)} input-channel k-tiles proven to fit int16 ({how}); the build "
+                "fuses them into one int32 kernel where that is faster (AVX-512), else runs the int16 tiles")
     if policy == "wide":
         return f"{need}; --accumulator wide (opt-out)" + ("" if bound >= INT16_LIMIT else ": int16 was proven")
-    if bound >= INT16_LIMIT and tiled_ok and policy == "proven":
-        return (f"{need} > 16; int16 k-tiles are provable but run as separate kernel calls (vgg: 0.118 ms vs "
-                f"0.027 ms untiled), so one {dtype} kernel (--accumulator narrow forces the tiles)")
     return f"{need} > 16: {dtype}"
 
 
@@ -562,9 +562,10 @@ class Realize:
         ``"wide"`` (default): conv2d/matmul accumulate in int32, or int64 when the proof needs more.
         ``"proven"`` (the API's and CLI's default): int16 wherever the layer's proven bound (L1 or worst
         case, bias included) is below ``2**15``, so 16-bit-accumulator kernels are used; other layers as
-        ``"wide"`` (a layer whose plan proves only k-tiles gets one int32 kernel: the tiles would be separate,
-        slower kernel calls).  ``"narrow"``: as ``"proven"``, and k-tiled layers run as int16 tiles widened
-        into int32.  The realized module records per layer what it got and why (``realized_accumulators``,
+        ``"wide"``, except that a layer whose plan proves k-tiles (de Bruin's fallback) is written as int16
+        tiles widened into int32, which the build fuses into one int32 kernel where that is faster (AVX-512
+        VNNI, ``tvm_fxp.schedules.ktiles``) and keeps as int16 kernels elsewhere (faster on NEON).
+        ``"narrow"``: as ``"proven"``, and k-tiles wherever ``bounds.k_tiles`` finds them, claimed or not.  The realized module records per layer what it got and why (``realized_accumulators``,
         ``accumulator_reasons``).
     """
 

@@ -19,6 +19,7 @@ def tiled(calib_images):
     return q, q.realized(accumulator="narrow")
 
 
+@pytest.mark.slow   # the default run: tests/passes/test_realize.py builds vgg's k-tiled plan (fused here) bit-exact
 def test_tiles_fuse_into_one_kernel_bit_exact(tiled, test_images):
     q, narrow = tiled
     layers = {k: v for k, v in realized_accumulators(narrow).items() if "k-tiles" in v}
@@ -41,43 +42,57 @@ def test_tiles_fuse_into_one_kernel_bit_exact(tiled, test_images):
         np.testing.assert_array_equal(tvm_fxp.Runner(tvm_fxp.build(narrow)).run(x), sim)
 
 
-@pytest.mark.parametrize("second, matched", [((4, 8), 1), ((2, 6), 0), ((5, 8), 0)])
-def test_only_contiguous_ranges_covering_the_channels_match(second, matched):
+def _toy(second, op="conv2d"):
+    """Two tiles as Realize writes them: channels [0, 4) and ``second`` of an 8-channel input."""
     from tvm import relax
 
-    x = relax.Var("x", relax.TensorType([1, 8, 6, 6], "int8"))
+    shape = [1, 8, 6, 6] if op == "conv2d" else [1, 8]
+    x = relax.Var("x", relax.TensorType(shape, "uint8"))
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
         with bb.dataflow():
             parts = []
             for c0, c1 in ((0, 4), second):
-                s = bb.emit(relax.op.strided_slice(x, axes=[1], begin=[c0], end=[c1]))
-                wt = relax.const(np.ones((4, c1 - c0, 3, 3), "int8"))
-                p = bb.emit(relax.op.nn.conv2d(s, wt, out_dtype="int16"))
+                s = bb.emit(relax.op.strided_slice(x, axes=[len(shape) - 1 if op != "conv2d" else 1],
+                                                   begin=[c0], end=[c1]))
+                if op == "conv2d":
+                    p = bb.emit(relax.op.nn.conv2d(s, relax.const(np.ones((16, c1 - c0, 3, 3), "int8")),
+                                                   out_dtype="int16"))
+                else:
+                    p = bb.emit(relax.op.matmul(s, relax.const(np.ones((c1 - c0, 16), "int8")), out_dtype="int16"))
                 parts.append(bb.emit(relax.op.astype(p, "int32")))
             out = bb.emit_output(relax.op.add(*parts))
         bb.emit_func_output(out)
-    func = bb.get()["main"]
-    assert len(ktiles.match(func)) == matched
+    return bb.get()
+
+
+@pytest.mark.parametrize("second, matched", [((4, 8), 1), ((2, 6), 0), ((5, 8), 0)])
+def test_only_contiguous_ranges_covering_the_channels_match(second, matched):
+    mod = _toy(second)
+    assert len(ktiles.match(mod["main"])) == matched
     if matched:
         with targets.host():
-            fused = ktiles.FuseKTiles()(bb.get())
-        data = np.random.default_rng(0).integers(-128, 128, (1, 8, 6, 6)).astype("int8")
+            fused = ktiles.FuseKTiles()(mod)
+        data = np.random.default_rng(0).integers(0, 256, (1, 8, 6, 6)).astype("uint8")
         outs = []
-        for mod in (bb.get(), fused):
-            ex = tvm.compile(mod, target="llvm")
+        for m in (mod, fused):
+            ex = tvm.compile(m, target="llvm")
             outs.append(tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(data)).numpy())
         np.testing.assert_array_equal(outs[0], outs[1])
         assert "strided_slice" not in fused["main"].script()
 
 
-def test_neon_keeps_the_tiles(tiled):
-    """On the A72 the int16 tiles take 0.52-0.68 of the int32 kernel's cycles (bench/arm_ktiles.py): kept."""
-    _, narrow = tiled
-    rpi4 = targets.preset("rpi4")
-    with rpi4:
-        assert all(not ktiles.fusable(ktiles.fused_call(x, op, ws), rpi4)
-                   for x, op, ws, _ in ktiles.match(narrow["main"]).values())
-        fuse = ktiles.FuseKTiles()
-        fuse(narrow)
-    assert fuse.fused == 0
+@pytest.mark.parametrize("op", ["conv2d", "matmul"])
+def test_fused_on_avx512_only(op):
+    """AVX-512 (VNNI conv2d, matmul): one int32 kernel; NEON and AVX2 keep the int16 tiles (on the A72 they
+    take 0.52-0.68 of the int32 kernel's cycles: bench/arm_ktiles.py)."""
+    mod = _toy((4, 8), op)
+    (x, call, ws, _), = ktiles.match(mod["main"]).values()
+    vnni = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"})
+    for target, fused in ((vnni, True), (targets.preset("rpi4"), False),
+                          (tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}), False)):
+        with target:
+            assert ktiles.fusable(ktiles.fused_call(x, call, ws), target) is fused, (op, str(target))
+            fuse = ktiles.FuseKTiles()
+            fuse(mod)
+        assert fuse.fused == int(fused)
