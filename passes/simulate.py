@@ -18,6 +18,8 @@ Per op (the ops not listed are computed as they are, in float64, which is exact 
   the decomposed float ops of the importer are dropped;
 - a table layer (``table.py``): the same lookup over the input's integers as the integer graph, times ``2**-K``
   (in the parametric search module, ``lower_table`` looks up the run-time table of the candidate's input format);
+- a linear ``resize2d`` (``resize.py``): the integer graph's interpolation sums with its integer weights, times
+  ``2**-(2 * WEIGHT_BITS)``;
 - a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
 
@@ -78,8 +80,10 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
     out_dtypes = _result_dtypes(func)
     producer = {b.var: b.value for b in main_bindings(func)}
     composites = composite_patterns(func)
+    float_ops = set()
     if lower_annotation is not None and lower_table is None:
-        # formats fed at run time and no run-time tables: the function's own float64 ops
+        # formats fed at run time and no run-time tables: the function's own ops, their constants in float64
+        float_ops = {v for a, m in composites.items() if not isinstance(m, LrnMatch) for v in m.inner + [a]}
         composites = {v: m for v, m in composites.items() if isinstance(m, LrnMatch)}
     dropped = {v for m in composites.values() for v in m.inner}
 
@@ -129,12 +133,22 @@ def simulate_function(func: relax.Function, lower_annotation=None, extra_params=
             probe.append(annotation_format(ann)[1].rsplit(".", 1)[0])
             means.append(bb.emit(relax.op.mean(y, axis=axes), f"{b.var.name}_mean"))
             return y
+        if name == "relax.image.resize2d" and value.attrs.method == "linear":
+            from .relax_utils import static_shape
+            from .resize import WEIGHT_BITS, emit_interpolation, resize_weights
+
+            rw = resize_weights(value.attrs, static_shape(b.value.args[0])[2:], static_shape(b.value)[2:], b.var.name)
+            total = emit_interpolation(bb, value.args[0], rw, SIM_DTYPE, b.var.name)
+            return relax.op.multiply(total, fconst(np.ldexp(1.0, -2 * WEIGHT_BITS)))
         if name in ("relax.mean", "relax.nn.avg_pool2d"):
             total, s = emit_pool_sum(bb, value, value.args[0], SIM_DTYPE, b.var.name)
             return relax.op.multiply(total, fconst(np.ldexp(1.0, -s)))
         if name in EPILOGUE and str(value.args[0].ty.dtype) == SIM_DTYPE:
             x = bb.emit(relax.op.astype(value.args[0], out_dtypes[0]), f"{b.var.name}_in")
             return relax.Call(value.op, [x] + list(value.args[1:]), value.attrs, value.ty_args)
+        if b.var in float_ops:
+            args = [relax.const(const_np(a).astype(SIM_DTYPE), SIM_DTYPE) if is_const(a) else a for a in value.args]
+            return relax.Call(value.op, args, value.attrs, value.ty_args)
         return value
 
     means: list = []
