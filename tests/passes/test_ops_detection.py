@@ -366,7 +366,7 @@ def _conv_transpose_int(xq, w, s, pads, out_hw, groups):
     return full[:, :, pads[0]:pads[0] + out_hw[0], pads[1]:pads[1] + out_hw[1]]
 
 
-@settings(max_examples=5, **SETTINGS)
+@settings(max_examples=4, **SETTINGS)
 @given(groups=st.sampled_from([1, 2]), cin=st.integers(1, 2), cout=st.integers(1, 2), k=st.sampled_from([2, 3, 4]),
        s=st.sampled_from([1, 2, 3]), p=st.sampled_from([0, 1]), op=st.sampled_from([0, 1]), relu=st.booleans(),
        bits=st.sampled_from([6, 8]), seed=st.integers(0, 99))
@@ -470,7 +470,7 @@ def _resize_layer_case(case):
     return not conv and not (mode == "align_corners" and min(oh, ow) == 1)
 
 
-@settings(max_examples=6, **SETTINGS)
+@settings(max_examples=4, **SETTINGS)
 @given(case=linear_resizes(), bits=st.sampled_from([6, 8, 12]), seed=st.integers(0, 99))
 def test_linear_resize_any_scale_and_mode(tmp_path, case, bits, seed):
     """Linear Resize with align_corners or a non-integer scale (``scales`` or ``sizes``) is a ``resize`` layer: the
