@@ -11,6 +11,7 @@ from .realize import Realize
 from .simulate import Simulate
 from .structure import float_ops_in_integer_graph
 from .relax_utils import FxpGraphError
+from . import resize as _resize  # noqa: F401 -- registers the linear-resize layer arithmetic (tvm_fxp.bounds)
 
 __all__ = ["ANNOTATE", "Annotate", "allow_float_islands", "float_islands", "FoldAffineIntoLayers", "FxpGraphError", "LayerGraph", "Prepare", "Realize",
            "Simulate", "analyze", "annotate", "float_ops_in_integer_graph", "validate_plan"]

@@ -216,7 +216,7 @@ def _check_pass_through(e, where: str):
                 e.attrs.coordinate_transformation_mode == "tf_crop_and_resize":
             raise FxpGraphError(f"{where}: resize {e.attrs.method} ({e.attrs.coordinate_transformation_mode}) "
                                 "is not supported: nearest (any coordinate mode but tf_crop_and_resize), or linear "
-                                "by an integer factor (half_pixel, pytorch_half_pixel, asymmetric)")
+                                "(half_pixel, pytorch_half_pixel, align_corners, asymmetric)")
 
 
 def analyze(func: relax.Function) -> LayerGraph:
@@ -292,7 +292,9 @@ def analyze(func: relax.Function) -> LayerGraph:
             if isinstance(e, (relax.Tuple, relax.Var)) and isinstance(v.ty, relax.TupleType):
                 continue   # the result tuple (checked field by field below)
             raise FxpGraphError(f"{where}: unsupported expression; only calls to supported ops can be realized")
-        if opn in PASS_THROUGH and isinstance(e.args[0], relax.Var) and e.args[0] in source and v not in composites:
+        linear = opn == "relax.image.resize2d" and e.attrs.method == "linear"   # a layer: resize.py
+        if opn in PASS_THROUGH and isinstance(e.args[0], relax.Var) and e.args[0] in source and v not in composites \
+                and not linear:
             _check_pass_through(e, where)
             source[v] = source[e.args[0]]
             continue
@@ -312,7 +314,7 @@ def analyze(func: relax.Function) -> LayerGraph:
                                 "between a dequantize and a quantize (a float island, listed in the report), "
                                 "pass --allow-float-islands (Python: load_model/quantize(..., "
                                 "allow_float_islands=True)), or remove it from the model")
-        if opn not in WEIGHTED and opn not in ANCHORS and v not in composites and not island:
+        if opn not in WEIGHTED and opn not in ANCHORS and v not in composites and not island and not linear:
             raise FxpGraphError(f"{where}: op {opn} is not supported by the tvm-fxp realizer; supported ops: "
                                 f"{sorted(SUPPORTED)}. Remove it from the model or file an issue.")
         out_shape = _per_image(static_shape(v), where)
@@ -327,6 +329,15 @@ def analyze(func: relax.Function) -> LayerGraph:
                           attrs={"size": m.size, "alpha": m.alpha, "beta": m.beta, "bias": m.bias})
             if m.bias <= 0:
                 raise FxpGraphError(f"{where}: LRN with bias {m.bias} <= 0 cannot be tabulated")
+        elif linear:
+            from .resize import WEIGHT_BITS, resize_weights
+
+            in_shape = static_shape(e.args[0])
+            rw = resize_weights(e.attrs, in_shape[2:], out_shape[1:], where)
+            layer = Layer(new_name("resize"), "resize", [arg_layer(e.args[0], where)], out_shape, anchor=v,
+                          macs=4 * int(np.prod(out_shape)),
+                          attrs={"weights": rw, "mode": str(e.attrs.coordinate_transformation_mode),
+                                 "weight_bits": WEIGHT_BITS})
         elif island:
             if len([a for a in e.args if isinstance(a.ty, relax.TensorType)]) != 1:
                 raise FxpGraphError(f"{where}: a float island must be a unary op")

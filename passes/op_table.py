@@ -14,7 +14,8 @@ import sys
 
 # ONNX ops per Relax op the importer (or a Prepare rewrite, in parentheses) produces
 ONNX = {
-    "relax.nn.conv2d": "Conv, (ConvTranspose), (Resize linear), (BatchNormalization, Mul/Add folded)",
+    "relax.nn.conv2d": "Conv, (ConvTranspose: its s^2 phases, any groups), (Resize linear by an integer factor), "
+                       "(BatchNormalization, Mul/Add folded)",
     "relax.matmul": "Gemm, MatMul",
     "relax.add": "Add, Sum, (Gemm/Conv bias)",
     "relax.concat": "Concat",
@@ -23,16 +24,17 @@ ONNX = {
     "relax.multiply": "Mul (two activations)",
     "relax.strided_slice": "Slice, Split",
     "relax.nn.pad": "Pad (constant 0, edge, reflect)",
-    "relax.image.resize2d": "Resize / Upsample (nearest; scales or sizes; every coordinate mode but tf_crop_and_resize)",
+    "relax.image.resize2d": "Resize / Upsample (nearest: every coordinate mode but tf_crop_and_resize; linear: any "
+                            "scale, align_corners, half_pixel, pytorch_half_pixel, asymmetric; scales or sizes)",
     "relax.maximum": "Max", "relax.minimum": "Min",
-    "relax.nn.relu": "Relu", "relax.clip": "Clip, HardSigmoid, (HardSwish as x * Clip)",
+    "relax.nn.relu": "Relu", "relax.clip": "Clip, HardSigmoid (folded into its conv)",
     "relax.nn.max_pool2d": "MaxPool", "relax.reshape": "Reshape", "relax.flatten": "Flatten",
     "relax.permute_dims": "Transpose", "relax.squeeze": "Squeeze", "relax.expand_dims": "Unsqueeze",
     "relax.nn.softmax": "Softmax (output)", "relax.nn.log_softmax": "LogSoftmax (output)",
     "fxp.annotate": "(graph inputs, weights, biases, layer outputs)",
     "LRN": "LRN",
     "table": "Sigmoid, Tanh, Softplus, Exp, Erf, Elu, Selu, Gelu and their compositions with elementwise ops of the "
-             "same input: SiLU/Swish x * Sigmoid(x), Mish x * Tanh(Softplus(x)), GELU",
+             "same input: SiLU/Swish x * Sigmoid(x), Mish x * Tanh(Softplus(x)), GELU, HardSwish (and x * Clip(x + 3, 0, 6) / 6)",
 }
 
 

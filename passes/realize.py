@@ -22,7 +22,9 @@ Runs on an annotated module (after ``Annotate``), instead of ``Simulate``.  The 
 - elementwise functions of one activation (sigmoid, tanh, SiLU, Mish, GELU, ...) are ``T[(q - qmin) >> r]``, a
   table over the input's stored integers (``table.py``);
 - slices, zero/edge/reflect pads and nearest resizes select stored integers; max/min align their operands like a
-  concat, then compare.
+  concat, then compare;
+- linear resizes (any scale or coordinate mode the conv2d form of ``Prepare`` does not take) interpolate two
+  gathered integers per axis with weights at ``2**-11`` (``resize.py``).
 
 Each op's rule is one function registered in ``RULES``; every rule records the domain of its result (``Dom``:
 stored integers of a format, or an accumulator at a scale with a proven magnitude bound).
@@ -45,7 +47,7 @@ from tvm_fxp.formats import FixedPointFormat
 from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
     saturate
 from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
-    rebuild_function
+    rebuild_function, static_shape
 from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, LrnMatch, composite_patterns, result_fields
 from .annotate import CLAIMS_ATTR, TILE_CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
@@ -357,7 +359,7 @@ def _pool(ctx, bb, b, orig, value, where):
 
 @rule("relax.multiply")
 def _mul(ctx, bb, b, orig, value, where):
-    """Product of two activations ``qa * qb`` at ``2**-(fa + fb)`` (squeeze-and-excite, hard-swish)."""
+    """Product of two activations ``qa * qb`` at ``2**-(fa + fb)`` (squeeze-and-excite gates)."""
     ds = [ctx.of(a, where) for a in orig.args]
     if any(d.kind != "q" or d.value is not None for d in ds):
         raise FxpGraphError(f"{where}: multiply operands must both be annotated activations")
@@ -383,7 +385,7 @@ def _lrn(ctx, bb, b, orig, value, where, env):
 
 
 def _table(ctx, bb, b, orig, value, where, env):
-    """An elementwise function of one activation (sigmoid, tanh, SiLU, Mish, ...): ``T[(q - qmin) >> r]``, a
+    """An elementwise function of one activation (sigmoid, tanh, SiLU, Mish, HardSwish, ...): ``T[(q - qmin) >> r]``, a
     lookup over the input's stored integers at ``2**-K`` (``passes/table.py``): exact for inputs up to 12 bits, wider
     inputs index the top 12 bits with the error bound stated per table."""
     from .table import emit_table_lookup
@@ -401,12 +403,30 @@ def _table(ctx, bb, b, orig, value, where, env):
 COMPOSITE_RULES = {"LRN": _lrn, "table": _table}
 
 
-@rule("relax.strided_slice", "relax.nn.pad", "relax.image.resize2d")
+@rule("relax.strided_slice", "relax.nn.pad")
 def _select(ctx, bb, b, orig, value, where):
-    """Slices (any axes, steps, negative indices), zero/edge/reflect padding and nearest resizing select stored
-    integers: the same op on the integer tensor, format unchanged."""
+    """Slices (any axes, steps, negative indices) and zero/edge/reflect padding select stored integers: the same op on the integer tensor, format unchanged."""
     ctx.dom[b.var] = ctx.of(orig.args[0], where)
     return value
+
+
+@rule("relax.image.resize2d")
+def _resize(ctx, bb, b, orig, value, where):
+    """Nearest: selects stored integers (the same op, format unchanged).  Linear (any scale; align_corners, half_pixel, asymmetric): per axis two gathered integers times weights at ``2**-11`` summing to ``2**11``, an accumulator at ``2**-(f + 22)`` the output format requantizes (``resize.py``)."""
+    d = ctx.of(orig.args[0], where)
+    if orig.attrs.method != "linear":
+        ctx.dom[b.var] = d
+        return value
+    from .resize import emit_interpolation, resize_arithmetic, resize_weights
+
+    if d.kind != "q":
+        raise FxpGraphError(f"{where}: the input of a linear resize must be an annotated activation")
+    rw = resize_weights(orig.attrs, static_shape(orig.args[0])[2:], static_shape(orig)[2:], where)
+    arith = resize_arithmetic(b.var.name, [d.fmt], {})
+    dtype = _acc_dtype(arith.bound.l1, where)
+    x = bb.emit(relax.op.astype(value.args[0], dtype), f"{b.var.name}_wide")
+    ctx.dom[b.var] = Dom("acc", arith.acc_frac, dtype, bound=arith.bound.l1)
+    return emit_interpolation(bb, x, rw, dtype, b.var.name)
 
 
 @rule("relax.maximum", "relax.minimum")

@@ -10,10 +10,14 @@ folds into the conv2d it becomes).  Every rewrite is exact in real arithmetic:
   ``relax.nn.pad`` with the same widths and mode (``constant``/``replicate``/``reflect``), which stays on the
   integer grid and legalizes for integer tensors.  The widths are read off the TIR function by running it once
   on an index ramp and checking the one ``numpy.pad`` that reproduces it;
-- ``conv2d_transpose(x, W)`` (ConvTranspose, groups 1) becomes ``conv2d`` of the zero-inserted input
-  (``reshape``, zero ``pad``, ``reshape``, ``strided_slice``: all on the grid) with the flipped, transposed
-  kernel and padding ``k - 1 - p``: the learned upsampling of segmenters is then an ordinary conv2d layer
-  (formats, bounds, narrow accumulators and kernels of conv2d);
+- ``conv2d_transpose(x, W)`` (ConvTranspose, any groups, padding and output padding) becomes one ``conv2d`` of
+  its ``s_h * s_w`` phases on the input itself (output ``y[s j + r]`` takes the taps ``W[s m + r]``: a kernel
+  ``ceil(k / s)`` wide per phase, ``O * s_h * s_w`` output channels), its bias add and relu/clip moved before a
+  depth-to-space (``reshape``, ``permute_dims``, ``reshape``) and the crop of the padding (``strided_slice``):
+  the learned upsampling of segmenters is then an ordinary conv2d layer (formats, bounds, narrow accumulators
+  and kernels of conv2d) doing the transposed convolution's own multiply-accumulates (with ``k`` a multiple of
+  ``s``; else ``ceil(k/s)**2 s**2 / k**2`` of them, e.g. 16/9 for ``k = 3, s = 2``), not the ``s**2`` times as
+  many of a conv over the zero-inserted input;
 - ``resize2d(x, method="linear")`` with an integer scale factor ``s`` per axis (``half_pixel``,
   ``pytorch_half_pixel`` or ``align_corners`` when it degenerates to the same weights) becomes an edge pad, the
   zero insertion and a depthwise conv2d whose constant kernel holds the interpolation weights (multiples of
@@ -29,9 +33,8 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, rebind, \
+from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, rebuild_function, \
     static_shape
 
 _PAD_FUNCS = {"pad": "constant", "replicate_pad": "replicate", "mirror_pad": "reflect", "reflect_pad": "reflect"}
@@ -108,24 +111,91 @@ def _crop_or_pad(bb, x, pads, name):
     return x, [max(t, 0), max(l, 0), max(b, 0), max(r, 0)]
 
 
-def _conv_transpose(bb, value, name):
+def _phase_kernel(W: np.ndarray, groups: int, s: tuple) -> np.ndarray:
+    """The conv2d kernel of a ConvTranspose's ``s[0] * s[1]`` phases: ``W`` is ``(I, O/g, kh, kw)``; output channel
+    ``(c * sh + rh) * sw + rw`` (``c`` the ConvTranspose's output channel, groups kept contiguous) computes the
+    outputs ``y[s * j + r]`` from ``x[j - m]`` with taps ``W[s * m + r]`` (``m < M = ceil(k / s)``), flipped for a
+    correlation: ``(O * sh * sw, I / g, Mh, Mw)``, zero where ``s * m + r >= k``."""
+    i_all, og, kh, kw = W.shape
+    (sh, sw), ig = s, i_all // groups
+    mh, mw = -(-kh // sh), -(-kw // sw)
+    padded = np.zeros((i_all, og, mh * sh, mw * sw), W.dtype)
+    padded[:, :, :kh, :kw] = W
+    # taps[i, o, m, r] = W[i, o, s*m + r]; flip m (correlation), then order as (group, o, rh, rw, i, mh, mw)
+    taps = padded.reshape(groups, ig, og, mh, sh, mw, sw)[:, :, :, ::-1, :, ::-1, :]
+    out = taps.transpose(0, 2, 4, 6, 1, 3, 5)
+    return np.ascontiguousarray(out.reshape(groups * og * sh * sw, ig, mh, mw))
+
+
+def _conv_transpose(bb, value, name, orig, tail):
+    """ConvTranspose as ``s**2`` phase convolutions on the input itself (one conv2d with ``O * s**2`` output
+    channels, kernels ``ceil(k / s)`` wide), its bias and activation (``tail``: the single-user chain after it), then
+    depth-to-space (reshape, transpose, reshape: pass-through) and the crop of the padding: every multiply-accumulate
+    is one of the transposed convolution's own (``k`` a multiple of ``s``; else ``ceil(k/s)**2 * s**2 / k**2``
+    of them, zero taps), instead of ``s**2`` times as many over a zero-inserted input."""
     a = value.attrs
     x, w = value.args
-    if not is_const(w) or int(a.groups) != 1 or a.data_layout != "NCHW" or a.kernel_layout != "IOHW" or \
-            any(int(d) != 1 for d in a.dilation) or static_shape(x) is None or \
-            any(isinstance(d, str) for d in static_shape(x)[1:]):
-        return None
-    W = const_np(w)                                  # (I, O, kh, kw)
-    kh, kw = W.shape[2:]
+    shape = static_shape(orig.args[0])
+    why = None
+    if not is_const(w):
+        why = "its weights are not constant"
+    elif a.data_layout != "NCHW" or a.kernel_layout != "IOHW":
+        why = f"layout {a.data_layout}/{a.kernel_layout} (NCHW/IOHW only)"
+    elif any(int(d) != 1 for d in a.dilation):
+        why = f"dilations {[int(d) for d in a.dilation]} (1 only)"
+    elif shape is None or any(isinstance(d, str) for d in shape[1:]):
+        why = "its input has no static channel/spatial shape"
+    if why is not None:
+        raise FxpGraphError(f"node {name} (ConvTranspose, relax.nn.conv2d_transpose): {why} is not supported")
+    W = const_np(w)                                  # (I, O/g, kh, kw)
+    groups = int(a.groups)
+    _, og, kh, kw = W.shape
+    h, wd = shape[2:]
+    out_h, out_w = static_shape(orig)[2:]
     s = tuple(int(v) for v in a.strides)
     p = [int(v) for v in a.padding]                  # top, left, bottom, right
-    op = [int(v) for v in a.output_padding]
-    z = _zero_insert(bb, x, s, name)
-    pads = [kh - 1 - p[0], kw - 1 - p[1], kh - 1 - p[2] + op[0], kw - 1 - p[3] + op[1]]
-    z, pads = _crop_or_pad(bb, z, pads, name)
-    Wc = np.ascontiguousarray(np.flip(W, axis=(2, 3)).transpose(1, 0, 2, 3))
     dtype = str(w.ty.dtype)
-    return relax.op.nn.conv2d(z, relax.const(Wc.astype(dtype)), padding=pads, out_dtype=dtype)
+    kernel = _phase_kernel(W, groups, s)
+    pads, first = [], []
+    for (k_, s_, n_in, n_out, top) in ((kh, s[0], h, out_h, p[0]), (kw, s[1], wd, out_w, p[1])):
+        m = -(-k_ // s_)
+        j0, j1 = top // s_, -(-(top + n_out) // s_)    # the phase rows that hold outputs top .. top + n_out - 1
+        pads.append((m - 1 - j0, j1 - 1 - (n_in - 1)))   # y'[s j + r] reads x[j - m'] (m' < m): x padded/cropped
+        first.append(top - j0 * s_)
+    xin, conv_pads = _crop_or_pad(bb, x, [pads[0][0], pads[1][0], pads[0][1], pads[1][1]], name)
+    out = bb.emit(relax.op.nn.conv2d(xin, relax.const(kernel.astype(dtype)), padding=conv_pads, groups=groups,
+                                     out_dtype=dtype), f"{name}_phases")
+    n, o, (sh, sw) = orig.ty.shape[0], og * groups, s
+    for op in tail:                                  # bias (per phase channel) and activation, before the shuffle
+        if op_name(op) == "relax.add":
+            bias = np.repeat(const_np(op.args[1]).reshape(-1), sh * sw).reshape(1, -1, 1, 1)
+            out = bb.emit(relax.op.add(out, relax.const(bias.astype(dtype))), f"{name}_bias")
+        else:
+            out = bb.emit(relax.Call(op.op, [out] + list(op.args[1:]), op.attrs), f"{name}_act")
+    jh, jw = [int(d) for d in static_shape(out)[2:]] if static_shape(out) else (None, None)
+    y = bb.emit(relax.op.reshape(out, (n, o, sh, sw, jh, jw)), f"{name}_6d")
+    y = bb.emit(relax.op.permute_dims(y, [0, 1, 4, 2, 5, 3]), f"{name}_shuffle")
+    y = bb.emit(relax.op.reshape(y, (n, o, jh * sh, jw * sw)), f"{name}_d2s")
+    return relax.op.strided_slice(y, axes=[2, 3], begin=first, end=[first[0] + out_h, first[1] + out_w])
+
+
+def _conv_transpose_tail(b, users, out_channels):
+    """The single-user chain after a ConvTranspose that moves before its depth-to-space: a per-channel constant
+    bias add, then relu/clip."""
+    chain, v = [], b.var
+    while len(users.get(v, [])) == 1:
+        u = users[v][0]
+        e = u.value
+        if op_name(e) == "relax.add" and not chain and e.args[0].same_as(v) and is_const(e.args[1]) and \
+                const_np(e.args[1]).size == out_channels and (const_np(e.args[1]).ndim < 4 or
+                                                              const_np(e.args[1]).shape[1] == out_channels):
+            chain.append(u)
+        elif op_name(e) in ("relax.nn.relu", "relax.clip") and e.args[0].same_as(v):
+            chain.append(u)
+        else:
+            break
+        v = u.var
+    return chain
 
 
 def _linear_taps(s: int, mode: str):
@@ -187,23 +257,17 @@ def _stacked_operands(value, producer, reduce_op):
     return out
 
 
-_REWRITTEN = ("relax.split", "relax.max", "relax.min", "relax.call_tir", "relax.nn.conv2d_transpose",
-              "relax.image.resize2d")
+def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+    bindings = main_bindings(func)
+    producer = {b.var: b.value for b in bindings}
+    if not any(op_name(b.value) in ("relax.split", "relax.max", "relax.min", "relax.call_tir",
+                                    "relax.nn.conv2d_transpose", "relax.image.resize2d") for b in bindings):
+        return func
+    pieces: dict = {}
+    users = consumers(func)
+    folded: dict = {}     # bias/activation after a ConvTranspose, moved before its depth-to-space: -> its result
 
-
-@mutator
-class _SelectionRewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, func: relax.Function):
-        super().__init__(mod)
-        self.mod = mod
-        self.producer = {b.var: b.value for b in main_bindings(func)}
-        self.pieces: dict = {}
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        rebind(self, binding, self._rewrite(binding, self.visit_expr(binding.value)))
-
-    def _rewrite(self, b: relax.VarBinding, value: relax.Expr) -> relax.Expr:
-        bb, producer, pieces, mod = self.builder_, self.producer, self.pieces, self.mod
+    def rule(bb, b, value, env):
         name = op_name(value)
         if isinstance(b.value, relax.TupleGetItem) and b.value.tuple_value in pieces:
             return pieces[b.value.tuple_value][b.value.index]
@@ -230,9 +294,10 @@ class _SelectionRewriter(PyExprMutator):
             ops = _stacked_operands(b.value, producer, name)
             if ops:
                 fn = relax.op.maximum if name == "relax.max" else relax.op.minimum
-                acc = self.visit_expr(ops[0])
+                from .relax_utils import remap_expr
+                acc = remap_expr(ops[0], env)
                 for i, o in enumerate(ops[1:]):
-                    acc = fn(acc, self.visit_expr(o))
+                    acc = fn(acc, remap_expr(o, env))
                     if i < len(ops) - 2:
                         acc = bb.emit(acc, f"{b.var.name}_{i}")
                 return acc
@@ -241,22 +306,31 @@ class _SelectionRewriter(PyExprMutator):
             if pad is not None:
                 mode, widths, const = pad
                 return relax.op.nn.pad(value.args[1].fields[0], widths, mode, const)
+        if b.var in folded:
+            return None if folded[b.var] is None else env[folded[b.var]]
         if name == "relax.nn.conv2d_transpose":
-            out = _conv_transpose(bb, value, b.var.name)
-            if out is not None:
-                return out
+            w = b.value.args[1]
+            tail = _conv_transpose_tail(b, users, static_shape(b.value)[1]) if is_const(w) else []
+            out = bb.emit(_conv_transpose(bb, value, b.var.name, b.value, [t.value for t in tail]), b.var.name)
+            for t in tail[:-1]:
+                folded[t.var] = None
+            if tail:
+                folded[tail[-1].var] = b.var
+            return out
         if name == "relax.image.resize2d" and value.attrs.method == "linear":
             out = _bilinear(bb, value, b.var.name, b.value)
             if out is not None:
                 return out
         return value
 
+    return rebuild_function(func, rule)
+
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.CanonicalizeSelections")
 class CanonicalizeSelections:
-    """Split, Max/Min, Pad, ConvTranspose and bilinear Resize into the ops the layer graph realizes."""
+    """Split, Max/Min, Pad, ConvTranspose and bilinear Resize into the ops the layer graph realizes; a
+    ConvTranspose it cannot rewrite (dilated, non-constant weights, another layout) is refused naming the node."""
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        out = map_relax_functions(mod, lambda f, _: _SelectionRewriter(mod, f).visit_expr(f)
-                                  if any(op_name(b.value) in _REWRITTEN for b in main_bindings(f)) else f)
+        out = map_relax_functions(mod, lambda f, _: canonicalize_selections(f, mod))
         return relax.transform.DeadCodeElimination()(out)

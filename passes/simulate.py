@@ -18,6 +18,8 @@ Per op (the ops not listed are computed as they are, in float64, which is exact 
   the decomposed float ops of the importer are dropped;
 - a table layer (``table.py``): the same lookup over the input's integers as the integer graph, times ``2**-K``
   (in the parametric search module, ``lower_table`` looks up the run-time table of the candidate's input format);
+- a linear ``resize2d`` (``resize.py``): the integer graph's interpolation sums with its integer weights, times
+  ``2**-(2 * WEIGHT_BITS)``;
 - a softmax epilogue runs on the output cast to float32, exactly as after the realized graph's dequantize.
 """
 
@@ -92,8 +94,10 @@ class _Simulator(PyExprMutator):
         self.out_dtypes = _result_dtypes(func)
         self.producer = {b.var: b.value for b in main_bindings(func)}
         composites = composite_patterns(func)
+        self.float_ops = set()
         if lower_annotation is not None and lower_table is None:
-            # formats fed at run time and no run-time tables: the function's own float64 ops
+            # formats fed at run time and no run-time tables: the function's own ops, their constants in float64
+            self.float_ops = {v for a, m in composites.items() if not isinstance(m, LrnMatch) for v in m.inner + [a]}
             composites = {v: m for v, m in composites.items() if isinstance(m, LrnMatch)}
         self.composites = composites
         self.dropped = {v for m in composites.values() for v in m.inner}
@@ -139,6 +143,11 @@ class _Simulator(PyExprMutator):
             t, table = emit_lrn_lookup(bb, x, fmt, attrs, SIM_DTYPE, b.var.name)
             y = bb.emit(relax.op.multiply(x, t), f"{b.var.name}_xt")
             return relax.op.multiply(y, fconst(np.ldexp(1.0, -table.frac)))
+        if b.var in self.float_ops:     # the op's constants in float64 before the call is normalized
+            v = b.value
+            args = [relax.const(const_np(a).astype(SIM_DTYPE), SIM_DTYPE) if is_const(a) else self.visit_expr(a)
+                    for a in v.args]
+            return relax.Call(v.op, args, v.attrs, v.ty_args)
         value = self.visit_expr(b.value)
         name = op_name(value)
         if is_annotate(value) and self.lower_annotation is not None:
@@ -163,6 +172,13 @@ class _Simulator(PyExprMutator):
             probe.append(annotation_format(ann)[1].rsplit(".", 1)[0])
             self.means.append(bb.emit(relax.op.mean(y, axis=axes), f"{b.var.name}_mean"))
             return y
+        if name == "relax.image.resize2d" and value.attrs.method == "linear":
+            from .relax_utils import static_shape
+            from .resize import WEIGHT_BITS, emit_interpolation, resize_weights
+
+            rw = resize_weights(value.attrs, static_shape(b.value.args[0])[2:], static_shape(b.value)[2:], b.var.name)
+            total = emit_interpolation(bb, value.args[0], rw, SIM_DTYPE, b.var.name)
+            return relax.op.multiply(total, fconst(np.ldexp(1.0, -2 * WEIGHT_BITS)))
         if name in ("relax.mean", "relax.nn.avg_pool2d"):
             total, s = emit_pool_sum(bb, value, value.args[0], SIM_DTYPE, b.var.name)
             return relax.op.multiply(total, fconst(np.ldexp(1.0, -s)))

@@ -1,9 +1,12 @@
 """Elementwise functions of one activation as integer lookup tables (sigmoid, SiLU, tanh, Mish, GELU, ...).
 
 A *table region* is a set of elementwise float ops that all depend on one activation ``x`` alone (through
-scalar constants at most) and contain at least one transcendental op (sigmoid, tanh, exp, log, erf, ...):
-``sigmoid(x)``, SiLU ``x * sigmoid(x)``, Mish ``x * tanh(softplus(x))`` as the ONNX importer decomposes it
-(``max(x, 0) + log(exp(-|x|) + 1)``), GELU, ELU...  Each value of the region used outside it (its *anchor*)
+scalar constants at most) and contain at least one transcendental op (sigmoid, tanh, exp, log, erf, ...) or a
+product of two functions of ``x`` (``x * g(x)``): ``sigmoid(x)``, SiLU ``x * sigmoid(x)``, Mish
+``x * tanh(softplus(x))`` as the ONNX importer decomposes it (``max(x, 0) + log(exp(-|x|) + 1)``), GELU, ELU,
+HardSwish ``x * clip(x + 3, 0, 6) / 6`` (one exact table instead of a depthwise layer whose weight ``1/6`` is
+rounded, a gate format and a product)...  A clip or affine map of ``x`` alone (ReLU6, HardSigmoid) is no table:
+it folds into the producing layer exactly (a clip of its accumulator).  Each value of the region used outside it (its *anchor*)
 is one layer ``y = f(x)``, computed as a lookup in a table over the stored integers of ``x``:
 
 - ``x`` has format ``Q(b, f)``: its stored integers ``q`` run over ``qmin..qmax`` (``2**b`` values).  With
@@ -95,7 +98,8 @@ def table_patterns(bindings, producer, users, results, skip) -> dict:
                    and isinstance(a.ty, relax.TensorType)]
         if any(not isinstance(a, relax.Var) for a in tensors) or not tensors:
             continue
-        if name in _AFFINE and any(op_name(producer.get(a)) in _WEIGHTED for a in tensors):
+        if name in _AFFINE and any(op_name(producer.get(a)) in _WEIGHTED and len(users.get(a, [])) == 1
+                                   for a in tensors):
             continue      # a (scalar) bias or scale of a conv/matmul: Prepare folds it into the layer
         srcs = {source.get(a, a) for a in tensors}
         if len(srcs) != 1:
@@ -137,8 +141,7 @@ def table_patterns(bindings, producer, users, results, skip) -> dict:
             for src in candidates:
                 c, leaves = cone_of(anchor, src, members)
                 inner = [v for v in c if not v.same_as(anchor)]
-                if leaves != {src} or not any(op_name(producer[v]) in NONLINEAR for v in c) or \
-                        any(used_outside(v, c) for v in inner):
+                if leaves != {src} or not _is_function(c, producer) or any(used_outside(v, c) for v in inner):
                     continue
                 match = TableMatch(src, anchor, inner, {v: producer[v] for v in c}, "")
                 if _finite_everywhere(match):
@@ -146,6 +149,13 @@ def table_patterns(bindings, producer, users, results, skip) -> dict:
                     out[anchor] = match
                 break
     return out
+
+
+def _is_function(cone, producer) -> bool:
+    """A region worth a table: a transcendental op, or a product of two functions of ``x`` (HardSwish)."""
+    return any(op_name(producer[v]) in NONLINEAR or
+               op_name(producer[v]) == "relax.multiply" and not any(_scalar_const(a) for a in producer[v].args)
+               for v in cone)
 
 
 def _describe(m: TableMatch, v, depth=0) -> str:
@@ -160,6 +170,8 @@ def _describe(m: TableMatch, v, depth=0) -> str:
             args.append(f"{float(const_np(a).reshape(())):g}")
         elif isinstance(a, relax.Expr) and isinstance(getattr(a, "ty", None), relax.TensorType):
             args.append(_describe(m, a, depth + 1))
+    if op_name(e) == "relax.clip":
+        args += [f"{float(e.args[1].value):g}", f"{float(e.args[2].value):g}"]
     return f"{op_name(e).split('.')[-1]}({', '.join(args)})"
 
 

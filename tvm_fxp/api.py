@@ -328,6 +328,9 @@ def bind_plan(prepared, lg, plan: Plan, stats=None) -> Quantized:
             t = build_table(layer.attrs["match"], plan[lg.layers[layer.inputs[0]].output_key], layer.name)
             info["table"] = {"function": layer.attrs["fn"], "entries": int(len(t.table)), "index_shift": t.shift,
                              "frac": t.frac, "exact": t.exact, "max_error": t.bound}
+        if layer.op == "resize":     # linear interpolation weights at 2**-weight_bits (passes/resize.py)
+            info["interpolation"] = {"mode": layer.attrs["mode"], "weight_bits": layer.attrs["weight_bits"],
+                                     "max_weight_error": layer.attrs["weights"].bound}
         layers[layer.name] = info
     plan.layers = layers
     return Quantized(prepared, lg, plan, stats or {}, arith)

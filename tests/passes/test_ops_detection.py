@@ -223,9 +223,14 @@ FUNCTIONS = {   # ONNX nodes of y = f(x) as exporters write them, the float64 re
                       helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["x", "e1"], ["xe"]),
                       helper.make_node("Mul", ["xe", "half"], ["y"])],
              lambda v: 0.5 * v * (1 + np.vectorize(math.erf)(v / float(np.float32(np.sqrt(2))))), 1.13),   # the model's constant
+    "hardswish": (lambda: [helper.make_node("Add", ["x", "three"], ["a"]),         # PyTorch's export before opset 14
+                           helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+                           helper.make_node("Mul", ["x", "c"], ["m"]), helper.make_node("Div", ["m", "six"], ["y"])],
+                  lambda v: v * np.clip(v + 3, 0, 6) / 6, 1.5),
 }
 SCALARS = [numpy_helper.from_array(np.float32(np.sqrt(2)), "sqrt2"), numpy_helper.from_array(np.float32(1), "one"),
-           numpy_helper.from_array(np.float32(0.5), "half")]
+           numpy_helper.from_array(np.float32(0.5), "half"), numpy_helper.from_array(np.float32(3), "three"),
+           numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.float32(6), "six")]
 
 
 def _table_layer(tmp_path, fn):
@@ -291,13 +296,23 @@ def test_table_layer_end_to_end(tmp_path, fn, bits, sigma, seed):
 
 
 def test_table_ops_need_no_float_islands(tmp_path):
-    """Sigmoid, SiLU, tanh and Mish in one graph are tables: no float island, no flag; log/sqrt (not finite
-    for every input) are still refused without ``--allow-float-islands``."""
+    """Sigmoid, SiLU, tanh, Mish and HardSwish are tables: no float island, no flag (opset 14's ``HardSwish``
+    node as well); a HardSigmoid gate folds into its conv as a clip of the accumulator (no table); log/sqrt
+    (not finite for every input) are still refused without ``--allow-float-islands``."""
     from tvm_fxp.passes import FxpGraphError, float_islands
 
-    for fn in ("sigmoid", "silu", "tanh", "mish"):
+    for fn in ("sigmoid", "silu", "tanh", "mish", "hardswish"):
         _, lg, layer = _table_layer(tmp_path, fn)
         assert float_islands(lg) == [] and layer.op == "table"
+    w = numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("Conv", ["h", "w"], ["c2"]), helper.make_node("HardSigmoid", ["c2"], ["y"])]
+    path = tmp_path / "hswish14.onnx"
+    onnx.save(_model(nodes, [w], [("x", ["N", 1, 4, 4])], ["y"], opset=14), str(path))
+    _, lg = tvm_fxp.load_model(path)
+    assert [l.op for l in lg.layers.values()] == ["input", "conv2d", "table", "conv2d"]
+    assert [l.attrs["match"].describe for l in lg.layers.values() if l.op == "table"] == \
+        ["multiply(x, divide(clip(add(x, 3), 0, 6), 6))"]
     path = tmp_path / "log.onnx"
     onnx.save(_model([helper.make_node("Log", ["x"], ["y"])], [], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"relax.log has no integer realization"):
@@ -306,7 +321,7 @@ def test_table_ops_need_no_float_islands(tmp_path):
 
 def test_plan_scorer_is_bit_exact_on_table_layers(tmp_path):
     """The search's compiled-once scorer looks up each table layer's table for the candidate's input format (fed at
-    run time): its outputs equal ``Simulate`` (hence the integer graph) bit for bit for plans of 6 (exact tables)
+    run time; SiLU, tanh, HardSwish, sigmoid): its outputs equal ``Simulate`` (hence the integer graph) bit for bit for plans of 6 (exact tables)
     and 14 bits (top-12-bit tables), with one compiled module; the float model (``layer_means(None)``) still
     evaluates the functions themselves."""
     from tvm_fxp.methods.uniform import Uniform, allocate
@@ -318,11 +333,12 @@ def test_plan_scorer_is_bit_exact_on_table_layers(tmp_path):
     x = g.conv("input", 2, 4, stride=1)
     x = g.op("Mul", [x, g.op("Sigmoid", [x])])                                  # SiLU
     x = g.op("Tanh", [g.conv(x, 4, 4, stride=2)])
+    x = g.hardswish(g.conv(x, 4, 4, k=1, pad=0))
     out = g.op("Sigmoid", [g.conv(x, 4, 3, k=1, pad=0)])
     path = save(g.model(out), tmp_path, "silu.onnx")
     xs = np.random.default_rng(0).normal(0, 1.5, (24, 2, 6, 6)).astype(np.float32)
     q = tvm_fxp.quantize(path, xs, Uniform(8), progress=False)
-    assert sum(l.op == "table" for l in q.graph.layers.values()) == 3
+    assert sum(l.op == "table" for l in q.graph.layers.values()) == 4
     scorer = PlanScorer(q.prepared, q.plan, lambda m, t=None: tvm_fxp.build(m, FAST_TARGET))
     assert [k for _, k, _ in scorer.layout.tables] == [q.graph.layers[l.inputs[0]].output_key
                                                         for l in q.graph.layers.values() if l.op == "table"]
@@ -336,41 +352,77 @@ def test_plan_scorer_is_bit_exact_on_table_layers(tmp_path):
         np.testing.assert_allclose(fine[name], floats[name], atol=2e-3)
 
 
+def _conv_transpose_int(xq, w, s, pads, out_hw, groups):
+    """int64 numpy ConvTranspose of stored integers: every input pixel scatters ``x * W`` (``W``: ``(I, O/g, k, k)``)."""
+    n, cin, h, wd = xq.shape
+    _, og, kh, kw = w.shape
+    ig = cin // groups
+    full = np.zeros((n, og * groups, (h - 1) * s + kh + s, (wd - 1) * s + kw + s), np.int64)
+    for g in range(groups):
+        for i in range(h):
+            for j in range(wd):
+                full[:, g * og:(g + 1) * og, i * s:i * s + kh, j * s:j * s + kw] += np.einsum(
+                    "nc,cokl->nokl", xq[:, g * ig:(g + 1) * ig, i, j], w[g * ig:(g + 1) * ig])
+    return full[:, :, pads[0]:pads[0] + out_hw[0], pads[1]:pads[1] + out_hw[1]]
+
+
 @settings(max_examples=4, **SETTINGS)
-@given(cin=st.integers(1, 3), cout=st.integers(1, 3), k=st.sampled_from([2, 3, 4]), s=st.sampled_from([1, 2]),
-       p=st.sampled_from([0, 1]), bits=st.sampled_from([6, 8]), seed=st.integers(0, 99))
-def test_conv_transpose_is_a_conv2d_layer(tmp_path, cin, cout, k, s, p, bits, seed):
-    """ConvTranspose becomes conv2d of the zero-inserted input with the flipped kernel: the float graph equals
-    onnxruntime's, and the integer graph equals an int64 numpy transposed convolution of the stored integers."""
+@given(groups=st.sampled_from([1, 2]), cin=st.integers(1, 2), cout=st.integers(1, 2), k=st.sampled_from([2, 3, 4]),
+       s=st.sampled_from([1, 2, 3]), p=st.sampled_from([0, 1]), op=st.sampled_from([0, 1]), relu=st.booleans(),
+       bits=st.sampled_from([6, 8]), seed=st.integers(0, 99))
+def test_conv_transpose_is_a_phase_decomposed_conv2d(tmp_path, groups, cin, cout, k, s, p, op, relu, bits, seed):
+    """ConvTranspose (grouped or not, any padding and output padding) becomes one conv2d of its ``s**2`` phases on the
+    input itself (kernels ``ceil(k/s)`` wide: the true MAC count when ``s`` divides ``k``), bias and ReLU before a
+    depth-to-space: the float graph equals onnxruntime's, and the integer graph equals an int64 numpy transposed
+    convolution of the stored integers."""
     import onnxruntime as ort
 
-    if p >= k:
+    if p >= k or op >= s:
         return
+    cin, cout = cin * groups, cout * groups
     rng = np.random.default_rng(seed)
-    W = rng.normal(0, 0.5, (cin, cout, k, k)).astype(np.float32)
+    W = rng.normal(0, 0.5, (cin, cout // groups, k, k)).astype(np.float32)
     bias = rng.normal(0, 0.1, cout).astype(np.float32)
-    node = helper.make_node("ConvTranspose", ["x", "W", "B"], ["y"], strides=[s, s], pads=[p] * 4, kernel_shape=[k, k])
-    model = _model([node], [numpy_helper.from_array(W, "W"), numpy_helper.from_array(bias, "B")],
+    nodes = [helper.make_node("ConvTranspose", ["x", "W", "B"], ["t" if relu else "y"], strides=[s, s], pads=[p] * 4,
+                              kernel_shape=[k, k], group=groups, output_padding=[op, op])]
+    nodes += [helper.make_node("Relu", ["t"], ["y"])] if relu else []
+    model = _model(nodes, [numpy_helper.from_array(W, "W"), numpy_helper.from_array(bias, "B")],
                    [("x", ["N", cin, 4, 5])], ["y"])
     x = rng.normal(0, 1, (3, cin, 4, 5)).astype(np.float32)
     q, (real,) = _run(tmp_path, model, [x], bits)
     (layer,) = [l for l in q.graph.layers.values() if l.op == "conv2d"]
+    m = -(-k // s)
+    assert layer.weight.shape == (cout * s * s, cin // groups, m, m)            # s**2 phases, on the input itself
     float_out = tvm_fxp.Runner(tvm_fxp.build(q.prepared, FAST_TARGET)).run(x)
     np.testing.assert_allclose(float_out, ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0],
                                rtol=1e-4, atol=1e-5)
     fin, fw, fb, fo = (q.plan[k_] for k_ in ("input", f"{layer.name}.weight", f"{layer.name}.bias", f"{layer.name}.output"))
-    wq = fw.quantize(layer.weight)                      # (cout, cin, k, k): the flipped transposed kernel
-    w_orig = np.flip(wq, axis=(2, 3)).transpose(1, 0, 2, 3)   # back to ConvTranspose's (cin, cout, k, k)
+    # the quantized phase kernel, back to ConvTranspose's (cin, cout/g, k, k): where each original tap went
+    from tvm_fxp.passes.selection import _phase_kernel
+
+    where = _phase_kernel(np.arange(1, W.size + 1, dtype=np.float64).reshape(W.shape), groups, (s, s))
+    wq = fw.quantize(layer.weight)
+    w_int = np.zeros(W.size, np.int64)
+    w_int[where[where > 0].astype(np.int64) - 1] = wq[where > 0]
+    assert np.all(wq[where == 0] == 0)
     xq = fin.quantize(x)
-    n, _, h, wd = xq.shape
-    full = np.zeros((n, cout, (h - 1) * s + k, (wd - 1) * s + k), np.int64)
-    for i in range(h):
-        for j in range(wd):
-            full[:, :, i * s:i * s + k, j * s:j * s + k] += np.einsum("nc,cokl->nokl", xq[:, :, i, j], w_orig)
-    full = full[:, :, p:full.shape[2] - p, p:full.shape[3] - p]
     acc_frac = fin.frac + fw.frac
-    acc = full + (fb.quantize(layer.bias) << (acc_frac - fb.frac)).reshape(1, -1, 1, 1)
+    acc = _conv_transpose_int(xq, w_int.reshape(W.shape), s, (p, p), real.shape[2:], groups)
+    acc = acc + (fb.quantize(layer.bias)[::s * s] << (acc_frac - fb.frac)).reshape(1, -1, 1, 1)
+    acc = np.maximum(acc, 0) if relu else acc
     np.testing.assert_array_equal(output_integers(real, fo.frac), _requantize(acc, acc_frac, fo))
+
+
+def test_conv_transpose_refusals_name_the_node(tmp_path):
+    """Dilated ConvTranspose has no realization: refused with the node named, not a traceback."""
+    from tvm_fxp.passes import FxpGraphError
+
+    w = numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "W")
+    node = helper.make_node("ConvTranspose", ["x", "W"], ["y"], strides=[2, 2], dilations=[2, 2], kernel_shape=[2, 2])
+    path = tmp_path / "ctd.onnx"
+    onnx.save(_model([node], [w], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
+    with pytest.raises(FxpGraphError, match=r"node .*ConvTranspose.*dilations \[2, 2\] \(1 only\)"):
+        tvm_fxp.load_model(path)
 
 
 @pytest.mark.parametrize("scale,mode", [(2, "half_pixel"), (2, "asymmetric"), (4, "pytorch_half_pixel")])
@@ -397,6 +449,83 @@ def test_bilinear_resize_with_integer_weights(tmp_path, scale, mode):
     fin, fo = q.plan["input"], _out_fmt(q)
     exact = ort.InferenceSession(model.SerializeToString()).run(None, {"x": fin.fake_quantize(x).astype(np.float32)})[0]
     assert np.abs(real - exact).max() <= 2.0 ** -(fo.frac + 1) + 1e-6
+
+
+@st.composite
+def linear_resizes(draw):
+    h, w = draw(st.integers(1, 5)), draw(st.integers(2, 5))
+    mode = draw(st.sampled_from(["align_corners", "half_pixel", "pytorch_half_pixel", "asymmetric"]))
+    if draw(st.booleans()):                   # sizes: any output size, up or down
+        return h, w, mode, None, (draw(st.integers(1, 8)), draw(st.integers(1, 8)))
+    sh, sw = draw(st.sampled_from([0.5, 1.5, 2.0, 2.5, 3.0])), draw(st.sampled_from([1.5, 2.0, 0.5]))
+    assume((h * sh).is_integer() and (w * sw).is_integer() and h * sh >= 1 and w * sw >= 1)
+    return h, w, mode, (sh, sw), (int(h * sh), int(w * sw))
+
+
+def _resize_layer_case(case):
+    """Not the forms Prepare makes a depthwise conv2d (integer factors, half-pixel-like modes: tested above), nor
+    align_corners to a single pixel (TVM's own float resize2d divides by zero there)."""
+    h, w, mode, _, (oh, ow) = case
+    conv = oh % h == 0 and ow % w == 0 and oh >= 2 and ow >= 2 and mode != "align_corners"
+    return not conv and not (mode == "align_corners" and min(oh, ow) == 1)
+
+
+@settings(max_examples=4, **SETTINGS)
+@given(case=linear_resizes(), bits=st.sampled_from([6, 8, 12]), seed=st.integers(0, 99))
+def test_linear_resize_any_scale_and_mode(tmp_path, case, bits, seed):
+    """Linear Resize with align_corners or a non-integer scale (``scales`` or ``sizes``) is a ``resize`` layer: the
+    integer graph equals an int64 numpy interpolation of the stored integers with the layer's weights (``2**-11``,
+    each pair summing to 1), bit-exact with the simulation; against onnxruntime on the quantized input it is
+    within half an output step plus the weights' stated error."""
+    import onnxruntime as ort
+
+    from tvm_fxp.passes.resize import WEIGHT_BITS
+
+    assume(_resize_layer_case(case))
+    h, w, mode, scales, (oh, ow) = case
+    roi = numpy_helper.from_array(np.zeros(0, np.float32), "roi")
+    if scales is None:
+        inits, ins = [roi, _i64("sizes", [4, 2, oh, ow])], ["x", "roi", "", "sizes"]
+    else:
+        inits, ins = [roi, numpy_helper.from_array(np.array([1, 1, *scales], np.float32), "scales")], ["x", "roi", "scales"]
+    node = helper.make_node("Resize", ins, ["y"], mode="linear", coordinate_transformation_mode=mode)
+    model = _model([node], inits, [("x", [4, 2, h, w])], ["y"])
+    x = np.random.default_rng(seed).normal(0, 1, (4, 2, h, w)).astype(np.float32)
+    q, (real,) = _run(tmp_path, model, [x], bits)
+    (layer,) = [l for l in q.graph.layers.values() if l.op == "resize"]
+    float_out = tvm_fxp.Runner(tvm_fxp.build(q.prepared, FAST_TARGET)).run(x)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(float_out, ref, rtol=1e-5, atol=1e-5)
+    fin, fo = q.plan["input"], _out_fmt(q)
+    rw = layer.attrs["weights"]
+
+    def matrix(a, n_in):                      # (n_out, n_in) integer interpolation matrix
+        m = np.zeros((len(a.i0), n_in), np.int64)
+        np.add.at(m, (np.arange(len(a.i0)), a.i0), a.w0)
+        np.add.at(m, (np.arange(len(a.i1)), a.i1), a.w1)
+        return m
+
+    mh, mw = matrix(rw.h, h), matrix(rw.w, w)
+    assert np.all(mh.sum(1) == 1 << WEIGHT_BITS) and np.all(mw.sum(1) == 1 << WEIGHT_BITS)
+    qx = fin.quantize(x)
+    acc = np.einsum("ah,nchw,bw->ncab", mh, qx, mw)
+    np.testing.assert_array_equal(output_integers(real, fo.frac), _requantize(acc, fin.frac + 2 * WEIGHT_BITS, fo))
+    exact = ort.InferenceSession(model.SerializeToString()).run(None, {"x": fin.fake_quantize(x).astype(np.float32)})[0]
+    inside = (exact >= fo.qmin * 2.0 ** -fo.frac) & (exact <= fo.qmax * 2.0 ** -fo.frac)
+    assert rw.bound < 2.0 ** -WEIGHT_BITS * 2
+    tol = 2.0 ** -(fo.frac + 1) + rw.bound * np.abs(qx).max() * 2.0 ** -fin.frac + 1e-5
+    assert np.abs(real - exact)[inside].max(initial=0) <= tol
+
+
+def test_linear_resize_refusals_name_the_node(tmp_path):
+    """A cubic resize has no realization: refused naming the node and the supported forms."""
+    from tvm_fxp.passes import FxpGraphError
+
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic")
+    path = tmp_path / "cubic.onnx"
+    onnx.save(_model([node], [_i64("sizes", [1, 1, 6, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
+    with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): resize cubic .* not supported"):
+        tvm_fxp.load_model(path)
 
 
 def test_readme_op_table_is_generated_from_the_rule_registry():
