@@ -27,6 +27,8 @@ CASES = {   # name -> (quantize flags, epochs, learning rate, goal in points of 
     "lin2016": (None, 2, 1e-4, 0.0),
 }
 
+METHODS_ROW = {"ternary4": "mellempudi2017_ternary", "lin2016": "lin2016"}   # the same run in bench/methods.py
+
 
 def run_case(name, case, args, work) -> dict:
     from tvm_fxp.cli import main
@@ -38,7 +40,10 @@ def run_case(name, case, args, work) -> dict:
     base, tuned = Path(work) / f"{name}_{case}", Path(work) / f"{name}_{case}_ft"
     quiet = ["--quiet"] if args.quiet else []
     t = time.time()
-    if main(["quantize", str(model), "--calib", "fashion-mnist", *flags, "--out", str(base)] + quiet) != 0:
+    done = Path(args.from_dirs or "/nonexistent") / f"{name}_{METHODS_ROW.get(case, case)}"
+    if (done / "summary.json").exists():   # bench/methods.py's own quantize run of this case (same flags)
+        base = done
+    elif main(["quantize", str(model), "--calib", "fashion-mnist", *flags, "--out", str(base)] + quiet) != 0:
         raise RuntimeError(f"{name} {case}: quantize failed")
     ft = ["finetune", str(base), "--data", "fashion-mnist", "--epochs", str(epochs), "--lr", str(lr),
           "--out", str(tuned), "--threads", "2"] + quiet
@@ -75,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "finetune.json"))
     ap.add_argument("--merge", action="store_true", help="keep the other rows of the existing results")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--from-dirs", default=None,
+                    help="start from bench/methods.py's quantize directories DIR/MODEL_ROW where they exist")
     args = ap.parse_args(argv)
     out = Path(args.out)
     old = json.loads(out.read_text()) if args.merge and out.exists() else {}

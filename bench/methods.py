@@ -121,7 +121,6 @@ def targets(rows: dict) -> dict:
 
 def cli_row(name, key, args, workdir) -> tuple[dict, object]:
     """``tvm-fxp quantize`` with the CLI's defaults and ``CLI_FLAGS[key]``; the row and the bound plan."""
-    from tvm_fxp import deploy
     from tvm_fxp.cli import build_parser, cmd_quantize
 
     out = Path(workdir) / f"{name}_{key}"
@@ -132,7 +131,15 @@ def cli_row(name, key, args, workdir) -> tuple[dict, object]:
     if args.quiet:
         argv.append("--quiet")
     print(f"[{name}] tvm-fxp {' '.join(argv[:1] + [Path(argv[1]).name] + argv[2:-2])}", flush=True)
-    s = cmd_quantize(build_parser().parse_args(argv))
+    cmd_quantize(build_parser().parse_args(argv))
+    return row_from_dir(name, key, out, args)
+
+
+def row_from_dir(name, key, out, args) -> tuple[dict, object]:
+    """The row of one ``tvm-fxp quantize`` output directory (its summary.json and plan)."""
+    from tvm_fxp import deploy
+
+    s = json.loads((Path(out) / "summary.json").read_text())
     q, _ = deploy.load_quantized_dir(out)
     plans = Path(args.out).parent / "plans"
     plans.mkdir(parents=True, exist_ok=True)
@@ -171,7 +178,16 @@ def run_model(name, args) -> dict:
         for key in ["uniform8"] + [k for k in CLI_FLAGS if k != "uniform8" and
                                    (k in args.methods or k.rsplit("_", 1)[0] in args.methods)]:
             t = time.time()
-            row, q = cli_row(name, key, args, work)
+            if args.from_dirs:     # rows of finished `tvm-fxp quantize` runs (MODEL_KEY directories), not re-run
+                d = Path(args.from_dirs) / f"{name}_{key}"
+                if not (d / "summary.json").exists():
+                    print(f"[{name}] {key}: no finished run in {d}, row left out", flush=True)
+                    continue
+                row, q = row_from_dir(name, key, d, args)
+                (Path(args.out).parent / "plans").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(d / "plan.json", Path(args.out).parent / "plans" / f"{name}_{key}.json")
+            else:
+                row, q = cli_row(name, key, args, work)
             rows[key] = row
             print(f"   top1 {row['top1']:.4f} (val estimate {row.get('val_top1', float('nan')):.4f})  weight bits "
                   f"{row['weight_bits']}  mult {row['mult_cost_vs_8bit']:.3f}  acc {row['max_accumulator_bits']}  "
@@ -227,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-size", type=int, default=None, help="measure on the first N test images only")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "methods.json"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--from-dirs", default=None,
+                    help="build the rows from finished quantize directories DIR/MODEL_KEY instead of running them")
     ap.add_argument("--merge", action="store_true", help="keep the other methods' rows of the existing results")
     args = ap.parse_args(argv)
     t0 = time.time()

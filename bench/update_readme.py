@@ -197,6 +197,13 @@ def why_missed(r, diag) -> list[str]:
                 why = (f"whole reductions in 16 bits force {_mean_bits(row, ('weight',)):.1f}-bit weights and "
                        f"{_mean_bits(row, ('output',)):.1f}-bit activations on average; the errors add up over the "
                        f"layers (largest isolated losses: {worst} points); the k-tiled fallback meets the target")
+            ft = (((_load("finetune.json") or {}).get("models") or {}).get(name) or {}).get(
+                {"mellempudi2017_ternary": "ternary4", "lin2016": "lin2016"}.get(key, ""))
+            if ft:
+                why = (why + "; " if why else "") + (
+                    f"after fine-tuning with the formats in place ({ft['epochs']} epochs x {ft['steps_per_epoch']} "
+                    f"steps of {ft['batch']} images, `bench/finetune.py`): test top-1 {ft['test_top1_before']:.4f} -> "
+                    f"{ft['test_top1_after']:.4f}, {ft['loss_points_after']:.2f} points below float")
             if why:
                 lines.append(f"- {name} {key}: {why}.")
     if lines:
