@@ -61,3 +61,21 @@ def remap_expr(expr, env: dict):
     if isinstance(expr, relax.TupleGetItem):
         return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
     return expr
+
+
+def tile_unpack(sch, lanes: int, block: str = "conv_unpack", tile: int = 16) -> None:
+    """Schedule a kernel's unpacking from ``(..., positions, lanes)`` blocks to NCHW (a transpose) by tiles of
+    ``lanes`` channels x ``tile`` positions, so that both sides of each tile stay in L1 (TVM's default order
+    walks every position once per channel: measured 2.2x slower at 256x56x56).  Only the loop order
+    changes."""
+    if not has_block(sch, block):
+        return
+    blk = sch.get_sblock(block)
+    loops = sch.get_loops(blk)
+    if len(loops) != 4:
+        return
+    b, o, y, x = loops
+    ob, v = sch.split(o, [None, lanes])
+    po, pi = sch.split(sch.fuse(y, x), [None, tile])
+    sch.reorder(b, ob, po, v, pi)
+    sch.unroll(v)

@@ -42,7 +42,7 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
-from .common import ceil_div as _ceil_div, has_block as _has_block
+from .common import ceil_div as _ceil_div, has_block as _has_block, tile_unpack
 from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
 from .targets import KernelConfig, kernel_config
 
@@ -385,6 +385,9 @@ def schedule_conv2d(func: tirx.PrimFunc, plan: Conv2dPlan) -> tirx.PrimFunc:
     sch.compute_at(pad, n)
     if plan.layout == "groups":
         sch.vectorize(sch.get_loops(pad)[-1])
+    if plan.acc_dtype != EXACT_FLOAT and (plan.layout == "groups" or plan.groups == 1) and \
+            (plan.layout == "groups") == (plan.out_per_group == 1):
+        tile_unpack(sch, plan.lanes)    # one output channel per lane: the unpack is a (positions x lanes) transpose
     return sch.mod["main"]
 
 

@@ -23,7 +23,7 @@ from tvm.s_tir import Schedule
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from .common import ceil_div as _ceil_div, has_block as _has_block
+from .common import ceil_div as _ceil_div, has_block as _has_block, tile_unpack
 
 LANES, GROUP = 16, 4
 INTRIN = "tvm_fxp.dot_16x4_vnni_local"
@@ -157,6 +157,7 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     sch.compute_at(pad, n)
     sch.vectorize(sch.get_loops(pad)[-1])
     sch.tensorize(v, INTRIN)
+    tile_unpack(sch, LANES)
     return sch.mod["main"]
 
 
