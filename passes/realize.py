@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from tvm_fxp.bounds import (INT16_LIMIT, AccumulatorError, accumulator_dtype, bias_at_accumulator, k_tiles,
                             lrn_arithmetic, mul_arithmetic, pool_multiplier, weighted_layer_bound)
@@ -47,7 +48,7 @@ from tvm_fxp.formats import FixedPointFormat
 from .emitters import emit_lrn_lookup, emit_pool_sum, emit_round_clip, fconst, pool_count, rebuild_weighted, \
     saturate
 from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
-    rebuild_function, static_shape
+    rebind, static_shape
 from .analysis import EPILOGUE, FLOAT_ISLAND_OPS, LrnMatch, composite_patterns, result_fields
 from .annotate import CLAIMS_ATTR, TILE_CLAIMS_ATTR
 from .ops import annotation_format, is_annotate
@@ -515,40 +516,81 @@ def _epilogue_op(ctx, bb, b, orig, value, where):
 
 
 def realize_function(func: relax.Function, accumulator: str = "wide") -> relax.Function:
-    ctx = Ctx(func, accumulator)
-    for p in func.params:
-        ctx.dom[p] = Dom("float", np.asarray(0), str(p.ty.dtype))
+    realizer = _Realizer(func, accumulator)
+    out = realizer.visit_expr(func)
+    ctx = realizer.ctx
+    if not ctx.accumulators:
+        return out
+    return out.with_attrs({ACCUMULATORS_ATTR: dict(ctx.accumulators), REASONS_ATTR: dict(ctx.reasons)})
 
-    def rewrite(bb, b, value, env):
-        orig = b.value
+
+@mutator
+class _Realizer(PyExprMutator):
+    """Each binding through its op's rule (``RULES``, ``COMPOSITE_RULES``); the result, where it is bound,
+    dequantized to float32.
+
+    A rule sees the original binding, its call with the operands rewritten (``value``: built, not yet type
+    checked, since operands of different integer dtypes are for the rule to align) and the shared ``Ctx``;
+    a composite rule sees ``env[var]`` (a var as rewritten so far) instead, its inner ops being dropped."""
+
+    def __init__(self, func: relax.Function, accumulator: str):
+        super().__init__()
+        self.ctx = Ctx(func, accumulator)
+        for p in func.params:
+            self.ctx.dom[p] = Dom("float", np.asarray(0), str(p.ty.dtype))
+        self.results = result_fields(func)
+        self.result = func.body.body
+        self.env = _Rewritten(self)
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if binding.var in self.ctx.dropped:
+            return
+        bb = self.builder_
+        value = self._rewrite(binding)
+        if binding.var.same_as(self.result):
+            value = value if isinstance(value, relax.Var) else bb.emit(value, binding.var.name)
+            value = map_result(bb, value, self._dequantized)
+        rebind(self, binding, value)
+
+    def _operands(self, orig: relax.Expr) -> relax.Expr:
+        if isinstance(orig, relax.Call):
+            return relax.Call(orig.op, [self.visit_expr(a) for a in orig.args], orig.attrs, orig.ty_args)
+        return self.visit_expr(orig)
+
+    def _rewrite(self, b: relax.VarBinding) -> relax.Expr:
+        ctx, bb, orig = self.ctx, self.builder_, b.value
         name = op_name(orig)
         where = f"node {b.var.name} ({name})"
-        if b.var in ctx.dropped:
-            return None
+        if b.var in ctx.composites:
+            rule_fn = COMPOSITE_RULES["LRN" if isinstance(ctx.composites[b.var], LrnMatch) else "table"]
+            return rule_fn(ctx, bb, b, orig, None, where, self.env)
+        value = self._operands(orig)
         if isinstance(orig, relax.Var):            # an alias binding (of a tensor, or of the result tuple)
             if orig in ctx.dom:
                 ctx.dom[b.var] = ctx.dom[orig]
             return value
         if isinstance(orig, (relax.Tuple, relax.TupleGetItem)):
             return value
-        if b.var in ctx.composites:
-            rule_fn = COMPOSITE_RULES["LRN" if isinstance(ctx.composites[b.var], LrnMatch) else "table"]
-            return rule_fn(ctx, bb, b, orig, value, where, env)
         if name not in RULES:
             raise FxpGraphError(f"{where}: op {name} cannot be realized in integers")
         return RULES[name](ctx, bb, b, orig, value, where)
 
-    def result_of(bb, r, i):
-        d = ctx.dom.get(results[i])
+    def _dequantized(self, bb, r, i):
+        d = self.ctx.dom.get(self.results[i])
         if d is None or d.kind == "acc":
             raise FxpGraphError("the function result is not an annotated tensor")
-        return r if d.kind == "float" else _dequantize(bb, r, d, "dequantize" if len(results) == 1 else f"dequantize{i}")
+        return r if d.kind == "float" else _dequantize(bb, r, d, "dequantize" if len(self.results) == 1
+                                                       else f"dequantize{i}")
 
-    results = result_fields(func)
-    out = rebuild_function(func, rewrite, epilogue=lambda bb, result, env: map_result(bb, result, result_of))
-    if not ctx.accumulators:
-        return out
-    return out.with_attrs({ACCUMULATORS_ATTR: dict(ctx.accumulators), REASONS_ATTR: dict(ctx.reasons)})
+
+class _Rewritten:
+    """``env[var]``: ``var`` as the mutator has rewritten it so far."""
+
+    def __init__(self, mutator):
+        self.mutator = mutator
+
+    def __getitem__(self, var):
+        return self.mutator.visit_expr(var)
 
 
 ACCUMULATORS_ATTR = "fxp_accumulators"   # {layer: "int16" | "int16 xN k-tiles (k<=K) -> int32" | "int32" | "int64"}

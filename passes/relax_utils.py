@@ -114,19 +114,6 @@ def consumers(func: relax.Function) -> dict:
     return out
 
 
-def remap_expr(expr, env: dict):
-    """Rebuild ``expr`` with vars replaced through ``env`` (var -> new expr); other leaves are kept."""
-    if isinstance(expr, relax.Var):
-        return env.get(expr, expr)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs, expr.ty_args)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([remap_expr(a, env) for a in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
-    return expr
-
-
 def rebind(mutator, binding: relax.VarBinding, value: relax.Expr) -> None:
     """Bind ``value`` to ``binding``'s var from a ``PyExprMutator``'s ``visit_var_binding_``: a var bound to a
     dataflow var is an alias, so its uses are remapped and no binding is emitted; anything else is re-emitted
@@ -139,48 +126,6 @@ def rebind(mutator, binding: relax.VarBinding, value: relax.Expr) -> None:
     if not var.same_as(binding.var):
         mutator.set_var_remap(binding.var, var)
     mutator.builder_.emit_normalized(relax.VarBinding(var, value))
-
-
-BindingRule = Callable[[relax.BlockBuilder, object, object, dict], object]
-
-
-def rebuild_function(func: relax.Function, rule: BindingRule, params: list | None = None,
-                     prologue: Callable | None = None, epilogue: Callable | None = None) -> relax.Function:
-    """Re-emit every binding of ``func`` through ``rule`` inside one dataflow block.
-
-    ``rule(bb, binding, remapped_value, env)`` returns the new expression for the binding (it may emit
-    helper bindings itself), or ``None`` to drop the binding (then it must have set ``env[binding.var]``).
-    ``prologue(bb, env)`` runs first (e.g. to cast parameters), ``epilogue(bb, result, env)`` rewrites the result.
-    """
-    new_params = params if params is not None else list(func.params)
-    env: dict = {old: new for old, new in zip(func.params, new_params)}
-    bb = relax.BlockBuilder()
-    attrs = dict(func.attrs) if func.attrs is not None else None
-    with bb.function("main", new_params, attrs=attrs):
-        with bb.dataflow():
-            if prologue is not None:
-                prologue(bb, env)
-            for b in main_bindings(func):
-                if not isinstance(b, relax.VarBinding):
-                    raise FxpGraphError(f"binding of {b.var.name}: match_cast is not supported here")
-                value = remap_expr(b.value, env)
-                new = rule(bb, b, value, env)
-                if new is None:
-                    continue
-                if isinstance(new, relax.Var):
-                    env[b.var] = new
-                else:
-                    env[b.var] = bb.emit(new, b.var.name)
-            result = remap_expr(func.body.body, env)
-            if epilogue is not None:
-                result = epilogue(bb, result, env)
-            out = bb.emit_output(result)
-        bb.emit_func_output(out)
-    return bb.get()["main"]
-
-
-def default_rule(bb, binding, value, env):
-    return value
 
 
 def map_relax_functions(mod: tvm.IRModule, fn: Callable[[relax.Function, str], relax.Function]) -> tvm.IRModule:

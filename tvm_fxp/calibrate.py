@@ -11,19 +11,38 @@ import math
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 from tqdm.auto import tqdm
 
-from .passes.relax_utils import rebuild_function, remap_expr
 from .runtime import Runner, build, model_batch
 from .statistics import HIST_EDGES, CalibrationError, TensorStats, accumulate, check_batch  # noqa: F401
 
 
+@mutator
+class _Probe(PyExprMutator):
+    """``main`` returning the tuple of ``tails`` (bound as a dataflow output right after the result)."""
+
+    def __init__(self, func: relax.Function, tails: list):
+        super().__init__()
+        self.result, self.tails, self.probe = func.body.body, tails, None
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        super().visit_var_binding_(binding)
+        if binding.var.same_as(self.result):
+            self.probe = self.builder_.emit_output(relax.Tuple([self.visit_expr(t) for t in self.tails]), "probe")
+
+    def visit_function_(self, func: relax.Function) -> relax.Expr:
+        out = super().visit_function_(func)
+        if self.probe is None:
+            raise ValueError("main's result is not bound in its body (run relax.transform.Normalize)")
+        body = self.builder_.normalize(relax.SeqExpr(out.body.blocks, self.probe))
+        return relax.Function(out.params, body, None, out.is_pure, out.attrs)
+
+
 def probe_module(prepared: tvm.IRModule, lg) -> tvm.IRModule:
     """``main`` returning the tuple of every layer output (the activations the plan formats), in order."""
-    outs = [layer.tail for layer in lg.layers.values()]
-    new = rebuild_function(prepared["main"], lambda bb, b, v, env: v,
-                           epilogue=lambda bb, r, env: relax.Tuple([remap_expr(o, env) for o in outs]))
-    return tvm.IRModule({"main": new})
+    func = prepared["main"]
+    return tvm.IRModule({"main": _Probe(func, [layer.tail for layer in lg.layers.values()]).visit_expr(func)})
 
 
 def calibrate(prepared: tvm.IRModule, lg, inputs, batch_size: int = 64, target=None,

@@ -30,7 +30,8 @@ from tvm_fxp.api import output_integers
 from tvm_fxp.formats import FixedPointFormat, FormatError, frac_for_range
 from tvm_fxp.methods import MethodError
 from tvm_fxp.passes import FxpGraphError, float_ops_in_integer_graph
-from tvm_fxp.passes.relax_utils import const_np, is_const, rebuild_function
+from tvm_fxp.passes.relax_utils import const_np, is_const
+from rebuild import rebuild_function
 from tvm_fxp.plan import Plan, PlanError
 from onnx_graphs import GraphBuilder, Net, multi_io_model, save
 

@@ -13,7 +13,8 @@ from tvm_fxp.methods.fxpqnet import FxpQNet
 from tvm_fxp.methods.goyal2021 import Goyal2021
 from tvm_fxp.methods.lin2016 import KAPPA_DB_PER_BIT, Lin2016
 from tvm_fxp.passes import float_ops_in_integer_graph
-from tvm_fxp.passes.relax_utils import const_np, is_const, main_bindings, op_name, rebuild_function
+from tvm_fxp.passes.relax_utils import const_np, is_const, main_bindings, op_name
+from rebuild import rebuild_function
 from conftest import model_path
 
 MODELS = ["fmnist_vgg", "fmnist_resnet"]

@@ -157,7 +157,8 @@ def test_k_tiled_int16_partial_sums(model, calib_images, test_images):
     from tvm import relax
     from conftest import model_path
     from tvm_fxp.passes.emitters import rebuild_weighted
-    from tvm_fxp.passes.relax_utils import main_bindings, op_name, rebuild_function
+    from tvm_fxp.passes.relax_utils import main_bindings, op_name
+    from rebuild import rebuild_function
 
     q = tvm_fxp.quantize(model_path(model), calib_images[:64], tvm_fxp.Uniform(6), progress=False)
     narrow = q.realized(accumulator="narrow")

@@ -6,7 +6,8 @@ from tvm import relax
 
 import tvm_fxp
 from tvm_fxp.passes import float_ops_in_integer_graph
-from tvm_fxp.passes.relax_utils import main_bindings, op_name, rebuild_function
+from tvm_fxp.passes.relax_utils import main_bindings, op_name
+from rebuild import rebuild_function
 from conftest import model_path
 
 
