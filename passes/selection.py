@@ -33,9 +33,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, rebuild_function, \
-    static_shape
+from .relax_utils import FxpGraphError, const_np, consumers, is_const, main_bindings, map_relax_functions, op_name, \
+    rebind, static_shape
 
 _PAD_FUNCS = {"pad": "constant", "replicate_pad": "replicate", "mirror_pad": "reflect", "reflect_pad": "reflect"}
 _NP_MODE = {"constant": "constant", "replicate": "edge", "reflect": "reflect"}
@@ -257,17 +258,29 @@ def _stacked_operands(value, producer, reduce_op):
     return out
 
 
-def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
-    bindings = main_bindings(func)
-    producer = {b.var: b.value for b in bindings}
-    if not any(op_name(b.value) in ("relax.split", "relax.max", "relax.min", "relax.call_tir",
-                                    "relax.nn.conv2d_transpose", "relax.image.resize2d") for b in bindings):
-        return func
-    pieces: dict = {}
-    users = consumers(func)
-    folded: dict = {}     # bias/activation after a ConvTranspose, moved before its depth-to-space: -> its result
+_REWRITTEN = ("relax.split", "relax.max", "relax.min", "relax.call_tir", "relax.nn.conv2d_transpose",
+              "relax.image.resize2d")
 
-    def rule(bb, b, value, env):
+
+@mutator
+class _SelectionRewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, func: relax.Function):
+        super().__init__(mod)
+        self.mod = mod
+        self.producer = {b.var: b.value for b in main_bindings(func)}
+        self.users = consumers(func)
+        self.pieces: dict = {}
+        self.folded: dict = {}  # bias/activation after a ConvTranspose, moved before its depth-to-space: -> its result
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if binding.var in self.folded:      # folded into the ConvTranspose's phases: dropped, the last one aliased
+            if self.folded[binding.var] is not None:
+                rebind(self, binding, self.visit_expr(self.folded[binding.var]))
+            return
+        rebind(self, binding, self._rewrite(binding, self.visit_expr(binding.value)))
+
+    def _rewrite(self, b: relax.VarBinding, value: relax.Expr) -> relax.Expr:
+        bb, producer, pieces, mod = self.builder_, self.producer, self.pieces, self.mod
         name = op_name(value)
         if isinstance(b.value, relax.TupleGetItem) and b.value.tuple_value in pieces:
             return pieces[b.value.tuple_value][b.value.index]
@@ -294,10 +307,9 @@ def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Fu
             ops = _stacked_operands(b.value, producer, name)
             if ops:
                 fn = relax.op.maximum if name == "relax.max" else relax.op.minimum
-                from .relax_utils import remap_expr
-                acc = remap_expr(ops[0], env)
+                acc = self.visit_expr(ops[0])
                 for i, o in enumerate(ops[1:]):
-                    acc = fn(acc, remap_expr(o, env))
+                    acc = fn(acc, self.visit_expr(o))
                     if i < len(ops) - 2:
                         acc = bb.emit(acc, f"{b.var.name}_{i}")
                 return acc
@@ -306,24 +318,20 @@ def canonicalize_selections(func: relax.Function, mod: tvm.IRModule) -> relax.Fu
             if pad is not None:
                 mode, widths, const = pad
                 return relax.op.nn.pad(value.args[1].fields[0], widths, mode, const)
-        if b.var in folded:
-            return None if folded[b.var] is None else env[folded[b.var]]
         if name == "relax.nn.conv2d_transpose":
             w = b.value.args[1]
-            tail = _conv_transpose_tail(b, users, static_shape(b.value)[1]) if is_const(w) else []
+            tail = _conv_transpose_tail(b, self.users, static_shape(b.value)[1]) if is_const(w) else []
             out = bb.emit(_conv_transpose(bb, value, b.var.name, b.value, [t.value for t in tail]), b.var.name)
             for t in tail[:-1]:
-                folded[t.var] = None
+                self.folded[t.var] = None
             if tail:
-                folded[tail[-1].var] = b.var
+                self.folded[tail[-1].var] = b.var
             return out
         if name == "relax.image.resize2d" and value.attrs.method == "linear":
             out = _bilinear(bb, value, b.var.name, b.value)
             if out is not None:
                 return out
         return value
-
-    return rebuild_function(func, rule)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.CanonicalizeSelections")
@@ -332,5 +340,6 @@ class CanonicalizeSelections:
     ConvTranspose it cannot rewrite (dilated, non-constant weights, another layout) is refused naming the node."""
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        out = map_relax_functions(mod, lambda f, _: canonicalize_selections(f, mod))
+        out = map_relax_functions(mod, lambda f, _: _SelectionRewriter(mod, f).visit_expr(f)
+                                  if any(op_name(b.value) in _REWRITTEN for b in main_bindings(f)) else f)
         return relax.transform.DeadCodeElimination()(out)

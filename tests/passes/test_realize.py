@@ -132,8 +132,13 @@ def test_narrow_accumulators_only_where_proven(tmp_path, calib_images, test_imag
 
     x = test_images.inputs[:200]
     q = tvm_fxp.quantize(model_path("fmnist_vgg"), calib_images[:64], tvm_fxp.Uniform(4), progress=False)
-    w = q.plan["conv2d_1.weight"]   # one layer with 8-bit weights: its accumulator no longer fits 16 bits
-    q = q.with_plan(q.plan.with_format("conv2d_1.weight", FixedPointFormat(8, w.frac + 4)))
+    w = q.plan["conv2d_1.weight"]   # one layer with wider weights: its accumulator no longer fits 16 bits
+    for extra in (4, 6, 8):
+        wide_w = q.with_plan(q.plan.with_format("conv2d_1.weight", FixedPointFormat(4 + extra, w.frac + extra)))
+        if wide_w.arithmetic["conv2d_1"].bound.bits > 16:
+            break
+    q = wide_w
+    assert q.arithmetic["conv2d_1"].bound.bits > 16
     narrow = q.realized(accumulator="narrow")
     chosen = realized_accumulators(narrow)
     for name, a in q.arithmetic.items():
