@@ -518,13 +518,20 @@ def test_linear_resize_any_scale_and_mode(tmp_path, case, bits, seed):
 
 
 def test_linear_resize_refusals_name_the_node(tmp_path):
-    """A cubic resize has no realization: refused naming the node and the supported forms."""
+    """A cubic resize has no realization, and TVM cannot build an align_corners resize to one pixel on an axis:
+    both refused naming the node."""
     from tvm_fxp.passes import FxpGraphError
 
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic")
     path = tmp_path / "cubic.onnx"
     onnx.save(_model([node], [_i64("sizes", [1, 1, 6, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): resize cubic .* not supported"):
+        tvm_fxp.load_model(path)
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    onnx.save(_model([node], [_i64("sizes", [1, 1, 1, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
+    with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): align_corners linear resize to an "
+                                            r"output of one pixel"):
         tvm_fxp.load_model(path)
 
 
