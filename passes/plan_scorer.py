@@ -195,13 +195,25 @@ class PlanScorer:
                 out.append(fmt.fake_quantize(arr.astype(np.float64)))
         return out
 
-    def outputs(self, plan: Plan, inputs: np.ndarray) -> np.ndarray:
+    def _chunks(self, inputs):
+        """``(start, stop, [padded chunk per model input])``: ``inputs`` is an array, or a list of arrays (one per
+        model input, as ``Runner`` takes them)."""
+        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        for start, stop in self.batching.chunks(len(arrays[0])):
+            yield start, stop, [self.batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32))
+                                for a in arrays]
+
+    def outputs(self, plan: Plan, inputs) -> np.ndarray:
+        """The simulated outputs (several outputs flattened per image, ``flat_outputs``) of ``inputs`` (an array, or
+        a list of arrays for a model with several inputs)."""
+        from tvm_fxp.batching import concat, trim
+
         table = tvm.runtime.tensor(self.table(plan))
         consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in self.luts(plan) + self.constants(plan)]
-        from tvm_fxp.batching import concat, run_batched
-
-        outs = run_batched(lambda x: flat_outputs(self.vm["main"](tvm.runtime.tensor(x), table, *consts)), inputs,
-                           self.batching)
+        outs = []
+        for start, stop, xs in self._chunks(inputs):
+            out = self.vm["main"](*[tvm.runtime.tensor(x) for x in xs], table, *consts)
+            outs.append(trim(flat_outputs(out), stop - start, len(xs[0])))
         self.calls += 1
         return concat(outs)
 
@@ -227,14 +239,16 @@ class PlanScorer:
         # inputs of a short last chunk run one at a time, each repeated to fill the batch (its mean is its own).
         sums, total = None, 0
         fixed = self.batching.fixed
-        for start, stop in self.batching.chunks(len(inputs)):
-            chunk = np.ascontiguousarray(inputs[start:stop], dtype=np.float32)
-            if fixed is not None and len(chunk) < fixed:
-                runs = [(np.repeat(chunk[i:i + 1], fixed, axis=0), 1) for i in range(len(chunk))]
+        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        for start, stop in self.batching.chunks(len(arrays[0])):
+            chunk = [np.ascontiguousarray(a[start:stop], dtype=np.float32) for a in arrays]
+            n = stop - start
+            if fixed is not None and n < fixed:
+                runs = [([np.repeat(c[i:i + 1], fixed, axis=0) for c in chunk], 1) for i in range(n)]
             else:
-                runs = [(chunk, len(chunk))]
-            for x, weight in runs:
-                out = vm["main"](tvm.runtime.tensor(x), table, *consts)
+                runs = [(chunk, n)]
+            for xs, weight in runs:
+                out = vm["main"](*[tvm.runtime.tensor(x) for x in xs], table, *consts)
                 means = [out[i + 1].numpy() * weight for i in range(len(names))]
                 sums = means if sums is None else [a + b for a, b in zip(sums, means)]
                 total += weight

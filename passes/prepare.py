@@ -56,11 +56,30 @@ def _check_graph(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+def _check_resizes(mod: tvm.IRModule) -> tvm.IRModule:
+    """TVM's ``resize2d`` divides by ``out - 1`` for ``align_corners``: refuse an output axis of one pixel by name
+    (before ``FoldConstant`` legalizes it and fails inside TOPI)."""
+    for gv, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        for b in main_bindings(func):
+            e = b.value
+            if op_name(e) == "relax.image.resize2d" and e.attrs.coordinate_transformation_mode == "align_corners" \
+                    and e.attrs.method != "nearest_neighbor" and any(
+                        isinstance(d, tvm.tirx.IntImm) and int(d) == 1 for d in list(b.var.ty.shape)[2:]):
+                raise FxpGraphError(f"node {b.var.name} (relax.image.resize2d): align_corners {e.attrs.method} "
+                                    "resize to an output of one pixel on an axis is not supported (TVM's resize2d "
+                                    "divides by zero there); export another coordinate_transformation_mode or a "
+                                    "larger output")
+    return mod
+
+
 def Prepare() -> tvm.transform.Pass:
     """The preparation pipeline (a ``tvm.transform.Sequential``): decompose, fold, clean up."""
     from .selection import CanonicalizeSelections
 
     return tvm.transform.Sequential([
+        tvm.transform.module_pass(lambda m, c: _check_resizes(m), opt_level=0, name="tvm_fxp.CheckResizes"),
         relax.transform.DecomposeOpsForInference(),
         FoldConstantsNumpy(),
         relax.transform.FoldConstant(),

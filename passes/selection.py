@@ -169,7 +169,8 @@ def _conv_transpose(bb, value, name, orig, tail):
     n, o, (sh, sw) = orig.ty.shape[0], og * groups, s
     for op in tail:                                  # bias (per phase channel) and activation, before the shuffle
         if op_name(op) == "relax.add":
-            bias = np.repeat(const_np(op.args[1]).reshape(-1), sh * sw).reshape(1, -1, 1, 1)
+            per_channel = np.broadcast_to(const_np(op.args[1]).reshape(-1), (o,))
+            bias = np.repeat(per_channel, sh * sw).reshape(1, -1, 1, 1)
             out = bb.emit(relax.op.add(out, relax.const(bias.astype(dtype))), f"{name}_bias")
         else:
             out = bb.emit(relax.Call(op.op, [out] + list(op.args[1:]), op.attrs), f"{name}_act")
@@ -180,6 +181,14 @@ def _conv_transpose(bb, value, name, orig, tail):
     return relax.op.strided_slice(y, axes=[2, 3], begin=first, end=[first[0] + out_h, first[1] + out_w])
 
 
+def _per_channel(c: np.ndarray, channels: int) -> bool:
+    """``c`` broadcasts against NCHW along the channel axis only (or is a scalar)."""
+    if c.size == 1:
+        return c.ndim <= 4
+    shape = (1,) * (4 - c.ndim) + c.shape if c.ndim <= 4 else None
+    return shape is not None and shape[1] == channels and c.size == channels
+
+
 def _conv_transpose_tail(b, users, out_channels):
     """The single-user chain after a ConvTranspose that moves before its depth-to-space: a per-channel constant
     bias add, then relu/clip."""
@@ -188,8 +197,7 @@ def _conv_transpose_tail(b, users, out_channels):
         u = users[v][0]
         e = u.value
         if op_name(e) == "relax.add" and not chain and e.args[0].same_as(v) and is_const(e.args[1]) and \
-                const_np(e.args[1]).size == out_channels and (const_np(e.args[1]).ndim < 4 or
-                                                              const_np(e.args[1]).shape[1] == out_channels):
+                _per_channel(const_np(e.args[1]), out_channels):
             chain.append(u)
         elif op_name(e) in ("relax.nn.relu", "relax.clip") and e.args[0].same_as(v):
             chain.append(u)

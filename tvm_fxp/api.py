@@ -362,7 +362,8 @@ def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, pr
     from .methods.evaluate import Evaluator, uniform_plan
     from .passes.plan_scorer import PlanScorer, flat_outputs
 
-    inputs = check_batch(inputs, "search data")
+    inputs = [check_batch(a, "search data") for a in inputs] if isinstance(inputs, (list, tuple)) else \
+        check_batch(inputs, "search data")
     bar = tqdm(desc="search", unit="plan", disable=not progress)
     sim = PlanScorer(prepared, uniform_plan(lg, stats, 16), build)
     float_out = flat_outputs(Runner(build(prepared), batch=model_batch(prepared)).run(inputs))

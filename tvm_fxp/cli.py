@@ -11,7 +11,9 @@
 DATA is ``fashion-mnist`` (calibrate on training images; searches score plans on the validation split, images
 the reference models never saw; measure on the full 10,000-image test split when the Debian package is
 installed, else on the bundled subset; the test split is never read during a search), an ``.npz`` of inputs (and optional labels), or
-``synthetic`` (random inputs of the model's input shape; accuracy keys are then null).
+``synthetic`` (random inputs of the model's input shape; accuracy keys are then null).  A model with several
+inputs takes ``synthetic`` (one random array per input) or an ``.npz`` holding one array per input name (and
+optional ``labels``); every output is checked and reported.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from . import api
 from .batching import Batching
 from .calibrate import CalibrationError
-from .data import image_preprocess, load_data, preprocess_from_summary
+from .data import count, image_preprocess, load_data, preprocess_from_summary
 from .datasets import Dataset, TestSplitGuard, fashion_mnist
 from .formats import FormatError
 from .methods import METHODS, MethodError, Uniform
@@ -46,15 +48,14 @@ class CliError(Exception):
 
 
 def _onnxruntime_outputs(path: Path, inputs, batch: int | None, n: int = 64) -> list | None:
-    """onnxruntime's outputs (every graph output) of the original ONNX file on the first ``n`` inputs (None: it
-    cannot run it, or the model has several inputs)."""
+    """onnxruntime's outputs (every graph output) of the original ONNX file on the first ``n`` inputs (a list of
+    arrays, in the model's input order, for several inputs; None: it cannot run it)."""
     import onnx
     import onnxruntime as ort
 
-    from .batching import Batching, run_batched
+    from .batching import Batching, trim
 
-    if isinstance(inputs, (list, tuple)):
-        return None
+    arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     try:
         model = onnx.load(str(path))
         so = ort.SessionOptions()
@@ -62,10 +63,14 @@ def _onnxruntime_outputs(path: Path, inputs, batch: int | None, n: int = 64) -> 
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception:
         return None
-    name = sess.get_inputs()[0].name
-    x = np.asarray(inputs[:n], dtype=np.float32)
+    names = [i.name for i in sess.get_inputs()]
+    xs = [np.asarray(a[:n], dtype=np.float32) for a in arrays]
+    batching = Batching(batch, 256)
     try:
-        chunks = run_batched(lambda c: sess.run(None, {name: c}), x, Batching(batch, 256))
+        chunks = []
+        for start, stop in batching.chunks(len(xs[0])):
+            feed = {name: batching.pad(x[start:stop]) for name, x in zip(names, xs)}
+            chunks.append(trim(sess.run(None, feed), stop - start, len(next(iter(feed.values())))))
     except Exception:
         return None
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
@@ -96,7 +101,7 @@ def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size:
         "bit_exact": all(o["bit_exact"] for o in outputs),
         "outputs": outputs,
         "float_ops_in_integer_graph": len(float_ops_in_integer_graph(q.realized())),
-        "evaluated_inputs": int(len(data.inputs[0] if isinstance(data.inputs, (list, tuple)) else data.inputs)),
+        "evaluated_inputs": int(count(data.inputs)),
         "data_source": data.source,
     }
     if source is not None:
@@ -172,7 +177,7 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
         if needs_evaluation(method):
             labels = None if getattr(method, "label_free", False) else sd.labels
             evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, labels, args.time_limit, not args.quiet)
-            print(f"searching on {len(sd.inputs)} inputs ({sd.source}; "
+            print(f"searching on {count(sd.inputs)} inputs ({sd.source}; "
                   f"{'labels' if labels is not None else 'label-free'})", file=sys.stderr)
         plan = get_method(method.name).allocate(lg, stats, method, evaluate)
         if args.bias_correction == "on" and method.name != "fxpqnet":   # FxP-QNet corrects within its budget
@@ -184,7 +189,7 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
             plan.config = {**plan.config, "correction": report}
             print(f"bias correction ({'applied' if report['applied'] else 'not applied: no gain'}): agreement "
                   f"with float {report['agreement_before']:.4f} -> {report['agreement_after']:.4f} on "
-                  f"{len(evaluate.inputs)} unlabelled inputs", file=sys.stderr)
+                  f"{count(evaluate.inputs)} unlabelled inputs", file=sys.stderr)
         if evaluate is not None:
             from .metrics import agreement as agree, top1 as top
 
@@ -192,7 +197,7 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
             # the search's own estimate of the chosen plan (labels, when there are any, only for this report:
             # a label-free search never saw them)
             out = evaluate.sim.outputs(plan, evaluate.inputs)
-            info = {"data": sd.source, "inputs": int(len(sd.inputs)),
+            info = {"data": sd.source, "inputs": int(count(sd.inputs)),
                     "labels": "label-free" if not evaluate.use_labels else "top-1",
                     "evaluations": int(evaluate.evaluations), "wall_s": round(wall, 2),
                     "stopped_by": "time limit" if evaluate.out_of_time() and args.time_limit else "its own rule",
@@ -210,7 +215,7 @@ def cmd_quantize(args) -> dict:
     prepared, lg = api.load_model(args.model, args.input_shape, args.allow_float_islands, not args.no_simplify,
                                   imported)
     calib = load_data(args.calib, lg, "calib", args.calib_size, args.seed, args)
-    print(f"calibrating on {len(calib.inputs)} inputs ({calib.source})", file=sys.stderr)
+    print(f"calibrating on {count(calib.inputs)} inputs ({calib.source})", file=sys.stderr)
     from .calibrate import calibrate
 
     stats = calibrate(prepared, lg, calib.inputs, batch_size=args.batch_size, progress=not args.quiet)
@@ -232,7 +237,7 @@ def cmd_quantize(args) -> dict:
     realized = q.realized(args.accumulator)
     data_spec = args.data or args.calib
     eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed, args)
-    print(f"measuring on {len(eval_data.inputs)} inputs ({eval_data.source})", file=sys.stderr)
+    print(f"measuring on {count(eval_data.inputs)} inputs ({eval_data.source})", file=sys.stderr)
     summary = {"model": Path(args.model).name, "method": plan.method, "config": plan.config,
                "input_shape": args.input_shape, "batching": Batching(q.batch, args.batch_size).describe(),
                "import": {"simplified": not args.no_simplify, **imported}, "target": build_info["preset"]}
@@ -246,7 +251,7 @@ def cmd_quantize(args) -> dict:
         fxp_runner = api.Runner(api.build(realized), batch=q.batch)
     summary.update(measure(q, fxp_runner, eval_data, args.batch_size, Path(args.model)))
     summary.update(plan_costs(q))
-    summary["calibration"] = {"inputs": int(len(calib.inputs)), "source": calib.source, "spec": args.calib}
+    summary["calibration"] = {"inputs": int(count(calib.inputs)), "source": calib.source, "spec": args.calib}
     summary["search_data"] = search["data"] if search else None
     summary["search"] = search
     summary["accumulator_policy"] = args.accumulator

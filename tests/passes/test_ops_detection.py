@@ -518,13 +518,20 @@ def test_linear_resize_any_scale_and_mode(tmp_path, case, bits, seed):
 
 
 def test_linear_resize_refusals_name_the_node(tmp_path):
-    """A cubic resize has no realization: refused naming the node and the supported forms."""
+    """A cubic resize has no realization, and TVM cannot build an align_corners resize to one pixel on an axis:
+    both refused naming the node."""
     from tvm_fxp.passes import FxpGraphError
 
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic")
     path = tmp_path / "cubic.onnx"
     onnx.save(_model([node], [_i64("sizes", [1, 1, 6, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): resize cubic .* not supported"):
+        tvm_fxp.load_model(path)
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    onnx.save(_model([node], [_i64("sizes", [1, 1, 1, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
+    with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): align_corners linear resize to an "
+                                            r"output of one pixel"):
         tvm_fxp.load_model(path)
 
 
@@ -606,3 +613,65 @@ def test_upsample_of_old_opsets(tmp_path, opset):
     real = tvm_fxp.Runner(tvm_fxp.build(q.realized(), FAST_TARGET)).run(x)
     ref = ort.InferenceSession(str(path)).run(None, {"x": q.plan["input"].fake_quantize(x).astype(np.float32)})[0]
     np.testing.assert_array_equal(real, ref)
+
+
+def test_multi_input_data_specs(tmp_path):
+    """The CLI's data specs for a model with two inputs: ``synthetic`` gives one array per input in the model's
+    order, an .npz one per input name (labels optional); fashion-mnist/images and an .npz lacking an input or with
+    a wrong shape are refused naming what to give."""
+    from types import SimpleNamespace
+
+    from tvm_fxp.data import DataError, count, load_data
+
+    layers = {"input_img": SimpleNamespace(op="input", name="input_img", out_shape=(2, 6, 6)),
+              "input_aux": SimpleNamespace(op="input", name="input_aux", out_shape=(3, 6, 6)),
+              "conv2d_0": SimpleNamespace(op="conv2d", name="conv2d_0", out_shape=(4, 6, 6))}
+    lg = SimpleNamespace(layers=layers)
+    ds = load_data("synthetic", lg, "calib", 5)
+    assert [a.shape for a in ds.inputs] == [(5, 2, 6, 6), (5, 3, 6, 6)] and count(ds.inputs) == 5 == len(ds)
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, aux=rng.random((7, 3, 6, 6)), img=rng.random((7, 2, 6, 6)), labels=np.arange(7))
+    ds = load_data(str(npz), lg, "calib", 4)
+    assert [a.shape for a in ds.inputs] == [(4, 2, 6, 6), (4, 3, 6, 6)] and ds.inputs[0].dtype == np.float32
+    assert list(ds.labels) == [0, 1, 2, 3] and count(load_data(str(npz), lg, "eval", 4).inputs) == 7
+    with pytest.raises(DataError, match=r"2 inputs \(img, aux\); give 'synthetic' or an .npz"):
+        load_data("fashion-mnist", lg, "calib", 4)
+    np.savez(npz, img=rng.random((7, 2, 6, 6)), aux=rng.random((7, 3, 5, 6)))
+    with pytest.raises(DataError, match=r"'aux' must be a finite numeric array of shape \[N, 3, 6, 6\]"):
+        load_data(str(npz), lg, "calib", 4)
+
+
+@pytest.mark.slow   # 11 s: the data specs are checked above, multi-input graphs in tests/test_robustness.py
+def test_cli_quantizes_a_two_input_model(tmp_path, capsys):
+    """``tvm-fxp quantize`` of a model with two inputs: ``--calib`` an .npz with one array per input name (a search
+    method: its plan scorer runs both inputs), ``--data synthetic`` (random arrays of each input's shape); every
+    output bit-exact, the prepared graph checked against onnxruntime with both inputs; an .npz lacking an input
+    is refused naming it."""
+    import json
+
+    from onnx_graphs import Net, multi_io_model, save
+    from tvm_fxp.cli import main
+
+    g = Net([1, 2, 6, 6], seed=4)
+    a = g.conv("img", 2, 4)
+    b = g.conv("aux", 3, 4, k=1, pad=0)
+    s = g.op("Add", [a, b])
+    outs = [g.op("Sigmoid", [g.conv(s, 4, 3, k=1, pad=0)]), g.op("Relu", [s])]
+    path = save(multi_io_model(g, [("img", ["N", 2, 6, 6]), ("aux", ["N", 3, 6, 6])], outs), tmp_path, "two.onnx")
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "calib.npz"
+    np.savez(npz, img=rng.normal(0, 1, (24, 2, 6, 6)).astype(np.float32),
+             aux=rng.normal(0, 1, (24, 3, 6, 6)).astype(np.float32))
+    code = main(["quantize", str(path), "--calib", str(npz), "--data", "synthetic", "--method", "goyal2021",
+                 "--time-limit", "20", "--search-size", "16", "--eval-size", "8", "--out", str(tmp_path / "out"),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["bit_exact"] and len(s["outputs"]) == 2 and s["float_ops_in_integer_graph"] == 0
+    assert s["calibration"]["inputs"] == 24 and s["evaluated_inputs"] == 8 and s["onnxruntime_check"]["inputs"] == 8
+    np.savez(npz, img=np.zeros((4, 2, 6, 6), np.float32))
+    code = main(["quantize", str(path), "--calib", str(npz), "--out", str(tmp_path / "out2"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code != 0 and "no array for the model input(s) ['aux']" in err and "Traceback" not in err
