@@ -375,6 +375,10 @@ def bench_model(name: str, args, tmp: Path, data) -> dict:
     print(f"  timing {len(engines)} engines x {args.repeats} repeats ...", flush=True)
     med, detail = time_engines(engines, x1, args.repeats, args.repeat_seconds)
     r["median_ms"] = {k: v * 1e3 for k, v in med.items()}
+    r["loadavg_after_timing"] = loadavg()
+    # the kernels' share of our time: every kernel call of one inference timed on its own (warm caches)
+    r["kernel_sum_ms"] = {k: round(sum(row["ms"] for row in tvm_fxp.runtime.profile(checks[k][1], x1, 5)), 4)
+                          for k in checks}
     r["timing"] = detail
 
     def ratio(a, b):
@@ -445,6 +449,7 @@ def main(argv=None) -> int:
                       "goals": GOALS},
            "models": {}, "skipped": {}}
     out["machine"]["threads_used"] = THREADS
+    out["loadavg_at_start"] = loadavg()
     with tempfile.TemporaryDirectory(prefix="tvmfxp-latency-") as td:
         for name in args.models:
             print(f"\n[{name}]", flush=True)

@@ -64,8 +64,8 @@ def latency_table(r, profile=None) -> list[str]:
         t = m["median_ms"]
         lines += ["", f"With 2 threads ({name}): ours u8 {f(t.get('tvm_fxp_u8'))} ms, ORT int8 {f(t.get('ort_int8'))} "
                   f"ms (ratio {f(m['ratio_vs_ort_int8'], '.2f')}), ORT fp32 {f(t.get('ort_fp32'))} ms. Our inference "
-                  "kernels run on one thread (the thread pool serves the simulation's float64 kernels), so the "
-                  "second core only helps onnxruntime."]
+                  "kernels run on one thread (the thread pool serves the simulation's float64 kernels); onnxruntime "
+                  "uses both cores. On a loaded 2-core machine this row mostly measures the contention."]
     missed = []
     goals = cfg["goals"]
     for name, m in r["models"].items():
@@ -81,15 +81,26 @@ def latency_table(r, profile=None) -> list[str]:
                     why = (f" Profile (`bench/profile.py`, kernel sum {pm['total_ms']:.2f} ms): {kinds}; slowest "
                            "layers " + ", ".join(f"{c['layer']} {c['ms']:.2f} ms at {c['macs_per_cycle']:.0f} "
                                                  "MACs/cycle" for c in slow) + ".")
+                ks = (m.get("kernel_sum_ms") or {}).get("tvm_fxp_u8")
+                if ks:
+                    why += (f" Of our {m['median_ms']['tvm_fxp_u8']:.3f} ms per call, the kernels (each timed warm "
+                            f"on its own) take {ks:.3f} ms; the rest is the VM's call and allocations, the Python "
+                            "loop's input conversion and cold caches between layers.")
                 missed.append(f"- {name}: {key} {v:.2f}, goal <= {bound} (missed by {100 * (v / bound - 1):.0f}%).{why}")
+    load = r.get("loadavg_at_start")
+    if load:
+        lines += ["", f"Load average at the start of the run: {load} on {r['machine'].get('cores')} cores (the "
+                  "machine is shared: absolute times are noisy, the interleaved ratios less so)."]
     if missed:
         lines += ["", "Goals missed:", ""] + missed + [
             "", "Why, from the profile: our convs keep NCHW between layers, so every conv packs its input to "
             "4-channel groups and unpacks its output to NCHW (a transpose); layers with few channels and large "
             "feature maps (stems, the 1x1 expansions of MobileNetV2, SqueezeNet's 1x1 squeezes at 55x55) spend "
-            "most of their time in those transposes (10-30 MACs/cycle against 80-120 for the deep 3x3/1x1 layers), "
+            "most of their time in those transposes (3-25 MACs/cycle against 55-90 for the deep 3x3/1x1 layers), "
             "the depthwise convs run at 3-5 MACs/cycle for the same reason, and max pools run TVM's unscheduled "
-            "kernel. onnxruntime keeps NHWC (NchwcConv/QLinearConv) end to end."]
+            "kernel; onnxruntime's optimized int8 graphs run NHWC kernels between a transpose at each end. Beyond "
+            "the kernels, a call of our module costs 2-4x its kernel sum here (VM dispatch and allocation, cold "
+            "caches between layers, and this run's machine load), which alone decides the 28x28 rows."]
     return lines
 
 

@@ -121,3 +121,15 @@ def test_layout_choice():
         plan_conv2d((1, 6, 8, 8), (4, 3, 3, 3), "int8", "int16", groups=3, config=cfg)
     with pytest.raises(ValueError, match="dtype"):
         plan_conv2d((1, 4, 8, 8), (4, 4, 3, 3), "int16", "int32", config=cfg)
+
+
+@pytest.mark.parametrize("dtype,oc,hw", [("int8", 20, 13), ("uint8", 16, 16)])
+def test_rgb_stem_on_the_host(dtype, oc, hw):
+    """A 3-channel stem (7x7/2, pad 3) on the host: on AVX-512 VNNI it takes the VNNI kernel (channels padded
+    to 4) and, like every layout, its output unpacking by 16x16 tiles (20 channels, 49 positions: partial
+    tiles) gives the reference integers."""
+    cfg = kernel_config(HOST, "int32")
+    plan = plan_conv2d((1, 3, hw, hw), (oc, 3, 7, 7), dtype, "int32", (2, 2), (3, 3, 3, 3), config=cfg)
+    assert plan.layout == ("vnni" if cfg.vnni else plan.layout)
+    check(dict(x_shape=(1, 3, hw, hw), w_shape=(oc, 3, 7, 7), strides=(2, 2), padding=(3, 3, 3, 3),
+               dilation=(1, 1), groups=1, dtype=dtype, acc="int32", config="host", seed=7))
