@@ -248,7 +248,10 @@ def finetune_table(r, relax) -> list[str]:
 
 
 def diagnostics_table(r) -> list[str]:
-    lines = [f"Where each plan's accuracy goes (`bench/diagnose_methods.py`, {r['date']}, first {r['test_size']} test "
+    m = _load("methods.json")
+    stale = m and str(r.get("date", "")) < str(m["date"])
+    lines = [("(Measured on the previous reference models, trained on all 60,000 training images; not yet "
+              "regenerated for the current ones.) " if stale else "") + f"Where each plan's accuracy goes (`bench/diagnose_methods.py`, {r['date']}, first {r['test_size']} test "
              "images): a layer's *isolated loss* is the top-1 lost when only its operands (input activation, weights, "
              "bias) take the plan's formats and every other tensor stays at 16 bits; \"(other tensors)\" are the "
              "tensors that are no weighted layer's operand.", "",
@@ -427,7 +430,11 @@ def render() -> str:
     r = _load("methods.json")
     if r:
         parts += methods_table(r) + [""]
-        parts += why_missed(r, _load("methods_diagnostics.json")) + [""]
+        diag = _load("methods_diagnostics.json")
+        stale = bool(diag) and str(diag.get("date", "")) < str(r["date"])
+        parts += why_missed(r, None if stale else diag) + [""]
+        if r.get("note"):
+            parts += [f"Not in the table: {r['note']}.", ""]
     r = _load("finetune.json")
     if r:
         parts += finetune_table(r, _load("relax_training.json")) + [""]

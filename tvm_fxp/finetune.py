@@ -479,7 +479,8 @@ def cmd_finetune(args, quantize) -> dict:
     summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": args.lr, "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
-                           "float_test_top1": summary["float_top1"], "wall_s": round(time.time() - t0, 1)}
+                           "float_test_top1_before": prev.get("float_top1"), "float_test_top1_after": summary["float_top1"],
+                           "wall_s": round(time.time() - t0, 1)}
     summary["wall_s"] = round(time.time() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
