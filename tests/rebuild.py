@@ -8,19 +8,7 @@ from typing import Callable
 from tvm import relax
 
 from tvm_fxp.passes.relax_utils import FxpGraphError, main_bindings
-
-
-def remap_expr(expr, env: dict):
-    """Rebuild ``expr`` with vars replaced through ``env`` (var -> new expr); other leaves are kept."""
-    if isinstance(expr, relax.Var):
-        return env.get(expr, expr)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs, expr.ty_args)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([remap_expr(a, env) for a in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
-    return expr
+from tvm_fxp.schedules.common import remap_expr
 
 
 BindingRule = Callable[[relax.BlockBuilder, object, object, dict], object]
