@@ -32,7 +32,8 @@ def _quantized(prepared_models, calib_stats, name, bits):
     return tvm_fxp.bind_plan(prepared, lg, plan)
 
 
-@pytest.mark.parametrize("bits", [4, 6, 8, 12, 16])
+@pytest.mark.parametrize("bits", [4, pytest.param(6, marks=pytest.mark.slow), 8,
+                                  pytest.param(12, marks=pytest.mark.slow), 16])
 @pytest.mark.parametrize("name", MODELS)
 def test_simulation_and_integer_graph_agree_bit_for_bit(prepared_models, calib_stats, test_images, name, bits):
     q = _quantized(prepared_models, calib_stats, name, bits)

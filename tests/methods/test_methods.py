@@ -230,8 +230,9 @@ def test_mellempudi2017_levels_per_cluster(mellempudi_plans, name, weights, leve
             assert np.unique(wq[sl]).size >= 2                      # not a degenerate all-zero cluster
 
 
-@pytest.mark.parametrize("weights", ["ternary", "4bit"])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name, weights", [("fmnist_vgg", "ternary"), ("fmnist_resnet", "4bit"),
+                                           pytest.param("fmnist_vgg", "4bit", marks=pytest.mark.slow),
+                                           pytest.param("fmnist_resnet", "ternary", marks=pytest.mark.slow)])
 def test_mellempudi2017_realizes_bit_exact_with_adds_and_one_multiply(mellempudi_plans, test_images, name, weights):
     """The integer graph convolves with the stored levels (ternary: {-1, 0, 1}, additions and subtractions) and
     multiplies each output once by its cluster's integer ``m``; it agrees bit for bit with the simulation, with

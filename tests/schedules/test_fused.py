@@ -33,7 +33,8 @@ def run(ex, images):
     return tvm_fxp.Runner(ex).run(images)
 
 
-@pytest.mark.parametrize("name, bits, acc", [("fmnist_vgg", 4, "narrow"), ("fmnist_resnet", 4, "narrow"),
+@pytest.mark.parametrize("name, bits, acc", [("fmnist_vgg", 4, "narrow"),
+                                             pytest.param("fmnist_resnet", 4, "narrow", marks=pytest.mark.slow),
                                              pytest.param("fmnist_resnet", 8, "wide", marks=pytest.mark.slow)])
 def test_fused_model_equals_unfused_and_simulation(test_images, name, bits, acc):
     """Every conv2d/matmul of the reference model is fused with its epilogue, and the fused build gives the
