@@ -99,8 +99,9 @@ def latency_table(r, profile=None) -> list[str]:
             "most of their time in those transposes (3-25 MACs/cycle against 55-90 for the deep 3x3/1x1 layers), "
             "the depthwise convs run at 3-5 MACs/cycle for the same reason, and max pools run TVM's unscheduled "
             "kernel; onnxruntime's optimized int8 graphs run NHWC kernels between a transpose at each end. Beyond "
-            "the kernels, a call of our module costs 2-4x its kernel sum here (VM dispatch and allocation, cold "
-            "caches between layers, and this run's machine load), which alone decides the 28x28 rows."]
+            "the kernels, a call of our module costs more than its kernel sum (per model above: VM dispatch and "
+            "allocation, the loop's input conversion, cold caches between layers), which alone decides the 28x28 "
+            "rows (there the kernels take less than half of the call)."]
     return lines
 
 
