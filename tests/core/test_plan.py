@@ -64,7 +64,7 @@ def test_plans_with_proofs_in_their_config_still_load():
     """Plans saved before the proofs had their own key kept them in ``config["proofs"]``."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "results" / "plans" / "fmnist_vgg_debruin2020.json"
+    path = Path(__file__).resolve().parent / "data" / "legacy_proofs_in_config.json"   # a de Bruin plan of 2026-11
     saved = json.loads(path.read_text())["config"]["proofs"]
     q = Plan.load(path)
     assert "proofs" not in q.config and set(q.proofs) == set(saved)
