@@ -181,6 +181,7 @@ def test_bias_correction_flag_recovers_a_4bit_plan(tmp_path, capsys):
     assert tops["on"] > tops["off"] + 0.15, tops
 
 
+@pytest.mark.slow   # k-tiles stay covered by tests/passes/test_realize.py and tests/schedules/test_ktiles.py
 def test_debruin_max_tiles_flag(tmp_path, capsys, monkeypatch):
     """``--max-tiles 0`` keeps de Bruin to whole reductions: every layer's proof fits 16 bits outright.  The
     search scores plans on the validation split and never reads the test split (every split request is

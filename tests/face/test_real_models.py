@@ -51,6 +51,7 @@ def _family(tmp_path, family, batch, image=None):
                 f"{family}_b{batch}.onnx")
 
 
+@pytest.mark.slow   # fixed batches stay covered by the squeezenet-4 CLI test and the batching unit tests
 def test_fixed_batch_statistics_equal_the_dynamic_model(tmp_path):
     """The same network with batch fixed at 4 and with a dynamic batch: identical calibration statistics and
     identical per-layer means over 10 inputs (the padding of the last chunk is never counted)."""

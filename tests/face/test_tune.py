@@ -134,6 +134,7 @@ def two_boards():
         tracker.close()
 
 
+@pytest.mark.slow   # ~50 s: two emulated boards; the rpi4 RPC run (test_remote) stays in the default suite
 def test_rpi4_tuning_through_tracker_reaches_both_boards(tiny_dir, two_boards, capsys):
     tracker, boards = two_boards
     db = tiny_dir / "tuning_rpi4"

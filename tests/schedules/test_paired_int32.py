@@ -19,7 +19,7 @@ from tools.asm import hot_loop
 
 from .reference import conv2d_ref, dense_ref
 
-SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def run_paired(plan, x, w, neon=False, target="llvm"):
