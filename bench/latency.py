@@ -24,7 +24,8 @@ synthetic images.  Every timed tvm-fxp build is checked bit-exact against the si
 (``bit_exact``).
 
 Timing: every engine is timed by the same Python loop (``time.perf_counter`` around ``InferenceSession.run``
-and around the VM's ``main``, each given the numpy input), warmed up, ``--repeats`` repeats of about
+and around the VM's ``main``, each given the numpy input and returning numpy outputs; ours as ``tvm_fxp.Runner`` calls it:
+the input copied into a staged aligned tensor, the outputs shared through DLPack), warmed up, ``--repeats`` repeats of about
 ``--repeat-seconds`` each, interleaved round-robin with a rotating order; medians in milliseconds.
 Rerunning this script is all it takes to refresh ``bench/results/latency.json`` (and then
 ``bench/update_readme.py``) after the plans or the reference models change.
@@ -71,6 +72,7 @@ from tvm import relax  # noqa: E402
 
 import tvm_fxp  # noqa: E402
 import tvm_fxp.schedules  # noqa: E402
+from tvm_fxp.runtime import Staging, to_numpy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models224 import MODELS as MODELS_224, images as images_224, write_model  # noqa: E402
@@ -238,21 +240,24 @@ class OrtEngine:
 
 
 class TvmEngine:
-    """A built module in the Relax VM (``x1``: unused, kept for ``bench/tune.py``'s calls)."""
+    """A built module in the Relax VM, called as ``tvm_fxp.Runner`` calls it: the numpy input copied into a
+    staged aligned tensor (``tvm_fxp.runtime.Staging``), the result taken back as numpy (``x1``: unused, kept
+    for ``bench/tune.py``'s calls)."""
 
     def __init__(self, ex, x1=None):
         self.dev = tvm.cpu()
         self.vm = relax.VirtualMachine(ex, self.dev)
+        self.stage = Staging(self.dev)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         f = self.vm["main"]
-        return np.concatenate([f(tvm.runtime.tensor(x[i:i + 1], self.dev)).numpy() for i in range(len(x))])
+        return np.concatenate([to_numpy(f(self.stage(x[i:i + 1]))) for i in range(len(x))])
 
     def loop(self, x1: np.ndarray, number: int) -> float:
-        f, dev, tensor = self.vm["main"], self.dev, tvm.runtime.tensor
+        f, stage = self.vm["main"], self.stage
         t0 = time.perf_counter()
         for _ in range(number):
-            f(tensor(x1, dev))
+            to_numpy(f(stage(x1)))
         return (time.perf_counter() - t0) / number
 
     time_repeat = loop

@@ -37,6 +37,58 @@ def build(mod: tvm.IRModule, target=None):
     return cpu_pipeline.build(mod, target)
 
 
+ALIGNMENT = 64     # bytes: TVM's kernels assume their buffers start on a 64-byte boundary
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous numpy array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(n + ALIGNMENT, np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + n].view(dtype).reshape(shape)
+
+
+class Staging:
+    """Input tensors for repeated calls on the CPU: one 64-byte aligned numpy buffer per (input, shape, dtype),
+    shared with TVM through DLPack once, refilled by numpy's copy on each call.  Against a fresh
+    ``tvm.runtime.tensor`` per call (allocate and copy: 18 us for a 28x28 image here) this costs well under a
+    microsecond.  A staged tensor is overwritten by the next call with the same shape: use one ``Staging``
+    per caller, and a call's outputs (fresh tensors) never alias it."""
+
+    def __init__(self, device=None):
+        self.device = device or tvm.cpu()
+        self._cpu = self.device.dlpack_device_type() == tvm.cpu().dlpack_device_type()
+        self._buffers: dict = {}
+
+    def __call__(self, x, index: int = 0) -> tvm.runtime.Tensor:
+        x = np.asarray(x)
+        if not self._cpu:
+            return tvm.runtime.tensor(x, self.device)
+        key = (index, x.shape, x.dtype.str)
+        staged = self._buffers.get(key)
+        if staged is None:
+            buf = aligned_empty(x.shape, x.dtype)
+            try:
+                staged = (buf, tvm.runtime.from_dlpack(buf))
+            except (BufferError, ValueError, TypeError, RuntimeError):   # a dtype DLPack cannot carry
+                return tvm.runtime.tensor(x, self.device)
+            self._buffers[key] = staged
+        np.copyto(staged[0], x)
+        return staged[1]
+
+
+def to_numpy(out):
+    """A module's result as numpy: a CPU tensor is shared through DLPack (0.2 us vs 6 us for ``.numpy()``'s
+    copy; the array keeps the tensor alive), a tuple of results as a list of arrays."""
+    if isinstance(out, tvm.runtime.Tensor):
+        try:
+            return np.from_dlpack(out)
+        except (BufferError, ValueError, TypeError, RuntimeError):
+            return out.numpy()
+    return [to_numpy(o) for o in out]
+
+
 class Runner:
     """Run a compiled module over a batch of inputs, in chunks.
 
@@ -52,16 +104,17 @@ class Runner:
             ex = tvm.runtime.load_module(str(ex))
         self.vm = relax.VirtualMachine(ex, dev)
         self.batch = batch
+        self._stage = Staging(dev)
 
     def _call(self, xs: list):
         try:
-            out = self.vm["main"](*[tvm.runtime.tensor(x) for x in xs])
+            out = self.vm["main"](*[self._stage(x, i) for i, x in enumerate(xs)])
         except Exception as e:   # a fixed-batch module run without its batch size
             if "mismatch to specified constant" in str(e) and self.batch is None:
                 raise ValueError(f"the module has a fixed batch size and got {len(xs[0])} inputs at once: build "
                                  "the Runner with batch=tvm_fxp.model_batch(mod) of the module you built") from None
             raise
-        return out.numpy() if isinstance(out, tvm.runtime.Tensor) else [o.numpy() for o in out]
+        return to_numpy(out)
 
     def batches(self, inputs, batch_size: int = 256):
         """Yield ``(index of the chunk's first input, output)`` per chunk; a tuple result as a list of arrays.
