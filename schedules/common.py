@@ -63,6 +63,27 @@ def remap_expr(expr, env: dict):
     return expr
 
 
+def rewrite_relax_functions(mod, rewrite) -> tuple:
+    """The module with ``rewrite(gv, func) -> (new_func, count, extra)`` applied to each of its Relax functions
+    (those with a ``SeqExpr`` body; other functions are kept), and the sum of the counts.  A function is
+    replaced (keeping its attributes) only when its count is non-zero; ``extra`` maps the GlobalVars of new
+    functions it needs (e.g. fused kernels) to those functions.  The shared driver of our module passes."""
+    import tvm
+
+    new = tvm.IRModule(attrs=mod.attrs) if mod.attrs is not None else tvm.IRModule()
+    total = 0
+    for gv, func in mod.functions.items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            nf, count, extra = rewrite(gv, func)
+            if count:
+                total += count
+                for kgv, kf in extra.items():
+                    new[kgv] = kf
+                func = nf.with_attrs(func.attrs) if func.attrs is not None else nf
+        new[gv] = func
+    return new, total
+
+
 def tile_unpack(sch, lanes: int, block: str = "conv_unpack", tile: int = 16) -> None:
     """Schedule a kernel's unpacking from ``(..., positions, lanes)`` blocks to NCHW (a transpose) by tiles of
     ``lanes`` channels x ``tile`` positions, so that both sides of each tile stay in L1 (TVM's default order

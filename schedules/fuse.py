@@ -17,7 +17,7 @@ import tvm
 from tvm import relax, tirx
 
 from . import legalize as L
-from .common import function_bindings, remap_expr, use_counts
+from .common import function_bindings, remap_expr, rewrite_relax_functions, use_counts
 from .conv2d_int import conv2d_primfuncs
 from .dense_int import dense_primfuncs
 from .epilogue import match
@@ -103,18 +103,11 @@ class FuseEpilogue:
         self.fused = 0
         if target is None:
             return mod
-        new = tvm.IRModule(attrs=mod.attrs) if mod.attrs is not None else tvm.IRModule()
-        for gv, func in mod.functions.items():
-            if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
-                new[gv] = func
-                continue
+
+        def rewrite(gv, func):
             bb = relax.BlockBuilder()
             nf, count = fuse_function(func, target, bb, "" if gv.name_hint == "main" else f"_{gv.name_hint}")
-            self.fused += count
-            if count:
-                for kgv, kf in bb.get().functions.items():
-                    if kgv.name_hint != "main":
-                        new[kgv] = kf
-                nf = nf.with_attrs(func.attrs) if func.attrs is not None else nf
-            new[gv] = nf
+            return nf, count, {kgv: kf for kgv, kf in bb.get().functions.items() if kgv.name_hint != "main"}
+
+        new, self.fused = rewrite_relax_functions(mod, rewrite)
         return new

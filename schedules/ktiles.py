@@ -27,7 +27,7 @@ from tvm import relax
 from tvm.ir.expr import GenericConst
 
 from . import legalize as L
-from .common import function_bindings, remap_expr, use_counts
+from .common import function_bindings, remap_expr, rewrite_relax_functions, use_counts
 
 _OPS = ("relax.nn.conv2d", "relax.matmul")
 
@@ -189,13 +189,5 @@ class FuseKTiles:
         self.fused = 0
         if target is None:
             return mod
-        new = tvm.IRModule(dict(mod.functions), attrs=mod.attrs) if mod.attrs is not None else \
-            tvm.IRModule(dict(mod.functions))
-        for gv, func in mod.functions.items():
-            if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
-                continue
-            nf, count = fuse_function(func, target)
-            if count:
-                self.fused += count
-                new[gv] = nf.with_attrs(func.attrs) if func.attrs is not None else nf
+        new, self.fused = rewrite_relax_functions(mod, lambda gv, func: (*fuse_function(func, target), {}))
         return new
