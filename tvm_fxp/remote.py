@@ -152,15 +152,18 @@ def load_remote(session, lib: Path, info: dict):
         raise RemoteError(f"the board could not load {lib.name}: {msg}{hint}") from None
 
 
-def run_remote(d, inputs: np.ndarray, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
+def run_remote(d, inputs, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
                batch_size: int = 64, repeat: int = 11, number: int = 10, progress: bool = True,
                batch: int | None = None) -> dict:
     """Outputs of ``d/model.so`` on the board for ``inputs`` and its latency (remote median) at batch 1, or
-    at the model's fixed ``batch`` (``Quantized.batch``; the inputs then run in chunks of it)."""
+    at the model's fixed ``batch`` (``Quantized.batch``; the inputs then run in chunks of it).
+
+    ``inputs``: an array, or a list of arrays, one per model input (in the model's order); ``outputs``: an
+    array, or a list of arrays for a model with several outputs."""
     from tqdm.auto import tqdm
     from tvm import relax
 
-    from .batching import Batching, concat, run_batched
+    from .batching import Batching, trim
 
     d = Path(d)
     info = check_library(d)
@@ -169,23 +172,39 @@ def run_remote(d, inputs: np.ndarray, rpc: str | None = None, tracker: str | Non
     rlib = load_remote(session, d / info.get("library", "model.so"), info)
     dev = session.cpu()
     vm = relax.VirtualMachine(rlib, dev)
-    with tqdm(total=len(inputs), desc="board", unit="input", disable=not progress) as bar:
-        def call(x):
-            y = vm["main"](tvm.runtime.tensor(x, dev)).numpy()
-            bar.update(len(x))
-            return y
+    arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
-        outs = concat(run_batched(call, inputs, Batching(batch, batch_size)))
-    first = Batching(batch, 1).pad(np.ascontiguousarray(inputs[:1], dtype=np.float32))
+    def fetch(out):
+        return [fetch(o) for o in out] if isinstance(out, (list, tuple)) else out.numpy()
+
+    def chunk(batching, start, stop):
+        return [batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32)) for a in arrays]
+
+    batching = Batching(batch, batch_size)
+    parts = []
+    with tqdm(total=len(arrays[0]), desc="board", unit="input", disable=not progress) as bar:
+        for start, stop in batching.chunks(len(arrays[0])):
+            xs = chunk(batching, start, stop)
+            # set_input/invoke_stateful/get_outputs: a tuple result of a remote call is an opaque RPC handle
+            vm.set_input("main", *[tvm.runtime.tensor(x, dev) for x in xs])
+            vm.invoke_stateful("main")
+            out = fetch(vm.get_outputs("main"))
+            parts.append(trim(out, stop - start, len(xs[0])))
+            bar.update(stop - start)
+    if parts and isinstance(parts[0], list):
+        outs = [np.concatenate(p) for p in zip(*parts)]
+    else:
+        outs = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+    first = chunk(Batching(batch, 1), 0, 1)
     timer = vm.time_evaluator("main", dev, number=number, repeat=repeat)
-    times = np.array(timer(tvm.runtime.tensor(first, dev)).results)
-    return {"outputs": outs, "latency_ms": float(np.median(times) * 1e3), "latency_batch": int(len(first)),
+    times = np.array(timer(*[tvm.runtime.tensor(x, dev) for x in first]).results)
+    return {"outputs": outs, "latency_ms": float(np.median(times) * 1e3), "latency_batch": int(len(first[0])),
             "latency_repeats": int(repeat), "build": info}
 
 
 def cmd_run(args) -> dict:
     from . import api
-    from .data import load_data, preprocess_from_summary
+    from .data import count, load_data, preprocess_from_summary
     from .deploy import load_quantized_dir
     from .report import agreement, top1
 
@@ -195,20 +214,27 @@ def cmd_run(args) -> dict:
     plan = q.plan
     preprocess_from_summary(args, prev)
     data = load_data(args.data, q.graph, "eval", args.eval_size, args.seed, args)
-    print(f"running {len(data.inputs)} inputs ({data.source}) on "
+    print(f"running {count(data.inputs)} inputs ({data.source}) on "
           f"{args.rpc or f'a {args.key!r} board of {args.tracker}'}", file=sys.stderr)
     res = run_remote(d, data.inputs, args.rpc, args.tracker, args.key, min(args.batch_size, 64),
                      args.repeat, progress=not args.quiet, batch=q.batch)
     sim = api.Runner(api.build(q.simulated()), batch=q.batch).run(data.inputs, args.batch_size)
     board = res["outputs"]
+    # several outputs (detection heads): each compared on its own; top-1/agreement only mean something for one
+    sims, boards = (sim, board) if isinstance(board, list) else ([sim], [board])
+    single = len(boards) == 1
     summary = {"model": plan.model.get("name", "source.onnx"), "method": plan.method,
                "target": res["build"]["preset"], "arch": res["build"]["arch"],
                "board": args.rpc or f"tracker {args.tracker} key {args.key}",
-               "fxp_top1": top1(board, data.labels), "agreement_with_simulation": agreement(sim, board),
-               "bit_exact": bool(np.array_equal(sim, board)), "latency_ms": round(res["latency_ms"], 4),
+               "fxp_top1": top1(board, data.labels) if single else None,
+               "agreement_with_simulation": agreement(sim, board) if single else None,
+               "bit_exact": all(bool(np.array_equal(s, b)) for s, b in zip(sims, boards)),
+               "bit_exact_per_output": {name: bool(np.array_equal(s, b))
+                                        for name, s, b in zip(q.graph.outputs, sims, boards)},
+               "latency_ms": round(res["latency_ms"], 4),
                "latency": f"batch {res['latency_batch']}, median of {res['latency_repeats']} remote "
                           "time_evaluator repeats",
-               "evaluated_inputs": int(len(data.inputs)), "data_source": data.source,
+               "evaluated_inputs": count(data.inputs), "data_source": data.source,
                "wall_s": round(time.time() - t0, 2)}
     (d / "run.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -100,3 +100,31 @@ def test_library_that_is_not_what_build_json_records(dirs, tmp_path, capsys):
     assert cli.main(["run", str(mixed), "--rpc", "127.0.0.1:1", "--data", "synthetic", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "is an x86_64 library but" in err and "records a build for aarch64 (rpi4)" in err
+
+
+def test_two_inputs_two_outputs_over_rpc(board, tmp_path, capsys):
+    """A model with two inputs and two outputs: quantized, compiled for rpi4 and run on the board with
+    ``--data synthetic`` (an array per input); each output bit-exact against the x86 simulation."""
+    import numpy as np
+
+    from onnx_graphs import Net, multi_io_model, save
+
+    g = Net([1, 2, 6, 6], seed=4)
+    s = g.op("Add", [g.conv("img", 2, 4), g.conv("aux", 3, 4, k=1, pad=0)])
+    outs = [g.op("Sigmoid", [g.conv(s, 4, 3, k=1, pad=0)]), g.op("Relu", [s])]
+    path = save(multi_io_model(g, [("img", ["N", 2, 6, 6]), ("aux", ["N", 3, 6, 6])], outs), tmp_path, "two.onnx")
+    npz = tmp_path / "calib.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, img=rng.normal(0, 1, (16, 2, 6, 6)).astype(np.float32),
+             aux=rng.normal(0, 1, (16, 3, 6, 6)).astype(np.float32))
+    host, pi = tmp_path / "host", tmp_path / "pi"
+    assert cli.main(["quantize", str(path), "--calib", str(npz), "--data", "synthetic", "--eval-size", "8",
+                     "--out", str(host), "--quiet"]) == 0
+    assert cli.main(["compile", str(host), "--target", "rpi4", "--out", str(pi)]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", str(pi), "--rpc", board.address, "--data", "synthetic", "--eval-size", "10",
+                     "--repeat", "2", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["evaluated_inputs"] == 10 and out["fxp_top1"] is None and out["agreement_with_simulation"] is None
+    assert out["bit_exact"] is True and len(out["bit_exact_per_output"]) == 2
+    assert all(out["bit_exact_per_output"].values()) and out["latency_ms"] > 0
