@@ -156,11 +156,17 @@ def emulated(tmp_path_factory):
     # both reference models through tvm_fxp.build's pipeline (fused requantize epilogues) for the Pi
     import tvm_fxp
 
-    for model in ("fmnist_vgg", "fmnist_resnet"):
-        q = ref.quantized_vgg(4, model)
-        expected[f"{model}_fused"] = ref.run_host(q.simulated(), images)
-        _export(tvm_fxp.build(q.realized(accumulator="narrow"), RPI4), work / f"{model}_fused.so")
-        manifest["models"].append({"name": f"{model}_fused", "lib": f"{model}_fused.so", "inputs": "images.npz"})
+    for model, bits in (("fmnist_vgg", 4), ("fmnist_resnet", 4), ("fmnist_resnet", 8)):
+        q = ref.quantized_vgg(bits, model)
+        name = f"{model}_fused" if bits == 4 else f"{model}_{bits}bit_fused"
+        expected[name] = ref.run_host(q.simulated(), images)
+        realized = q.realized(accumulator="narrow")
+        if bits == 8:       # int32 layers: the paired gemmlowp/ruy kernel with the fused epilogue, batch symbolic
+            from tvm_fxp.deploy import layer_kernels
+
+            expected[name + "__kernels"] = layer_kernels(realized, RPI4)
+        _export(tvm_fxp.build(realized, RPI4), work / f"{name}.so")
+        manifest["models"].append({"name": name, "lib": f"{name}.so", "inputs": "images.npz"})
 
     (work / "manifest.json").write_text(json.dumps(manifest))
     arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(work))
@@ -223,3 +229,16 @@ def test_reference_models_fused_for_the_pi_under_qemu(emulated, model):
     the kernels), run on emulated aarch64 and give exactly the host's float64 simulation."""
     expected, results = emulated
     np.testing.assert_array_equal(results[f"{model}_fused"], expected[f"{model}_fused"])
+
+
+def test_paired_int32_build_under_qemu_equals_host_simulation(emulated):
+    """fmnist_resnet at 8 bits (every layer int32) built for the Pi: the layers whose constant weights prove the
+    int16 pair sums run the paired gemmlowp/ruy kernel (conv2d through both depth orders, 1x1 strided, the
+    dense at a symbolic batch) with the requantize epilogue fused, the RGB-less stem keeps the widening kernel,
+    and the emulated aarch64 result equals the host's float64 simulation exactly."""
+    expected, results = emulated
+    kernels = expected["fmnist_resnet_8bit_fused__kernels"]
+    layouts = {layer: ks[0]["layout"] for layer, ks in kernels.items()}
+    assert layouts["conv2d_0"] == "channels" and layouts["matmul_0"] == "paired", layouts
+    assert sum(v == "paired" for v in layouts.values()) == len(layouts) - 1, layouts
+    np.testing.assert_array_equal(results["fmnist_resnet_8bit_fused"], expected["fmnist_resnet_8bit_fused"])
