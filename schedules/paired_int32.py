@@ -1,10 +1,12 @@
-"""The int32 baseline on ARMv8.0 NEON: the gemmlowp/ruy int8 kernel (``AccumTwoWithin16Bits``) in TIR.
+"""The int32 kernel on ARMv8.0 NEON: the gemmlowp/ruy int8 kernel (``AccumTwoWithin16Bits``) in TIR.
 
-This is the kernel our int16-accumulator kernels (``conv2d_int``/``dense_int``, ``smlal .8h``) are measured
-against on the Cortex-A72 (``bench/arm_static.py``): it keeps int32 accumulators and still issues one 8-lane
-multiply per cycle, by pairing two products in 16 bits (``intrin_arm.PAIRED_INT32``: ``smull .8h`` +
-``smlal2 .8h``, then ``sadalp .4s``).  Exact when the weights avoid -128 (``kernel_operands_ok``), as ruy
-requires.
+It keeps int32 accumulators and still issues one 8-lane multiply per cycle, by pairing two products in 16 bits
+(``intrin_arm.PAIRED_INT32``: ``smull .8h`` + ``smlal2 .8h``, then ``sadalp .4s``).  Exact when no int16 pair
+sum can wrap: ``pair_sums_fit_int16`` proves it from the constant weights (ruy requires weights in [-127, 127];
+the exact condition is weaker: no int16 lane with two -128 weights).  The legalization (``legalize.py``, and
+``fuse.py`` with the requantize epilogue applied in the unpacking) runs it for the aarch64 build's int32 layers
+where that proof holds and ``preferred`` (measured) says it beats the widening ``smlal .4s`` kernel of
+``conv2d_int``/``dense_int``; ``bench/arm_static.py`` also measures our int16 kernels against it.
 
 GEMM form, as in ruy: each accumulator register holds ONE output (position ``p``, channel ``o``) as four
 int32 partial sums over depth; an ``R x C`` register block (``R`` positions, ``C`` channels: ``R*C``
