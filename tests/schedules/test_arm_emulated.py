@@ -148,25 +148,26 @@ def emulated(tmp_path_factory):
     images = fashion_mnist("test", limit=N_IMAGES).inputs
     np.savez(work / "images.npz", x=images)
     register()                      # tvm.compile's default pipeline then uses our kernels
+    import tvm_fxp
+    from tvm_fxp.deploy import layer_kernels
+
     for bits in (4, 8):
         q = ref.quantized_vgg(bits)
         expected[f"vgg_{bits}bit"] = ref.run_host(q.simulated(), images)
-        _export(tvm.compile(q.realized(accumulator="narrow"), target=RPI4), work / f"vgg_{bits}bit.so")
+        realized = q.realized(accumulator="narrow")
+        if bits == 4:       # tvm.compile's default pipeline with our legalization (unfused)
+            ex = tvm.compile(realized, target=RPI4)
+        else:               # the Pi build (fused epilogues): its int32 layers run the paired gemmlowp/ruy kernel
+            ex = tvm_fxp.build(realized, RPI4)
+            expected["vgg_8bit__kernels"] = layer_kernels(realized, RPI4)
+        _export(ex, work / f"vgg_{bits}bit.so")
         manifest["models"].append({"name": f"vgg_{bits}bit", "lib": f"vgg_{bits}bit.so", "inputs": "images.npz"})
     # both reference models through tvm_fxp.build's pipeline (fused requantize epilogues) for the Pi
-    import tvm_fxp
-
-    for model, bits in (("fmnist_vgg", 4), ("fmnist_resnet", 4), ("fmnist_resnet", 8)):
-        q = ref.quantized_vgg(bits, model)
-        name = f"{model}_fused" if bits == 4 else f"{model}_{bits}bit_fused"
-        expected[name] = ref.run_host(q.simulated(), images)
-        realized = q.realized(accumulator="narrow")
-        if bits == 8:       # int32 layers: the paired gemmlowp/ruy kernel with the fused epilogue, batch symbolic
-            from tvm_fxp.deploy import layer_kernels
-
-            expected[name + "__kernels"] = layer_kernels(realized, RPI4)
-        _export(tvm_fxp.build(realized, RPI4), work / f"{name}.so")
-        manifest["models"].append({"name": name, "lib": f"{name}.so", "inputs": "images.npz"})
+    for model in ("fmnist_vgg", "fmnist_resnet"):
+        q = ref.quantized_vgg(4, model)
+        expected[f"{model}_fused"] = ref.run_host(q.simulated(), images)
+        _export(tvm_fxp.build(q.realized(accumulator="narrow"), RPI4), work / f"{model}_fused.so")
+        manifest["models"].append({"name": f"{model}_fused", "lib": f"{model}_fused.so", "inputs": "images.npz"})
 
     (work / "manifest.json").write_text(json.dumps(manifest))
     arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(work))
@@ -217,9 +218,14 @@ def test_block_counts_account_for_every_multiply(emulated, name):
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_realized_vgg_under_qemu_equals_host_simulation(emulated, bits):
-    """The whole realized model (int16 accumulators at 4 bits, int32 at 8), cross-compiled through the
-    kernels and run on emulated aarch64, gives exactly the host's float64 simulation."""
+    """The whole realized model (int16 accumulators at 4 bits through ``tvm.compile``; int32 at 8 through the Pi
+    build, where every int32 layer but the 1-channel stem runs the paired gemmlowp/ruy kernel with its requantize
+    epilogue fused, at the model's symbolic batch), cross-compiled and run on emulated aarch64, gives exactly the
+    host's float64 simulation."""
     expected, results = emulated
+    if bits == 8:
+        layouts = {layer: ks[0]["layout"] for layer, ks in expected["vgg_8bit__kernels"].items()}
+        assert layouts.pop("conv2d_0") == "channels" and set(layouts.values()) == {"paired"}, layouts
     np.testing.assert_array_equal(results[f"vgg_{bits}bit"], expected[f"vgg_{bits}bit"])
 
 
@@ -231,14 +237,26 @@ def test_reference_models_fused_for_the_pi_under_qemu(emulated, model):
     np.testing.assert_array_equal(results[f"{model}_fused"], expected[f"{model}_fused"])
 
 
-def test_paired_int32_build_under_qemu_equals_host_simulation(emulated):
+@pytest.mark.slow   # ~25 s: its own qemu run
+def test_paired_int32_build_under_qemu_equals_host_simulation(tmp_path):
     """fmnist_resnet at 8 bits (every layer int32) built for the Pi: the layers whose constant weights prove the
-    int16 pair sums run the paired gemmlowp/ruy kernel (conv2d through both depth orders, 1x1 strided, the
-    dense at a symbolic batch) with the requantize epilogue fused, the RGB-less stem keeps the widening kernel,
-    and the emulated aarch64 result equals the host's float64 simulation exactly."""
-    expected, results = emulated
-    kernels = expected["fmnist_resnet_8bit_fused__kernels"]
-    layouts = {layer: ks[0]["layout"] for layer, ks in kernels.items()}
-    assert layouts["conv2d_0"] == "channels" and layouts["matmul_0"] == "paired", layouts
-    assert sum(v == "paired" for v in layouts.values()) == len(layouts) - 1, layouts
-    np.testing.assert_array_equal(results["fmnist_resnet_8bit_fused"], expected["fmnist_resnet_8bit_fused"])
+    int16 pair sums run the paired gemmlowp/ruy kernel with the requantize epilogue fused (conv2d through both
+    depth orders -- 24 channels gathered im2col, 48 in NHWC --, the strided 1x1, the dense at a symbolic batch),
+    the 1-channel stem keeps the widening kernel, and the emulated aarch64 result equals the host's float64
+    simulation exactly."""
+    import tvm_fxp
+    from tvm_fxp.datasets import fashion_mnist
+    from tvm_fxp.deploy import layer_kernels
+
+    q = ref.quantized_vgg(8, "fmnist_resnet")
+    realized = q.realized(accumulator="narrow")
+    layouts = {layer: ks[0]["layout"] for layer, ks in layer_kernels(realized, RPI4).items()}
+    assert layouts.pop("conv2d_0") == "channels" and set(layouts.values()) == {"paired"}, layouts
+    images = fashion_mnist("test", limit=N_IMAGES).inputs
+    np.savez(tmp_path / "images.npz", x=images)
+    _export(tvm_fxp.build(realized, RPI4), tmp_path / "resnet_8bit.so")
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [], "models": [
+        {"name": "resnet_8bit", "lib": "resnet_8bit.so", "inputs": "images.npz"}]}))
+    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(tmp_path))
+    with np.load(tmp_path / "results.npz") as res:
+        np.testing.assert_array_equal(res["resnet_8bit"], ref.run_host(q.simulated(), images))
