@@ -74,6 +74,26 @@ def paired_cases(seed=7, n=6) -> dict:
 
 
 PAIRED = paired_cases()
+
+
+def proof_edge_cases() -> dict:
+    """The pair proof at its boundary, on the NEON code: uint8 data whose channels 0 and 8 are all 0 (stored as
+    -128, the padding too), so at every position the int16 lane of depth (channel 0, channel 8) multiplies
+    -128 twice.  ``safe``: -128 weights on channels 0-7 only (one per lane): proven, exact.  ``violated``: output
+    1 also has -128 on channel 8 at tap (1, 1): 2 * 16384 = 32768 wraps to -32768, the proof refuses it."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (1, 16, 6, 6)).astype("uint8")
+    x[:, [0, 8]] = 0
+    w = rng.integers(-127, 128, (8, 16, 3, 3)).astype("int8")
+    w[:, :8, 1, 1] = -128
+    bad = w.copy()
+    bad[1, 8, 1, 1] = -128
+    plan = paired.plan_paired_conv2d(x.shape, w.shape, "uint8", padding=(1, 1, 1, 1))
+    return {f"paired_proof_{k}": (x, v, plan, conv2d_ref(x, v, (1, 1), (1, 1, 1, 1)))
+            for k, v in (("safe", w), ("violated", bad))}
+
+
+PROOF_EDGE = proof_edge_cases()
 COUNTED = ("conv3x3_int8_int16", "conv1x1_uint8_int16")
 WIDENING = ("smull", "smull2", "smlal", "smlal2", "umull", "umull2", "umlal", "umlal2")     # + every paired case: block counts checked
 
@@ -132,6 +152,9 @@ def emulated(tmp_path_factory):
     for name, (x, w, plan, exp) in PAIRED.items():
         expected[name] = exp
         manifest["kernels"].append(_kernel_case(work, name, plan, paired.paired_primfuncs(plan), x, w, exp, blocks))
+    for name, (x, w, plan, exp) in PROOF_EDGE.items():
+        expected[name] = exp
+        manifest["kernels"].append(_kernel_case(work, name, plan, paired.paired_primfuncs(plan), x, w, exp))
     for name in COUNTED:      # a block-counting copy of some int16 kernels (kernel_cost.py)
         xs, ws, dtype, acc, attrs = CONVS[name]
         x, w = ref.random_operands(rng, xs, ws, dtype, acc, int(np.prod(ws[1:])))
@@ -190,6 +213,18 @@ def test_paired_int32_bit_exact_under_qemu(emulated, name):
     """The gemmlowp/ruy baseline's NEON code (smull/smlal2/sadalp, addp write-back) equals the int64 desc."""
     expected, results = emulated
     np.testing.assert_array_equal(results[name].astype(np.int64), expected[name])
+
+
+def test_pair_proof_is_what_keeps_the_neon_kernel_exact(emulated):
+    """Where ``pair_sums_fit_int16`` holds (a -128 weight in every low lane) the NEON kernel is exact at the
+    extreme data; where it fails, the NEON kernel really wraps: output channel 1 is 65536 short everywhere
+    (one int16 lane of 32768 per position read as -32768), every other channel exact."""
+    expected, results = emulated
+    (x, safe, plan, _), (_, bad, _, _) = PROOF_EDGE["paired_proof_safe"], PROOF_EDGE["paired_proof_violated"]
+    assert paired.pair_sums_fit_int16(safe, plan) and not paired.pair_sums_fit_int16(bad, plan)
+    np.testing.assert_array_equal(results["paired_proof_safe"].astype(np.int64), expected["paired_proof_safe"])
+    diff = results["paired_proof_violated"].astype(np.int64) - expected["paired_proof_violated"]
+    assert np.all(diff[:, 1] == -65536) and not np.any(np.delete(diff, 1, axis=1)), np.unique(diff)
 
 
 @pytest.mark.parametrize("name", sorted(PAIRED) + [f"{n}_counted" for n in COUNTED])
