@@ -24,9 +24,18 @@ counted.  From these:
 Left out: caches (llvm-mca assumes L1 hits; the big ResNet-18 layers stream weights from L2), branch
 mispredictions, the FFI wrapper, workspace allocation, and requantize epilogues (both kernels without).
 
+``int32_path`` (``--int32-path``, which updates only that key of the json): the int32 path of the real build,
+before and after the paired kernel became the aarch64 int32 kernel: both reference models with their uniform
+8-bit plans (``bench/results/plans/*_uniform8.json``: every layer int32), each weighted layer as the build fuses
+it (``schedules/fuse.py``: the kernel plan the legalization chooses from the layer's constant weights, and its
+requantize epilogue), whole-kernel cycles as above of ``widening`` (``conv2d_int``/``dense_int`` int32:
+``smlal .4s``, the build's kernel before) and ``paired`` (where the weights prove the int16 pair sums), and which
+one the build now runs (``build``).
+
 Usage::
 
     .venv/bin/python bench/arm_static.py [--models fmnist_vgg,fmnist_resnet,mobilenet_v2_224,resnet18_224]
+    .venv/bin/python bench/arm_static.py --int32-path
 
 Needs ``llvm-mca-19`` and the qemu setup (``bash .ci/setup_arm.sh``).
 """
@@ -193,7 +202,7 @@ def macs(spec) -> int:
     return oh * ow * oc * icg * kh * kw
 
 
-def build_case(work: Path, name: str, spec, plan, funcs, oshape, odtype, target, rng):
+def build_case(work: Path, name: str, spec, plan, funcs, oshape, odtype, target, rng, consts=()):
     pack_func, offset_func, kernel_func = funcs
     wshape = spec["weight_shape"]
     w = rng.integers(-3, 4, wshape).astype("int8")
@@ -207,6 +216,8 @@ def build_case(work: Path, name: str, spec, plan, funcs, oshape, odtype, target,
         off = tvm.runtime.empty((wshape[0] if spec["kind"] == "conv2d" else wshape[1],), off_dtype)
         tvm.tirx.build(offset_func, target="llvm")(tvm.runtime.tensor(w), off)
         inputs["offset"] = off.numpy()
+    for j, c in enumerate(consts):        # a fused epilogue's per-channel constants
+        inputs[f"epilogue_c{j}"] = c
     np.savez(work / f"{name}.npz", **inputs)
     lib = tvm.tirx.build(kernel_func.with_attr("global_symbol", "kernel"), target=target)
     asm = lib.inspect_source("asm")
@@ -243,10 +254,129 @@ def mca_version() -> str:
     return " ".join(line.strip() for line in out.splitlines() if "version" in line.lower())[:200]
 
 
+def int32_path_layers(models=("fmnist_vgg", "fmnist_resnet")) -> list:
+    """``[(model, layer, spec, {variant: (plan, primfuncs, out shape, out dtype, consts)}, build variant)]`` of the
+    int32 layers of the reference models' uniform 8-bit builds for the Pi, as ``FuseEpilogue`` fuses them."""
+    from unittest import mock
+
+    from tvm import relax
+
+    from tvm_fxp.api import bind_plan, load_model
+    from tvm_fxp.passes.realize import realized_accumulators
+    from tvm_fxp.plan import Plan
+    from tvm_fxp.schedules import fuse as F
+    from tvm_fxp.schedules import legalize as L
+    from tvm_fxp.schedules.common import function_bindings, use_counts
+    from tvm_fxp.schedules.epilogue import match
+
+    target = preset("rpi4")
+    out = []
+    for model in models:
+        prepared, lg = load_model(str(REPO / "examples" / "models" / f"{model}.onnx"))
+        q = bind_plan(prepared, lg, Plan.load(REPO / "bench" / "results" / "plans" / f"{model}_uniform8.json"))
+        realized = q.realized()
+        layers = iter(realized_accumulators(realized))
+        func = realized["main"]
+        bindings = function_bindings(func)
+        bound, uses, outputs = {b.var: b.value for b in bindings}, use_counts(func), F._outputs(func)
+        for k, b in enumerate(bindings):
+            v = b.value
+            if not isinstance(v, relax.Call) or not hasattr(v.op, "name") or str(v.op.name) not in F._KERNELS:
+                continue
+            layer = next(layers)
+            conv = str(v.op.name) == "relax.nn.conv2d"
+            weight = L.constant_value(v.args[1], bound.get)
+            with target:
+                chosen = F._plan(v, target, bound.get)
+                with mock.patch.object(paired, "preferred", lambda plan: False):     # the build before
+                    widening = F._plan(v, target, bound.get)
+                forced = L.conv2d_plan_for if conv else L.dense_plan_for
+                with mock.patch.object(paired, "preferred", lambda plan: True):      # paired wherever proven
+                    proven = forced(v, target, weight)
+            found = match(bindings, k, b.var, uses, outputs, 1 if conv else len(b.var.ty.shape) - 1)
+            epi = found[0] if found is not None else None
+            wshape = [int(s) for s in v.args[1].ty.shape]
+            dshape = [1] + [int(s) for s in list(v.args[0].ty.shape)[1:]]
+            spec = {"model": model, "layer": layer, "kind": "conv2d" if conv else "dense", "data_shape": dshape,
+                    "weight_shape": wshape, "dtype": str(v.args[0].ty.dtype)}
+            if conv:
+                a = v.attrs
+                spec.update(strides=[int(x) for x in a.strides], padding=[int(x) for x in a.padding],
+                            groups=int(a.groups), dilation=[int(x) for x in a.dilation])
+            variants = {}
+            for name, plan in (("widening", widening), ("paired", proven)):
+                if plan is None or (name == "paired" and plan.layout != "paired"):
+                    continue
+                funcs = conv2d_primfuncs(plan, 1, epi) if conv else dense_primfuncs(plan, 1, epi)
+                oshape = tuple(int(s) for s in [1, *list(b.var.ty.shape)[1:]])    # the epilogue is elementwise
+                odtype = epi.out_dtype if epi is not None else "int32"
+                variants[name] = (plan, funcs, oshape, odtype, [] if epi is None else list(epi.consts))
+            build = "paired" if chosen is not None and chosen.layout == "paired" else "widening"
+            out.append((model, layer, spec, variants, build, epi is not None))
+    return out
+
+
+def int32_path(work: Path, emulator, rng) -> dict:
+    """The ``int32_path`` section (see the module doc)."""
+    target = preset("rpi4")
+    layers = int32_path_layers()
+    cases, blocks, asms = [], {}, {}
+    for model, layer, spec, variants, _, _ in layers:
+        for variant, (plan, funcs, oshape, odtype, consts) in variants.items():
+            name = f"{model}_{layer}__{variant}"
+            case, blocks[name], asms[name] = build_case(work, name, spec, plan, funcs, oshape, odtype, target, rng,
+                                                        consts)
+            cases.append(case)
+        print(f"  built {model}:{layer} {sorted(variants)}", flush=True)
+    (work / "manifest.json").write_text(json.dumps({"kernels": cases, "models": []}))
+    emulator.run_python(RUNNER, str(work), timeout=3600)
+    with np.load(work / "results.npz") as res:
+        counts = {c["name"]: res[c["name"] + "__counts"] for c in cases}
+    rows, totals = [], {}
+    for model, layer, spec, variants, build, fused in layers:
+        n_macs = macs(spec)
+        row = {"model": model, "layer": layer, "spec": spec, "macs": n_macs, "epilogue_fused": fused,
+               "build": build}
+        for variant, (plan, *_rest) in variants.items():
+            name = f"{model}_{layer}__{variant}"
+            whole = kernel_cost.whole_kernel_cycles(blocks[name], counts[name])
+            row[variant] = {"plan": plan_json(plan), "whole_kernel_cycles": round(whole["cycles"]),
+                            "kernel_peak_fraction": round(n_macs / (whole["cycles"] * PEAK), 4),
+                            "inner_loop": inner_loop(asms[name], blocks[name][whole["blocks"][0]["block"]])}
+        row["before_cycles"] = row["widening"]["whole_kernel_cycles"]
+        row["after_cycles"] = row[build]["whole_kernel_cycles"]
+        row["after_vs_before_cycles"] = round(row["after_cycles"] / row["before_cycles"], 4)
+        if "paired" in row:
+            row["paired_vs_widening_cycles"] = round(row["paired"]["whole_kernel_cycles"] / row["before_cycles"], 4)
+        rows.append(row)
+        t = totals.setdefault(model, {"before_cycles": 0, "after_cycles": 0, "macs": 0, "paired_layers": 0,
+                                      "layers": 0})
+        t["before_cycles"] += row["before_cycles"]
+        t["after_cycles"] += row["after_cycles"]
+        t["macs"] += n_macs
+        t["layers"] += 1
+        t["paired_layers"] += build == "paired"
+        print(f"{model}:{layer:<10} before {row['before_cycles']:>9} after {row['after_cycles']:>9} ({build}) "
+              f"{row['after_vs_before_cycles']:.3f}" + (f" paired/widening {row['paired_vs_widening_cycles']:.3f}"
+                                                        if "paired" in row else ""), flush=True)
+    for t in totals.values():
+        t["after_vs_before_cycles"] = round(t["after_cycles"] / t["before_cycles"], 4)
+        t["before_peak_fraction"] = round(t["macs"] / (t["before_cycles"] * PEAK), 4)
+        t["after_peak_fraction"] = round(t["macs"] / (t["after_cycles"] * PEAK), 4)
+    return {"plans": "bench/results/plans/{model}_uniform8.json (every layer int32)",
+            "method": ("each int32 layer as the Pi build fuses it (requantize epilogue in the kernel), batch 1; "
+                       "before = conv2d_int/dense_int int32 (widening smlal .4s, the build's int32 kernel until "
+                       "now), after = the kernel the build now chooses (build): paired gemmlowp/ruy where the "
+                       "constant weights prove the int16 pair sums and the layer is not a <4-channel stem; whole-"
+                       "kernel cycles as in 'method'"),
+            "models": totals, "layers": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "arm_static.json")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--int32-path", action="store_true", help="only (re)compute the int32_path key of --out")
     args = ap.parse_args(argv)
     emulator, why = arm_emulation.find()
     if mca_tool() is None or emulator is None:
@@ -254,6 +384,15 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     t0 = time.time()
+    if args.int32_path:
+        out = json.loads(args.out.read_text()) if args.out.exists() else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            out["int32_path"] = int32_path(Path(tmp), emulator, np.random.default_rng(0))
+        out["int32_path"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        out["int32_path"]["wall_seconds"] = round(time.time() - t0, 1)
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps(out["int32_path"]["models"]), f"\nwrote {args.out}")
+        return 0
     target = preset("rpi4")
     rng = np.random.default_rng(0)
     layers = [spec for m in args.models.split(",") for spec in MODELS[m]()]
@@ -338,6 +477,8 @@ def main(argv=None) -> int:
                    "our own int32 variant, no paired GEMM form); leaves out caches, mispredictions, the FFI "
                    "wrapper, workspace allocation and requantize epilogues"),
         "summary": summary, "kernels": results, "wall_seconds": round(time.time() - t0, 1)}
+    if args.out.exists() and "int32_path" in json.loads(args.out.read_text()):     # kept (--int32-path)
+        out["int32_path"] = json.loads(args.out.read_text())["int32_path"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out} in {out['wall_seconds']} s")

@@ -340,11 +340,40 @@ def arm_table(r) -> list[str]:
             classes.setdefault(cls, []).append(f"{model} {c['kernel_peak_fraction_median']:.2f} "
                                                f"(ratio {c['int16_vs_best_int32_cycles_median']:.2f})")
     lines += ["", "Median int16 kernel_peak_fraction (and int16_vs_best_int32_cycles) per layer class: " +
-              "; ".join(f"{cls}: {', '.join(v)}" for cls, v in sorted(classes.items())) + ".",
+              "; ".join(f"{cls}: {', '.join(v)}" for cls, v in sorted(classes.items())) + "."]
+    lines += int32_path_lines(r.get("int32_path"))
+    lines += [
               "", "Not built yet (issue 12): the multiply-free bit-serial kernel for ternary-weight / 4-bit-activation "
               "layers (so no `lowbit_vs_best_int32_cycles`), and a NEON kernel that keeps a k-tiled layer's int16 "
               "partial sums in registers and widens them in the same kernel (on aarch64 the tiles are still separate "
               "int16 kernels; `bench/ktiles.py` below is the x86 fusion)."]
+    return lines
+
+
+def int32_path_lines(p) -> list[str]:
+    """The Pi build's int32 path before/after the paired kernel became its aarch64 int32 kernel."""
+    if not p:
+        return []
+    lines = ["", f"The Pi build's int32 path (`bench/arm_static.py --int32-path`, {p['date'][:10]}): the paired "
+             "gemmlowp/ruy kernel is no longer only a baseline. For an int32-accumulating int8 conv2d (groups 1) or "
+             "dense on an aarch64 NEON target, the legalization and `FuseEpilogue` run it when the layer's constant "
+             "weights prove that no int16 pair sum can wrap (`paired_int32.pair_sums_fit_int16`: each int16 lane "
+             "adds two products of data in [-128, 127] -- int8, or uint8 as x - 128 -- so it fails exactly where both "
+             "weights of a lane are -128), else the widening `smlal .4s` kernel stays; stems with fewer than 4 input "
+             "channels keep it too (measured below: the paired GEMM pads their 9 taps to 16 and gathers per "
+             "position). Both reference models with their uniform 8-bit plans (every layer int32), each layer as "
+             "the build fuses it (requantize epilogue included), batch 1, whole-kernel cycles as above:", "",
+             "| model | int32 layers | paired in the build | before (widening) cycles | after cycles | after / before "
+             "| peak fraction before -> after |", "|---|---|---|---|---|---|---|"]
+    for model, t in p["models"].items():
+        lines.append(f"| {model} | {t['layers']} | {t['paired_layers']} | {t['before_cycles']} | {t['after_cycles']} | "
+                     f"{t['after_vs_before_cycles']:.3f} | {t['before_peak_fraction']:.3f} -> "
+                     f"{t['after_peak_fraction']:.3f} |")
+    lines += ["", "Per layer, paired / widening cycles: " + ", ".join(
+        f"{r['model']}:{r['layer']} {r['paired_vs_widening_cycles']:.3f}" + ("" if r["build"] == "paired" else
+                                                                            " (kept widening)")
+        for r in p["layers"] if "paired_vs_widening_cycles" in r) + ". The paired kernel has its own fixed register "
+        "blocking; `tvm-fxp tune` tunes the other kernels, not it."]
     return lines
 
 
@@ -366,12 +395,12 @@ def ktiles_table(r) -> list[str]:
     if a:
         lines += ["", f"On the Raspberry Pi 4 the tiles stay separate int16 kernels (`bench/arm_ktiles.py`, {a['date'][:10]}, "
                   "whole-kernel cycles on the Cortex-A72 model as in the ARM table below; the tiles' slices, widening "
-                  "and adds are not counted, which favours them): against the int32 kernel a build would run "
-                  "instead (ours, widening `smlal .4s`) the tiles take " + ", ".join(
+                  "and adds are not counted, which favours them): against our widening int32 kernel (`smlal .4s`, "
+                  "the build's int32 kernel before the paired one) the tiles take " + ", ".join(
                       f"{r['model']}:{r['shape']} {r['tiles_vs_own_int32']}" for r in a["layers"]) +
                   " of its cycles; against the gemmlowp/ruy paired kernel (`smull`/`smlal2 .8h` pair sums widened "
-                  "by `sadalp .4s` in the same kernel -- the fused form of 2-product k-tiles, not in the build "
-                  "pipeline yet) " + ", ".join(f"{r['tiles_vs_paired_int32']}" for r in a["layers"]) +
+                  "by `sadalp .4s` in the same kernel -- the fused form of 2-product k-tiles, now the build's "
+                  "int32 kernel where the weights prove its pair sums, but not yet used to fuse k-tiles on aarch64) " + ", ".join(f"{r['tiles_vs_paired_int32']}" for r in a["layers"]) +
                   ". So a fused NEON k-tile kernel would at best match the paired kernel."]
     return lines
 

@@ -399,6 +399,9 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
 
 
 def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
+    if plan.layout == "paired":       # paired_int32.PairedPlan (legalize.conv2d_plan_for on aarch64)
+        from .paired_int32 import paired_primfuncs
+        return paired_primfuncs(plan, batch, epilogue=epilogue)
     if plan.layout == "vnni":
         return vnni_primfuncs(plan, batch, epilogue)
     if plan.layout.startswith("avx2"):

@@ -31,9 +31,12 @@ def _outputs(func) -> set:
     return {f for f in fields if isinstance(f, relax.Var)}
 
 
-def _plan(call, target):
-    name = str(call.op.name)
-    return L.conv2d_plan_for(call, target) if name == "relax.nn.conv2d" else L.dense_plan_for(call, target)
+def _plan(call, target, lookup):
+    """The kernel plan of ``call``; ``lookup`` (var -> bound value) finds a constant weight bound earlier."""
+    weight = L.constant_value(call.args[1], lookup)
+    if str(call.op.name) == "relax.nn.conv2d":
+        return L.conv2d_plan_for(call, target, weight)
+    return L.dense_plan_for(call, target, weight)
 
 
 def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
@@ -51,11 +54,12 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
     uses, outputs = use_counts(func), _outputs(func)
     fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
     skip: set = set()
+    bound = {b.var: b.value for b in bindings}
     for k, b in enumerate(bindings):
         v = b.value
         if k in skip or not isinstance(v, relax.Call) or not hasattr(v.op, "name") or str(v.op.name) not in _KERNELS:
             continue
-        plan = _plan(v, target)
+        plan = _plan(v, target, bound.get)
         if plan is None or plan.acc_dtype == "float64":     # the simulation's float kernels stay unfused
             continue
         found = match(bindings, k, b.var, uses, outputs, 1 if str(v.op.name) == "relax.nn.conv2d" else

@@ -137,9 +137,10 @@ def fusable(call, target) -> bool:
     """Whether one int32 kernel of ``call`` beats its int16 tiles on ``target``: the VNNI conv2d (int32 lanes
     whatever the plan's accumulator, so the tiles only add passes), and matmuls on AVX-512 (measured: vgg's
     1568x128 layer as 7 tiles vs one int32 kernel, 0.095 vs 0.091 ms per model).  NEON keeps the tiles:
-    ``bench/arm_ktiles.py`` (whole kernels, Cortex-A72 model) puts the int16 tiles at 0.52-0.68 of our int32
-    kernel's cycles (widening ``smlal .4s``) for every tiled layer of both reference models, dense included;
-    so does AVX2 (``vpmaddubsw`` pair sums accumulate in int16 there)."""
+    ``bench/arm_ktiles.py`` (whole kernels, Cortex-A72 model) puts the int16 tiles at 0.52-0.68 of our widening
+    int32 kernel's cycles (``smlal .4s``) and at 0.93-1.14 of the paired gemmlowp/ruy kernel's (the build's
+    aarch64 int32 kernel where the weights prove its pair sums; the tiles' slices and adds uncounted), so
+    fusing them into it is no clear win; AVX2 keeps them too (``vpmaddubsw`` pair sums accumulate in int16)."""
     from .targets import kernel_config
 
     if kernel_config(target, "int32").arch != "x86-avx512":

@@ -34,6 +34,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
+from . import paired_int32 as paired
 from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfuncs, exact_float, plan_conv2d
 from .dense_int import dense_primfuncs, plan_dense
 from .targets import kernel_config
@@ -106,8 +107,27 @@ def _ours(data_dtype: str, weight_dtype: str, out_dtype: str) -> bool:
         data_dtype in INPUT_DTYPES and weight_dtype in WEIGHT_DTYPES and out_dtype in ACC_DTYPES)
 
 
-def conv2d_plan_for(call, target):
-    """The ``Conv2dPlan`` this call would use on ``target``, or None when it is not ours."""
+def _paired(make, weight, data_dtype: str, weight_dtype: str, out_dtype: str, target):
+    """The paired-int32 plan (``paired_int32``: gemmlowp/ruy ``smull``/``smlal2 .8h`` + ``sadalp .4s``) for an
+    int32-accumulating int8 layer on an aarch64 target, when the constant ``weight`` proves that no int16 pair
+    sum can wrap (``paired_int32.pair_sums_fit_int16``) and the layer is one it runs faster than the widening
+    ``smlal .4s`` kernel (``paired_int32.preferred``); else None (the caller keeps ``conv2d_int``/``dense_int``)."""
+    if out_dtype != "int32" or weight is None or weight_dtype != "int8" or data_dtype not in INPUT_DTYPES:
+        return None
+    if kernel_config(target, "int32").arch != "aarch64":
+        return None
+    try:
+        plan = make()
+    except ValueError:
+        return None
+    if not paired.preferred(plan) or not paired.pair_sums_fit_int16(weight, plan):
+        return None
+    return plan
+
+
+def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
+    """The plan this call would use on ``target`` (``Conv2dPlan``, or ``PairedPlan`` for a proven int32 layer on
+    aarch64 -- which needs the constant ``weight``), or None when it is not ours."""
     attrs = call.attrs
     out_dtype = str(attrs.out_dtype)
     if out_dtype not in ACC_DTYPES + ("float64",):
@@ -123,6 +143,13 @@ def conv2d_plan_for(call, target):
     wdims = _static_dims(list(weight_ty.shape))
     if dims is None or wdims is None:
         return None
+    if int(attrs.groups) == 1:
+        found = _paired(lambda: paired.plan_paired_conv2d(
+            [data_ty.shape[0], *dims], wdims, str(data_ty.dtype), [int(s) for s in attrs.strides],
+            [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]),
+            weight, str(data_ty.dtype), str(weight_ty.dtype), out_dtype, target)
+        if found is not None:
+            return found
     try:
         return plan_conv2d([data_ty.shape[0], *dims], wdims, str(data_ty.dtype), out_dtype,
                            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
@@ -132,8 +159,9 @@ def conv2d_plan_for(call, target):
         return None
 
 
-def dense_plan_for(call, target):
-    """The ``DensePlan`` this matmul would use on ``target``, or None when it is not ours."""
+def dense_plan_for(call, target, weight: np.ndarray | None = None):
+    """The plan this matmul would use on ``target`` (``DensePlan``, or ``PairedPlan`` as in
+    ``conv2d_plan_for``), or None when it is not ours."""
     out_dtype = str(call.attrs.out_dtype)
     a_ty, b_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
     if a_ty is None or b_ty is None or len(a_ty.shape) != 2 or len(b_ty.shape) != 2:
@@ -144,6 +172,10 @@ def dense_plan_for(call, target):
     kn = _static_dims(list(b_ty.shape))
     if k is None or kn is None or k[0] != kn[0]:
         return None
+    found = _paired(lambda: paired.plan_paired_dense([a_ty.shape[0], k[0]], kn, str(a_ty.dtype)), weight,
+                    str(a_ty.dtype), str(b_ty.dtype), out_dtype, target)
+    if found is not None:
+        return found
     try:
         return plan_dense([a_ty.shape[0], k[0]], kn, str(a_ty.dtype), out_dtype,
                           config=kernel_config(target, out_dtype), weight_dtype=str(b_ty.dtype))
@@ -158,11 +190,12 @@ def _run_on_host(func: tirx.PrimFunc, weight: np.ndarray, out_shape, out_dtype: 
     return out.numpy()
 
 
-def _constant_value(bb, expr) -> np.ndarray | None:
-    """The value of a constant operand, inline or bound to a variable earlier in the function."""
+def constant_value(expr, lookup) -> np.ndarray | None:
+    """The value of a constant operand, inline or bound to a variable earlier in the function (``lookup``: var
+    -> bound value or None, e.g. ``BlockBuilder.lookup_binding``)."""
     seen = 0
     while isinstance(expr, relax.Var) and seen < 16:
-        bound = bb.lookup_binding(expr)
+        bound = lookup(expr)
         if bound is None:
             return None
         expr, seen = bound, seen + 1
@@ -177,7 +210,7 @@ def _weight_input(bb, func, weight, out_shape, out_dtype: str, name: str, kind: 
     ``tvm.compile``'s default CPU pipeline has no ``FoldConstant``, so constant weights are packed here, on
     the host, by the same PrimFunc that would otherwise run at every inference.
     """
-    value = _constant_value(bb, weight)
+    value = constant_value(weight, bb.lookup_binding)
     if value is not None:
         return relax.const(_run_on_host(func, value, out_shape, out_dtype), out_dtype)
     gv = _add_kernel(bb, func, f"fxp_{name}", name, opaque=False)
@@ -189,7 +222,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
     (``epilogue.Epilogue``, see ``fuse.py``) its constants follow as kernel arguments, the call's type is
     ``out_ty`` and the kernel's name ends in ``suffix``."""
     pack_func, offset_func, kernel_func = funcs
-    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{plan.layout}" if kind == "conv2d" else "") + \
+    layout = getattr(plan, "layout", None)
+    tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{layout}" if kind == "conv2d" or layout else "") + \
         ("_w16" if plan.weight_dtype == "int16" else "")
     weight = call.args[1]
     args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
@@ -208,7 +242,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
 
 def _legalize_conv2d(bb, call):
     target = _cpu_target()
-    plan = conv2d_plan_for(call, target) if target is not None else None
+    plan = conv2d_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding)) \
+        if target is not None else None
     if plan is None:
         return original_legalize("relax.nn.conv2d")(bb, call)
     return emit_kernel(bb, call, plan, conv2d_primfuncs(plan), "conv2d")
@@ -216,7 +251,8 @@ def _legalize_conv2d(bb, call):
 
 def _legalize_matmul(bb, call):
     target = _cpu_target()
-    plan = dense_plan_for(call, target) if target is not None else None
+    plan = dense_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding)) \
+        if target is not None else None
     if plan is None:
         return original_legalize("relax.matmul")(bb, call)
     return emit_kernel(bb, call, plan, dense_primfuncs(plan), "dense")

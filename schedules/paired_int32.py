@@ -1,10 +1,12 @@
-"""The int32 baseline on ARMv8.0 NEON: the gemmlowp/ruy int8 kernel (``AccumTwoWithin16Bits``) in TIR.
+"""The int32 kernel on ARMv8.0 NEON: the gemmlowp/ruy int8 kernel (``AccumTwoWithin16Bits``) in TIR.
 
-This is the kernel our int16-accumulator kernels (``conv2d_int``/``dense_int``, ``smlal .8h``) are measured
-against on the Cortex-A72 (``bench/arm_static.py``): it keeps int32 accumulators and still issues one 8-lane
-multiply per cycle, by pairing two products in 16 bits (``intrin_arm.PAIRED_INT32``: ``smull .8h`` +
-``smlal2 .8h``, then ``sadalp .4s``).  Exact when the weights avoid -128 (``kernel_operands_ok``), as ruy
-requires.
+It keeps int32 accumulators and still issues one 8-lane multiply per cycle, by pairing two products in 16 bits
+(``intrin_arm.PAIRED_INT32``: ``smull .8h`` + ``smlal2 .8h``, then ``sadalp .4s``).  Exact when no int16 pair
+sum can wrap: ``pair_sums_fit_int16`` proves it from the constant weights (ruy requires weights in [-127, 127];
+the exact condition is weaker: no int16 lane with two -128 weights).  The legalization (``legalize.py``, and
+``fuse.py`` with the requantize epilogue applied in the unpacking) runs it for the aarch64 build's int32 layers
+where that proof holds and ``preferred`` (measured) says it beats the widening ``smlal .4s`` kernel of
+``conv2d_int``/``dense_int``; ``bench/arm_static.py`` also measures our int16 kernels against it.
 
 GEMM form, as in ruy: each accumulator register holds ONE output (position ``p``, channel ``o``) as four
 int32 partial sums over depth; an ``R x C`` register block (``R`` positions, ``C`` channels: ``R*C``
@@ -73,8 +75,18 @@ class PairedPlan:
     strides: tuple = (1, 1)
     padding: tuple = (0, 0, 0, 0)
     dilation: tuple = (1, 1)
-    rows: int = 1             # dense: M (static)
+    rows: int = 1             # dense: M (0: symbolic, one row per block)
     tile: tuple = (1, 1)      # (R, C)
+
+    # what the legalization and the reports read of any kernel plan (``conv2d_int.Conv2dPlan``, ``DensePlan``)
+    acc_dtype = "int32"
+    weight_dtype = "int8"
+    offset_dtype = "int32"
+    layout = "paired"
+
+    @property
+    def outputs(self) -> int:
+        return self.out_channels
 
     @property
     def depth_order(self) -> str:
@@ -144,7 +156,8 @@ class PairedPlan:
 
 def plan_paired_conv2d(data_shape, weight_shape, data_dtype: str, strides=(1, 1), padding=(0, 0, 0, 0),
                        dilation=(1, 1)) -> PairedPlan:
-    _, c, h, w = (int(s) for s in data_shape)
+    """``data_shape`` is ``(N, C, H, W)``, ``N`` ignored (may be symbolic)."""
+    c, h, w = (int(s) for s in list(data_shape)[1:])
     oc, ic, kh, kw = (int(s) for s in weight_shape)
     if ic != c:
         raise ValueError("paired_int32: grouped convolutions are not a GEMM; use conv2d_int's int32 kernel")
@@ -155,14 +168,62 @@ def plan_paired_conv2d(data_shape, weight_shape, data_dtype: str, strides=(1, 1)
 
 
 def plan_paired_dense(a_shape, b_shape, data_dtype: str) -> PairedPlan:
-    m, k = (int(s) for s in a_shape)
-    n = int(b_shape[1])
-    return PairedPlan("dense", data_dtype, k, n, rows=m, tile=choose_tile(m, n))
+    """``(M, K) @ (K, N)``; a symbolic ``M`` (not an int) gets ``rows=0`` and one row per register block."""
+    m = a_shape[0]
+    m = int(m.value) if isinstance(m, tirx.IntImm) else (int(m) if isinstance(m, (int, np.integer)) else 0)
+    k, n = int(a_shape[1]), int(b_shape[1])
+    tile = choose_tile(m, n) if m else (1, choose_tile(1, n)[1])
+    return PairedPlan("dense", data_dtype, k, n, rows=m, tile=tile)
 
 
 def kernel_operands_ok(weight: np.ndarray) -> bool:
-    """ruy's condition for pairing two products in int16: no weight is -128."""
+    """ruy's condition for pairing two products in int16: no weight is -128 (sufficient, not necessary:
+    ``pair_sums_fit_int16`` is the exact test for a given weight and depth order)."""
     return bool(np.all(weight.astype(np.int64) > -128))
+
+
+MIN_CHANNELS = 4
+"""conv2d below this many input channels (1-3: grayscale/RGB stems) keeps the widening kernel: the paired GEMM
+pads their 9-27 depth values to 16-32 and gathers them per position (see ``preferred``)."""
+
+
+def preferred(plan: PairedPlan) -> bool:
+    """Whether this layer runs faster paired than with ``conv2d_int``'s widening ``smlal .4s`` kernel (whole
+    kernels, Cortex-A72 model: ``bench/arm_static.py``'s ``int32_path``)."""
+    return plan.kind == "dense" or plan.channels >= MIN_CHANNELS
+
+
+STORED_RANGE = (-128, 127)
+"""What the kernel multiplies by the weights: int8 data, or uint8 data as ``x - 128``; either way [-128, 127]."""
+
+
+def depth_weights(weight: np.ndarray, plan: PairedPlan) -> np.ndarray:
+    """The weights (OIHW, dense ``(K, N)``) as ``(OC, padded_reduce)`` int64 in the kernel's depth order, as
+    ``pack_weight`` lays them out (zero padding included), in numpy."""
+    w = np.asarray(weight).astype(np.int64)
+    if plan.kind == "dense":
+        rows = w.T
+    else:
+        oc, c, kh, kw = w.shape
+        taps = w.transpose(0, 2, 3, 1)                        # (OC, KH, KW, C): depth (ky, kx, c)
+        if plan.depth_order == "nhwc":
+            taps = np.pad(taps, ((0, 0), (0, 0), (0, 0), (0, plan.padded_channels - c)))
+        rows = taps.reshape(oc, -1)
+    return np.pad(rows, ((0, 0), (0, plan.padded_reduce - rows.shape[1])))
+
+
+def pair_sums_fit_int16(weight: np.ndarray, plan: PairedPlan, data_range: tuple = STORED_RANGE) -> bool:
+    """The kernel's proof obligation: every int16 lane of ``smull`` + ``smlal2`` holds ``a[k] w[k] + a[k+8]
+    w[k+8]`` (``k`` mod 16 < 8 in the depth order), and the sum must not wrap.  Given the constant weights and
+    the data's stored range ``[lo, hi]``, the lane's extremes are ``sum max(lo w, hi w)`` and ``sum min(lo w,
+    hi w)`` over its two products; True when every lane of every output stays in [-32768, 32767].  With data
+    in [-128, 127] this fails exactly where both weights of a pair are -128 (``(-128)(-128) * 2 = 32768``)."""
+    lo, hi = (int(v) for v in data_range)
+    w = depth_weights(weight, plan)
+    pairs = w.reshape(w.shape[0], -1, 2, 8)
+    top = np.maximum(lo * pairs, hi * pairs).sum(axis=2)
+    bottom = np.minimum(lo * pairs, hi * pairs).sum(axis=2)
+    return bool(top.max(initial=0) <= 32767 and bottom.min(initial=0) >= -32768)
 
 
 # ----------------------------------------------------------------------------------------- compute
@@ -210,17 +271,27 @@ def weight_offset(weight: te.Tensor, plan: PairedPlan) -> te.Tensor:
     return te.compute((plan.out_channels,), lambda o: total[o] * tirx.const(128, "int32"), name="weight_offset")
 
 
-def paired_compute(data: te.Tensor, packed: te.Tensor, plan: PairedPlan, offset: te.Tensor | None = None):
+def paired_compute(data: te.Tensor, packed: te.Tensor, plan: PairedPlan, offset: te.Tensor | None = None,
+                   epilogue=None, params=()):
+    """The kernel's stages; with an ``epilogue`` (``epilogue.Epilogue``, constants in ``params``) the unpacking
+    applies it to each int32 sum (+ offset) and the result has the epilogue's dtype (``fuse.py``)."""
     r, c = plan.tile
     pb_n, ob_n = plan.row_blocks, plan.col_blocks
+
+    def finish(v, o):
+        v = v if offset is None else v + offset[o]
+        if epilogue is None:
+            return v
+        return epilogue.apply(v.asobject() if hasattr(v, "asobject") else v, o, params)
     zero = _stored(tirx.const(0, data.dtype), plan)
     h2, e2, l4 = te.reduce_axis((0, 2), "h"), te.reduce_axis((0, 2), "e"), None
     if plan.kind == "dense":
-        n = 1
-        kp = plan.padded_reduce
+        kp, rows = plan.padded_reduce, plan.rows or data.shape[0]
+        if not plan.rows:        # symbolic M: one row per block
+            pb_n = rows
         col = te.compute((pb_n * r, kp), lambda p, k: tirx.if_then_else(
-            tirx.all(k < plan.reduce, p < plan.rows), _stored(data[tirx.min(p, plan.rows - 1),
-                                                                   tirx.min(k, plan.reduce - 1)], plan), zero),
+            tirx.all(k < plan.reduce, p < rows), _stored(data[tirx.min(p, rows - 1),
+                                                              tirx.min(k, plan.reduce - 1)], plan), zero),
             name="data_pack")
         rko = te.reduce_axis((0, kp // DEPTH), "rko")
         acc = te.compute((pb_n, ob_n, r, c, 4), lambda pb, ob, pi, oi, l: te.sum(
@@ -231,10 +302,8 @@ def paired_compute(data: te.Tensor, packed: te.Tensor, plan: PairedPlan, offset:
         hsum = te.compute((pb_n, ob_n, r, c), lambda pb, ob, pi, oi: te.sum(acc[pb, ob, pi, oi, rl], axis=rl),
                           name="hsum")
 
-        def value(i, j):
-            v = hsum[i // r, j // c, i % r, j % c]
-            return v if offset is None else v + offset[j]
-        return te.compute((plan.rows, plan.out_channels), value, name="unpack")
+        return te.compute((rows, plan.out_channels), lambda i, j: finish(hsum[i // r, j // c, i % r, j % c], j),
+                          name="unpack")
 
     n = data.shape[0]
     (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
@@ -291,8 +360,7 @@ def paired_compute(data: te.Tensor, packed: te.Tensor, plan: PairedPlan, offset:
 
     def value(b, o, y, x):
         p = y * ow + x
-        v = hsum[b, p // r, o // c, o % c, p % r]
-        return v if offset is None else v + offset[o]
+        return finish(hsum[b, p // r, o // c, o % c, p % r], o)
     return te.compute((n, plan.out_channels, oh, ow), value, name="unpack")
 
 
@@ -358,11 +426,16 @@ def schedule_paired(func, plan: PairedPlan, neon: bool = True):
     return sch.mod["main"]
 
 
-def paired_primfuncs(plan: PairedPlan, batch: int = 1, neon: bool = True) -> tuple:
-    """``(weight_pack, weight_offset or None, kernel)`` PrimFuncs, as ``conv2d_int.conv2d_primfuncs``."""
+def paired_primfuncs(plan: PairedPlan, batch=1, neon: bool = True, epilogue=None) -> tuple:
+    """``(weight_pack, weight_offset or None, kernel)`` PrimFuncs, as ``conv2d_int.conv2d_primfuncs``: the
+    kernel takes ``(data, packed_weight, [offset,] [*epilogue constants,] out)``.  ``batch``: an int or None
+    (symbolic; dense: the rows, static when ``plan.rows``)."""
+    if batch is None:
+        batch = tirx.Var("n", "int64")
     if plan.kind == "dense":
         weight = te.placeholder((plan.channels, plan.out_channels), "int8", name="weight")
-        data = te.placeholder((plan.rows, plan.channels), plan.data_dtype, name="data")
+        rows = plan.rows or batch
+        data = te.placeholder((rows, plan.channels), plan.data_dtype, name="data")
     else:
         kh, kw = plan.kernel
         weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), "int8", name="weight")
@@ -374,5 +447,8 @@ def paired_primfuncs(plan: PairedPlan, batch: int = 1, neon: bool = True) -> tup
         offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
         offset = te.placeholder((plan.out_channels,), "int32", name="weight_offset")
         params.append(offset)
-    out = paired_compute(data, packed, plan, offset)
-    return pack_func, offset_func, schedule_paired(te.create_prim_func([*params, out], "int64"), plan, neon)
+    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
+                                          for j, c in enumerate(epilogue.consts)]
+    out = paired_compute(data, packed, plan, offset, epilogue, consts)
+    return pack_func, offset_func, schedule_paired(te.create_prim_func([*params, *consts, out], "int64"), plan,
+                                                   neon)

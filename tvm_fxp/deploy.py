@@ -164,6 +164,7 @@ def layer_kernels(realized: tvm.IRModule, target: tvm.target.Target) -> dict:
 
     calls = []
     main = realized["main"]
+    bound = {b.var: b.value for block in main.body.blocks for b in block.bindings}
 
     def visit(expr):
         if isinstance(expr, relax.Call) and hasattr(expr.op, "name") and \
@@ -172,7 +173,7 @@ def layer_kernels(realized: tvm.IRModule, target: tvm.target.Target) -> dict:
 
     relax.analysis.post_order_visit(main.body, visit)
     with target:
-        described = [_describe(call, L, target) for call in calls]
+        described = [_describe(call, L, target, L.constant_value(call.args[1], bound.get)) for call in calls]
     accumulators = realized_accumulators(realized)
     out, k = {}, 0
     for layer, acc in accumulators.items():
@@ -185,12 +186,16 @@ def layer_kernels(realized: tvm.IRModule, target: tvm.target.Target) -> dict:
     return out
 
 
-def _describe(call, L, target) -> dict:
+def _describe(call, L, target, weight) -> dict:
     kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "matmul"
-    plan = L.conv2d_plan_for(call, target) if kind == "conv2d" else L.dense_plan_for(call, target)
+    plan_for = L.conv2d_plan_for if kind == "conv2d" else L.dense_plan_for
+    plan = plan_for(call, target, weight)
     acc = str(call.attrs.out_dtype)
     if plan is None:
         return {"op": kind, "kernel": "tvm-default", "accumulator": acc}
+    if getattr(plan, "layout", None) == "paired":     # gemmlowp/ruy int32 (aarch64; the weights prove the int16 pair sums)
+        return {"op": kind, "kernel": "tvm_fxp", "data": plan.data_dtype, "weight": plan.weight_dtype,
+                "accumulator": plan.acc_dtype, "layout": "paired", "register_block": list(plan.tile)}
     d = {"op": kind, "kernel": "tvm_fxp", "data": plan.data_dtype, "weight": plan.weight_dtype,
          "accumulator": plan.acc_dtype, "lanes": plan.lanes, "register_block": plan.block}
     if kind == "conv2d":

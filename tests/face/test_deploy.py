@@ -73,8 +73,12 @@ def test_compile_rpi4_cross_compiles_aarch64(quantized_dir, tmp_path):
     assert info["target"]["mtriple"] == "aarch64-linux-gnu" and info["target"]["mcpu"] == "cortex-a72"
     assert elf_arch(out / "model.so") == "aarch64"
     assert info["accumulator_policy"] == "narrow"
-    # the same plan's kernels, with the NEON lane count (16 int8 weights per q register)
-    assert {c["lanes"] for calls in info["kernels"].values() for c in calls if c["op"] == "conv2d"} <= {8, 16}
+    # the same plan's kernels, with the NEON lane count (16 int8 weights per q register); int32 layers whose
+    # weights prove the int16 pair sums: the paired gemmlowp/ruy kernel, register block (positions, channels)
+    calls = [c for calls in info["kernels"].values() for c in calls]
+    assert {c["lanes"] for c in calls if c["op"] == "conv2d" and c["layout"] != "paired"} <= {8, 16}
+    assert all(c["accumulator"] == "int32" and len(c["register_block"]) == 2 for c in calls
+               if c["layout"] == "paired")
     assert (out / "plan.json").read_text() == (quantized_dir / "plan.json").read_text()
 
 

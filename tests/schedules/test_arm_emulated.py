@@ -74,6 +74,26 @@ def paired_cases(seed=7, n=6) -> dict:
 
 
 PAIRED = paired_cases()
+
+
+def proof_edge_cases() -> dict:
+    """The pair proof at its boundary, on the NEON code: uint8 data whose channels 0 and 8 are all 0 (stored as
+    -128, the padding too), so at every position the int16 lane of depth (channel 0, channel 8) multiplies
+    -128 twice.  ``safe``: -128 weights on channels 0-7 only (one per lane): proven, exact.  ``violated``: output
+    1 also has -128 on channel 8 at tap (1, 1): 2 * 16384 = 32768 wraps to -32768, the proof refuses it."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (1, 16, 6, 6)).astype("uint8")
+    x[:, [0, 8]] = 0
+    w = rng.integers(-127, 128, (8, 16, 3, 3)).astype("int8")
+    w[:, :8, 1, 1] = -128
+    bad = w.copy()
+    bad[1, 8, 1, 1] = -128
+    plan = paired.plan_paired_conv2d(x.shape, w.shape, "uint8", padding=(1, 1, 1, 1))
+    return {f"paired_proof_{k}": (x, v, plan, conv2d_ref(x, v, (1, 1), (1, 1, 1, 1)))
+            for k, v in (("safe", w), ("violated", bad))}
+
+
+PROOF_EDGE = proof_edge_cases()
 COUNTED = ("conv3x3_int8_int16", "conv1x1_uint8_int16")
 WIDENING = ("smull", "smull2", "smlal", "smlal2", "umull", "umull2", "umlal", "umlal2")     # + every paired case: block counts checked
 
@@ -132,6 +152,9 @@ def emulated(tmp_path_factory):
     for name, (x, w, plan, exp) in PAIRED.items():
         expected[name] = exp
         manifest["kernels"].append(_kernel_case(work, name, plan, paired.paired_primfuncs(plan), x, w, exp, blocks))
+    for name, (x, w, plan, exp) in PROOF_EDGE.items():
+        expected[name] = exp
+        manifest["kernels"].append(_kernel_case(work, name, plan, paired.paired_primfuncs(plan), x, w, exp))
     for name in COUNTED:      # a block-counting copy of some int16 kernels (kernel_cost.py)
         xs, ws, dtype, acc, attrs = CONVS[name]
         x, w = ref.random_operands(rng, xs, ws, dtype, acc, int(np.prod(ws[1:])))
@@ -148,14 +171,21 @@ def emulated(tmp_path_factory):
     images = fashion_mnist("test", limit=N_IMAGES).inputs
     np.savez(work / "images.npz", x=images)
     register()                      # tvm.compile's default pipeline then uses our kernels
+    import tvm_fxp
+    from tvm_fxp.deploy import layer_kernels
+
     for bits in (4, 8):
         q = ref.quantized_vgg(bits)
         expected[f"vgg_{bits}bit"] = ref.run_host(q.simulated(), images)
-        _export(tvm.compile(q.realized(accumulator="narrow"), target=RPI4), work / f"vgg_{bits}bit.so")
+        realized = q.realized(accumulator="narrow")
+        if bits == 4:       # tvm.compile's default pipeline with our legalization (unfused)
+            ex = tvm.compile(realized, target=RPI4)
+        else:               # the Pi build (fused epilogues): its int32 layers run the paired gemmlowp/ruy kernel
+            ex = tvm_fxp.build(realized, RPI4)
+            expected["vgg_8bit__kernels"] = layer_kernels(realized, RPI4)
+        _export(ex, work / f"vgg_{bits}bit.so")
         manifest["models"].append({"name": f"vgg_{bits}bit", "lib": f"vgg_{bits}bit.so", "inputs": "images.npz"})
     # both reference models through tvm_fxp.build's pipeline (fused requantize epilogues) for the Pi
-    import tvm_fxp
-
     for model in ("fmnist_vgg", "fmnist_resnet"):
         q = ref.quantized_vgg(4, model)
         expected[f"{model}_fused"] = ref.run_host(q.simulated(), images)
@@ -185,6 +215,18 @@ def test_paired_int32_bit_exact_under_qemu(emulated, name):
     np.testing.assert_array_equal(results[name].astype(np.int64), expected[name])
 
 
+def test_pair_proof_is_what_keeps_the_neon_kernel_exact(emulated):
+    """Where ``pair_sums_fit_int16`` holds (a -128 weight in every low lane) the NEON kernel is exact at the
+    extreme data; where it fails, the NEON kernel really wraps: output channel 1 is 65536 short everywhere
+    (one int16 lane of 32768 per position read as -32768), every other channel exact."""
+    expected, results = emulated
+    (x, safe, plan, _), (_, bad, _, _) = PROOF_EDGE["paired_proof_safe"], PROOF_EDGE["paired_proof_violated"]
+    assert paired.pair_sums_fit_int16(safe, plan) and not paired.pair_sums_fit_int16(bad, plan)
+    np.testing.assert_array_equal(results["paired_proof_safe"].astype(np.int64), expected["paired_proof_safe"])
+    diff = results["paired_proof_violated"].astype(np.int64) - expected["paired_proof_violated"]
+    assert np.all(diff[:, 1] == -65536) and not np.any(np.delete(diff, 1, axis=1)), np.unique(diff)
+
+
 @pytest.mark.parametrize("name", sorted(PAIRED) + [f"{n}_counted" for n in COUNTED])
 def test_block_counts_account_for_every_multiply(emulated, name):
     """kernel_cost's counted run: the instrumented kernel still computes the exact result, and the executed
@@ -211,9 +253,14 @@ def test_block_counts_account_for_every_multiply(emulated, name):
 
 @pytest.mark.parametrize("bits", [4, 8])
 def test_realized_vgg_under_qemu_equals_host_simulation(emulated, bits):
-    """The whole realized model (int16 accumulators at 4 bits, int32 at 8), cross-compiled through the
-    kernels and run on emulated aarch64, gives exactly the host's float64 simulation."""
+    """The whole realized model (int16 accumulators at 4 bits through ``tvm.compile``; int32 at 8 through the Pi
+    build, where every int32 layer but the 1-channel stem runs the paired gemmlowp/ruy kernel with its requantize
+    epilogue fused, at the model's symbolic batch), cross-compiled and run on emulated aarch64, gives exactly the
+    host's float64 simulation."""
     expected, results = emulated
+    if bits == 8:
+        layouts = {layer: ks[0]["layout"] for layer, ks in expected["vgg_8bit__kernels"].items()}
+        assert layouts.pop("conv2d_0") == "channels" and set(layouts.values()) == {"paired"}, layouts
     np.testing.assert_array_equal(results[f"vgg_{bits}bit"], expected[f"vgg_{bits}bit"])
 
 
@@ -223,3 +270,28 @@ def test_reference_models_fused_for_the_pi_under_qemu(emulated, model):
     the kernels), run on emulated aarch64 and give exactly the host's float64 simulation."""
     expected, results = emulated
     np.testing.assert_array_equal(results[f"{model}_fused"], expected[f"{model}_fused"])
+
+
+@pytest.mark.slow   # ~25 s: its own qemu run
+def test_paired_int32_build_under_qemu_equals_host_simulation(tmp_path):
+    """fmnist_resnet at 8 bits (every layer int32) built for the Pi: the layers whose constant weights prove the
+    int16 pair sums run the paired gemmlowp/ruy kernel with the requantize epilogue fused (conv2d through both
+    depth orders -- 24 channels gathered im2col, 48 in NHWC --, the strided 1x1, the dense at a symbolic batch),
+    the 1-channel stem keeps the widening kernel, and the emulated aarch64 result equals the host's float64
+    simulation exactly."""
+    import tvm_fxp
+    from tvm_fxp.datasets import fashion_mnist
+    from tvm_fxp.deploy import layer_kernels
+
+    q = ref.quantized_vgg(8, "fmnist_resnet")
+    realized = q.realized(accumulator="narrow")
+    layouts = {layer: ks[0]["layout"] for layer, ks in layer_kernels(realized, RPI4).items()}
+    assert layouts.pop("conv2d_0") == "channels" and set(layouts.values()) == {"paired"}, layouts
+    images = fashion_mnist("test", limit=N_IMAGES).inputs
+    np.savez(tmp_path / "images.npz", x=images)
+    _export(tvm_fxp.build(realized, RPI4), tmp_path / "resnet_8bit.so")
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [], "models": [
+        {"name": "resnet_8bit", "lib": "resnet_8bit.so", "inputs": "images.npz"}]}))
+    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(tmp_path))
+    with np.load(tmp_path / "results.npz") as res:
+        np.testing.assert_array_equal(res["resnet_8bit"], ref.run_host(q.simulated(), images))

@@ -90,3 +90,69 @@ def test_neon_inner_loop_is_the_gemmlowp_ruy_form(case):
                if i.split()[0] in ("smull", "smlal2", "sadalp"))
     if plan.kind == "conv2d":
         assert "addp" in asm
+
+
+def test_depth_order_of_the_proof_is_the_packed_weight():
+    """``depth_weights`` (numpy, what the pair proof reads) equals the TIR ``pack_weight`` rows, zero padding
+    included, for both conv2d depth orders and dense."""
+    rng = np.random.default_rng(3)
+    for plan, w in [(paired.plan_paired_conv2d((1, 16, 6, 6), (5, 16, 3, 3), "uint8"), (5, 16, 3, 3)),
+                    (paired.plan_paired_conv2d((1, 3, 6, 6), (5, 3, 3, 3), "int8"), (5, 3, 3, 3)),
+                    (paired.plan_paired_dense((1, 37), (37, 6), "uint8"), (37, 6))]:
+        weight = rng.integers(-128, 128, w).astype("int8")
+        packed = tvm.runtime.empty(plan.packed_weight_shape, "int8")
+        tvm.tirx.build(paired.paired_primfuncs(plan, neon=False)[0], target="llvm")(tvm.runtime.tensor(weight),
+                                                                                    packed)
+        np.testing.assert_array_equal(packed.numpy()[:plan.out_channels], paired.depth_weights(weight, plan))
+
+
+def test_pair_proof_fails_exactly_on_two_minus_128_weights_in_a_lane():
+    """Data in [-128, 127]: an int16 lane sums depth k and k+8 of a 16-step; it can wrap only when both of its
+    weights are -128 (2 * 128 * 128 = 32768); one -128 anywhere, or two in different lanes, is proven safe."""
+    plan = paired.plan_paired_dense((1, 64), (64, 4), "uint8")
+    w = np.full((64, 4), 127, np.int8)
+    assert paired.pair_sums_fit_int16(w, plan)
+    w[3, 1] = w[20, 2] = w[27, 2] = -128          # depth 20 and 27: lanes 4 and 11 of the second step
+    assert paired.pair_sums_fit_int16(w, plan)
+    w[11, 1] = -128                               # depth 3 and 11, output 1: one lane, both -128
+    assert not paired.pair_sums_fit_int16(w, plan)
+    assert paired.pair_sums_fit_int16(w, plan, data_range=(-127, 127))    # a narrower data range proves it
+
+
+def _int32_layer(w, dense=False):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, w.shape[0]) if dense else (n, w.shape[1], 10, 10), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = relax.op.matmul(x, relax.const(w), out_dtype="int32") if dense else \
+                relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int32")
+            out = bb.emit_output(bb.emit(y))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_aarch64_build_of_a_proven_int32_layer_is_paired():
+    """The Pi build of an int32-accumulating int8 conv2d/dense whose constant weights prove the int16 pair sums
+    runs the gemmlowp/ruy kernel (hot loop smull .8h + smlal2 .8h + sadalp .4s); a lane with two -128 weights,
+    or a host target, keeps the widening kernel."""
+    from tvm_fxp.schedules import legalize as L
+
+    rpi4 = preset("rpi4")
+    w = np.random.default_rng(0).integers(-127, 128, (24, 16, 3, 3)).astype("int8")
+    w[0, 0, 0, 0] = -128
+    assert L.dispatched_kernels(_int32_layer(w), rpi4) == {"conv2d_uint8_int32_paired": 1}
+    assert L.dispatched_kernels(_int32_layer(w[:, :, 0, 0].T.copy(), dense=True), rpi4) == {
+        "dense_uint8_int32_paired": 1}
+    assert "paired" not in str(L.dispatched_kernels(_int32_layer(w), "llvm"))
+    unsafe = w.copy()
+    unsafe[0, 8, 0, 0] = -128        # channels 0 and 8 of one tap: one int16 lane of the nhwc depth order
+    assert L.dispatched_kernels(_int32_layer(unsafe), rpi4) == {"conv2d_uint8_int32_channels": 1}
+    with tvm.target.Target(rpi4):
+        legal = tvm.relax.transform.LegalizeOps(customize_legalize_map=L.legalize_map())(_int32_layer(w))
+    kernel = next(f for f in legal.functions.values() if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+                  and str(f.attrs.get(L.KERNEL_ATTR, "")) == "conv2d_uint8_int32_paired")
+    m = hot_loop(tvm.tirx.build(kernel.with_attr("global_symbol", "k"), target=rpi4).inspect_source("asm")).mnemonics
+    assert m.get("smull", 0) == m.get("smlal2", 0) == m.get("sadalp", 0) > 0 and "smlal" not in m, m
