@@ -1,0 +1,149 @@
+"""Depthwise int8/uint8 conv2d (one filter per channel, NCHW in and out) for x86 CPUs.
+
+Layout ``"depthwise"`` of ``Conv2dPlan`` (chosen by ``plan_conv2d`` on x86 targets for ``groups == C == OC``
+with int8 weights).  The ``"groups"`` layout packs 16 channels into a vector and so transposes the NCHW input
+to ``(C/16, H, W, 16)`` and the output back, per layer: at 224x224 those transposes cost more than the
+arithmetic (MobileNetV2's depthwise convs ran at 3-5 MACs/cycle).  This kernel needs no transpose: every
+channel is an independent plane, and the vector runs along the output row.
+
+Per image and channel ``c``:
+
+- the plane is copied once into a small zero-padded buffer, split by column phase for strided convs:
+  ``pad[s, y, q] = x_pad[c, y, q * sw + s]``, so the input of output column ``x`` at tap ``kx`` is
+  ``pad[(kx * dw) % sw, y * sh + ky * dh, x + (kx * dw) // sw]`` -- contiguous in ``x`` for stride 1 and 2;
+- each output row is cut into chunks of ``L`` columns (``plan.lanes``); the last chunk starts at ``OW - L``
+  and recomputes a few columns rather than running a scalar tail (the values are the same, stored twice);
+- per chunk an ``L``-lane accumulator of the plan's dtype sums the ``KH * KW`` taps (unrolled), each a vector
+  load of the input widened to the accumulator times the broadcast tap weight: with int32 accumulators LLVM
+  turns ``zext(u8) * sext(i8)`` into ``vpmaddwd``; with int16 (proven by the plan) it is ``vpmullw`` + ``vpaddw``
+  on 32 lanes;
+- the fused epilogue (``epilogue.Epilogue``: bias at accumulator scale, rounding shift, saturate, relu/clip)
+  is applied to the accumulator lanes as they are stored, the same TIR expression as in the other kernels.
+
+Exactness: every product of an 8-bit input and an int8 weight fits in int16 (``|255 * -128| < 2**15``), so
+the int16 product is exact and its widening to int32 is the true product; int16 sums wrap mod ``2**16`` and
+are exact whenever the final sum fits, which is what the plan proved (``conv2d_int``'s wrap argument).
+
+The kernel is written out directly as TIR (``tvm.script``'s IR builder) rather than scheduled from a TE
+compute: the overlapping last chunk is no schedule primitive, and without it the row tails would run scalar
+or need a copy of the output.  Weights need no packing; ``pack_weight`` only reshapes ``(C, 1, KH, KW)``.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script.builder import ir as T
+
+from .common import ceil_div
+
+VECTOR_BYTES = {"x86-avx512": 64, "x86-avx2": 32}
+CHUNK_OVERHEAD = 4      # per-chunk cost (init, epilogue, store) in lane-equivalents, for ``choose_lanes``
+
+
+def supports(groups: int, channels: int, out_channels: int, weight_dtype: str, acc_dtype: str, arch: str) -> bool:
+    """Whether ``plan_conv2d`` should choose this kernel: depthwise with multiplier 1 on an x86 target."""
+    return (groups == channels == out_channels and weight_dtype == "int8" and acc_dtype in ("int16", "int32")
+            and arch in VECTOR_BYTES)
+
+
+def choose_lanes(out_width: int, acc_dtype: str, arch: str) -> int:
+    """Columns per chunk: a full vector or half/double of it, whichever computes the fewest (overlapping)
+    columns plus a per-chunk overhead; the whole row when it is narrower than that."""
+    full = VECTOR_BYTES[arch] // (2 if acc_dtype == "int16" else 4)
+    best, best_cost = out_width, None
+    for lanes in (full // 2, full, full * 2):
+        if lanes > out_width:
+            continue
+        cost = ceil_div(out_width, lanes) * (lanes + CHUNK_OVERHEAD)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = lanes, cost
+    return best
+
+
+def packed_weight_shape(plan) -> tuple:
+    return (plan.channels, *plan.kernel)
+
+
+def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
+    return te.compute(packed_weight_shape(plan), lambda c, ky, kx: weight[c, 0, ky, kx], name="weight_pack")
+
+
+def plane_shape(plan) -> tuple:
+    """``(phases, rows, columns per phase)`` of the padded per-channel buffer."""
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    oh, ow = plan.out_hw
+    return sw, (oh - 1) * sh + (kh - 1) * dh + 1, ow + ((kw - 1) * dw) // sw
+
+
+def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
+    c_, h, w = plan.channels, plan.height, plan.width
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    pt, pl, _, _ = plan.padding
+    oh, ow = plan.out_hw
+    phases, rows, cols = plane_shape(plan)
+    lanes, acc = plan.lanes, plan.acc_dtype
+    chunks = ceil_div(ow, lanes)
+    dt = plan.data_dtype
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("conv2d_depthwise")
+            T.func_attr({"tirx.noalias": True})
+            data = T.arg("data", T.buffer((batch, c_, h, w), dt))
+            weight = T.arg("weight_packed", T.buffer(packed_weight_shape(plan), "int8"))
+            consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
+                                                  for j, k in enumerate(epilogue.consts)]
+            out = T.arg("out", T.buffer((batch, c_, oh, ow), out_dtype))
+            pad = T.decl_buffer((phases, rows, cols), dt, scope="global")
+            with T.serial(0, batch) as b:
+                with T.serial(0, c_) as c:
+                    _fill_plane(pad, data, b, c, plan, rows, cols)
+                    with T.serial(0, oh) as y:
+                        with T.serial(0, chunks) as xo:
+                            x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
+                            accum = T.decl_buffer((lanes,), acc, scope="local")
+                            with T.vectorized(0, lanes) as v:
+                                T.buffer_store(accum, tirx.const(0, acc), [v])
+                            for ky in range(kh):
+                                for kx in range(kw):
+                                    tap = weight[c, ky, kx].astype(acc)
+                                    phase, shift = (kx * dw) % sw, (kx * dw) // sw
+                                    with T.vectorized(0, lanes) as v:
+                                        x_in = pad[phase, y * sh + ky * dh, x0 + v + shift].astype(acc)
+                                        T.buffer_store(accum, accum[v] + x_in * tap, [v])
+                            with T.vectorized(0, lanes) as v:
+                                value = accum[v]
+                                if epilogue is not None:
+                                    value = epilogue.apply(value, c, consts)
+                                T.buffer_store(out, value, [b, c, y, x0 + v])
+    return ib.get()
+
+
+def _fill_plane(pad, data, b, c, plan, rows: int, cols: int) -> None:
+    """Zero ``pad`` and copy channel ``c`` of image ``b`` into it (phase-split for strided convs)."""
+    sw = plan.strides[1]
+    pt, pl, _, _ = plan.padding
+    zero = tirx.const(0, plan.data_dtype)
+    with T.serial(0, sw) as s:
+        with T.serial(0, rows) as y:
+            with T.serial(0, cols) as q:
+                T.buffer_store(pad, zero, [s, y, q])
+    for s in range(sw):
+        # input columns ix = q * sw + s - pl inside [0, W) with q in [0, cols)
+        q_lo = max(0, ceil_div(pl - s, sw))
+        q_hi = min(cols, (plan.width - 1 - s + pl) // sw + 1)
+        if q_hi <= q_lo:
+            continue
+        with T.serial(0, min(plan.height, rows - pt)) as iy:
+            with T.serial(q_lo, q_hi) as q:
+                T.buffer_store(pad, data[b, c, iy, q * sw + s - pl], [s, iy + pt, q])
+
+
+def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
+    """``(weight_pack, None, kernel)``: the kernel takes ``(data, packed weight, *epilogue constants, out)``."""
+    batch = tirx.Var("n", "int64") if batch is None else batch
+    kh, kw = plan.kernel
+    weight = te.placeholder((plan.out_channels, 1, kh, kw), "int8", name="weight")
+    pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
+    out_dtype = plan.acc_dtype if epilogue is None else epilogue.out_dtype
+    return pack_func, None, _kernel(plan, batch, out_dtype, epilogue)
