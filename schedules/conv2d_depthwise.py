@@ -38,6 +38,9 @@ from tvm.tirx.script.builder import ir as T
 from .common import ceil_div
 
 VECTOR_BYTES = {"x86-avx512": 64, "x86-avx2": 32}
+VNNI_LANES, TAPS = 16, 4            # vpdpbusd: 16 int32 lanes, each the sum of 4 u8 x s8 products
+PERMB = "llvm.x86.avx512.permvar.qi.512"
+DPBUSD = "llvm.x86.avx512.vpdpbusd.512"
 CHUNK_OVERHEAD = 4      # per-chunk cost (init, epilogue, store) in lane-equivalents, for ``choose_lanes``
 
 
@@ -61,11 +64,23 @@ def choose_lanes(out_width: int, acc_dtype: str, arch: str) -> int:
     return best
 
 
+def vnni_fits(strides, dilation) -> bool:
+    """Whether one 64-byte load holds the input of 16 output columns x 4 taps (``vpermb`` selects from it)."""
+    return (VNNI_LANES - 1) * strides[1] + (TAPS - 1) * dilation[1] < 64
+
+
 def packed_weight_shape(plan) -> tuple:
+    if plan.layout == "depthwise_vnni":
+        kh, kw = plan.kernel
+        return (plan.channels, kh, ceil_div(kw, TAPS), TAPS)
     return (plan.channels, *plan.kernel)
 
 
 def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
+    if plan.layout == "depthwise_vnni":
+        kw, zero = plan.kernel[1], tirx.const(0, "int8")
+        return te.compute(packed_weight_shape(plan), lambda c, ky, g, j: tirx.if_then_else(
+            g * TAPS + j < kw, weight[c, 0, ky, tirx.min(g * TAPS + j, kw - 1)], zero), name="weight_pack")
     return te.compute(packed_weight_shape(plan), lambda c, ky, kx: weight[c, 0, ky, kx], name="weight_pack")
 
 
@@ -139,6 +154,73 @@ def _fill_plane(pad, data, b, c, plan, rows: int, cols: int) -> None:
                 T.buffer_store(pad, data[b, c, iy, q * sw + s - pl], [s, iy + pt, q])
 
 
+def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
+    """Layout ``"depthwise_vnni"``: per output row chunk of 16 columns and kernel row ``ky``, one 64-byte load
+    of the padded input row, one ``vpermb`` that gathers each column's 4 taps (``x*sw + j*dw``, ``j < 4``) into
+    its 32-bit lane, and one ``vpdpbusd`` with the 4 tap weights broadcast (zero past ``KW``): 16 x 4 MACs per
+    instruction.  int8 data is stored as ``x + 128`` (uint8) and ``-128 * sum(w)`` added back per channel."""
+    c_, h, w = plan.channels, plan.height, plan.width
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    pt, pl, _, _ = plan.padding
+    oh, ow = plan.out_hw
+    rows = (oh - 1) * sh + (kh - 1) * dh + 1
+    row_len = (ow - 1) * sw + (kw - 1) * dw + 1
+    lanes, groups = VNNI_LANES, ceil_div(kw, TAPS)
+    chunks = ceil_div(ow, lanes)
+    stored = min(ow, lanes)
+    signed = plan.data_dtype == "int8"
+    ramp = tirx.Ramp(tirx.const(0, "int32"), 1, 64)
+    gather = tirx.Cast("int8x64", tirx.floordiv(ramp, TAPS) * sw + tirx.floormod(ramp, TAPS) * dw)
+    lanes16 = tirx.Ramp(tirx.const(0, "int32"), 1, lanes)
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("conv2d_depthwise_vnni")
+            T.func_attr({"tirx.noalias": True})
+            data = T.arg("data", T.buffer((batch, c_, h, w), plan.data_dtype))
+            weight = T.arg("weight_packed", T.buffer(packed_weight_shape(plan), "int8"))
+            consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
+                                                  for j, k in enumerate(epilogue.consts)]
+            out = T.arg("out", T.buffer((batch, c_, oh, ow), out_dtype))
+            pad = T.decl_buffer((rows * row_len + 64,), "uint8", scope="global")   # + one load of slack
+            with T.serial(0, batch) as b:
+                with T.serial(0, c_) as c:
+                    with T.serial(0, rows * row_len + 64) as i:
+                        T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
+                    with T.serial(0, min(h, rows - pt)) as iy:
+                        with T.serial(0, min(w, row_len - pl)) as ix:
+                            value = data[b, c, iy, ix]
+                            if signed:
+                                value = (value.astype("int16") + tirx.const(128, "int16")).astype("uint8")
+                            T.buffer_store(pad, value, [(iy + pt) * row_len + ix + pl])
+                    offset = None
+                    if signed:
+                        total = sum(weight[c, ky, g, j].astype("int32") for ky in range(kh) for g in range(groups)
+                                    for j in range(TAPS))
+                        offset = total * tirx.const(-128, "int32")
+                    with T.serial(0, oh) as y:
+                        with T.serial(0, chunks) as xo:
+                            x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
+                            accum = T.decl_buffer((lanes,), "int32", scope="local")
+                            T.buffer_store(accum, tirx.Broadcast(tirx.const(0, "int32"), lanes), [lanes16])
+                            for ky in range(kh):
+                                for g in range(groups):
+                                    base = (y * sh + ky * dh) * row_len + x0 * sw + g * TAPS * dw
+                                    window = pad.vload([base], "uint8x64")
+                                    taps = tirx.call_llvm_pure_intrin("uint8x64", PERMB, window, gather)
+                                    packed = tirx.reinterpret("int32", weight.vload([c, ky, g, 0], "int8x4"))
+                                    wvec = tirx.reinterpret("int8x64", tirx.Broadcast(packed, lanes))
+                                    T.buffer_store(accum, tirx.call_llvm_pure_intrin(
+                                        "int32x16", DPBUSD, accum.vload([0], "int32x16"), taps, wvec),
+                                        [lanes16])
+                            with T.vectorized(0, stored) as v:
+                                value = accum[v] if offset is None else accum[v] + offset
+                                value = value.astype(plan.acc_dtype)
+                                if epilogue is not None:
+                                    value = epilogue.apply(value, c, consts)
+                                T.buffer_store(out, value, [b, c, y, x0 + v])
+    return ib.get()
+
+
 def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     """``(weight_pack, None, kernel)``: the kernel takes ``(data, packed weight, *epilogue constants, out)``."""
     batch = tirx.Var("n", "int64") if batch is None else batch
@@ -146,4 +228,5 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     weight = te.placeholder((plan.out_channels, 1, kh, kw), "int8", name="weight")
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     out_dtype = plan.acc_dtype if epilogue is None else epilogue.out_dtype
-    return pack_func, None, _kernel(plan, batch, out_dtype, epilogue)
+    make = _kernel_vnni if plan.layout == "depthwise_vnni" else _kernel
+    return pack_func, None, make(plan, batch, out_dtype, epilogue)
