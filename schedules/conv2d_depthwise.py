@@ -112,7 +112,7 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
             pad = T.decl_buffer((phases, rows, cols), dt, scope="global")
             with T.serial(0, batch) as b:
                 with T.serial(0, c_) as c:
-                    _fill_plane(pad, data, b, c, plan, rows, cols)
+                    fill_plane(pad, data, b, c, plan, rows, cols)
                     with T.serial(0, oh) as y:
                         with T.serial(0, chunks) as xo:
                             x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
@@ -134,11 +134,13 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
     return ib.get()
 
 
-def _fill_plane(pad, data, b, c, plan, rows: int, cols: int) -> None:
-    """Zero ``pad`` and copy channel ``c`` of image ``b`` into it (phase-split for strided convs)."""
+def fill_plane(pad, data, b, c, plan, rows: int, cols: int, fill: int = 0) -> None:
+    """Set ``pad`` to ``fill`` and copy channel ``c`` of image ``b`` into it (phase-split for strided
+    windows: ``pad[s, y, q] = x_pad[c, y, q * sw + s]``).  ``plan`` has ``height``, ``width``, ``strides``,
+    ``padding`` and ``data_dtype``."""
     sw = plan.strides[1]
     pt, pl, _, _ = plan.padding
-    zero = tirx.const(0, plan.data_dtype)
+    zero = tirx.const(fill, plan.data_dtype)
     with T.serial(0, sw) as s:
         with T.serial(0, rows) as y:
             with T.serial(0, cols) as q:

@@ -103,3 +103,35 @@ def test_fused_depthwise_layer_is_exact(strides, relu):
         t = np.maximum(t, 0)
     expected = np.clip((t + (1 << (shift - 1)) - (t < 0)) >> shift, lo, 127)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86, reason="x86 kernels")
+@pytest.mark.parametrize("bits", [8, 4])
+def test_mobilenet_v2_realized_equals_simulation(tmp_path, bits):
+    """A MobileNetV2 (the architecture generator's, 64x64, width 1/2, random weights) realized with proven
+    accumulators -- int16 depthwise layers where the plan proves them (4 bits), int32 elsewhere -- runs its
+    depthwise layers on the x86 depthwise kernels and gives the simulation's integers bit for bit."""
+    import onnx
+    from onnx_graphs import Net, mobilenet_v2
+
+    from tvm_fxp.calibrate import calibrate
+    from tvm_fxp.methods import uniform
+
+    g = Net([1, 3, 64, 64], seed=0, opset=13)
+    path = tmp_path / "mobilenet_v2.onnx"
+    onnx.save(g.model(mobilenet_v2(g, 64, width=0.5, classes=10)), str(path))
+    prepared, lg = tvm_fxp.load_model(path)
+    x = np.random.default_rng(0).normal(0, 1, (4, 3, 64, 64)).astype(np.float32)
+    stats = calibrate(prepared, lg, x, batch_size=4, progress=False)
+    q = tvm_fxp.bind_plan(prepared, lg, uniform.allocate(lg, stats, tvm_fxp.Uniform(bits)))
+    realized = q.realized()
+    kernels = dispatched_kernels(realized, HOST)
+    depthwise = sum(n for tag, n in kernels.items() if "_depthwise" in tag)
+    assert depthwise == sum(1 for layer in lg.layers.values() if layer.op == "conv2d" and layer.weight.shape[1] == 1
+                            and layer.weight.shape[0] > 1) == 17, kernels
+    if bits == 4:
+        assert any(tag.startswith(("conv2d_uint8_int16_depthwise", "conv2d_int8_int16_depthwise")) for tag in kernels)
+    got = tvm_fxp.Runner(tvm_fxp.build(realized)).run(x)
+    np.testing.assert_array_equal(got, tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
+    assert np.unique(got).size > 4
