@@ -101,7 +101,7 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
     chunks = ceil_div(ow, lanes)
     dt = plan.data_dtype
     with IRBuilder() as ib:
-        with T.prim_func():
+        with T.prim_func(s_tir=True):
             T.func_name("conv2d_depthwise")
             T.func_attr({"tirx.noalias": True})
             data = T.arg("data", T.buffer((batch, c_, h, w), dt))
@@ -109,28 +109,29 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
             consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
                                                   for j, k in enumerate(epilogue.consts)]
             out = T.arg("out", T.buffer((batch, c_, oh, ow), out_dtype))
-            pad = T.decl_buffer((phases, rows, cols), dt, scope="global")
-            with T.serial(0, batch) as b:
-                with T.serial(0, c_) as c:
-                    fill_plane(pad, data, b, c, plan, rows, cols)
-                    with T.serial(0, oh) as y:
-                        with T.serial(0, chunks) as xo:
-                            x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
-                            accum = T.decl_buffer((lanes,), acc, scope="local")
-                            with T.vectorized(0, lanes) as v:
-                                T.buffer_store(accum, tirx.const(0, acc), [v])
-                            for ky in range(kh):
-                                for kx in range(kw):
-                                    tap = weight[c, ky, kx].astype(acc)
-                                    phase, shift = (kx * dw) % sw, (kx * dw) // sw
-                                    with T.vectorized(0, lanes) as v:
-                                        x_in = pad[phase, y * sh + ky * dh, x0 + v + shift].astype(acc)
-                                        T.buffer_store(accum, accum[v] + x_in * tap, [v])
-                            with T.vectorized(0, lanes) as v:
-                                value = accum[v]
-                                if epilogue is not None:
-                                    value = epilogue.apply(value, c, consts)
-                                T.buffer_store(out, value, [b, c, y, x0 + v])
+            with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
+                pad = T.sblock_alloc_buffer((phases, rows, cols), dt, scope="global")
+                accum = T.sblock_alloc_buffer((lanes,), acc, scope="local")
+                with T.serial(0, batch) as b:
+                    with T.serial(0, c_) as c:
+                        fill_plane(pad, data, b, c, plan, rows, cols)
+                        with T.serial(0, oh) as y:
+                            with T.serial(0, chunks) as xo:
+                                x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
+                                with T.vectorized(0, lanes) as v:
+                                    T.buffer_store(accum, tirx.const(0, acc), [v])
+                                for ky in range(kh):
+                                    for kx in range(kw):
+                                        tap = weight[c, ky, kx].astype(acc)
+                                        phase, shift = (kx * dw) % sw, (kx * dw) // sw
+                                        with T.vectorized(0, lanes) as v:
+                                            x_in = pad[phase, y * sh + ky * dh, x0 + v + shift].astype(acc)
+                                            T.buffer_store(accum, accum[v] + x_in * tap, [v])
+                                with T.vectorized(0, lanes) as v:
+                                    value = accum[v]
+                                    if epilogue is not None:
+                                        value = epilogue.apply(value, c, consts)
+                                    T.buffer_store(out, value, [b, c, y, x0 + v])
     return ib.get()
 
 
@@ -175,7 +176,7 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
     gather = tirx.Cast("int8x64", tirx.floordiv(ramp, TAPS) * sw + tirx.floormod(ramp, TAPS) * dw)
     lanes16 = tirx.Ramp(tirx.const(0, "int32"), 1, lanes)
     with IRBuilder() as ib:
-        with T.prim_func():
+        with T.prim_func(s_tir=True):
             T.func_name("conv2d_depthwise_vnni")
             T.func_attr({"tirx.noalias": True})
             data = T.arg("data", T.buffer((batch, c_, h, w), plan.data_dtype))
@@ -183,43 +184,44 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
             consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
                                                   for j, k in enumerate(epilogue.consts)]
             out = T.arg("out", T.buffer((batch, c_, oh, ow), out_dtype))
-            pad = T.decl_buffer((rows * row_len + 64,), "uint8", scope="global")   # + one load of slack
-            with T.serial(0, batch) as b:
-                with T.serial(0, c_) as c:
-                    with T.serial(0, rows * row_len + 64) as i:
-                        T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
-                    with T.serial(0, min(h, rows - pt)) as iy:
-                        with T.serial(0, min(w, row_len - pl)) as ix:
-                            value = data[b, c, iy, ix]
-                            if signed:
-                                value = (value.astype("int16") + tirx.const(128, "int16")).astype("uint8")
-                            T.buffer_store(pad, value, [(iy + pt) * row_len + ix + pl])
-                    offset = None
-                    if signed:
-                        total = sum(weight[c, ky, g, j].astype("int32") for ky in range(kh) for g in range(groups)
-                                    for j in range(TAPS))
-                        offset = total * tirx.const(-128, "int32")
-                    with T.serial(0, oh) as y:
-                        with T.serial(0, chunks) as xo:
-                            x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
-                            accum = T.decl_buffer((lanes,), "int32", scope="local")
-                            T.buffer_store(accum, tirx.Broadcast(tirx.const(0, "int32"), lanes), [lanes16])
-                            for ky in range(kh):
-                                for g in range(groups):
-                                    base = (y * sh + ky * dh) * row_len + x0 * sw + g * TAPS * dw
-                                    window = pad.vload([base], "uint8x64")
-                                    taps = tirx.call_llvm_pure_intrin("uint8x64", PERMB, window, gather)
-                                    packed = tirx.reinterpret("int32", weight.vload([c, ky, g, 0], "int8x4"))
-                                    wvec = tirx.reinterpret("int8x64", tirx.Broadcast(packed, lanes))
-                                    T.buffer_store(accum, tirx.call_llvm_pure_intrin(
-                                        "int32x16", DPBUSD, accum.vload([0], "int32x16"), taps, wvec),
-                                        [lanes16])
-                            with T.vectorized(0, stored) as v:
-                                value = accum[v] if offset is None else accum[v] + offset
-                                value = value.astype(plan.acc_dtype)
-                                if epilogue is not None:
-                                    value = epilogue.apply(value, c, consts)
-                                T.buffer_store(out, value, [b, c, y, x0 + v])
+            with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
+                pad = T.sblock_alloc_buffer((rows * row_len + 64,), "uint8", scope="global")   # + one load of slack
+                accum = T.sblock_alloc_buffer((lanes,), "int32", scope="local")
+                with T.serial(0, batch) as b:
+                    with T.serial(0, c_) as c:
+                        with T.serial(0, rows * row_len + 64) as i:
+                            T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
+                        with T.serial(0, min(h, rows - pt)) as iy:
+                            with T.serial(0, min(w, row_len - pl)) as ix:
+                                value = data[b, c, iy, ix]
+                                if signed:
+                                    value = (value.astype("int16") + tirx.const(128, "int16")).astype("uint8")
+                                T.buffer_store(pad, value, [(iy + pt) * row_len + ix + pl])
+                        offset = None
+                        if signed:
+                            total = sum(weight[c, ky, g, j].astype("int32") for ky in range(kh) for g in range(groups)
+                                        for j in range(TAPS))
+                            offset = total * tirx.const(-128, "int32")
+                        with T.serial(0, oh) as y:
+                            with T.serial(0, chunks) as xo:
+                                x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
+                                T.buffer_store(accum, tirx.Broadcast(tirx.const(0, "int32"), lanes), [lanes16])
+                                for ky in range(kh):
+                                    for g in range(groups):
+                                        base = (y * sh + ky * dh) * row_len + x0 * sw + g * TAPS * dw
+                                        window = pad.vload([base], "uint8x64")
+                                        taps = tirx.call_llvm_pure_intrin("uint8x64", PERMB, window, gather)
+                                        packed = tirx.reinterpret("int32", weight.vload([c, ky, g, 0], "int8x4"))
+                                        wvec = tirx.reinterpret("int8x64", tirx.Broadcast(packed, lanes))
+                                        T.buffer_store(accum, tirx.call_llvm_pure_intrin(
+                                            "int32x16", DPBUSD, accum.vload([0], "int32x16"), taps, wvec),
+                                            [lanes16])
+                                with T.vectorized(0, stored) as v:
+                                    value = accum[v] if offset is None else accum[v] + offset
+                                    value = value.astype(plan.acc_dtype)
+                                    if epilogue is not None:
+                                        value = epilogue.apply(value, c, consts)
+                                    T.buffer_store(out, value, [b, c, y, x0 + v])
     return ib.get()
 
 

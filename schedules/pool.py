@@ -80,23 +80,24 @@ def max_pool2d_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
     chunks = ceil_div(ow, lanes)
     lowest = int(np.iinfo(plan.data_dtype).min)
     with IRBuilder() as ib:
-        with T.prim_func():
+        with T.prim_func(s_tir=True):
             T.func_name("max_pool2d")
             T.func_attr({"tirx.noalias": True})
             data = T.arg("data", T.buffer((batch, plan.channels, plan.height, plan.width), plan.data_dtype))
             out = T.arg("out", T.buffer((batch, plan.channels, oh, ow), plan.data_dtype))
-            pad = T.decl_buffer((phases, rows, cols), plan.data_dtype, scope="global")
-            with T.serial(0, batch) as b:
-                with T.serial(0, plan.channels) as c:
-                    fill_plane(pad, data, b, c, plan, rows, cols, lowest)
-                    with T.serial(0, oh) as y:
-                        with T.serial(0, chunks) as xo:
-                            x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
-                            with T.vectorized(0, lanes) as v:
-                                value = None
-                                for ky in range(kh):
-                                    for kx in range(kw):
-                                        tap = pad[(kx * dw) % sw, y * sh + ky * dh, x0 + v + (kx * dw) // sw]
-                                        value = tap if value is None else tirx.max(value, tap)
-                                T.buffer_store(out, value, [b, c, y, x0 + v])
+            with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
+                pad = T.sblock_alloc_buffer((phases, rows, cols), plan.data_dtype, scope="global")
+                with T.serial(0, batch) as b:
+                    with T.serial(0, plan.channels) as c:
+                        fill_plane(pad, data, b, c, plan, rows, cols, lowest)
+                        with T.serial(0, oh) as y:
+                            with T.serial(0, chunks) as xo:
+                                x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
+                                with T.vectorized(0, lanes) as v:
+                                    value = None
+                                    for ky in range(kh):
+                                        for kx in range(kw):
+                                            tap = pad[(kx * dw) % sw, y * sh + ky * dh, x0 + v + (kx * dw) // sw]
+                                            value = tap if value is None else tirx.max(value, tap)
+                                    T.buffer_store(out, value, [b, c, y, x0 + v])
     return ib.get()
