@@ -112,9 +112,10 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((phases, rows, cols), dt, scope="global")
                 accum = T.sblock_alloc_buffer((lanes,), acc, scope="local")
+                fill(pad, rows, cols, 0, dt, plan.strides[1])
                 with T.serial(0, batch) as b:
                     with T.serial(0, c_) as c:
-                        fill_plane(pad, data, b, c, plan, rows, cols)
+                        copy_plane(pad, data, b, c, plan, rows, cols)
                         with T.serial(0, oh) as y:
                             with T.serial(0, chunks) as xo:
                                 x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
@@ -135,17 +136,20 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
     return ib.get()
 
 
-def fill_plane(pad, data, b, c, plan, rows: int, cols: int, fill: int = 0) -> None:
-    """Set ``pad`` to ``fill`` and copy channel ``c`` of image ``b`` into it (phase-split for strided
-    windows: ``pad[s, y, q] = x_pad[c, y, q * sw + s]``).  ``plan`` has ``height``, ``width``, ``strides``,
-    ``padding`` and ``data_dtype``."""
-    sw = plan.strides[1]
-    pt, pl, _, _ = plan.padding
-    zero = tirx.const(fill, plan.data_dtype)
-    with T.serial(0, sw) as s:
+def fill(pad, rows: int, cols: int, value: int, dtype: str, phases: int) -> None:
+    """Set all of ``pad`` to ``value`` -- once per call: ``copy_plane`` overwrites the same interior for
+    every channel, so the padding stays."""
+    with T.serial(0, phases) as s:
         with T.serial(0, rows) as y:
             with T.serial(0, cols) as q:
-                T.buffer_store(pad, zero, [s, y, q])
+                T.buffer_store(pad, tirx.const(value, dtype), [s, y, q])
+
+
+def copy_plane(pad, data, b, c, plan, rows: int, cols: int) -> None:
+    """Copy channel ``c`` of image ``b`` into the interior of ``pad``, phase-split for strided windows:
+    ``pad[s, y, q] = x_pad[c, y, q * sw + s]``.  ``plan`` has ``height``, ``width``, ``strides``, ``padding``."""
+    sw = plan.strides[1]
+    pt, pl, _, _ = plan.padding
     for s in range(sw):
         # input columns ix = q * sw + s - pl inside [0, W) with q in [0, cols)
         q_lo = max(0, ceil_div(pl - s, sw))
@@ -187,10 +191,10 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((rows * row_len + 64,), "uint8", scope="global")   # + one load of slack
                 accum = T.sblock_alloc_buffer((lanes,), "int32", scope="local")
+                with T.serial(0, rows * row_len + 64) as i:    # the padding, once: channels overwrite the rest
+                    T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
                 with T.serial(0, batch) as b:
                     with T.serial(0, c_) as c:
-                        with T.serial(0, rows * row_len + 64) as i:
-                            T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
                         with T.serial(0, min(h, rows - pt)) as iy:
                             with T.serial(0, min(w, row_len - pl)) as ix:
                                 value = data[b, c, iy, ix]

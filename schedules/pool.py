@@ -24,7 +24,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
 from .common import ceil_div
-from .conv2d_depthwise import VECTOR_BYTES, fill_plane
+from .conv2d_depthwise import VECTOR_BYTES, copy_plane, fill
 
 POOL_DTYPES = ("int8", "uint8", "int16")
 CHUNK_OVERHEAD = 8
@@ -87,9 +87,10 @@ def max_pool2d_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
             out = T.arg("out", T.buffer((batch, plan.channels, oh, ow), plan.data_dtype))
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((phases, rows, cols), plan.data_dtype, scope="global")
+                fill(pad, rows, cols, lowest, plan.data_dtype, phases)
                 with T.serial(0, batch) as b:
                     with T.serial(0, plan.channels) as c:
-                        fill_plane(pad, data, b, c, plan, rows, cols, lowest)
+                        copy_plane(pad, data, b, c, plan, rows, cols)
                         with T.serial(0, oh) as y:
                             with T.serial(0, chunks) as xo:
                                 x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
