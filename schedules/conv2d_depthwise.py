@@ -173,11 +173,14 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
     rows = (oh - 1) * sh + (kh - 1) * dh + 1
     row_len = (ow - 1) * sw + (kw - 1) * dw + 1
     lanes, groups = VNNI_LANES, ceil_div(kw, TAPS)
-    chunks = ceil_div(ow, lanes)
-    stored = min(ow, lanes)
+    tile_rows, tile_cols = vnni_tile(plan)
+    row_chunks, col_chunks = ceil_div(oh, tile_rows), ceil_div(ow, tile_cols)
     signed = plan.data_dtype == "int8"
     ramp = tirx.Ramp(tirx.const(0, "int32"), 1, 64)
-    gather = tirx.Cast("int8x64", tirx.floordiv(ramp, TAPS) * sw + tirx.floormod(ramp, TAPS) * dw)
+    # lane i (past the tile: its last position again) <- row i // cols, column i % cols of the tile; byte j: tap j
+    pos = tirx.min(tirx.floordiv(ramp, TAPS), tirx.Broadcast(tirx.const(tile_rows * tile_cols - 1, "int32"), 64))
+    gather = tirx.Cast("int8x64", tirx.floordiv(pos, tile_cols) * (sh * row_len) + tirx.floormod(pos, tile_cols) * sw
+                       + tirx.floormod(ramp, TAPS) * dw)
     lanes16 = tirx.Ramp(tirx.const(0, "int32"), 1, lanes)
     with IRBuilder() as ib:
         with T.prim_func(s_tir=True):
@@ -206,13 +209,14 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
                             total = sum(weight[c, ky, g, j].astype("int32") for ky in range(kh) for g in range(groups)
                                         for j in range(TAPS))
                             offset = total * tirx.const(-128, "int32")
-                        with T.serial(0, oh) as y:
-                            with T.serial(0, chunks) as xo:
-                                x0 = tirx.min(xo * lanes, ow - lanes) if chunks > 1 else tirx.const(0, "int32")
+                        with T.serial(0, row_chunks) as yo:
+                            with T.serial(0, col_chunks) as xo:
+                                y0 = tirx.min(yo * tile_rows, oh - tile_rows) if row_chunks > 1 else 0
+                                x0 = tirx.min(xo * tile_cols, ow - tile_cols) if col_chunks > 1 else 0
                                 T.buffer_store(accum, tirx.Broadcast(tirx.const(0, "int32"), lanes), [lanes16])
                                 for ky in range(kh):
                                     for g in range(groups):
-                                        base = (y * sh + ky * dh) * row_len + x0 * sw + g * TAPS * dw
+                                        base = (y0 * sh + ky * dh) * row_len + x0 * sw + g * TAPS * dw
                                         window = pad.vload([base], "uint8x64")
                                         taps = tirx.call_llvm_pure_intrin("uint8x64", PERMB, window, gather)
                                         packed = tirx.reinterpret("int32", weight.vload([c, ky, g, 0], "int8x4"))
@@ -220,13 +224,28 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
                                         T.buffer_store(accum, tirx.call_llvm_pure_intrin(
                                             "int32x16", DPBUSD, accum.vload([0], "int32x16"), taps, wvec),
                                             [lanes16])
-                                with T.vectorized(0, stored) as v:
+                                with T.vectorized(0, tile_rows * tile_cols) as v:
                                     value = accum[v] if offset is None else accum[v] + offset
                                     value = value.astype(plan.acc_dtype)
                                     if epilogue is not None:
                                         value = epilogue.apply(value, c, consts)
-                                    T.buffer_store(out, value, [b, c, y, x0 + v])
+                                    T.buffer_store(out, value, [b, c, y0 + v // tile_cols, x0 + v % tile_cols])
     return ib.get()
+
+
+def vnni_tile(plan) -> tuple:
+    """``(rows, columns)`` of output positions in one vector of 16 lanes: 16 columns of a row, or, for rows
+    of at most 8 columns (MobileNet's 7x7 and 14x14 maps), as many whole rows as fit while their inputs
+    still fit one 64-byte load (a 7-column row alone would leave 9 lanes idle)."""
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    oh, ow = plan.out_hw
+    if ow > VNNI_LANES // 2:
+        return 1, min(ow, VNNI_LANES)
+    row_len = (ow - 1) * sw + (kw - 1) * dw + 1
+    rows = min(VNNI_LANES // ow, oh)
+    while rows > 1 and (rows - 1) * sh * row_len + (ow - 1) * sw + (TAPS - 1) * dw >= 64:
+        rows -= 1
+    return rows, ow
 
 
 def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:

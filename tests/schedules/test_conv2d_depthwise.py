@@ -28,6 +28,7 @@ CASES = [
     ((1, 4, 14, 14), 3, (2, 2), (0, 0, 1, 1), (1, 1), "int8", "int16"),      # "SAME" padding at stride 2
     ((1, 2, 8, 7), 5, (1, 1), (2, 2, 2, 2), (1, 1), "int8", "int32"),        # 5 taps a row: two tap groups
     ((1, 3, 11, 40), 3, (1, 2), (0, 1, 2, 0), (2, 1), "uint8", "int32"),     # row dilation, mixed strides
+    ((1, 3, 13, 5), 3, (1, 1), (1, 1, 1, 1), (1, 1), "uint8", "int16"),      # vnni: 3 rows of 5 in a vector
 ]
 
 
