@@ -36,7 +36,8 @@ from tvm_fxp.runtime import cpu_ghz, layer_times, profile  # noqa: E402
 
 def kind(kernel: str) -> str:
     if kernel.startswith("fxp_conv2d"):
-        return "conv2d " + kernel.split("_epilogue")[0].split("_")[-1]
+        layout = [p for p in kernel.split("_epilogue")[0].split("_")[4:] if p != "w16"]   # fxp_conv2d_<data>_<acc>_
+        return "conv2d " + "_".join(layout)
     if kernel.startswith("fxp_dense"):
         return "dense"
     for k in ("pool", "concat"):

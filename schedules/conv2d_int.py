@@ -146,7 +146,7 @@ class Conv2dPlan:
         Layout ``"vnni"`` (u8 x s8) shifts int8 data instead: ``x + 128``, minus ``128 * sum(w)`` (int32)."""
         if self.layout == "vnni":
             return self.data_dtype == "int8"
-        if self.layout.startswith("avx2"):
+        if self.layout.startswith(("avx2", "depthwise")):
             return False
         return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
 
@@ -170,6 +170,9 @@ class Conv2dPlan:
         if self.layout.startswith("avx2"):
             from .conv2d_avx2 import packed_weight_shape as avx2_shape
             return avx2_shape(self)
+        if self.layout.startswith("depthwise"):
+            from .conv2d_depthwise import packed_weight_shape as depthwise_shape
+            return depthwise_shape(self)
         if self.layout == "channels":
             return (self.groups, self.vector_blocks, self.in_per_group, kh, kw, self.lanes)
         return (self.vector_blocks, self.out_per_group, self.in_per_group, kh, kw, self.lanes)
@@ -219,6 +222,28 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
         return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, VNNI_MAX_BLOCK)})
     elif layout == "vnni":
         raise ValueError("conv2d: layout 'vnni' needs groups == 1 and int8 weights")
+    if requested in (None, "depthwise", "depthwise_vnni"):
+        from . import conv2d_depthwise as dw
+        if dw.supports(groups, c, oc, weight_dtype, acc_dtype, config.arch if requested is None else "x86-avx512"):
+            strides, dilation = tuple(int(s) for s in strides), tuple(int(d) for d in dilation)
+            vnni = requested == "depthwise_vnni" or (requested is None and config.vbmi)
+            if vnni and not dw.vnni_fits(strides, dilation):
+                if requested is not None:
+                    raise ValueError(f"conv2d: layout 'depthwise_vnni' does not fit stride {strides[1]}, "
+                                     f"dilation {dilation[1]} (one 64-byte row load per 16 outputs)")
+                vnni = False
+            plan = Conv2dPlan(c, h, w, oc, (kh, kw), strides, padding, dilation, int(groups), data_dtype, acc_dtype,
+                              "depthwise_vnni" if vnni else "depthwise", dw.VNNI_LANES, 1, weight_dtype)
+            oh, ow = plan.out_hw
+            if oh < 1 or ow < 1:
+                raise ValueError(f"conv2d: empty output {oh}x{ow}")
+            if vnni:
+                return plan
+            arch = config.arch if config.arch in dw.VECTOR_BYTES else "x86-avx512"
+            return Conv2dPlan(**{**plan.__dict__, "lanes": dw.choose_lanes(ow, acc_dtype, arch)})
+        if requested is not None:
+            raise ValueError(f"conv2d: layout {requested!r} needs groups == channels == out channels, int8 "
+                             "weights and int16/int32 accumulators")
     avx2 = _avx2_layout(requested, config, c, groups, data_dtype, weight_dtype, acc_dtype)
     if avx2 is not None:
         from .conv2d_avx2 import LAYOUTS, MAX_BLOCK
@@ -407,6 +432,9 @@ def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
     if plan.layout.startswith("avx2"):
         from .conv2d_avx2 import conv2d_primfuncs as avx2_primfuncs
         return avx2_primfuncs(plan, batch, epilogue)
+    if plan.layout.startswith("depthwise"):
+        from .conv2d_depthwise import conv2d_primfuncs as depthwise_primfuncs
+        return depthwise_primfuncs(plan, batch, epilogue)
     return _primfuncs(plan, batch, epilogue)
 
 

@@ -15,7 +15,8 @@ packs the weights (and, for uint8 data into int16, computes a per-channel offset
 packing PrimFunc -- on the host at compile time when the weight is a constant, since ``tvm.compile``'s
 default CPU pipeline has no ``FoldConstant``, else as a ``call_tir`` -- and emits ``call_tir`` of the
 scheduled kernel, marked ``op_pattern = kOpaque`` so that ``FuseOps``/``FuseTIR`` keep its schedule.
-Anything else goes to TVM's original legalization, called unchanged.
+Anything else goes to TVM's original legalization, called unchanged.  ``relax.nn.max_pool2d`` of NCHW
+integer data on x86 goes to ``pool.py``'s vectorized kernel the same way (opaque ``call_tir``).
 
 Where it runs: inside ``relax.transform.LegalizeOps``; it assumes nothing of the graph beyond the op and its
 operand types.  An int16 result is exact when it fits in int16, which the producer of the graph
@@ -278,7 +279,43 @@ def dispatched_kernels(mod: tvm.IRModule, target) -> dict:
     return counts
 
 
-_LEGALIZERS = {"relax.nn.conv2d": _legalize_conv2d, "relax.matmul": _legalize_matmul}
+def max_pool2d_plan_for(call, target):
+    """The ``pool.PoolPlan`` of an integer NCHW ``relax.nn.max_pool2d`` on an x86 ``target``, else None."""
+    from .pool import plan_max_pool2d
+
+    attrs = call.attrs
+    if (str(attrs.layout), str(attrs.out_layout)) != ("NCHW", "NCHW"):
+        return None
+    data_ty, out_ty = _tensor_type(call.args[0]), call.ty
+    if data_ty is None or not isinstance(out_ty, relax.TensorType) or out_ty.shape is None or len(data_ty.shape) != 4:
+        return None
+    dims, out_dims = _static_dims(list(data_ty.shape)[1:]), _static_dims(list(out_ty.shape)[2:])
+    if dims is None or out_dims is None:
+        return None
+    try:
+        return plan_max_pool2d([1, *dims], out_dims, str(data_ty.dtype), [int(k) for k in attrs.pool_size],
+                               [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                               [int(d) for d in attrs.dilation], kernel_config(target, "int32").arch)
+    except ValueError:
+        return None
+
+
+def _legalize_max_pool2d(bb, call):
+    from .pool import max_pool2d_primfunc
+
+    target = _cpu_target()
+    plan = max_pool2d_plan_for(call, target) if target is not None else None
+    if plan is None:
+        return original_legalize("relax.nn.max_pool2d")(bb, call)
+    lead = list(call.args[0].ty.shape)[0]
+    batch = lead.value if isinstance(lead, tirx.IntImm) else tirx.Var("n", "int64")
+    tag = f"max_pool2d_{plan.data_dtype}"
+    gv = _add_kernel(bb, max_pool2d_primfunc(plan, batch), f"fxp_{tag}", tag, opaque=True)
+    return relax.call_tir(gv, [call.args[0]], call.ty)
+
+
+_LEGALIZERS = {"relax.nn.conv2d": _legalize_conv2d, "relax.matmul": _legalize_matmul,
+               "relax.nn.max_pool2d": _legalize_max_pool2d}
 
 
 def legalize_map() -> dict:

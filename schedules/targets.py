@@ -72,6 +72,7 @@ class KernelConfig:
     acc_dtype: str
     arch: str
     vnni: bool = False       # AVX-512 VNNI (vpdpbusd): conv2d layout "vnni" (conv2d_vnni.py)
+    vbmi: bool = False       # AVX-512 VBMI (vpermb) as well: depthwise layout "depthwise_vnni" (conv2d_depthwise.py)
 
     def block_limit(self, lanes: int) -> int:
         """``max_block`` for a narrower vector of ``lanes`` (fewer registers per position), at most 16."""
@@ -99,4 +100,5 @@ def kernel_config(target: tvm.target.Target, acc_dtype: str) -> KernelConfig:
     regs_per_position = max(1, lanes * acc_bytes // vec_bytes)
     max_block = max(1, (n_regs // 2) // regs_per_position)
     vnni = arch == "x86-avx512" and acc_bytes < 8 and _has(target, "avx512vnni")
-    return KernelConfig(lanes=lanes, max_block=max_block, acc_dtype=acc_dtype, arch=arch, vnni=vnni)
+    vbmi = vnni and _has(target, "avx512vbmi")
+    return KernelConfig(lanes=lanes, max_block=max_block, acc_dtype=acc_dtype, arch=arch, vnni=vnni, vbmi=vbmi)

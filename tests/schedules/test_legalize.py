@@ -6,7 +6,7 @@ import tvm
 from tvm import relax
 
 import tvm_fxp
-from tvm_fxp.schedules import dispatched_kernels, host, original_legalize
+from tvm_fxp.schedules import dispatched_kernels, host, kernel_config, original_legalize
 
 from . import reference as ref
 
@@ -106,9 +106,12 @@ def test_realized_vgg_through_kernels_equals_simulation(test_images, bits, acc):
     for bit."""
     q = ref.quantized_vgg(bits)
     realized = q.realized(accumulator="narrow")
-    kernels = dispatched_kernels(realized, HOST)
+    everything = dispatched_kernels(realized, HOST)
+    kernels = {tag: n for tag, n in everything.items() if not tag.startswith("max_pool2d")}
     assert not any("weight" in tag for tag in kernels), kernels          # constants packed at compile time
     assert sum(kernels.values()) == weighted_ops(realized) >= 6, kernels
+    if kernel_config(HOST, "int32").arch.startswith("x86"):             # its two max pools on pool.py's kernel
+        assert sum(n for tag, n in everything.items() if tag.startswith("max_pool2d")) == 2, everything
     accs = {tag.split("_")[2] for tag in kernels}
     assert acc in accs and accs <= ({"int16"} if acc == "int16" else {"int16", "int32"}), kernels
     images = test_images.inputs[:200]
