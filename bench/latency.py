@@ -449,7 +449,8 @@ def main(argv=None) -> int:
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "config": {"batch": 1, "threads": THREADS, "repeats": args.repeats, "repeat_seconds": args.repeat_seconds,
                       "timer": "time.perf_counter loop over InferenceSession.run / VirtualMachine main, numpy "
-                               "input each call, interleaved round-robin, median",
+                               "input and numpy output each call (ours as tvm_fxp.Runner: the input copied into a "
+                               "staged aligned tensor, outputs through DLPack), interleaved round-robin, median",
                       "tvm_target": str(tvm_fxp.api.host_target()), "tvm_target_features": tvm_target_features(),
                       "goals": GOALS},
            "models": {}, "skipped": {}}

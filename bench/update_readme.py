@@ -37,7 +37,9 @@ def main_job_table(r) -> list[str]:
 def latency_table(r, profile=None) -> list[str]:
     cfg = r["config"]
     lines = [f"Latency (`bench/latency.py`, {r['date']}, batch 1, {cfg['threads']} thread, median of {cfg['repeats']} "
-             f"interleaved repeats, every engine timed by the same Python loop; {r['machine'].get('cpu', '')}). "
+             f"interleaved repeats, every engine timed by the same Python loop, numpy in and numpy out (ours as "
+             f"`tvm_fxp.Runner` calls it: the input copied into a staged 64-byte aligned tensor, the result shared "
+             f"through DLPack); {r['machine'].get('cpu', '')}). "
              "`ours u8`: the uniform 8-bit plan, `ours best`: the most accurate of the methods' plans within 1 point "
              "of float top-1 (reference models), both realized and built by `tvm_fxp.build` (default schedules, no "
              "tuning) and checked bit-exact against the simulation in the run. `ORT int8`: onnxruntime static QDQ "
