@@ -15,7 +15,8 @@ Layers whose input is int8 (the first conv) and the dense layers use the same ``
 kernels in all builds (int16 or int32 variant).  One process, batch 1, one thread, engines interleaved
 round-robin over ``--repeats`` repeats, median ms.  The three builds must give identical outputs (checked on
 ``--eval-images`` test images; top-1 printed beside the times).  ``acc16_vs_int32_avx2`` = acc16 median /
-int32_madd median (goal <= 0.7).  The two kernels' hot loops are also run through llvm-mca-19 for Haswell
+int32_madd median (goal <= 0.7); ``acc16_vs_int32_avx2_kernel_sum`` (and ``_conv2d_kernels``) the same ratio of
+the summed kernel-call times (``kernel_sums``: without the VM's work between calls).  The two kernels' hot loops are also run through llvm-mca-19 for Haswell
 (one port for ``vpmaddubsw``/``vpmaddwd``) and this host's model (``inner_loops_mca``).
 
 Usage::
@@ -47,6 +48,7 @@ from tvm_fxp.plan import Plan  # noqa: E402
 from tvm_fxp.schedules import conv2d_avx2, dispatched_kernels  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))   # tools/: assembly tooling of benches and tests (not installed)
 HASWELL = {"kind": "llvm", "mcpu": "haswell"}
 GOAL = 0.7
 
@@ -74,6 +76,22 @@ def time_engines(vms: dict, x1, repeats: int, seconds: float = 0.2) -> dict:
         for name in order:
             samples[name].append(float(evals[name](arg).results[0]))
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}, samples
+
+
+def kernel_sums(builds: dict, x1, rounds: int = 5) -> dict:
+    """Per build, the sum over its kernel calls of each call's time on its own arguments
+    (``tvm_fxp.runtime.profile``: fastest of 20 runs), median over ``rounds`` interleaved rounds, ms; and the
+    same for the conv2d kernels only.  Leaves out the VM's own work between calls, which the whole-model
+    times above include."""
+    from tvm_fxp.runtime import profile
+
+    sums = {k: {"all": [], "conv2d": []} for k in builds}
+    for _ in range(rounds):
+        for name, (ex, _) in builds.items():
+            rows = profile(ex, x1, repeats=20)
+            sums[name]["all"].append(sum(r["ms"] for r in rows))
+            sums[name]["conv2d"].append(sum(r["ms"] for r in rows if r["kernel"].startswith("fxp_conv2d")))
+    return {k: {part: round(statistics.median(v), 5) for part, v in d.items()} for k, d in sums.items()}
 
 
 def inner_loops_mca(cpus=("haswell", "rocketlake")) -> dict:
@@ -122,16 +140,19 @@ def main(argv=None) -> int:
         top1 = float((logits["acc16"].argmax(1) == test.labels).mean())
         med, samples = time_engines(vms, test.inputs[:1], args.repeats)
         ratio = med["acc16"] / med["int32_madd"]
+        ks = kernel_sums({k: builds[k] for k in ("acc16", "int32_madd")}, test.inputs[:1])
         out["models"][model] = {
             "plan": str(plan_file.relative_to(REPO)), "top1": top1, "eval_images": int(len(test.inputs)),
             "outputs_identical": identical, "median_ms": {k: round(v, 5) for k, v in med.items()},
             "samples_ms": {k: [round(s * 1e3, 5) for s in v] for k, v in samples.items()},
             "kernels": {k: kern for k, (_, kern) in builds.items()},
             "acc16_vs_int32_avx2": round(ratio, 4), "acc16_vs_int32_generic": round(med["acc16"] / med["int32_generic"], 4),
-            "meets_goal": ratio <= GOAL}
+            "meets_goal": ratio <= GOAL, "kernel_sum_ms": ks,
+            "acc16_vs_int32_avx2_kernel_sum": round(ks["acc16"]["all"] / ks["int32_madd"]["all"], 4),
+            "acc16_vs_int32_avx2_conv2d_kernels": round(ks["acc16"]["conv2d"] / ks["int32_madd"]["conv2d"], 4)}
         print(f"{model}: top-1 {top1:.4f} (all builds identical: {identical}); acc16 {med['acc16']:.4f} ms, "
               f"int32 madd {med['int32_madd']:.4f} ms, int32 generic {med['int32_generic']:.4f} ms; "
-              f"acc16_vs_int32_avx2 {ratio:.3f}", flush=True)
+              f"acc16_vs_int32_avx2 {ratio:.3f}; kernel sums {ks}", flush=True)
     out["inner_loops_mca"] = inner_loops_mca()
     print("llvm-mca inner loops, acc16 / int32 cycles per MAC:", out["inner_loops_mca"]["acc16_vs_int32_cycles_per_mac"])
     out["wall_seconds"] = round(time.time() - t0, 1)

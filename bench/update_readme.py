@@ -426,6 +426,17 @@ def avx2_table(r) -> list[str]:
                   "share one port, so dropping `vpmaddwd` nearly halves the loop; this host has two such ports, so the "
                   "saving is smaller, and the whole model also runs the layers both builds share (the int8-input "
                   "first conv, the dense layers, pools, epilogues). Where the goal is missed, that is why."]
+    ks = [(m, v) for m, v in r["models"].items() if "kernel_sum_ms" in v]
+    if ks:
+        lines += ["", "Summed kernel-call times (each call on its own arguments, fastest of 20, median of 5 interleaved "
+                  "rounds; without the VM's work between calls), acc16 / int32 madd: " + "; ".join(
+                      f"{m} all kernels {v['acc16_vs_int32_avx2_kernel_sum']:.3f} ({v['kernel_sum_ms']['acc16']['all']:.4f} "
+                      f"vs {v['kernel_sum_ms']['int32_madd']['all']:.4f} ms), conv2d kernels "
+                      f"{v['acc16_vs_int32_avx2_conv2d_kernels']:.3f}" for m, v in ks) + ". Both AVX2 layouts block at "
+                  "most 8 positions (`conv2d_avx2.MAX_BLOCK`): each position reads through its own base pointer, and "
+                  "with 10-12 of them LLVM spilled pointers and accumulators in the hot loop (acc16 at 12 was 0.889 of "
+                  "madd at 10 over the six conv shapes; at 8, 0.680 of madd at 10 and 0.746 of madd at 8, the "
+                  "baseline's own best block)."]
     return lines
 
 

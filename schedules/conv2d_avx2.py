@@ -40,8 +40,13 @@ from .common import has_block as _has_block
 LAYOUTS = {"avx2_acc16": (8, 4, "int16"), "avx2_madd": (8, 4, "int32")}    # layout -> (lanes, group, acc)
 ACC16 = "tvm_fxp.avx2_pmaddubsw_8x2x2_i16"
 MADD32 = "tvm_fxp.avx2_pmaddubsw_pmaddwd_8x4_i32"
-MAX_BLOCK = {"avx2_acc16": 12, "avx2_madd": 10}   # positions blocked in ymm accumulators (16 registers; madd
-#                                                   also holds the vpmaddubsw result and the ones vector)
+MAX_BLOCK = {"avx2_acc16": 8, "avx2_madd": 8}
+"""Positions blocked in ymm accumulators.  Not the 12 (acc16) / 10 (madd) ymm registers would allow: each
+position of a block reads through its own base pointer (``p // OW``, ``p % OW`` are not affine in the block),
+and past ~8 of them LLVM spills pointers and accumulators in the hot loop (llvm-mca haswell, 32->32 3x3 acc16
+inner loop: 21.5 MACs/cycle at R=11, 27.1 at R=7).  Measured on the reference models' six AVX2 conv shapes
+(this host, one thread, min of 25 interleaved runs, kernel sums): acc16 R<=12 0.889 of madd R<=10, R<=8 0.680;
+madd R<=8 0.911 (the int32 baseline gets its best block too): acc16 / madd at R<=8: 0.746."""
 
 _switch = threading.local()
 

@@ -156,3 +156,40 @@ def test_aarch64_build_of_a_proven_int32_layer_is_paired():
                   and str(f.attrs.get(L.KERNEL_ATTR, "")) == "conv2d_uint8_int32_paired")
     m = hot_loop(tvm.tirx.build(kernel.with_attr("global_symbol", "k"), target=rpi4).inspect_source("asm")).mnemonics
     assert m.get("smull", 0) == m.get("smlal2", 0) == m.get("sadalp", 0) > 0 and "smlal" not in m, m
+
+
+@pytest.mark.parametrize("case", ["conv_nhwc", "conv_im2col", "dense"])
+def test_fused_epilogue_and_symbolic_batch_bit_exact(case):
+    """The kernel as the build emits it (``fuse.py``): a symbolic batch and the requantize epilogue (bias, shift,
+    clip, narrow to uint8) applied to each int32 sum in the unpacking; equals the int64 reference through the same
+    epilogue in numpy (desc loops on x86, ``neon=False``)."""
+    from tvm_fxp.schedules.epilogue import Epilogue
+
+    rng = np.random.default_rng(5)
+    if case == "dense":
+        x, w = operands(rng, (3, 70), (70, 12), "uint8")
+        plan = paired.plan_paired_dense((tvm.tirx.Var("m", "int64"), 70), (70, 12), "uint8")
+        acc = dense_ref(x, w)
+    else:
+        c = 32 if case == "conv_nhwc" else 5
+        x, w = operands(rng, (2, c, 7, 6), (9, c, 3, 3), "uint8")
+        plan = paired.plan_paired_conv2d(x.shape, w.shape, "uint8", padding=(1, 1, 1, 1))
+        acc = conv2d_ref(x, w, (1, 1), (1, 1, 1, 1))
+    assert plan.depth_order == {"conv_nhwc": "nhwc", "conv_im2col": "im2col", "dense": "im2col"}[case]
+    bias = rng.integers(-5000, 5000, w.shape[0] if case != "dense" else w.shape[1]).astype("int32")
+    epi = Epilogue([("relax.add", [("v", -1), ("c", 0)], "int32"),
+                    ("relax.right_shift", [("v", 0), ("s", 7, "int32")], "int32"),
+                    ("relax.maximum", [("v", 1), ("s", 0, "int32")], "int32"),
+                    ("relax.minimum", [("v", 2), ("s", 255, "int32")], "int32"),
+                    ("relax.astype", [("v", 3)], "uint8")], [bias], "uint8")
+    pack_func, offset_func, kernel_func = paired.paired_primfuncs(plan, batch=None, neon=False, epilogue=epi)
+    packed = tvm.runtime.empty(plan.packed_weight_shape, "int8")
+    tvm.tirx.build(pack_func, target="llvm")(tvm.runtime.tensor(w), packed)
+    off = tvm.runtime.empty((len(bias),), "int32")
+    tvm.tirx.build(offset_func, target="llvm")(tvm.runtime.tensor(w), off)
+    out = tvm.runtime.empty(acc.shape, "uint8")
+    tvm.tirx.build(kernel_func, target="llvm")(tvm.runtime.tensor(x), packed, off, tvm.runtime.tensor(bias), out)
+    shape = [1] * acc.ndim
+    shape[1] = -1       # channels: axis 1 of NCHW and of (M, N)
+    expected = np.clip((acc + bias.reshape(shape)) >> 7, 0, 255)
+    np.testing.assert_array_equal(out.numpy(), expected)
