@@ -98,13 +98,28 @@ def latency_table(r, profile=None) -> list[str]:
             "", "Why, from the profile: our convs keep NCHW between layers, so every conv packs its input to "
             "4-channel groups and unpacks its output to NCHW (a transpose); layers with few channels and large "
             "feature maps (stems, the 1x1 expansions of MobileNetV2, SqueezeNet's 1x1 squeezes at 55x55) spend "
-            "most of their time in those transposes (3-25 MACs/cycle against 55-90 for the deep 3x3/1x1 layers), "
-            "the depthwise convs run at 3-5 MACs/cycle for the same reason, and max pools run TVM's unscheduled "
-            "kernel; onnxruntime's optimized int8 graphs run NHWC kernels between a transpose at each end. Beyond "
+            "most of their time in those transposes (3-25 MACs/cycle against 55-90 for the deep 3x3/1x1 layers)"
+            + own_kernels_note() + "; onnxruntime's optimized int8 graphs run NHWC kernels between a transpose at "
+            "each end. Beyond "
             "the kernels, a call of our module costs more than its kernel sum (per model above: VM dispatch and "
             "allocation, the loop's input conversion, cold caches between layers), which alone decides the 28x28 "
             "rows (there the kernels take less than half of the call)."]
     return lines
+
+
+def own_kernels_note() -> str:
+    """The depthwise convs and max pools: NCHW kernels of their own on x86 (no transposes), from their benches."""
+    dw, pools = _load("depthwise.json"), _load("pools.json")
+    if not dw or not pools:
+        return ""
+    best = min(dw["ratios"], key=lambda k: dw["ratios"][k]["depthwise_sum"])
+    tvm_ms = sum(m["pool_sum_ms"]["tvm"] for m in pools["models"].values())
+    ours_ms = sum(m["pool_sum_ms"]["ours"] for m in pools["models"].values())
+    return (f"; the depthwise convs and the max pools avoid them, on NCHW kernels of their own for x86 "
+            f"(`schedules/conv2d_depthwise.py`, layout `{best.split('_vs_')[0]}`: "
+            f"{dw['ratios'][best]['depthwise_sum']:.2f}x the former `groups` kernel's time over MobileNetV2-224's "
+            f"depthwise layers, `bench/depthwise.py`; `schedules/pool.py`: {ours_ms / tvm_ms:.2f}x TVM's max-pool "
+            f"kernel over {', '.join(pools['models'])}'s max pools, `bench/pools.py`)")
 
 
 def methods_table(r) -> list[str]:

@@ -1,32 +1,41 @@
 """Depthwise int8/uint8 conv2d (one filter per channel, NCHW in and out) for x86 CPUs.
 
-Layout ``"depthwise"`` of ``Conv2dPlan`` (chosen by ``plan_conv2d`` on x86 targets for ``groups == C == OC``
-with int8 weights).  The ``"groups"`` layout packs 16 channels into a vector and so transposes the NCHW input
-to ``(C/16, H, W, 16)`` and the output back, per layer: at 224x224 those transposes cost more than the
-arithmetic (MobileNetV2's depthwise convs ran at 3-5 MACs/cycle).  This kernel needs no transpose: every
-channel is an independent plane, and the vector runs along the output row.
+Layouts ``"depthwise_vnni"`` (AVX-512 VNNI + VBMI) and ``"depthwise"`` (any x86 with AVX2) of ``Conv2dPlan``,
+chosen by ``plan_conv2d`` on x86 targets for ``groups == C == OC`` with int8 weights.  The ``"groups"``
+layout packs 16 channels into a vector and so transposes the NCHW input to ``(C/16, H, W, 16)`` and the
+output back, per layer: at 224x224 those transposes cost more than the arithmetic (MobileNetV2's depthwise
+convs ran at 3-5 MACs/cycle).  These kernels need no transpose: every channel is an independent plane, and
+the vector runs along the output row.
 
 Per image and channel ``c``:
 
-- the plane is copied once into a small zero-padded buffer, split by column phase for strided convs:
-  ``pad[s, y, q] = x_pad[c, y, q * sw + s]``, so the input of output column ``x`` at tap ``kx`` is
-  ``pad[(kx * dw) % sw, y * sh + ky * dh, x + (kx * dw) // sw]`` -- contiguous in ``x`` for stride 1 and 2;
-- each output row is cut into chunks of ``L`` columns (``plan.lanes``); the last chunk starts at ``OW - L``
-  and recomputes a few columns rather than running a scalar tail (the values are the same, stored twice);
-- per chunk an ``L``-lane accumulator of the plan's dtype sums the ``KH * KW`` taps (unrolled), each a vector
-  load of the input widened to the accumulator times the broadcast tap weight: with int32 accumulators LLVM
-  turns ``zext(u8) * sext(i8)`` into ``vpmaddwd``; with int16 (proven by the plan) it is ``vpmullw`` + ``vpaddw``
-  on 32 lanes;
+- the plane is copied into a padded buffer whose padding is written once per call (every channel overwrites
+  the same interior);
+- the output is cut into tiles of one row by ``L`` columns; the last tile of a row starts at ``OW - L`` and
+  recomputes a few columns rather than running a scalar tail (the values are the same, stored twice);
+- ``"depthwise_vnni"``: per tile and kernel row ``ky``, one 64-byte load of the padded input row, one
+  ``vpermb`` that gathers each output column's 4 taps (``x*sw + j*dw``) into its 32-bit lane, and one
+  ``vpdpbusd`` with the 4 tap weights broadcast (zero past ``KW``; 5x5 filters take two groups): 64 MACs
+  per instruction, 16 output columns a tile, or several whole rows of at most 8 columns (7x7 maps).
+  int8 data is stored as ``x + 128`` and ``-128 * sum(w)`` is added back per channel; the int32 sum is
+  narrowed to the plan's accumulator dtype, which the plan proved holds it;
+- ``"depthwise"``: the plane is split by column phase for strided convs (``pad[s, y, q] = x_pad[c, y,
+  q * sw + s]``, so every tap is a contiguous vector load); per tile an ``L``-lane accumulator of the plan's
+  dtype sums the ``KH * KW`` taps, each the input widened to the accumulator times the broadcast tap weight
+  (int32: LLVM turns ``zext(u8) * sext(i8)`` into ``vpmaddwd``; int16, where proven: ``vpmullw`` +
+  ``vpaddw``);
 - the fused epilogue (``epilogue.Epilogue``: bias at accumulator scale, rounding shift, saturate, relu/clip)
   is applied to the accumulator lanes as they are stored, the same TIR expression as in the other kernels.
 
 Exactness: every product of an 8-bit input and an int8 weight fits in int16 (``|255 * -128| < 2**15``), so
-the int16 product is exact and its widening to int32 is the true product; int16 sums wrap mod ``2**16`` and
-are exact whenever the final sum fits, which is what the plan proved (``conv2d_int``'s wrap argument).
+the int16 product is exact and its widening to int32 is the true product; ``vpdpbusd`` sums 4 such products
+into int32 without saturation; int16 sums wrap mod ``2**16`` and are exact whenever the final sum fits,
+which is what the plan proved (``conv2d_int``'s wrap argument).
 
-The kernel is written out directly as TIR (``tvm.script``'s IR builder) rather than scheduled from a TE
-compute: the overlapping last chunk is no schedule primitive, and without it the row tails would run scalar
-or need a copy of the output.  Weights need no packing; ``pack_weight`` only reshapes ``(C, 1, KH, KW)``.
+The kernels are written out directly as TIR (``tvm.script``'s IR builder, in the s_tir form with a root
+block that Relax's analyses of ``call_tir`` callees expect) rather than scheduled from a TE compute: the
+overlapping last tile is no schedule primitive, and without it the row tails would run scalar or need a
+copy of the output.  They are not MetaSchedule-tunable (``tuning.py`` never sees them).
 """
 
 from __future__ import annotations

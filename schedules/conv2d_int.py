@@ -15,7 +15,9 @@ The kernel computes it in a vector-friendly packed layout and unpacks at the end
   ``smlal``/``smlal2`` into two ``.8h`` accumulators per position; ``R`` positions share the weight vector.
 - layout ``"groups"`` (depthwise, and grouped convs with few channels per group): input packed to
   ``(N, GB, ICg, H', W', L)`` and weights to ``(GB, OCg, ICg, KH, KW, L)``: one vector holds ``L`` groups, so
-  no lane is wasted on a depthwise conv.
+  no lane is wasted on a depthwise conv.  On x86 targets depthwise convs (multiplier 1, int8 weights) take
+  ``conv2d_depthwise.py``'s layouts instead (``"depthwise"``, ``"depthwise_vnni"``): NCHW planes, the vector
+  along the output row, no transposes in or out.
 
 Schedule (s_tir): ``n, g, ob, p_outer, [i, ky, kx], p_inner (unrolled), lane (vectorized)``, the ``R x L``
 accumulators in a ``local`` buffer (registers after LLVM's SROA), initialised and written back once per

@@ -136,3 +136,18 @@ def test_mobilenet_v2_realized_equals_simulation(tmp_path, bits):
     got = tvm_fxp.Runner(tvm_fxp.build(realized)).run(x)
     np.testing.assert_array_equal(got, tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
     assert np.unique(got).size > 4
+
+
+@pytest.mark.skipif(not X86, reason="x86 kernels")
+def test_avx2_target_takes_the_plain_kernel():
+    """On an AVX2 target without AVX-512 (haswell code, run here) a depthwise conv takes layout "depthwise"
+    with 8 int32 / 16 int16 lanes a vector, exactly."""
+    haswell = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})
+    rng = np.random.default_rng(8)
+    x, w = ref.random_operands(rng, (1, 3, 9, 30), (3, 1, 3, 3), "uint8", "int32", 9)
+    plan = plan_conv2d(x.shape, w.shape, "uint8", "int32", (2, 2), (1, 1, 1, 1), (1, 1), 3,
+                       config=kernel_config(haswell, "int32"))
+    assert (plan.layout, plan.lanes) == ("depthwise", 8)
+    expected = ref.conv2d_ref(x, w, (2, 2), (1, 1, 1, 1), (1, 1), 3)
+    np.testing.assert_array_equal(ref.run_kernel(conv2d_primfuncs(plan), plan, x, w, expected.shape, haswell, 3),
+                                  expected)
