@@ -165,7 +165,7 @@ def copy_plane(pad, data, b, c, plan, rows: int, cols: int) -> None:
         q_hi = min(cols, (plan.width - 1 - s + pl) // sw + 1)
         if q_hi <= q_lo:
             continue
-        with T.serial(0, min(plan.height, rows - pt)) as iy:
+        with T.serial(0, max(0, min(plan.height, rows - pt))) as iy:
             with T.serial(q_lo, q_hi) as q:
                 T.buffer_store(pad, data[b, c, iy, q * sw + s - pl], [s, iy + pt, q])
 
@@ -207,8 +207,8 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
                     T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
                 with T.serial(0, batch) as b:
                     with T.serial(0, c_) as c:
-                        with T.serial(0, min(h, rows - pt)) as iy:
-                            with T.serial(0, min(w, row_len - pl)) as ix:
+                        with T.serial(0, max(0, min(h, rows - pt))) as iy:
+                            with T.serial(0, max(0, min(w, row_len - pl))) as ix:
                                 value = data[b, c, iy, ix]
                                 if signed:
                                     value = (value.astype("int16") + tirx.const(128, "int16")).astype("uint8")
