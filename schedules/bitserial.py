@@ -1,0 +1,354 @@
+"""Multiply-free bit-serial conv2d for ternary weights and low-bit unsigned activations on ARMv8.0 NEON.
+
+Mellempudi et al.'s ternary layers realize (``passes/realize.py``) as a conv2d whose stored weights are the
+levels ``{-1, 0, +1}`` followed by one integer multiply per output channel; with activations of ``B <= 4``
+unsigned bits the sum needs no multiply at all.  Bit-serial form (TVM's ``topi/arm_cpu/bitserial_conv2d.py``
+and its ``_intrin_popcount``; Cowan et al., CGO 2020), with the reduction axis ``k`` (the layer's ``(ky, kx,
+c)`` depth, zero-padded to whole 128-bit chunks) packed into bits::
+
+    sum_k w[o, k] x[p, k] = sum_b 2**b * (popcount(P[o] & X_b[p]) - popcount(M[o] & X_b[p]))
+
+where ``P[o]`` / ``M[o]`` are the masks of the ``+1`` / ``-1`` weights (packed at compile time from the
+constant weights, ``pack_weight_masks``, numpy) and ``X_b[p]`` is bit plane ``b`` of the data.  On the A72
+``and``/``cnt``/``add .16b`` issue on both ASIMD pipes (F0/F1): three ops per pair of planes per 16 bytes, so
+``2 x B`` pairs cost ``3 B`` cycles per 128 MACs (``B = 4``: 12 cycles, 10.7 MACs/cycle, against the 8 of the
+best int8 kernel, which is bound by the one multiply pipe).
+
+Layout of one 16-byte chunk: bit ``i`` of byte ``j`` holds depth ``128 kc + 16 i + j``, so packing a plane is
+8 vector loads of 16 contiguous depth values, ``(v >> b) & 1`` shifted to bit ``i`` and or-ed: vectorized over
+``j``, no transposition.
+
+Stages (``bitserial_compute``): ``data_nhwc`` (padded NHWC copy, uint8) -> ``data_col`` (per block of ``R``
+positions, the ``(ky, kx, c)`` depth gathered tap by tap, zero-padded) -> ``planes`` (``B`` bit planes) ->
+``bitserial``: ``int8`` per-lane accumulators of ``popcount(P & X_b) - popcount(M & X_b)`` (each step adds
+``[-8, 8]``: exact for up to ``T = 15`` chunks; deeper layers run ``ko`` blocks of ``T`` chunks) held in
+registers for an ``R x C`` block of (positions, outputs) and all ``B`` planes -> ``fold``: the 16 lanes x ``B``
+planes of each block weighted by ``2**b`` and summed (``sxtl``/``shl``/``add .8h``, ``saddlv``: ``FOLD_BITS``
+tensor intrinsic) -> ``unpack`` (sums over the ``ko`` blocks, NCHW int32).
+
+Exact when: weights in ``{-1, 0, 1}`` (``is_ternary``), data ``uint8`` in ``[0, 2**B)`` (the plan's activation
+format says so; bits above ``B`` are ignored), groups 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+from tvm.s_tir import Schedule, TensorIntrin
+from tvm.script import tirx as T
+
+from .common import ceil_div as _ceil_div
+
+LANES = 16                 # bytes per NEON register
+CHUNK = 8 * LANES          # depth values per 16-byte mask
+MAX_STEPS = 15             # int8 lanes: |sum| <= 15 * 8 = 120 < 128
+REGISTERS = 32
+MAX_BITS = 4
+
+
+def is_ternary(weight: np.ndarray) -> bool:
+    """Every weight is -1, 0 or +1 (the stored levels of a ternary layer)."""
+    w = np.asarray(weight)
+    return bool(np.all((w >= -1) & (w <= 1)))
+
+
+def choose_tile(rows: int, cols: int, bits: int) -> tuple:
+    """``(R, C)``: ``R*C*B`` int8 accumulators + ``R*B`` data planes + ``2C`` masks + 2 temporaries within the 32
+    registers; least padded work first, then the largest block (fewest loop overheads and reloads)."""
+    best = None
+    for r in range(1, min(rows, 8) + 1):
+        for c in range(1, min(cols, 8) + 1):
+            if r * c * bits + r * bits + 2 * c + 2 > REGISTERS:
+                continue
+            key = (-_ceil_div(rows, r) * r * _ceil_div(cols, c) * c, r * c, c)
+            if best is None or key > best[0]:
+                best = (key, r, c)
+    return best[1], best[2]
+
+
+@dataclass(frozen=True)
+class BitserialPlan:
+    """A conv2d (NCHW/OIHW, groups 1) with ternary weights and ``bits``-bit uint8 data."""
+
+    channels: int
+    out_channels: int
+    height: int
+    width: int
+    kernel: tuple = (1, 1)
+    strides: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+    dilation: tuple = (1, 1)
+    bits: int = 4
+    tile: tuple = (1, 1)
+
+    kind = "conv2d"
+    data_dtype = "uint8"
+    acc_dtype = "int32"
+    weight_dtype = "int8"
+    layout = "bitserial"
+    offset_data = False
+
+    @property
+    def outputs(self) -> int:
+        return self.out_channels
+
+    @property
+    def out_hw(self) -> tuple:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
+        pt, pl, pb, pr = self.padding
+        return ((self.height + pt + pb - dh * (kh - 1) - 1) // sh + 1,
+                (self.width + pl + pr - dw * (kw - 1) - 1) // sw + 1)
+
+    @property
+    def positions(self) -> int:
+        oh, ow = self.out_hw
+        return oh * ow
+
+    @property
+    def reduce(self) -> int:
+        kh, kw = self.kernel
+        return self.channels * kh * kw
+
+    @property
+    def steps(self) -> int:
+        """Chunks per int8 accumulation block (``T <= 15``), as even as possible."""
+        chunks = _ceil_div(self.reduce, CHUNK)
+        return _ceil_div(chunks, _ceil_div(chunks, MAX_STEPS))
+
+    @property
+    def k_blocks(self) -> int:
+        return _ceil_div(_ceil_div(self.reduce, CHUNK), self.steps)
+
+    @property
+    def chunks(self) -> int:
+        return self.k_blocks * self.steps
+
+    @property
+    def padded_reduce(self) -> int:
+        return self.chunks * CHUNK
+
+    @property
+    def row_blocks(self) -> int:
+        return _ceil_div(self.positions, self.tile[0])
+
+    @property
+    def col_blocks(self) -> int:
+        return _ceil_div(self.out_channels, self.tile[1])
+
+    @property
+    def packed_weight_shape(self) -> tuple:
+        """``(OC', chunks, 2, 16)`` uint8: the ``+1`` mask, then the ``-1`` mask, of each chunk."""
+        return (self.col_blocks * self.tile[1], self.chunks, 2, LANES)
+
+    @property
+    def macs(self) -> int:
+        return self.positions * self.out_channels * self.reduce
+
+
+def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), padding=(0, 0, 0, 0),
+                          dilation=(1, 1)) -> BitserialPlan:
+    """``data_shape`` is ``(N, C, H, W)`` (``N`` ignored); ``bits``: the data's unsigned width (1..4)."""
+    c, h, w = (int(s) for s in list(data_shape)[1:])
+    oc, ic, kh, kw = (int(s) for s in weight_shape)
+    if ic != c:
+        raise ValueError("bitserial: grouped convolutions are not supported; use conv2d_int")
+    if not 1 <= int(bits) <= MAX_BITS:
+        raise ValueError(f"bitserial: activations of 1..{MAX_BITS} bits, got {bits}")
+    padding = tuple(int(p) for p in padding)
+    padding = padding * 2 if len(padding) == 2 else padding
+    plan = BitserialPlan(c, oc, h, w, (kh, kw), tuple(int(s) for s in strides), padding,
+                         tuple(int(d) for d in dilation), int(bits))
+    return BitserialPlan(**{**plan.__dict__, "tile": choose_tile(plan.positions, oc, int(bits))})
+
+
+def depth_weights(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
+    """OIHW -> ``(OC', padded_reduce)`` int64 in depth order ``(ky, kx, c)``, zero-padded (numpy)."""
+    w = np.asarray(weight).astype(np.int64)
+    rows = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    oc_pad = plan.packed_weight_shape[0]
+    return np.pad(rows, ((0, oc_pad - rows.shape[0]), (0, plan.padded_reduce - rows.shape[1])))
+
+
+def pack_weight_masks(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
+    """The ``+1`` and ``-1`` masks of the constant ternary weights, ``plan.packed_weight_shape`` uint8: bit ``i``
+    of byte ``j`` of chunk ``kc`` is depth ``128 kc + 16 i + j`` (numpy, at compile time)."""
+    if not is_ternary(weight):
+        raise ValueError("bitserial: the weights are not ternary ({-1, 0, 1}); use conv2d_int or paired_int32")
+    w = depth_weights(weight, plan).reshape(-1, plan.chunks, 8, LANES)      # (o, kc, i, j)
+    shifts = (1 << np.arange(8, dtype=np.int64))[None, None, :, None]
+    plus = ((w == 1) * shifts).sum(axis=2)
+    minus = ((w == -1) * shifts).sum(axis=2)
+    return np.stack([plus, minus], axis=2).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------- intrinsics
+
+FOLD_BITS = {}    # bits -> registered intrinsic name
+
+
+def _fold_intrin(bits: int) -> str:
+    """``O[0] += sum_{b, j} A[b, j] << b`` over ``bits`` int8x16 accumulators: ``sxtl``/``sxtl2``, ``shl`` +
+    ``add .8h`` (|lane| <= 8 * 15 * 15 fits int16), then ``saddlv`` of the low + high halves."""
+    if bits in FOLD_BITS:
+        return FOLD_BITS[bits]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, o: T.handle) -> None:
+        A = T.match_buffer(a, (bits, 16), "int8", offset_factor=1, scope="local")
+        O = T.match_buffer(o, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(O[0:1], A[0:bits, 0:16])
+            T.writes(O[0:1])
+            for b, j in T.grid(T.int64(bits), T.int64(16)):
+                with T.sblock("fold"):
+                    vb, vj = T.axis.remap("RR", [b, j])
+                    # as the kernel's int64-indexed fold block reads (te.create_prim_func(..., "int64"))
+                    O[0] = T.Cast("int32", T.Cast("int64", O[0]) + (T.Cast("int64", T.Cast("int32", A[vb, vj])) << vb))
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, o: T.handle) -> None:
+        A = T.match_buffer(a, (bits, 16), "int8", offset_factor=1, scope="local")
+        O = T.match_buffer(o, (1,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(O[0:1], A[0:bits, 0:16])
+            T.writes(O[0:1])
+            lo = T.Cast("int16x8", T.vectorlow(A.vload([0, 0], "int8x16"), dtype="int8x8"))
+            hi = T.Cast("int16x8", T.vectorhigh(A.vload([0, 0], "int8x16"), dtype="int8x8"))
+            for b in T.unroll(1, bits):
+                lo = lo + T.shift_left(T.Cast("int16x8", T.vectorlow(A.vload([b, 0], "int8x16"), dtype="int8x8")),
+                                       T.Broadcast(T.int16(b), 8))
+                hi = hi + T.shift_left(T.Cast("int16x8", T.vectorhigh(A.vload([b, 0], "int8x16"), dtype="int8x8")),
+                                       T.Broadcast(T.int16(b), 8))
+            O[0] = O[0] + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlv.i32.v8i16"), lo + hi, dtype="int32")
+
+    name = f"tvm_fxp.neon_bitserial_fold_{bits}x16_i8i32"
+    try:
+        TensorIntrin.register(name, desc, impl)
+    except Exception:  # noqa: BLE001 -- already registered (module reloaded)
+        pass
+    FOLD_BITS[bits] = name
+    return name
+
+
+# ----------------------------------------------------------------------------------------- compute
+
+def bitserial_compute(data: te.Tensor, masks: te.Tensor, plan: BitserialPlan):
+    r, cb = plan.tile
+    nb, pb_n, ob_n, ko_n, steps = plan.bits, plan.row_blocks, plan.col_blocks, plan.k_blocks, plan.steps
+    n = data.shape[0]
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    pt, pl, _, _ = plan.padding
+    oh, ow = plan.out_hw
+    cc, ntaps = plan.channels, kh * kw
+    ppad = pb_n * r
+    hp = max(plan.height + plan.padding[0] + plan.padding[2], ((ppad - 1) // ow) * sh + (kh - 1) * dh + 1)
+    wp = plan.width + plan.padding[1] + plan.padding[3]
+    zero = tirx.const(0, "uint8")
+
+    def inside(y, x):
+        return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
+
+    nhwc = te.compute((n, hp, wp, cc), lambda b, y, x, ch: tirx.if_then_else(
+        inside(y, x), data[b, ch, y - pt, x - pl], zero), name="data_nhwc")
+    taps = _ceil_div(plan.padded_reduce, cc)
+
+    def gather(b, p, t, ch):
+        ty, tx = tirx.min(t, ntaps - 1) // kw, tirx.min(t, ntaps - 1) % kw
+        return tirx.if_then_else(t < ntaps, nhwc[b, (p // ow) * sh + ty * dh, (p % ow) * sw + tx * dw, ch], zero)
+    col = te.compute((n, ppad, taps, cc), gather, name="data_col")
+
+    def col_at(b, p, k):
+        return col[b, p, k // cc, k % cc]
+
+    one = tirx.const(1, "uint8")
+
+    def plane(b, p, bit, kc, j):
+        v = None
+        for i in range(8):
+            t = ((col_at(b, p, kc * CHUNK + i * LANES + j) >> bit.astype("uint8")) & one) << tirx.const(i, "uint8")
+            v = t if v is None else v | t
+        return v
+    planes = te.compute((n, ppad, nb, plan.chunks, LANES), plane, name="planes")
+
+    ki = te.reduce_axis((0, steps), "ki")
+
+    def step(b, pb, ob, ko, pi, oi, bit, j):
+        kc = ko * steps + ki
+        x = planes[b, pb * r + pi, bit, kc, j]
+        plus = tirx.popcount(masks[ob * cb + oi, kc, 0, j] & x)
+        minus = tirx.popcount(masks[ob * cb + oi, kc, 1, j] & x)
+        return te.sum(plus.astype("int8") - minus.astype("int8"), axis=ki)
+    acc = te.compute((n, pb_n, ob_n, ko_n, r, cb, nb, LANES), step, name="bitserial")
+    rb, rj = te.reduce_axis((0, nb), "rb"), te.reduce_axis((0, LANES), "rj")
+    fold = te.compute((n, pb_n, ob_n, ko_n, r, cb), lambda b, pb, ob, ko, pi, oi: te.sum(
+        acc[b, pb, ob, ko, pi, oi, rb, rj].astype("int32") << rb.astype("int32"), axis=[rb, rj]), name="fold")
+    rk = te.reduce_axis((0, ko_n), "rk")
+
+    def value(b, o, y, x):
+        p = y * ow + x
+        return te.sum(fold[b, p // r, o // cb, rk, p % r, o % cb], axis=rk)
+    return te.compute((n, plan.out_channels, oh, ow), value, name="unpack")
+
+
+def _vector_width(cc: int) -> int:
+    for v in (16, 8, 4, 2):
+        if cc % v == 0:
+            return v
+    return 1
+
+
+def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
+    """Block the ``R x C`` (positions, outputs) tile with all bit planes' int8 accumulators in registers, the
+    ``ki`` chunk loop innermost-but-one, lanes vectorized; ``neon`` tensorizes the fold (x86: desc loops)."""
+    sch = Schedule(func)
+    blk = sch.get_sblock("bitserial")
+    b, pb, ob, ko, pi, oi, bit, j, ki = sch.get_loops(blk)
+    sch.reorder(b, pb, ob, ko, ki, pi, oi, bit, j)
+    sch.set_scope(blk, 0, "local")
+    fold = sch.get_sblock("fold")
+    sch.reverse_compute_at(fold, ko)
+    planes = sch.get_sblock("planes")
+    sch.compute_at(planes, pb)
+    col = sch.get_sblock("data_col")
+    cc = plan.channels
+    sch.transform_layout(col, ("write", 0), lambda n_, p, t, ch: (n_, p, t * cc + ch))
+    sch.compute_at(col, pb)
+    nhwc = sch.get_sblock("data_nhwc")
+    sch.compute_at(nhwc, b)
+    vw = _vector_width(cc)
+    if vw > 1:
+        *_, lane = sch.get_loops(col)
+        _, lane = sch.split(lane, [None, vw])
+        sch.vectorize(lane)
+    sch.vectorize(sch.get_loops(planes)[-1])
+    sch.vectorize(j)
+    init = sch.decompose_reduction(blk, ki)
+    sch.unroll(bit)
+    sch.unroll(oi)
+    sch.unroll(pi)
+    *_, ipi, ioi, ibit, ij = sch.get_loops(init)
+    sch.vectorize(ij)
+    sch.unroll(ibit)
+    sch.unroll(ioi)
+    sch.unroll(ipi)
+    *_, fpi, foi, fb, fj = sch.get_loops(fold)
+    finit = sch.decompose_reduction(fold, fb)
+    if neon:
+        sch.tensorize(fb, _fold_intrin(plan.bits))
+    sch.unroll(foi)
+    sch.unroll(fpi)
+    return sch.mod["main"]
+
+
+def bitserial_primfunc(plan: BitserialPlan, batch=1, neon: bool = True):
+    """The kernel PrimFunc ``(data uint8 NCHW, masks, out int32 NCHW)``; ``batch`` an int or None (symbolic)."""
+    if batch is None:
+        batch = tirx.Var("n", "int64")
+    kh, kw = plan.kernel
+    data = te.placeholder((batch, plan.channels, plan.height, plan.width), "uint8", name="data")
+    masks = te.placeholder(plan.packed_weight_shape, "uint8", name="weight_masks")
+    out = bitserial_compute(data, masks, plan)
+    return schedule_bitserial(te.create_prim_func([data, masks, out], "int64"), plan, neon)
