@@ -315,9 +315,11 @@ def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
     col = sch.get_sblock("data_col")
     cc = plan.channels
     sch.transform_layout(col, ("write", 0), lambda n_, p, t, ch: (n_, p, t * cc + ch))
-    sch.compute_at(col, pb)
+    # the gather stays a stage of its own (all positions of the batch): compute_at under the kernel's loops maps
+    # the planes' flat depth range back onto (tap, channel) too narrowly when the channels do not divide it
+    # (129 channels: 127 computed; TVM 0.27's region inference), which would leave depth values unwritten
     nhwc = sch.get_sblock("data_nhwc")
-    sch.compute_at(nhwc, b)
+    sch.compute_at(nhwc, sch.get_loops(col)[0])
     vw = _vector_width(cc)
     if vw > 1:
         *_, lane = sch.get_loops(col)

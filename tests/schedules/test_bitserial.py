@@ -87,3 +87,13 @@ def test_neon_hot_loop_is_multiply_free():
     assert hot.mnemonics.get("cnt") == hot.mnemonics.get("and") == pairs, hot.mnemonics
     assert all(i.split()[1].endswith(".16b,") for i in hot.lines if i.split()[0] in ("cnt", "and"))
     assert sum(mul_lanes(i) for i in hot.lines) == 0 and "saddlv" in hot.mnemonics
+
+
+@pytest.mark.parametrize("xs, ws", [((1, 130, 3, 3), (3, 130, 3, 3)), ((1, 1568, 1, 1), (6, 1568, 1, 1))])
+def test_channels_that_do_not_divide_a_chunk(xs, ws):
+    """Channel counts past one 128-value chunk that do not divide it (a ternary dense layer as a 1x1 conv on a
+    1x1 map: 1568 = 12.25 chunks): every depth value of the gather is packed (TVM's region inference under
+    compute_at once left two of 129 channels unwritten)."""
+    x, w = operands(np.random.default_rng(1), xs, ws, 4)
+    plan = bs.plan_bitserial_conv2d(xs, ws, 4, padding=(1, 1, 1, 1) if ws[2] == 3 else (0, 0, 0, 0))
+    np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (1, 1), plan.padding))
