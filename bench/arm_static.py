@@ -451,18 +451,21 @@ def bitserial_section(work: Path, emulator, rng, bits: int = 4) -> dict:
         pp, bp = plans_[key]
         row = {"layers": entry["layers"], "spec": spec, "macs": n_macs, "activation_bits": bits,
                "plan_activation_bits": entry["plan_act_bits"], "padded_depth": bp.padded_reduce,
-               "depth": bp.reduce, "depth_efficiency": round(bp.reduce / bp.padded_reduce, 4)}
+               "depth": bp.reduce, "depth_efficiency": round(bp.reduce / bp.padded_reduce, 4),
+               "lanes": "positions" if isinstance(bp, bs.PositionLanesPlan) else "depth"}
         for variant, plan in (("paired_int32", pp), ("bitserial", bp)):
             name = f"{key}__{variant}"
             whole = kernel_cost.whole_kernel_cycles(blocks[name], counts[name])
             row[variant] = {"plan": plan_json(plan), "whole_kernel_cycles": round(whole["cycles"]),
                             "macs_per_cycle": round(n_macs / whole["cycles"], 3),
                             "instructions_executed": whole["instructions"], "top_blocks": whole["blocks"][:5],
-                            "inner_loop": inner_loop(asms[name], blocks[name][whole["blocks"][0]["block"]])}
+                            "inner_loop": inner_loop(asms[name] if variant == "paired_int32" else "",
+                                                     blocks[name][whole["blocks"][0]["block"]])}
         row["bitserial"]["bit_exact_under_qemu"] = exact[f"{key}__bitserial"]
         il = row["bitserial"]["inner_loop"]
-        # padded depth: each cnt pair (+1 mask, -1 mask) of one bit plane covers 128 depth values of one output
-        il["macs_per_iteration"] = il["mnemonics"].get("cnt", 0) // (2 * bits) * 128
+        # padded work: each cnt pair (+1 mask, -1 mask) of one bit plane covers 128 depth values of one output
+        # (depth lanes) or 8 depth values of 16 positions (positions lanes)
+        il["macs_per_iteration"] = il["mnemonics"].get("cnt", 0) // 2 * 128 // bits
         il["macs_per_cycle"] = round(il["macs_per_iteration"] / il["cycles_per_iteration"], 3)
         row["lowbit_vs_best_int32_cycles"] = round(row["bitserial"]["whole_kernel_cycles"]
                                                    / row["paired_int32"]["whole_kernel_cycles"], 4)

@@ -357,7 +357,7 @@ def bitserial_lines(b) -> list[str]:
     if not b:
         return ["", "Not built yet (issue 12): the multiply-free bit-serial kernel for ternary-weight / "
                 "4-bit-activation layers (so no `lowbit_vs_best_int32_cycles`)."]
-    rows = b["kernels"].values()
+    rows = list(b["kernels"].values())
     met = [r for r in rows if r["meets_goal"]]
     best = min(rows, key=lambda r: r["lowbit_vs_best_int32_cycles"])
     hot = sorted(r["bitserial"]["inner_loop"]["macs_per_cycle"] for r in rows)
@@ -365,30 +365,32 @@ def bitserial_lines(b) -> list[str]:
              f"{b['date'][:10]}): ternary weights (the stored levels {{-1, 0, 1}} of a mellempudi2017 ternary layer) "
              f"as +1/-1 bit masks packed at compile time, {b['activation_bits']}-bit activations as bit planes, "
              "sum = sum_b 2^b (popcount(P & X_b) - popcount(M & X_b)) with `and`/`cnt`/`sub`/`add .16b` into int8 "
-             "lane accumulators (both ASIMD pipes, no multiply), bit-exact under qemu on every layer below. Layers: "
-             "the ternary layers of the reference models' ternary plans, run with 4-bit activations (the paper's "
-             "setting; our committed ternary plans keep 8-bit activations, so as planned none of their layers "
-             "qualifies). Whole kernels against the paired int32 kernel of the same layer; goal "
-             f"`lowbit_vs_best_int32_cycles` <= {b['goal']}:", "",
-             "| kernel | layers | depth / padded depth | bit-serial cycles | paired int32 cycles | "
-             "lowbit_vs_best_int32_cycles | hot loop MACs/cycle (padded depth) |", "|---|---|---|---|---|---|---|"]
+             "lane accumulators (both ASIMD pipes, no multiply), bit-exact under qemu on every layer below. Two "
+             "layouts, chosen per layer by the padded work: `positions` (16 output positions of a row per register, "
+             "a byte = 8 channels of one tap, masks broadcast; the row pads to 16, the channels to 8) and `depth` "
+             "(128 depth values per register, one output position; the depth pads to 128; a dense layer runs as a "
+             "1x1 conv on a 1x1 map). Layers: the ternary layers of the reference models' ternary plans, run "
+             "with 4-bit activations (the paper's setting; our committed ternary plans keep 8-bit activations, so "
+             "as planned none of their layers qualifies). Whole kernels against the paired int32 kernel of the "
+             f"same layer; goal `lowbit_vs_best_int32_cycles` <= {b['goal']}:", "",
+             "| kernel | layers | layout | depth / padded depth | bit-serial cycles | paired int32 cycles | "
+             "lowbit_vs_best_int32_cycles | hot loop MACs/cycle (padded work) |", "|---|---|---|---|---|---|---|---|"]
     for k, r in b["kernels"].items():
-        lines.append(f"| {k} | {', '.join(r['layers'])} | {r['depth']} / {r['padded_depth']} | "
+        lines.append(f"| {k} | {', '.join(r['layers'])} | {r['lanes']} | {r['depth']} / {r['padded_depth']} | "
                      f"{r['bitserial']['whole_kernel_cycles']} | {r['paired_int32']['whole_kernel_cycles']} | "
                      f"{r['lowbit_vs_best_int32_cycles']:.3f} | {r['bitserial']['inner_loop']['macs_per_cycle']:.2f} |")
     per_model = ", ".join(f"{m} {v['lowbit_vs_best_int32_cycles']:.2f}" for m, v in b["models"].items())
-    lines += ["", f"{len(met)} of {len(b['kernels'])} layer shapes meet the goal (best: {best['layers'][0]} "
+    lines += ["", f"{len(met)} of {len(rows)} layer shapes meet the goal (best: {', '.join(best['layers'])} "
               f"{best['lowbit_vs_best_int32_cycles']:.3f}); summed over the ternary layers: {per_model}. Why, "
-              f"measured: the hot loop reaches {hot[0]:.1f}-{hot[-1]:.1f} MACs/cycle on the padded depth (3 ops per mask-plane pair per 128 depth values; "
-              "9.2-9.3 where LLVM unrolled the chunk loop and the fold of the int8 lanes sits in it; the A72 bound "
-              "is 10.7), but every output's depth is padded to whole 128-value chunks "
-              "(3x3x16 = 144 -> 256, 3x3x32 = 288 -> 384, 1x1x24 = 24 -> 128), and the bit-plane packing and "
-              "im2col gather are per position, amortized over few output channels in these small layers. The "
-              "deep layer (1568 -> 128 dense as a 1x1 conv, depth 1568 / 1664) is the closest. Next step, not "
-              "built: positions in the 16 byte lanes and the depth in bits of one byte (weight masks broadcast per "
-              "output), so the depth pads to 8 instead of 128 and no horizontal fold is needed. The legalization "
-              "does not choose this kernel yet (no committed plan has <= 4-bit activations, and it is slower "
-              "than the paired kernel on most of these layers)."]
+              f"measured: the hot loops run at {hot[0]:.1f}-{hot[-1]:.1f} MACs/cycle on the padded work (the A72 "
+              "bound for 2 weight masks x 4 planes is 10.7: 3 ops per mask-plane pair on 2 pipes; the positions "
+              "loop spends 8 `ld1r` per 32 pairs on the same pipes), i.e. 1.2-1.3x the paired kernel's ~8, but the "
+              "rest of the kernel eats it in these small layers: padding (the 28x28 and 14x14 rows pad to 32 and "
+              "16 positions, 1x1x24 depth pads to 128), the bit-plane packing (`ushr` + `sli` per row, per plane: "
+              "15-20% of the 16-output layers) and the int8 -> int16 folds of each block of <= 15 steps. Left: "
+              "two position groups per register block (half the mask broadcasts), strided layers in the positions "
+              "layout, and the legalization: it does not choose this kernel yet (no committed plan has <= 4-bit "
+              "activations; the plan's activation width would have to reach the kernel choice)."]
     return lines
 
 

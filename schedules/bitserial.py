@@ -148,8 +148,10 @@ class BitserialPlan:
 
 
 def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), padding=(0, 0, 0, 0),
-                          dilation=(1, 1)) -> BitserialPlan:
-    """``data_shape`` is ``(N, C, H, W)`` (``N`` ignored); ``bits``: the data's unsigned width (1..4)."""
+                          dilation=(1, 1), lanes: str = "auto") -> BitserialPlan:
+    """``data_shape`` is ``(N, C, H, W)`` (``N`` ignored); ``bits``: the data's unsigned width (1..4).  ``lanes``:
+    ``"depth"`` (``BitserialPlan``: 128 depth values per register), ``"positions"`` (``PositionLanesPlan``: 16
+    positions per register) or ``"auto"``: the layout with the smaller padded work (``padded_work``)."""
     c, h, w = (int(s) for s in list(data_shape)[1:])
     oc, ic, kh, kw = (int(s) for s in weight_shape)
     if ic != c:
@@ -160,7 +162,23 @@ def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), p
     padding = padding * 2 if len(padding) == 2 else padding
     plan = BitserialPlan(c, oc, h, w, (kh, kw), tuple(int(s) for s in strides), padding,
                          tuple(int(d) for d in dilation), int(bits))
-    return BitserialPlan(**{**plan.__dict__, "tile": choose_tile(plan.positions, oc, int(bits))})
+    depth = BitserialPlan(**{**plan.__dict__, "tile": choose_tile(plan.positions, oc, int(bits))})
+    if lanes == "depth":
+        return depth
+    positions = plan_positions(depth)
+    if lanes == "positions":
+        return positions
+    if lanes != "auto":
+        raise ValueError(f"bitserial: lanes must be 'auto', 'depth' or 'positions', got {lanes!r}")
+    return positions if padded_work(positions) <= padded_work(depth) else depth
+
+
+def padded_work(plan) -> int:
+    """``and``/``cnt`` lane-bytes the kernel spends per output channel: positions x depth, both padded as the
+    layout pads them."""
+    if isinstance(plan, PositionLanesPlan):
+        return plan.out_hw[0] * plan.groups * LANES * plan.padded_reduce
+    return plan.row_blocks * plan.tile[0] * plan.padded_reduce
 
 
 def depth_weights(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
@@ -176,6 +194,8 @@ def pack_weight_masks(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
     of byte ``j`` of chunk ``kc`` is depth ``128 kc + 16 i + j`` (numpy, at compile time)."""
     if not is_ternary(weight):
         raise ValueError("bitserial: the weights are not ternary ({-1, 0, 1}); use conv2d_int or paired_int32")
+    if isinstance(plan, PositionLanesPlan):
+        return _pack_position_masks(weight, plan)
     w = depth_weights(weight, plan).reshape(-1, plan.chunks, 8, LANES)      # (o, kc, i, j)
     shifts = (1 << np.arange(8, dtype=np.int64))[None, None, :, None]
     plus = ((w == 1) * shifts).sum(axis=2)
@@ -358,5 +378,176 @@ def bitserial_primfunc(plan: BitserialPlan, batch=1, neon: bool = True):
     kh, kw = plan.kernel
     data = te.placeholder((batch, plan.channels, plan.height, plan.width), "uint8", name="data")
     masks = te.placeholder(plan.packed_weight_shape, "uint8", name="weight_masks")
+    if isinstance(plan, PositionLanesPlan):
+        out = positions_compute(data, masks, plan)
+        return schedule_positions(te.create_prim_func([data, masks, out], "int64"), plan)
     out = bitserial_compute(data, masks, plan)
     return schedule_bitserial(te.create_prim_func([data, masks, out], "int64"), plan, neon)
+
+
+# ----------------------------------------------------------------------------------------- positions in lanes
+
+STEP_BITS = 8              # depth values per mask byte (positions layout)
+
+
+@dataclass(frozen=True)
+class PositionLanesPlan(BitserialPlan):
+    """The layout for layers with many positions: the 16 byte lanes hold 16 output positions of one output row
+    (the row padded to whole groups of 16), one byte holds 8 channels of one tap (depth ``(ky, kx, c)``, the
+    channels padded to a multiple of 8), and an
+    output's ``+1`` / ``-1`` masks are one byte each per 8 depth values, broadcast to the lanes (``ld1r``/
+    ``dup``).  The depth pads to 8 channels per tap only (the depth-lanes layout pads it to 128), and each lane is
+    one position's sum: no horizontal fold.  ``tile[1]``: outputs per register block."""
+
+    @property
+    def channel_bytes(self) -> int:
+        return _ceil_div(self.channels, STEP_BITS)
+
+    @property
+    def used_bytes(self) -> int:
+        """Depth bytes ``(ky, kx, 8 channels)``: the channels pad to a multiple of 8 at each tap."""
+        kh, kw = self.kernel
+        return kh * kw * self.channel_bytes
+
+    @property
+    def steps(self) -> int:
+        return _ceil_div(self.used_bytes, _ceil_div(self.used_bytes, MAX_STEPS))
+
+    @property
+    def k_blocks(self) -> int:
+        return _ceil_div(self.used_bytes, self.steps)
+
+    @property
+    def depth_bytes(self) -> int:
+        return self.k_blocks * self.steps
+
+    @property
+    def padded_reduce(self) -> int:
+        return self.depth_bytes * STEP_BITS
+
+    @property
+    def groups(self) -> int:
+        """Groups of 16 positions per output row."""
+        return _ceil_div(self.out_hw[1], LANES)
+
+    @property
+    def packed_weight_shape(self) -> tuple:
+        """``(OC', depth_bytes, 2)`` uint8: the ``+1`` and ``-1`` mask bytes."""
+        return (self.col_blocks * self.tile[1], self.depth_bytes, 2)
+
+    @property
+    def lane_efficiency(self) -> float:
+        return self.out_hw[1] / (self.groups * LANES)
+
+
+def _positions_tile(cols: int, bits: int) -> int:
+    """Outputs per block: ``C*B`` int8 accumulators + ``B`` planes + ``2C`` broadcast masks <= 30 registers."""
+    best = None
+    for c in range(1, min(cols, 8) + 1):
+        if c * bits + bits + 2 * c + 2 > REGISTERS:
+            continue
+        key = (-_ceil_div(cols, c) * c, c)
+        if best is None or key > best[0]:
+            best = (key, c)
+    return best[1]
+
+
+def plan_positions(plan: BitserialPlan) -> PositionLanesPlan:
+    return PositionLanesPlan(**{**plan.__dict__, "tile": (LANES, _positions_tile(plan.out_channels, plan.bits))})
+
+
+def _pack_position_masks(weight: np.ndarray, plan: PositionLanesPlan) -> np.ndarray:
+    w = np.asarray(weight).astype(np.int64).transpose(0, 2, 3, 1)            # (ky, kx, c) depth order
+    w = np.pad(w, ((0, 0), (0, 0), (0, 0), (0, plan.channel_bytes * STEP_BITS - w.shape[3]))).reshape(w.shape[0], -1)
+    oc_pad = plan.packed_weight_shape[0]
+    w = np.pad(w, ((0, oc_pad - w.shape[0]), (0, plan.padded_reduce - w.shape[1]))).reshape(oc_pad, -1, 8)
+    shifts = (1 << np.arange(8, dtype=np.int64))[None, None, :]
+    return np.stack([((w == 1) * shifts).sum(axis=2), ((w == -1) * shifts).sum(axis=2)], axis=2).astype(np.uint8)
+
+
+def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan):
+    nb, steps, ko_n, gn = plan.bits, plan.steps, plan.k_blocks, plan.groups
+    cb = plan.tile[1]
+    ob_n = plan.col_blocks
+    n = data.shape[0]
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    pt, pl, _, _ = plan.padding
+    oh, ow = plan.out_hw
+    hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    wp = (gn * LANES - 1) * sw + (kw - 1) * dw + 1
+    zero, one = tirx.const(0, "uint8"), tirx.const(1, "uint8")
+    dpad = te.compute((n, plan.channels, hp, wp), lambda b, c, y, x: tirx.if_then_else(
+        tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl),
+        data[b, c, tirx.min(tirx.max(y - pt, 0), plan.height - 1), tirx.min(tirx.max(x - pl, 0), plan.width - 1)],
+        zero), name="data_pad")
+    cbn, used = plan.channel_bytes, plan.used_bytes
+
+    def value_at(b, oy, g, kb, i, lane):
+        # depth byte kb = (tap, 8 channels): one division per byte, the 8 rows a fixed channel stride apart
+        kk = tirx.min(kb, used - 1)
+        t, c = kk // cbn, (kk % cbn) * STEP_BITS + i
+        v = dpad[b, tirx.min(c, plan.channels - 1), oy * sh + (t // kw) * dh, (g * LANES + lane) * sw + (t % kw) * dw]
+        ok = []
+        if plan.depth_bytes != used:
+            ok.append(kb < used)
+        if plan.channels % STEP_BITS:
+            ok.append(c < plan.channels)
+        return tirx.if_then_else(tirx.all(*ok), v, zero) if ok else v
+
+    def plane(b, oy, g, bit, kb, lane):
+        v = None
+        for i in reversed(range(8)):
+            t = (value_at(b, oy, g, kb, i, lane) >> bit.astype("uint8")) & one
+            v = t if v is None else (v << one) | t
+        return v
+    planes = te.compute((n, oh, gn, nb, plan.depth_bytes, LANES), plane, name="planes")
+    ki = te.reduce_axis((0, steps), "ki")
+
+    def step(b, oy, g, ob, ko, oi, bit, lane):
+        kb = ko * steps + ki
+        x = planes[b, oy, g, bit, kb, lane]
+        plus = tirx.popcount(masks[ob * cb + oi, kb, 0] & x)
+        minus = tirx.popcount(masks[ob * cb + oi, kb, 1] & x)
+        return te.sum(plus.astype("int8") - minus.astype("int8"), axis=ki)
+    acc = te.compute((n, oh, gn, ob_n, ko_n, cb, nb, LANES), step, name="bitserial")
+    rb = te.reduce_axis((0, nb), "rb")
+    # |sum_b 2^b acc_b| <= 15 * 8 * 15 = 1800: int16
+    fold = te.compute((n, oh, gn, ob_n, ko_n, cb, LANES), lambda b, oy, g, ob, ko, oi, lane: te.sum(
+        acc[b, oy, g, ob, ko, oi, rb, lane].astype("int16") << rb.astype("int16"), axis=rb), name="fold")
+    rk = te.reduce_axis((0, ko_n), "rk")
+    return te.compute((n, plan.out_channels, oh, ow), lambda b, o, y, x: te.sum(
+        fold[b, y, x // LANES, o // cb, rk, o % cb, x % LANES].astype("int32"), axis=rk), name="unpack")
+
+
+def schedule_positions(func, plan: PositionLanesPlan):
+    sch = Schedule(func)
+    blk = sch.get_sblock("bitserial")
+    b, oy, g, ob, ko, oi, bit, lane, ki = sch.get_loops(blk)
+    sch.reorder(b, oy, g, ob, ko, ki, oi, bit, lane)
+    sch.set_scope(blk, 0, "local")
+    fold = sch.get_sblock("fold")
+    sch.reverse_compute_at(fold, ko)
+    planes = sch.get_sblock("planes")
+    sch.compute_at(planes, g, preserve_unit_loops=True)
+    *_, pbit, pkb, plane_ = sch.get_loops(planes)
+    sch.reorder(pkb, pbit, plane_)
+    sch.vectorize(plane_)
+    sch.unroll(pbit)
+    pad = sch.get_sblock("data_pad")
+    sch.compute_at(pad, b)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(blk, ki)
+    sch.unroll(bit)
+    sch.unroll(oi)
+    *_, ioi, ibit, ilane = sch.get_loops(init)
+    sch.vectorize(ilane)
+    sch.unroll(ibit)
+    sch.unroll(ioi)
+    *_, foi, flane, fb = sch.get_loops(fold)
+    sch.reorder(fb, flane)
+    sch.vectorize(flane)
+    finit = sch.decompose_reduction(fold, fb)
+    sch.unroll(fb)
+    sch.vectorize(sch.get_loops(finit)[-1])
+    sch.unroll(foi)
+    return sch.mod["main"]

@@ -102,13 +102,16 @@ def bitserial_cases(seed=5) -> dict:
     first-layer-like conv, a 3x3 of the reference resnet's shape and a deep one (two int8 blocks)."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, xs, ws, bits, s, pad in [("c3_s2_b2", (1, 3, 9, 9), (7, 3, 3, 3), 2, 2, (1, 0, 1, 1)),
-                                       ("c24_b4", (1, 24, 14, 14), (24, 24, 3, 3), 4, 1, (1, 1, 1, 1)),
-                                       ("c256_b3", (2, 256, 4, 4), (9, 256, 3, 3), 3, 1, (1, 1, 1, 1))]:
+    for name, xs, ws, bits, s, pad, lanes in [
+            ("c3_s2_b2", (1, 3, 9, 9), (7, 3, 3, 3), 2, 2, (1, 0, 1, 1), "depth"),
+            ("c24_b4", (1, 24, 14, 14), (24, 24, 3, 3), 4, 1, (1, 1, 1, 1), "depth"),
+            ("c256_b3", (2, 256, 4, 4), (9, 256, 3, 3), 3, 1, (1, 1, 1, 1), "depth"),
+            ("positions_c20_s2_b4", (1, 20, 21, 19), (11, 20, 3, 3), 4, 2, (1, 0, 2, 1), "positions"),
+            ("positions_c32_b3", (2, 32, 14, 14), (32, 32, 3, 3), 3, 1, (1, 1, 1, 1), "positions")]:
         x = rng.integers(0, 1 << bits, xs)
         x.flat[rng.integers(0, x.size, x.size // 3)] = (1 << bits) - 1
         x, w = x.astype("uint8"), rng.integers(-1, 2, ws).astype("int8")
-        plan = bs.plan_bitserial_conv2d(xs, ws, bits, (s, s), pad)
+        plan = bs.plan_bitserial_conv2d(xs, ws, bits, (s, s), pad, lanes=lanes)
         out[f"bitserial_{name}"] = (x, w, plan, conv2d_ref(x, w, (s, s), pad))
     return out
 
