@@ -384,12 +384,13 @@ def bitserial_lines(b) -> list[str]:
               f"{best['lowbit_vs_best_int32_cycles']:.3f}); summed over the ternary layers: {per_model}. Why, "
               f"measured: the hot loops run at {hot[0]:.1f}-{hot[-1]:.1f} MACs/cycle on the padded work (the A72 "
               "bound for 2 weight masks x 4 planes is 10.7: 3 ops per mask-plane pair on 2 pipes; the positions "
-              "loop spends 8 `ld1r` per 32 pairs on the same pipes), i.e. 1.2-1.3x the paired kernel's ~8, but the "
-              "rest of the kernel eats it in these small layers: padding (the 28x28 and 14x14 rows pad to 32 and "
+              "layout stores its masks pre-broadcast to 16 bytes, loaded on the load pipe: with `ld1r` the loop "
+              "took 53.1 cycles instead of 48.1), i.e. 1.2-1.3x the paired kernel's ~8, but the rest of the kernel "
+              "eats most of it in these small layers: padding (the 28x28 and 14x14 rows pad to 32 and "
               "16 positions, 1x1x24 depth pads to 128), the bit-plane packing (`ushr` + `sli` per row, per plane: "
               "15-20% of the 16-output layers) and the int8 -> int16 folds of each block of <= 15 steps. Left: "
-              "two position groups per register block (half the mask broadcasts), strided layers in the positions "
-              "layout, and the legalization: it does not choose this kernel yet (no committed plan has <= 4-bit "
+              "strided layers in the positions layout (lanes at stride 2), a 7x7 map (7 of 16 lanes), and the "
+              "legalization: it does not choose this kernel yet (no committed plan has <= 4-bit "
               "activations; the plan's activation width would have to reach the kernel choice)."]
     return lines
 

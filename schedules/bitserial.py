@@ -432,8 +432,9 @@ class PositionLanesPlan(BitserialPlan):
 
     @property
     def packed_weight_shape(self) -> tuple:
-        """``(OC', depth_bytes, 2)`` uint8: the ``+1`` and ``-1`` mask bytes."""
-        return (self.col_blocks * self.tile[1], self.depth_bytes, 2)
+        """``(OC', depth_bytes, 2, 16)`` uint8: the ``+1`` and ``-1`` mask bytes, each repeated over the 16 lanes
+        at compile time (a plain 16-byte load on the A72's load pipe; ``ld1r`` would take an ASIMD pipe slot)."""
+        return (self.col_blocks * self.tile[1], self.depth_bytes, 2, LANES)
 
     @property
     def lane_efficiency(self) -> float:
@@ -462,7 +463,8 @@ def _pack_position_masks(weight: np.ndarray, plan: PositionLanesPlan) -> np.ndar
     oc_pad = plan.packed_weight_shape[0]
     w = np.pad(w, ((0, oc_pad - w.shape[0]), (0, plan.padded_reduce - w.shape[1]))).reshape(oc_pad, -1, 8)
     shifts = (1 << np.arange(8, dtype=np.int64))[None, None, :]
-    return np.stack([((w == 1) * shifts).sum(axis=2), ((w == -1) * shifts).sum(axis=2)], axis=2).astype(np.uint8)
+    m = np.stack([((w == 1) * shifts).sum(axis=2), ((w == -1) * shifts).sum(axis=2)], axis=2).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(m[..., None], LANES, axis=3))
 
 
 def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan):
@@ -506,8 +508,8 @@ def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan
     def step(b, oy, g, ob, ko, oi, bit, lane):
         kb = ko * steps + ki
         x = planes[b, oy, g, bit, kb, lane]
-        plus = tirx.popcount(masks[ob * cb + oi, kb, 0] & x)
-        minus = tirx.popcount(masks[ob * cb + oi, kb, 1] & x)
+        plus = tirx.popcount(masks[ob * cb + oi, kb, 0, lane] & x)
+        minus = tirx.popcount(masks[ob * cb + oi, kb, 1, lane] & x)
         return te.sum(plus.astype("int8") - minus.astype("int8"), axis=ki)
     acc = te.compute((n, oh, gn, ob_n, ko_n, cb, nb, LANES), step, name="bitserial")
     rb = te.reduce_axis((0, nb), "rb")

@@ -74,8 +74,8 @@ def test_masks_and_conditions():
     assert m[0, 0, 0, 5] == 2 and m[1, 1, 1, 0] == 1
     pos = bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 16, 3, 3), 2, lanes="positions")
     m = bs.pack_weight_masks(w, pos)        # byte = (tap, 8 channels): tap 1 channels 0-7 -> byte 2, bit 5
-    assert m.shape == pos.packed_weight_shape == (2, 18, 2) and m.sum(dtype=np.int64) == 32 + 1
-    assert m[0, 2, 0] == 32 and m[1, 16, 1] == 1
+    assert m.shape == pos.packed_weight_shape == (2, 18, 2, 16) and m.sum(dtype=np.int64) == (32 + 1) * 16
+    assert np.all(m[0, 2, 0] == 32) and np.all(m[1, 16, 1] == 1)
     with pytest.raises(ValueError, match="not ternary"):
         bs.pack_weight_masks(w * 2, plan)
     with pytest.raises(ValueError, match="1..4 bits"):
