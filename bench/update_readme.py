@@ -386,12 +386,16 @@ def bitserial_lines(b) -> list[str]:
               "bound for 2 weight masks x 4 planes is 10.7: 3 ops per mask-plane pair on 2 pipes; the positions "
               "layout stores its masks pre-broadcast to 16 bytes, loaded on the load pipe: with `ld1r` the loop "
               "took 53.1 cycles instead of 48.1), i.e. 1.2-1.3x the paired kernel's ~8, but the rest of the kernel "
-              "eats most of it in these small layers: padding (the 28x28 and 14x14 rows pad to 32 and "
-              "16 positions, 1x1x24 depth pads to 128), the bit-plane packing (`ushr` + `sli` per row, per plane: "
-              "15-20% of the 16-output layers) and the int8 -> int16 folds of each block of <= 15 steps. Left: "
-              "strided layers in the positions layout (lanes at stride 2), a 7x7 map (7 of 16 lanes), and the "
-              "legalization: it does not choose this kernel yet (no committed plan has <= 4-bit "
-              "activations; the plan's activation width would have to reach the kernel choice)."]
+              "eats most of it in these small layers: padding (rows of 28, 14 and 7 output positions pad to 32, "
+              "16 and 16 lanes in the positions layout; the depth layout pads 3x3x24 = 216 to 256 and 3x3x48 = "
+              "432 to 512), the bit-plane packing (`ushr`/`and`/`orr` per row and plane, once per position and "
+              "shared by all outputs: 15-20% of the 16-output layers) and the int8 -> int16 folds of each block "
+              "of <= 15 steps. Left: strided layers in the positions layout (lanes at stride 2), a 7x7 map (7 of "
+              "16 lanes), a `sli`-based plane packing (LLVM's instcombine rewrites the Horner form into "
+              "`and`/`orr`), and the legalization: it does not choose this kernel yet. The activation width can "
+              "reach it without the kernels importing the plan: Realize saturates every activation to its format "
+              "(clip to [0, 2^B - 1], then the uint8 cast), so the conv's producer in the realized graph proves "
+              "B; no committed plan has <= 4-bit activations."]
     return lines
 
 
