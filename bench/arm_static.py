@@ -32,10 +32,18 @@ requantize epilogue), whole-kernel cycles as above of ``widening`` (``conv2d_int
 ``smlal .4s``, the build's kernel before) and ``paired`` (where the weights prove the int16 pair sums), and which
 one the build now runs (``build``).
 
+``bitserial`` (``--bitserial``, which updates only that key): the multiply-free bit-serial kernel
+(``schedules/bitserial.py``: ternary weights as +1/-1 bit masks, 4-bit data as bit planes, ``and``/``cnt``/
+``sub``/``add .16b``) on the ternary-weight layers of the reference models' mellempudi2017 ternary plans, with
+4-bit activations (the paper's own setting; the committed plans keep 8-bit activations, ``act_bits`` 8, so no
+layer of them qualifies as planned), against the paired int32 kernel of the same layer:
+``lowbit_vs_best_int32_cycles`` = bit-serial / paired whole-kernel cycles (goal <= 0.8).
+
 Usage::
 
     .venv/bin/python bench/arm_static.py [--models fmnist_vgg,fmnist_resnet,mobilenet_v2_224,resnet18_224]
     .venv/bin/python bench/arm_static.py --int32-path
+    .venv/bin/python bench/arm_static.py --bitserial
 
 Needs ``llvm-mca-19`` and the qemu setup (``bash .ci/setup_arm.sh``).
 """
@@ -61,6 +69,7 @@ sys.path.insert(0, str(REPO))   # tools/: assembly, emulation and kernel-cost to
 from tools import arm_emulation, kernel_cost  # noqa: E402
 from tools.asm import hot_loop, llvm_mca, mca_tool, mul_lanes  # noqa: E402
 from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset  # noqa: E402
+from tvm_fxp.schedules import bitserial as bs  # noqa: E402
 from tvm_fxp.schedules import paired_int32 as paired  # noqa: E402
 from tvm_fxp.schedules.targets import RPI4  # noqa: E402
 
@@ -372,11 +381,124 @@ def int32_path(work: Path, emulator, rng) -> dict:
             "models": totals, "layers": rows}
 
 
+def ternary_layers(models=("fmnist_vgg", "fmnist_resnet")) -> list:
+    """``(model, layer, spec)`` of the ternary-weight layers (2-bit symmetric weight format with a cluster
+    multiplier: stored levels {-1, 0, 1}) of the reference models' mellempudi2017 ternary plans; a ternary dense
+    layer runs as a 1x1 conv2d on a 1x1 map (the same GEMM)."""
+    out = []
+    for model in models:
+        plan = json.loads((REPO / "bench" / "results" / "plans" / f"{model}_mellempudi2017_ternary.json").read_text())
+        for spec in reference_model(model):
+            fmt = plan["tensors"].get(f"{spec['layer']}.weight", {})
+            if fmt.get("bits") == 2 and fmt.get("multiplier") is not None and spec.get("groups", 1) == 1:
+                out.append((model, spec["layer"], spec, plan["config"].get("act_bits")))
+    return out
+
+
+def bitserial_section(work: Path, emulator, rng, bits: int = 4) -> dict:
+    """``lowbit_vs_best_int32_cycles`` per ternary layer: the multiply-free bit-serial kernel (``bits``-bit data)
+    against the paired gemmlowp/ruy int32 kernel of the same layer, whole kernels (both instrumented, one qemu run;
+    the bit-serial results are also checked bit for bit against the int64 numpy conv)."""
+    from tests.schedules.reference import conv2d_ref
+
+    target = preset("rpi4")
+    layers = ternary_layers()
+    shapes: dict = {}
+    for model, layer, spec, act_bits in layers:
+        shapes.setdefault(shape_key(spec), {"spec": spec, "layers": [], "plan_act_bits": act_bits})[
+            "layers"].append(f"{model}:{layer}")
+    cases, blocks, asms, plans_, expected = [], {}, {}, {}, {}
+    for key, entry in shapes.items():
+        spec = entry["spec"]
+        if spec["kind"] == "dense":
+            k, n = spec["weight_shape"]
+            conv_spec = {**spec, "kind": "conv2d", "data_shape": [1, k, 1, 1], "weight_shape": [n, k, 1, 1],
+                         "strides": [1, 1], "padding": [0, 0, 0, 0]}
+            pp = paired.plan_paired_dense(spec["data_shape"], spec["weight_shape"], "uint8")
+            poshape = (1, n)
+        else:
+            conv_spec = spec
+            pp = paired.plan_paired_conv2d(spec["data_shape"], spec["weight_shape"], "uint8",
+                                           strides=spec["strides"], padding=spec["padding"])
+            poshape = (1, spec["weight_shape"][0], *pp.out_hw)
+        bp = bs.plan_bitserial_conv2d(conv_spec["data_shape"], conv_spec["weight_shape"], bits,
+                                      conv_spec["strides"], conv_spec["padding"])
+        name = f"{key}__paired_int32"
+        case, blocks[name], asms[name] = build_case(work, name, {**spec, "dtype": "uint8"}, pp,
+                                                    paired.paired_primfuncs(pp), poshape, "int32", target, rng)
+        cases.append(case)
+        x = rng.integers(0, 1 << bits, conv_spec["data_shape"]).astype("uint8")
+        w = rng.integers(-1, 2, conv_spec["weight_shape"]).astype("int8")
+        name = f"{key}__bitserial"
+        np.savez(work / f"{name}.npz", data=x, masks=bs.pack_weight_masks(w, bp))
+        lib = tvm.tirx.build(bs.bitserial_primfunc(bp).with_attr("global_symbol", "kernel"), target=target)
+        asms[name] = lib.inspect_source("asm")
+        blocks[name] = kernel_cost.instrumented_library(lib, work / f"{name}.so")
+        expected[name] = conv2d_ref(x, w, conv_spec["strides"], conv_spec["padding"])
+        cases.append({"name": name, "lib": f"{name}.so", "inputs": f"{name}.npz", "args": ["data", "masks"],
+                      "entry": "kernel", "out_shape": list(expected[name].shape), "out_dtype": "int32",
+                      "counters": len(blocks[name])})
+        plans_[key] = (pp, bp)
+        print(f"  built {key}", flush=True)
+    (work / "manifest.json").write_text(json.dumps({"kernels": cases, "models": []}))
+    emulator.run_python(RUNNER, str(work), timeout=3600)
+    with np.load(work / "results.npz") as res:
+        counts = {c["name"]: res[c["name"] + "__counts"] for c in cases}
+        exact = {n: bool(np.array_equal(res[n].astype(np.int64), e)) for n, e in expected.items()}
+    rows = {}
+    for key, entry in shapes.items():
+        spec, n_macs = entry["spec"], macs(entry["spec"])
+        pp, bp = plans_[key]
+        row = {"layers": entry["layers"], "spec": spec, "macs": n_macs, "activation_bits": bits,
+               "plan_activation_bits": entry["plan_act_bits"], "padded_depth": bp.padded_reduce,
+               "depth": bp.reduce, "depth_efficiency": round(bp.reduce / bp.padded_reduce, 4),
+               "lanes": "positions" if isinstance(bp, bs.PositionLanesPlan) else "depth"}
+        for variant, plan in (("paired_int32", pp), ("bitserial", bp)):
+            name = f"{key}__{variant}"
+            whole = kernel_cost.whole_kernel_cycles(blocks[name], counts[name])
+            row[variant] = {"plan": plan_json(plan), "whole_kernel_cycles": round(whole["cycles"]),
+                            "macs_per_cycle": round(n_macs / whole["cycles"], 3),
+                            "instructions_executed": whole["instructions"], "top_blocks": whole["blocks"][:5],
+                            "inner_loop": inner_loop(asms[name] if variant == "paired_int32" else "",
+                                                     blocks[name][whole["blocks"][0]["block"]])}
+        row["bitserial"]["bit_exact_under_qemu"] = exact[f"{key}__bitserial"]
+        il = row["bitserial"]["inner_loop"]
+        # padded work: each cnt pair (+1 mask, -1 mask) of one bit plane covers 128 depth values of one output
+        # (depth lanes) or 8 depth values of 16 positions (positions lanes)
+        il["macs_per_iteration"] = il["mnemonics"].get("cnt", 0) // 2 * 128 // bits
+        il["macs_per_cycle"] = round(il["macs_per_iteration"] / il["cycles_per_iteration"], 3)
+        row["lowbit_vs_best_int32_cycles"] = round(row["bitserial"]["whole_kernel_cycles"]
+                                                   / row["paired_int32"]["whole_kernel_cycles"], 4)
+        row["meets_goal"] = row["lowbit_vs_best_int32_cycles"] <= 0.8
+        hot = row["bitserial"]["top_blocks"][0]
+        row["bitserial"]["hot_loop_share"] = round(hot["cycles"] / row["bitserial"]["whole_kernel_cycles"], 4)
+        rows[key] = row
+        print(f"{key:<36} bitserial {row['bitserial']['whole_kernel_cycles']:>9} ({row['bitserial']['macs_per_cycle']}"
+              f" MACs/c, exact {exact[f'{key}__bitserial']}) paired {row['paired_int32']['whole_kernel_cycles']:>9} "
+              f"({row['paired_int32']['macs_per_cycle']}) ratio {row['lowbit_vs_best_int32_cycles']:.3f}", flush=True)
+    models = {}
+    for model in sorted({m for m, *_ in layers}):
+        sel = [(model, lay, s) for m, lay, s, _ in layers if m == model]
+        cb = sum(rows[shape_key(s)]["bitserial"]["whole_kernel_cycles"] for *_, s in sel)
+        cp = sum(rows[shape_key(s)]["paired_int32"]["whole_kernel_cycles"] for *_, s in sel)
+        models[model] = {"ternary_layers": len(sel), "bitserial_cycles": cb, "paired_int32_cycles": cp,
+                         "lowbit_vs_best_int32_cycles": round(cb / cp, 4)}
+    return {"activation_bits": bits, "goal": 0.8,
+            "layers_from": "bench/results/plans/{model}_mellempudi2017_ternary.json: layers whose weights are "
+                           "ternary levels (2-bit symmetric format with a cluster multiplier)",
+            "method": ("both kernels built for the Pi, batch 1, no epilogue; whole-kernel cycles as in 'method' "
+                       f"(one instrumented qemu run); bit-serial data: random {bits}-bit uint8, weights random "
+                       "ternary; baseline: paired gemmlowp/ruy int32 (dense layers: its dense form; bit-serial: a "
+                       "1x1 conv on a 1x1 map)"),
+            "models": models, "kernels": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "arm_static.json")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--int32-path", action="store_true", help="only (re)compute the int32_path key of --out")
+    ap.add_argument("--bitserial", action="store_true", help="only (re)compute the bitserial key of --out")
     args = ap.parse_args(argv)
     emulator, why = arm_emulation.find()
     if mca_tool() is None or emulator is None:
@@ -384,6 +506,15 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     t0 = time.time()
+    if args.bitserial:
+        out = json.loads(args.out.read_text()) if args.out.exists() else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            out["bitserial"] = bitserial_section(Path(tmp), emulator, np.random.default_rng(0))
+        out["bitserial"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        out["bitserial"]["wall_seconds"] = round(time.time() - t0, 1)
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps(out["bitserial"]["models"]), f"\nwrote {args.out}")
+        return 0
     if args.int32_path:
         out = json.loads(args.out.read_text()) if args.out.exists() else {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -477,8 +608,9 @@ def main(argv=None) -> int:
                    "our own int32 variant, no paired GEMM form); leaves out caches, mispredictions, the FFI "
                    "wrapper, workspace allocation and requantize epilogues"),
         "summary": summary, "kernels": results, "wall_seconds": round(time.time() - t0, 1)}
-    if args.out.exists() and "int32_path" in json.loads(args.out.read_text()):     # kept (--int32-path)
-        out["int32_path"] = json.loads(args.out.read_text())["int32_path"]
+    for kept in ("int32_path", "bitserial"):        # kept (--int32-path, --bitserial)
+        if args.out.exists() and kept in json.loads(args.out.read_text()):
+            out[kept] = json.loads(args.out.read_text())[kept]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out} in {out['wall_seconds']} s")

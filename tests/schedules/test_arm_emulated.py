@@ -15,6 +15,7 @@ from tools import arm_emulation
 from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, host, plan_conv2d, plan_dense, preset, register
 
 from tools import kernel_cost
+from tvm_fxp.schedules import bitserial
 from tvm_fxp.schedules import paired_int32 as paired
 from tools.asm import mul_lanes
 
@@ -94,6 +95,28 @@ def proof_edge_cases() -> dict:
 
 
 PROOF_EDGE = proof_edge_cases()
+
+
+def bitserial_cases(seed=5) -> dict:
+    """The multiply-free bit-serial kernel: ternary weights, 2-4-bit data (full planes included); depth layout: a
+    strided first-layer-like conv and a deep one (two int8 blocks); positions layout: a strided, padded batch of
+    two and the reference vgg's 32->32 3x3."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, xs, ws, bits, s, pad, lanes in [
+            ("c3_s2_b2", (1, 3, 9, 9), (7, 3, 3, 3), 2, 2, (1, 0, 1, 1), "depth"),
+            ("c256_b3", (2, 256, 4, 4), (9, 256, 3, 3), 3, 1, (1, 1, 1, 1), "depth"),
+            ("positions_c20_s2_b4", (2, 20, 21, 19), (11, 20, 3, 3), 4, 2, (1, 0, 2, 1), "positions"),
+            ("positions_c32_b4", (1, 32, 14, 14), (32, 32, 3, 3), 4, 1, (1, 1, 1, 1), "positions")]:
+        x = rng.integers(0, 1 << bits, xs)
+        x.flat[rng.integers(0, x.size, x.size // 3)] = (1 << bits) - 1
+        x, w = x.astype("uint8"), rng.integers(-1, 2, ws).astype("int8")
+        plan = bitserial.plan_bitserial_conv2d(xs, ws, bits, (s, s), pad, lanes=lanes)
+        out[f"bitserial_{name}"] = (x, w, plan, conv2d_ref(x, w, (s, s), pad))
+    return out
+
+
+BITSERIAL = bitserial_cases()
 COUNTED = ("conv3x3_int8_int16", "conv1x1_uint8_int16")
 WIDENING = ("smull", "smull2", "smlal", "smlal2", "umull", "umull2", "umlal", "umlal2")     # + every paired case: block counts checked
 
@@ -167,6 +190,15 @@ def emulated(tmp_path_factory):
         manifest["kernels"].append(_kernel_case(work, f"{name}_counted", plan, conv2d_primfuncs(plan), x, w,
                                                 expected[f"{name}_counted"], blocks))
     expected["__blocks"] = blocks
+    for name, (x, w, plan, exp) in BITSERIAL.items():      # weight masks packed in numpy, as at compile time
+        expected[name] = exp
+        np.savez(work / f"{name}.npz", data=x, masks=bitserial.pack_weight_masks(w, plan))
+        lib = tvm.tirx.build(bitserial.bitserial_primfunc(plan, batch=x.shape[0]).with_attr("global_symbol", "kernel"),
+                             target=RPI4)
+        _export(lib, work / f"{name}.so")
+        manifest["kernels"].append({"name": name, "lib": f"{name}.so", "inputs": f"{name}.npz",
+                                    "args": ["data", "masks"], "entry": "kernel", "out_shape": list(exp.shape),
+                                    "out_dtype": "int32"})
 
     images = fashion_mnist("test", limit=N_IMAGES).inputs
     np.savez(work / "images.npz", x=images)
@@ -206,6 +238,13 @@ def test_kernel_bit_exact_under_qemu(emulated, name):
     got = results[name]
     assert got.dtype == np.dtype(name.rsplit("_", 1)[1])
     np.testing.assert_array_equal(got.astype(np.int64), expected[name])
+
+
+@pytest.mark.parametrize("name", sorted(BITSERIAL))
+def test_bitserial_bit_exact_under_qemu(emulated, name):
+    """The multiply-free NEON code (and/cnt/sub/add .16b, saddlv fold) equals the int64 conv."""
+    expected, results = emulated
+    np.testing.assert_array_equal(results[name].astype(np.int64), expected[name])
 
 
 @pytest.mark.parametrize("name", sorted(PAIRED))

@@ -1,0 +1,125 @@
+"""The multiply-free bit-serial conv2d (schedules/bitserial.py) against the int64 numpy conv.
+
+On x86 the schedule runs with the fold's desc loops (``neon=False``); the NEON code is checked structurally
+here (and/cnt/sub/add .16b, no multiply in the hot loop) and bit for bit under qemu in test_arm_emulated.py.
+Weights are ternary levels {-1, 0, 1} (as realize.py stores a ternary layer), data uint8 in [0, 2**bits).
+"""
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tools.asm import loops, mul_lanes
+from tvm_fxp.schedules import bitserial as bs
+from tvm_fxp.schedules import preset
+
+from .reference import conv2d_ref
+
+SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def run_bitserial(plan, x, w, neon=False, target="llvm"):
+    lib = tvm.tirx.build(bs.bitserial_primfunc(plan, batch=x.shape[0], neon=neon), target=target)
+    out = tvm.runtime.empty((x.shape[0], plan.out_channels, *plan.out_hw), "int32")
+    lib(tvm.runtime.tensor(x), tvm.runtime.tensor(bs.pack_weight_masks(w, plan)), out)
+    return out.numpy()
+
+
+def operands(rng, x_shape, w_shape, bits):
+    x = rng.integers(0, 1 << bits, x_shape)
+    x.flat[rng.integers(0, x.size, max(1, x.size // 3))] = (1 << bits) - 1     # full planes: the int8 extremes
+    w = rng.integers(-1, 2, w_shape)
+    return x.astype("uint8"), w.astype("int8")
+
+
+@given(c=st.integers(1, 40), oc=st.integers(1, 19), k=st.sampled_from([1, 3, 5]), s=st.integers(1, 2),
+       pad=st.integers(0, 2), hw=st.integers(3, 20), bits=st.integers(1, 4), n=st.integers(1, 2),
+       lanes=st.sampled_from(["depth", "positions"]), seed=st.integers(0, 2**31))
+@SETTINGS
+def test_bitserial_conv2d_bit_exact(c, oc, k, s, pad, hw, bits, n, lanes, seed):
+    hw = max(hw, k - 2 * pad)
+    x, w = operands(np.random.default_rng(seed), (n, c, hw, hw), (oc, c, k, k), bits)
+    plan = bs.plan_bitserial_conv2d(x.shape, w.shape, bits, strides=(s, s), padding=(pad,) * 4, lanes=lanes)
+    np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (s, s), (pad,) * 4))
+
+
+def test_deep_reduction_runs_several_int8_blocks_exactly():
+    """C*KH*KW = 2304 depth values = 18 chunks > 15: two int8 accumulation blocks of 9 chunks (positions
+    layout: 20 blocks of 15 bytes); every weight +1 and every value 15 drive each int8 lane to its largest sum
+    (9 * 8 = 72, and 15 * 8 = 120, per plane and block)."""
+    x = np.full((1, 256, 3, 3), 15, np.uint8)
+    w = np.ones((3, 256, 3, 3), np.int8)
+    w[1] = -1
+    w[2, ::2] = 0
+    plan = bs.plan_bitserial_conv2d(x.shape, w.shape, 4, padding=(1, 1, 1, 1), lanes="depth")
+    assert (plan.k_blocks, plan.steps) == (2, 9)
+    np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (1, 1), (1, 1, 1, 1)))
+    plan = bs.plan_bitserial_conv2d(x.shape, w.shape, 4, padding=(1, 1, 1, 1), lanes="positions")
+    assert (plan.k_blocks, plan.steps) == (20, 15)      # 9 taps x 32 channel bytes
+    np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (1, 1), (1, 1, 1, 1)))
+    np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (1, 1), (1, 1, 1, 1)))
+
+
+def test_masks_and_conditions():
+    """The masks are the +1 / -1 weights bit by bit in the kernel's depth order; non-ternary weights, too many
+    activation bits and grouped convs are refused with the alternative named."""
+    plan = bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 16, 3, 3), 2, lanes="depth")
+    w = np.zeros((2, 16, 3, 3), np.int8)
+    w[0, 5, 0, 1] = 1        # depth (ky=0, kx=1, c=5) = 21 = 16 * 1 + 5: bit 1 of byte 5 of chunk 0
+    w[1, 0, 2, 2] = -1       # depth 8 * 16 + 0 = 128: bit 0 of byte 0 of chunk 1
+    m = bs.pack_weight_masks(w, plan)
+    assert m.shape == plan.packed_weight_shape and m.sum(dtype=np.int64) == 2 + 1
+    assert m[0, 0, 0, 5] == 2 and m[1, 1, 1, 0] == 1
+    pos = bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 16, 3, 3), 2, lanes="positions")
+    m = bs.pack_weight_masks(w, pos)        # byte = (tap, 8 channels): tap 1 channels 0-7 -> byte 2, bit 5
+    assert m.shape == pos.packed_weight_shape == (2, 18, 2, 16) and m.sum(dtype=np.int64) == (32 + 1) * 16
+    assert np.all(m[0, 2, 0] == 32) and np.all(m[1, 16, 1] == 1)
+    with pytest.raises(ValueError, match="not ternary"):
+        bs.pack_weight_masks(w * 2, plan)
+    with pytest.raises(ValueError, match="1..4 bits"):
+        bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 16, 3, 3), 8)
+    with pytest.raises(ValueError, match="conv2d_int"):
+        bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 8, 3, 3), 4)
+    assert bs.is_ternary(w) and not bs.is_ternary(w * 2)
+
+
+def test_layout_choice_follows_the_padded_work():
+    """Many positions: 16 positions per register (depth padded to 8 channels per tap); one position (a dense
+    layer as a 1x1 conv): 128 depth values per register."""
+    assert isinstance(bs.plan_bitserial_conv2d((1, 32, 14, 14), (32, 32, 3, 3), 4, padding=(1,) * 4),
+                      bs.PositionLanesPlan)
+    assert not isinstance(bs.plan_bitserial_conv2d((1, 1568, 1, 1), (128, 1568, 1, 1), 4), bs.PositionLanesPlan)
+
+
+def test_neon_positions_hot_loop_is_multiply_free():
+    """Positions layout on the Pi: per depth byte, and/cnt .16b per (output, plane, mask), broadcast masks."""
+    plan = bs.plan_bitserial_conv2d((1, 32, 14, 14), (32, 32, 3, 3), 4, padding=(1, 1, 1, 1), lanes="positions")
+    asm = tvm.tirx.build(bs.bitserial_primfunc(plan), target=preset("rpi4")).inspect_source("asm")
+    hot = max(loops(asm), key=lambda lp: lp.mnemonics.get("cnt", 0))
+    assert hot.mnemonics.get("cnt") == hot.mnemonics.get("and") == plan.tile[1] * plan.bits * 2, hot.mnemonics
+    assert sum(mul_lanes(i) for i in hot.lines) == 0
+
+
+def test_neon_hot_loop_is_multiply_free():
+    """Cross-compiled for the Pi: the hot loop is and/cnt .16b with sub/add .16b accumulation, one and + one
+    cnt per pair of (mask, plane) per 16 bytes, and no multiply; the fold uses saddlv."""
+    plan = bs.plan_bitserial_conv2d((1, 32, 14, 14), (32, 32, 3, 3), 4, padding=(1, 1, 1, 1), lanes="depth")
+    asm = tvm.tirx.build(bs.bitserial_primfunc(plan), target=preset("rpi4")).inspect_source("asm")
+    hot = max(loops(asm), key=lambda lp: lp.mnemonics.get("cnt", 0))
+    r, c = plan.tile
+    pairs = r * c * plan.bits * 2 * plan.steps
+    assert hot.mnemonics.get("cnt") == hot.mnemonics.get("and") == pairs, hot.mnemonics
+    assert all(i.split()[1].endswith(".16b,") for i in hot.lines if i.split()[0] in ("cnt", "and"))
+    assert sum(mul_lanes(i) for i in hot.lines) == 0 and "saddlv" in hot.mnemonics
+
+
+@pytest.mark.parametrize("xs, ws", [((1, 130, 3, 3), (3, 130, 3, 3)), ((1, 1568, 1, 1), (6, 1568, 1, 1))])
+def test_channels_that_do_not_divide_a_chunk(xs, ws):
+    """Channel counts past one 128-value chunk that do not divide it (a ternary dense layer as a 1x1 conv on a
+    1x1 map: 1568 = 12.25 chunks): every depth value of the gather is packed (TVM's region inference under
+    compute_at once left two of 129 channels unwritten)."""
+    x, w = operands(np.random.default_rng(1), xs, ws, 4)
+    plan = bs.plan_bitserial_conv2d(xs, ws, 4, padding=(1, 1, 1, 1) if ws[2] == 3 else (0, 0, 0, 0), lanes="depth")
+    np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (1, 1), plan.padding))
