@@ -342,7 +342,7 @@ def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
     sch.reorder(b, pb, ob, ko, ki, pi, oi, bit, j)
     sch.set_scope(blk, 0, "local")
     fold = sch.get_sblock("fold")
-    sch.reverse_compute_at(fold, ko)
+    sch.reverse_compute_at(fold, ko, preserve_unit_loops=True)   # loops of extent 1 (one bit, one k-block) kept
     planes = sch.get_sblock("planes")
     sch.compute_at(planes, pb, preserve_unit_loops=True)
     col = sch.get_sblock("data_col")
@@ -538,7 +538,7 @@ def schedule_positions(func, plan: PositionLanesPlan):
     sch.reorder(b, oy, g, ob, ko, ki, oi, bit, lane)
     sch.set_scope(blk, 0, "local")
     fold = sch.get_sblock("fold")
-    sch.reverse_compute_at(fold, ko)
+    sch.reverse_compute_at(fold, ko, preserve_unit_loops=True)   # loops of extent 1 (one bit, one k-block) kept
     planes = sch.get_sblock("planes")
     sch.compute_at(planes, g, preserve_unit_loops=True)
     *_, pbit, pkb, plane_ = sch.get_loops(planes)

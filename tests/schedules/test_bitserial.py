@@ -8,7 +8,7 @@ Weights are ternary levels {-1, 0, 1} (as realize.py stores a ternary layer), da
 import numpy as np
 import pytest
 import tvm
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tools.asm import loops, mul_lanes
@@ -37,6 +37,8 @@ def operands(rng, x_shape, w_shape, bits):
 @given(c=st.integers(1, 40), oc=st.integers(1, 19), k=st.sampled_from([1, 3, 5]), s=st.integers(1, 2),
        pad=st.integers(0, 2), hw=st.integers(3, 20), bits=st.integers(1, 4), n=st.integers(1, 2),
        lanes=st.sampled_from(["depth", "positions"]), seed=st.integers(0, 2**31))
+@example(c=1, oc=1, k=1, s=1, pad=0, hw=3, bits=1, n=1, lanes="positions", seed=0)   # every loop of extent 1
+@example(c=1, oc=1, k=1, s=1, pad=0, hw=3, bits=1, n=1, lanes="depth", seed=0)
 @SETTINGS
 def test_bitserial_conv2d_bit_exact(c, oc, k, s, pad, hw, bits, n, lanes, seed):
     hw = max(hw, k - 2 * pad)
