@@ -101,5 +101,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
+    # the repository, not bench/: bench/profile.py would shadow the standard library's profile (cProfile, which
+    # torch.optim imports through torch._dynamo)
+    sys.path[0] = str(ROOT)
     sys.exit(main())
