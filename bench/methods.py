@@ -260,8 +260,8 @@ def main(argv=None) -> int:
                 merged.update(r["rows"])
                 r["rows"] = merged
                 r["targets"] = targets(merged)
-        for name, prev in old.get("models", {}).items():
-            results.setdefault(name, prev)
+        # the previous file's model order first, then models it did not have
+        results = {**{n: results.get(n, prev) for n, prev in old.get("models", {}).items()}, **results}
     out.parent.mkdir(parents=True, exist_ok=True)
     from tvm_fxp.cli import build_parser
 

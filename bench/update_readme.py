@@ -226,6 +226,12 @@ def why_missed(r, diag) -> list[str]:
                 why = (f"whole reductions in 16 bits force {_mean_bits(row, ('weight',)):.1f}-bit weights and "
                        f"{_mean_bits(row, ('output',)):.1f}-bit activations on average; the errors add up over the "
                        f"layers (largest isolated losses: {worst} points); the k-tiled fallback meets the target")
+            ho = (((_load("holdout.json") or {}).get("models") or {}).get(name) or {}).get("rows", {}).get(key)
+            if ho:   # bench/holdout.py: the same plan on the validation images the search never scored
+                why = (why + "; " if why else "") + (
+                    f"on the {_load('holdout.json')['heldout_images']} validation images the search never scored "
+                    f"it loses {ho['heldout_loss_points']:.2f} points (on its {_load('holdout.json')['search_images']} "
+                    f"search images {ho['search_loss_points']:.2f}; `bench/holdout.py`)")
             ft = (((_load("finetune.json") or {}).get("models") or {}).get(name) or {}).get(
                 {"mellempudi2017_ternary": "ternary4", "lin2016": "lin2016"}.get(key, ""))
             if ft:

@@ -51,6 +51,44 @@ def _torch():
     return torch
 
 
+_STE = None
+
+
+def _fake_quant_ste():
+    """``FakeQuantSTE.apply(x, step, qmin, qmax)``: ``clip(x, qmin*step, qmax*step)`` rounded to the grid of
+    ``step`` half away from zero (the integer graph's rounding) in the forward pass; in the backward pass the
+    straight-through estimator through the rounding and the clip's own gradient (1 inside ``[qmin*step,
+    qmax*step]``, 0 outside).  One autograd node that keeps a boolean mask, where ``clipped + (round(...) -
+    clipped).detach()`` kept a chain of five elementwise nodes and their float tensors."""
+    global _STE
+    if _STE is None:
+        torch = _torch()
+
+        class FakeQuantSTE(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, step, qmin, qmax):
+                lo, hi = qmin * step, qmax * step
+                if isinstance(step, float):
+                    clipped = torch.clamp(x, lo, hi)
+                else:
+                    clipped = torch.minimum(torch.maximum(x, lo), hi)
+                if ctx.needs_input_grad[0]:
+                    ctx.save_for_backward(clipped == x)     # inside the range: the clip left x as it was
+                # round half away from zero, as the integer graph and its simulation do (sign * floor(|s| + 0.5));
+                # fixed-point values hit exact ties often (a requantize drops whole bits), so round-half-even
+                # would train a different network than the one deployed
+                s = clipped.div_(step)
+                return s.sign().mul_(s.abs().add_(0.5).floor_()).mul_(step)
+
+            @staticmethod
+            def backward(ctx, grad):
+                (inside,) = ctx.saved_tensors
+                return grad * inside, None, None, None
+
+        _STE = FakeQuantSTE.apply
+    return _STE
+
+
 # ---- the ONNX graph, batch norms folded -------------------------------------------------------------------
 
 def fold_batchnorm(model):
@@ -190,15 +228,7 @@ class QuantNet:
 
     @staticmethod
     def _ste(x, step, qmin, qmax):
-        torch = _torch()
-        # torch.round rounds half to even where the integer graph rounds half away from zero: the two differ
-        # only on exact ties, which the final quantize (bit-exact) settles; the training signal is the same
-        if isinstance(step, float):
-            clipped = torch.clamp(x, qmin * step, qmax * step)
-        else:
-            clipped = torch.minimum(torch.maximum(x, qmin * step), qmax * step)
-        q = torch.round(clipped / step) * step
-        return clipped + (q - clipped).detach()
+        return _fake_quant_ste()(x, step, qmin, qmax)
 
     def cluster_weight(self, w, layer, transposed: bool):
         """Mellempudi's clusters re-derived from the current weights: per cluster of filters the scale (ternary:

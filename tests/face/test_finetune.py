@@ -20,6 +20,20 @@ def test_finetune_one_short_epoch_lowers_the_loss_and_stays_bit_exact(tmp_path, 
     common = ["--calib-size", "128", "--eval-size", "300", "--quiet"]
     assert main(["quantize", str(model_path("fmnist_vgg")), "--calib", "fashion-mnist", "--method", "uniform",
                  "--bits", "4", "--out", str(base)] + common) == 0, capsys.readouterr().err
+    # the training forward is the deployed arithmetic: bit for bit the simulation of the plan (rounding half
+    # away from zero; fixed-point values hit exact ties often)
+    torch = pytest.importorskip("torch")
+    import onnx
+    import tvm_fxp
+    from tvm_fxp import deploy
+    from tvm_fxp.finetune import QuantNet, fold_batchnorm
+
+    q, _ = deploy.load_quantized_dir(base)
+    net = QuantNet(fold_batchnorm(onnx.load(str(base / "source.onnx"))), q.graph, q.plan)
+    x = datasets.fashion_mnist("val", limit=64).inputs
+    with torch.no_grad():
+        trained_forward = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(trained_forward, tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(x))
     code = main(["finetune", str(base), "--data", "fashion-mnist", "--epochs", "1", "--train-batch", "64",
                  "--val-size", "300", "--threads", "2", "--out", str(tuned)] + common[2:])
     err = capsys.readouterr().err

@@ -1,0 +1,68 @@
+"""How much each search overfits the images it scored plans on, measured on validation images only.
+
+    .venv/bin/python bench/holdout.py [--models fmnist_vgg ...]
+
+Every search of ``bench/methods.py`` scores its candidates on the first ``search_size`` (2,000) validation
+images.  Here each chosen plan (``bench/results/plans/MODEL_METHOD.json``) is simulated on all 5,000 validation
+images and its top-1 loss against the float model is split into the search images (what the search saw) and the
+rest of the split (3,000 images no search decision was made on).  The test split is not read.  Writes
+``bench/results/holdout.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCHES = ("lin2016", "goyal2021", "fxpqnet", "debruin2020", "debruin2020_untiled")
+
+
+def main(argv=None) -> int:
+    import tvm_fxp
+    from tvm_fxp import api
+    from tvm_fxp.datasets import TestSplitGuard, fashion_mnist
+    from tvm_fxp.metrics import top1
+    from tvm_fxp.plan import Plan
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "holdout.json"))
+    args = ap.parse_args(argv)
+    methods = json.loads((ROOT / "bench" / "results" / "methods.json").read_text())
+    n = int(methods["search_size"])
+    results = {}
+    with TestSplitGuard("the hold-out measurement"):
+        val = fashion_mnist("val")
+        seen, rest = slice(0, n), slice(n, len(val))
+        for name in args.models:
+            prepared, lg = api.load_model(ROOT / "examples" / "models" / f"{name}.onnx")
+            fl = tvm_fxp.Runner(tvm_fxp.build(prepared)).run(val.inputs)
+            rows = {}
+            for m in SEARCHES:
+                p = ROOT / "bench" / "results" / "plans" / f"{name}_{m}.json"
+                if m not in methods["models"][name]["rows"] or not p.exists():
+                    continue
+                q = api.bind_plan(prepared, lg, Plan.load(p))
+                out = tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(val.inputs)
+                rows[m] = {s: 100 * (top1(fl[sl], val.labels[sl]) - top1(out[sl], val.labels[sl]))
+                           for s, sl in (("search_loss_points", seen), ("heldout_loss_points", rest))}
+                rows[m]["test_loss_points"] = 100 * (methods["models"][name]["rows"]["float"]["top1"]
+                                                     - methods["models"][name]["rows"][m]["top1"])
+                print(f"[{name}] {m}: loss on the {n} search images {rows[m]['search_loss_points']:.2f} points, on "
+                      f"the other {len(val) - n} validation images {rows[m]['heldout_loss_points']:.2f}, on test "
+                      f"{rows[m]['test_loss_points']:.2f}", flush=True)
+            results[name] = {"float_search_top1": top1(fl[seen], val.labels[seen]),
+                             "float_heldout_top1": top1(fl[rest], val.labels[rest]), "rows": rows}
+    Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "search_images": n,
+                                          "heldout_images": len(val) - n, "models": results}, indent=1) + "\n")
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path[0] = str(ROOT)
+    sys.exit(main())
