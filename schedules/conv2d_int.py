@@ -49,8 +49,6 @@ from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
 from .targets import KernelConfig, kernel_config
 
 INPUT_DTYPES = ("int8", "uint8")
-VNNI_MIN_CHANNELS = 1    # stems pad their channels to 4: RGB measured 10x the "channels" layout, grey (1 channel,
-                         # 3 of 4 lanes zero) still 1.6-1.9x (fmnist_vgg stem 8.7 -> 5.4 us, fmnist_resnet 16.9 -> 9.0)
 VNNI_MAX_BLOCK = 16      # positions blocked in zmm accumulators (32 registers)
 WEIGHT_DTYPES = ("int8", "int16")
 ACC_DTYPES = ("int16", "int32")
@@ -216,8 +214,9 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
                 options.append((work, -lanes, lay != "channels", lanes, lay))
     requested = layout
     _, _, _, lanes, layout = min(options) if options else (0, 0, 0, 16, layout)
-    if requested in (None, "vnni") and groups == 1 and weight_dtype == "int8" and (
-            requested == "vnni" or (config.vnni and c >= VNNI_MIN_CHANNELS)):
+    # any channel count: stems pad their channels to 4 (RGB measured 10x the "channels" layout, grey -- 3 of 4
+    # lanes zero -- still 1.6-1.9x: fmnist_vgg stem 8.7 -> 5.4 us, fmnist_resnet 16.9 -> 9.0)
+    if requested in (None, "vnni") and groups == 1 and weight_dtype == "int8" and (requested == "vnni" or config.vnni):
         layout, lanes = "vnni", 16
         plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                           tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, layout, lanes, 1, weight_dtype)
