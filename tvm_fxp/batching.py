@@ -64,25 +64,31 @@ def trim(out, valid: int, padded: int):
     return out
 
 
+def padded_chunks(inputs, batching: Batching) -> Iterator[tuple[int, int, list]]:
+    """``(start, stop, xs)`` for every chunk of ``inputs`` (an array or array-like, or a list of them, one per
+    model input): ``xs`` holds each input's chunk as float32, padded to the fixed batch."""
+    arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    for start, stop in batching.chunks(len(arrays[0])):
+        yield start, stop, [batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32)) for a in arrays]
+
+
 def run_batched(fn: Callable, inputs, batching: Batching, progress: Callable | None = None) -> list:
-    """``fn(chunk)`` for every chunk of ``inputs`` (padded for a fixed batch, outputs trimmed).
+    """``fn(chunk)`` for every chunk of ``inputs`` (padded for a fixed batch, outputs trimmed); with a list of
+    arrays (one per model input) ``fn`` gets the list of their chunks.
 
     Returns the list of per-chunk results (each an ndarray, or a list/tuple of them for several outputs).
     ``progress``: wraps the chunk iterator (e.g. a tqdm partial).
     """
-    n = len(inputs)
-    it = batching.chunks(n)
+    several = isinstance(inputs, (list, tuple))
+    it = padded_chunks(inputs, batching)
     if progress is not None:
         it = progress(list(it))
-    results = []
-    for start, stop in it:
-        x = np.ascontiguousarray(inputs[start:stop], dtype=np.float32)
-        padded = batching.pad(x)
-        results.append(trim(fn(padded), stop - start, len(padded)))
-    return results
+    return [trim(fn(xs if several else xs[0]), stop - start, len(xs[0])) for start, stop, xs in it]
 
 
-def concat(results: Sequence) -> np.ndarray:
-    """Concatenate per-chunk single outputs along the batch axis."""
+def concat(results: Sequence):
+    """Concatenate per-chunk outputs along the batch axis: an array, or a list of arrays when each chunk's
+    result is a list (several outputs)."""
+    if len(results) and isinstance(results[0], (list, tuple)):
+        return [np.concatenate(parts) for parts in zip(*results)]
     return np.concatenate(list(results)) if len(results) else np.zeros((0,), np.float32)
-

@@ -53,7 +53,7 @@ def _onnxruntime_outputs(path: Path, inputs, batch: int | None, n: int = 64) -> 
     import onnx
     import onnxruntime as ort
 
-    from .batching import Batching, trim
+    from .batching import Batching, concat, padded_chunks, trim
 
     arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     try:
@@ -64,16 +64,12 @@ def _onnxruntime_outputs(path: Path, inputs, batch: int | None, n: int = 64) -> 
     except Exception:
         return None
     names = [i.name for i in sess.get_inputs()]
-    xs = [np.asarray(a[:n], dtype=np.float32) for a in arrays]
-    batching = Batching(batch, 256)
     try:
-        chunks = []
-        for start, stop in batching.chunks(len(xs[0])):
-            feed = {name: batching.pad(x[start:stop]) for name, x in zip(names, xs)}
-            chunks.append(trim(sess.run(None, feed), stop - start, len(next(iter(feed.values())))))
+        chunks = [trim(sess.run(None, dict(zip(names, xs))), stop - start, len(xs[0]))
+                  for start, stop, xs in padded_chunks([a[:n] for a in arrays], Batching(batch, 256))]
     except Exception:
         return None
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    return concat(chunks)
 
 
 def measure(q: api.Quantized, fxp_runner: api.Runner, data: Dataset, batch_size: int = 256,

@@ -163,7 +163,7 @@ def run_remote(d, inputs, rpc: str | None = None, tracker: str | None = None, ke
     from tqdm.auto import tqdm
     from tvm import relax
 
-    from .batching import Batching, trim
+    from .batching import Batching, concat, padded_chunks, trim
 
     d = Path(d)
     info = check_library(d)
@@ -177,25 +177,16 @@ def run_remote(d, inputs, rpc: str | None = None, tracker: str | None = None, ke
     def fetch(out):
         return [fetch(o) for o in out] if isinstance(out, (list, tuple)) else out.numpy()
 
-    def chunk(batching, start, stop):
-        return [batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32)) for a in arrays]
-
-    batching = Batching(batch, batch_size)
     parts = []
     with tqdm(total=len(arrays[0]), desc="board", unit="input", disable=not progress) as bar:
-        for start, stop in batching.chunks(len(arrays[0])):
-            xs = chunk(batching, start, stop)
+        for start, stop, xs in padded_chunks(arrays, Batching(batch, batch_size)):
             # set_input/invoke_stateful/get_outputs: a tuple result of a remote call is an opaque RPC handle
             vm.set_input("main", *[tvm.runtime.tensor(x, dev) for x in xs])
             vm.invoke_stateful("main")
-            out = fetch(vm.get_outputs("main"))
-            parts.append(trim(out, stop - start, len(xs[0])))
+            parts.append(trim(fetch(vm.get_outputs("main")), stop - start, len(xs[0])))
             bar.update(stop - start)
-    if parts and isinstance(parts[0], list):
-        outs = [np.concatenate(p) for p in zip(*parts)]
-    else:
-        outs = np.concatenate(parts) if parts else np.zeros((0,), np.float32)
-    first = chunk(Batching(batch, 1), 0, 1)
+    outs = concat(parts)
+    first = [Batching(batch, 1).pad(np.ascontiguousarray(a[:1], dtype=np.float32)) for a in arrays]
     timer = vm.time_evaluator("main", dev, number=number, repeat=repeat)
     times = np.array(timer(*[tvm.runtime.tensor(x, dev) for x in first]).results)
     return {"outputs": outs, "latency_ms": float(np.median(times) * 1e3), "latency_batch": int(len(first[0])),

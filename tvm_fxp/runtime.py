@@ -12,7 +12,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .batching import Batching, trim
+from .batching import Batching, concat, padded_chunks, trim
 from .passes.relax_utils import model_batch  # noqa: F401 -- tvm_fxp.model_batch
 
 
@@ -120,19 +120,13 @@ class Runner:
         """Yield ``(index of the chunk's first input, output)`` per chunk; a tuple result as a list of arrays.
         ``inputs``: an array, a lazily decoded image folder (sliced one chunk at a time), or a list of arrays,
         one per model input."""
-        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        batching = Batching(self.batch, batch_size)
-        for start, stop in batching.chunks(len(arrays[0])):
-            xs = [batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32)) for a in arrays]
+        for start, stop, xs in padded_chunks(inputs, Batching(self.batch, batch_size)):
             yield start, trim(self._call(xs), stop - start, len(xs[0]))
 
     def run(self, inputs, batch_size: int = 256):
         """The outputs over ``inputs`` (a list of arrays for a model with several inputs); a model with several
         outputs returns a list of arrays, one per output."""
-        outs = [out for _, out in self.batches(inputs, batch_size)]
-        if outs and isinstance(outs[0], list):
-            return [np.concatenate(parts) for parts in zip(*outs)]
-        return np.concatenate(outs) if outs else np.zeros((0,))
+        return concat([out for _, out in self.batches(inputs, batch_size)])
 
 
 def profile(executable_or_path, inputs, repeats: int = 3, device=None) -> list[dict]:
