@@ -195,23 +195,15 @@ class PlanScorer:
                 out.append(fmt.fake_quantize(arr.astype(np.float64)))
         return out
 
-    def _chunks(self, inputs):
-        """``(start, stop, [padded chunk per model input])``: ``inputs`` is an array, or a list of arrays (one per
-        model input, as ``Runner`` takes them)."""
-        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        for start, stop in self.batching.chunks(len(arrays[0])):
-            yield start, stop, [self.batching.pad(np.ascontiguousarray(a[start:stop], dtype=np.float32))
-                                for a in arrays]
-
     def outputs(self, plan: Plan, inputs) -> np.ndarray:
         """The simulated outputs (several outputs flattened per image, ``flat_outputs``) of ``inputs`` (an array, or
         a list of arrays for a model with several inputs)."""
-        from tvm_fxp.batching import concat, trim
+        from tvm_fxp.batching import concat, padded_chunks, trim
 
         table = tvm.runtime.tensor(self.table(plan))
         consts = [tvm.runtime.tensor(np.ascontiguousarray(c)) for c in self.luts(plan) + self.constants(plan)]
         outs = []
-        for start, stop, xs in self._chunks(inputs):
+        for start, stop, xs in padded_chunks(inputs, self.batching):
             out = self.vm["main"](*[tvm.runtime.tensor(x) for x in xs], table, *consts)
             outs.append(trim(flat_outputs(out), stop - start, len(xs[0])))
         self.calls += 1
