@@ -1,7 +1,8 @@
 """Running data through a model in chunks that honour the model's batch dimension (numpy only).
 
 Published ONNX models nearly always fix the batch (``1x3x224x224``); ours export it symbolic.  Every stage
-that runs data (calibration, plan scoring, evaluation, the bit-exact check) goes through ``run_batched``:
+that runs data (calibration, plan scoring, evaluation, the bit-exact check, a board over RPC) goes through
+``padded_chunks`` (or ``run_batched``, which calls a function on each chunk):
 
 - a model with a *fixed* batch ``B`` gets chunks of exactly ``B`` inputs; the last chunk is padded with
   copies of its last input and its outputs are trimmed, so no input is dropped and no padding is counted;
