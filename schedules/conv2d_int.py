@@ -73,10 +73,13 @@ def check_dtypes(kind: str, data_dtype: str, weight_dtype: str, acc_dtype: str) 
         raise ValueError(f"{kind} weight dtype {weight_dtype} not in {WEIGHT_DTYPES} (or all {EXACT_FLOAT})")
 
 
-def choose_block(positions: int, max_block: int) -> int:
-    """Register block ``R`` minimising ``ceil(P/R) * (R + 1)``: padded work plus one weight load per block."""
+def choose_block(positions: int, max_block: int, divides: bool = False) -> int:
+    """Register block ``R`` minimising ``ceil(P/R) * (R + 1)``: padded work plus one weight load per block
+    (``divides``: among the ``R`` that divide ``P``)."""
     best, best_cost = 1, None
     for r in range(1, max(1, min(max_block, positions)) + 1):
+        if divides and positions % r:
+            continue
         cost = _ceil_div(positions, r) * (r + 1)
         if best_cost is None or cost <= best_cost:
             best, best_cost = r, cost
@@ -102,6 +105,8 @@ class Conv2dPlan:
     lanes: int               # L
     block: int               # R
     weight_dtype: str = "int8"   # int16 for weights wider than 8 bits (no uint8 offset then, see offset_data)
+    data_layout: str = "NCHW"    # or "NCHW16c" (layout "vnni" only: activations blocked by ``layout.py``)
+    out_layout: str = "NCHW"
 
     @property
     def in_per_group(self) -> int:
@@ -186,12 +191,28 @@ class Conv2dPlan:
 def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strides=(1, 1),
                 padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1,
                 config: KernelConfig | None = None, target=None, layout: str | None = None,
-                weight_dtype: str = "int8") -> Conv2dPlan:
+                weight_dtype: str = "int8", data_layout: str = "NCHW", out_layout: str = "NCHW") -> Conv2dPlan:
     """Check the operands and choose layout and block for ``config`` (or ``kernel_config(target)``).
 
     ``data_shape`` is ``(N, C, H, W)`` (``N`` may be symbolic and is ignored), ``weight_shape`` ``(OC, C/G, KH,
-    KW)``; ``padding`` has 2 or 4 entries as in ``relax.nn.conv2d``.
+    KW)``; ``padding`` has 2 or 4 entries as in ``relax.nn.conv2d``.  ``data_layout``/``out_layout``
+    ``"NCHW16c"`` (channels in blocks of 16, ``C`` and ``OC`` multiples of 16) ask for the VNNI kernel's
+    blocked activations (ValueError where it does not apply).
     """
+    if (data_layout, out_layout) != ("NCHW", "NCHW"):
+        plan = plan_conv2d(data_shape, weight_shape, data_dtype, acc_dtype, strides, padding, dilation, groups,
+                           config, target, layout, weight_dtype)
+        if plan.layout != "vnni" or {data_layout, out_layout} - {"NCHW", "NCHW16c"}:
+            raise ValueError(f"conv2d: layouts {data_layout}/{out_layout} need the VNNI kernel (plan: {plan.layout})")
+        if (data_layout == "NCHW16c" and plan.channels % 16) or (out_layout == "NCHW16c" and plan.out_channels % 16):
+            raise ValueError(f"conv2d: NCHW16c needs channels in blocks of 16 ({plan.channels} -> {plan.out_channels})")
+        block = plan.block
+        if out_layout == "NCHW16c":     # a block dividing the positions: the registers go straight to the output
+            block = choose_block(plan.positions, VNNI_MAX_BLOCK, divides=True)
+            if block < 4 <= plan.positions:
+                raise ValueError(f"conv2d: no register block of 4 to {VNNI_MAX_BLOCK} divides {plan.positions} "
+                                 "positions (blocked output)")
+        return Conv2dPlan(**{**plan.__dict__, "block": block, "data_layout": data_layout, "out_layout": out_layout})
     check_dtypes("conv2d", data_dtype, weight_dtype, acc_dtype)
     if config is None:
         config = kernel_config(target or tvm.target.Target.current(), acc_dtype)

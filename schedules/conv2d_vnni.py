@@ -10,6 +10,14 @@ with ``avx512vnni``):
 - ``conv[n, ob, p, 0:16] += dot4(pad[n, c4, y, x, 0:4], w[ob, c4, ky, kx, 0:16, 0:4])`` is one ``vpdpbusd``
   (``tvm.s_tir.tensor_intrin.x86``'s ``dot_16x4_vnni``, tensorized), register-blocked over ``R`` positions.
 
+Blocked activations (``plan.data_layout`` / ``plan.out_layout`` ``"NCHW16c"``, set by ``layout.py``'s
+``BlockLayout`` pass between consecutive integer layers): the data arrives as ``(N, C/16, H, W, 16)`` and is
+padded in that layout (a copy, no transpose; skipped for unpadded uint8 1x1 convs, which read it in place), the
+4 channels of a ``vpdpbusd`` step being 4 consecutive bytes of a 16-channel block; the output is written as
+``(N, OC/16, OH, OW, 16)`` straight from the registers (the block ``R`` divides the positions then, so no
+phantom position exists and the unpacking transpose disappears).  Channels past ``C`` are the producer's
+padding channels, which the graph pass gives zero weights.
+
 The products and sums are exact in int32 (|u8 * s8| < 2**15, and the layer's proven bound fits int16 or
 int32), so the int32 result equals the true sum; it is narrowed to the plan's accumulator dtype, which the
 proof says holds it -- the same integers the plain kernels produce.  An ``epilogue`` (``epilogue.Epilogue``)
@@ -88,6 +96,19 @@ def weight_offset(weight: te.Tensor, plan) -> te.Tensor:
     return te.compute((plan.out_channels,), lambda o: total[o] * tirx.const(-128, "int32"), name="weight_offset")
 
 
+BLOCK = 16      # channels per block of the blocked activation layout NCHW16c
+
+
+def blocked(layout: str) -> bool:
+    return layout == "NCHW16c"
+
+
+def reads_in_place(plan) -> bool:
+    """Blocked uint8 data that needs no padding (1x1-like windows inside the map): the conv reads it in place."""
+    return blocked(plan.data_layout) and plan.data_dtype == "uint8" and not any(plan.padding) and \
+        plan.padded_hw == (plan.height, plan.width)
+
+
 def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     n = data.shape[0]
     (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
@@ -105,9 +126,27 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     def inside(y, x):
         return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
 
-    pad = te.compute((n, c4, hp, wp, GROUP), lambda b, q, y, x, k: tirx.if_then_else(
-        tirx.all(inside(y, x), q * GROUP + k < c),
-        stored(data[b, tirx.min(q * GROUP + k, c - 1), y - pt, x - pl]), zero), name="data_pad")
+    if blocked(plan.data_layout):
+        if c % BLOCK:
+            raise ValueError(f"conv2d: blocked data needs channels in blocks of {BLOCK}, got {c}")
+        if reads_in_place(plan):
+            def tap(b, q, y, x, k):
+                return data[b, q // (BLOCK // GROUP), y, x, (q % (BLOCK // GROUP)) * GROUP + k]
+        else:
+            pad = te.compute((n, c // BLOCK, hp, wp, BLOCK), lambda b, q, y, x, k: tirx.if_then_else(
+                inside(y, x), stored(data[b, q, tirx.min(tirx.max(y - pt, 0), plan.height - 1),
+                                          tirx.min(tirx.max(x - pl, 0), plan.width - 1), k]), zero),
+                name="data_pad")
+
+            def tap(b, q, y, x, k):
+                return pad[b, q // (BLOCK // GROUP), y, x, (q % (BLOCK // GROUP)) * GROUP + k]
+    else:
+        pad = te.compute((n, c4, hp, wp, GROUP), lambda b, q, y, x, k: tirx.if_then_else(
+            tirx.all(inside(y, x), q * GROUP + k < c),
+            stored(data[b, tirx.min(q * GROUP + k, c - 1), y - pt, x - pl]), zero), name="data_pad")
+
+        def tap(b, q, y, x, k):
+            return pad[b, q, y, x, k]
     rq = te.reduce_axis((0, c4), "rq")
     rky = te.reduce_axis((0, kh), "rky")
     rkx = te.reduce_axis((0, kw), "rkx")
@@ -116,7 +155,7 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     conv = te.compute(
         (n, ocb, plan.padded_positions, LANES),
         lambda b, ob, p, v: te.sum(
-            pad[b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, rk].astype("int32")
+            tap(b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, rk).astype("int32")
             * packed[ob, rq, rky, rkx, v, rk].astype("int32"), axis=[rq, rky, rkx, rk]),
         name="conv")
 
@@ -125,13 +164,23 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
             value = value + offset[o]
         return value.astype(plan.acc_dtype)
 
+    out_blocked = blocked(plan.out_layout)
+    if out_blocked and (oc % LANES or plan.padded_positions != oh * ow):
+        raise ValueError(f"conv2d: blocked output needs {LANES}-channel blocks and a block dividing the positions")
     if epilogue is not None:
-        epi = te.compute(conv.shape, lambda b, ob, p, v: epilogue.apply(
+        source = te.compute(conv.shape, lambda b, ob, p, v: epilogue.apply(
             finish(conv[b, ob, p, v], tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1), params),
             name="epilogue")
-        return te.compute((n, oc, oh, ow), lambda b, o, y, x: epi[b, o // LANES, y * ow + x, o % LANES],
+
+        def result(b, ob, p, v):
+            return source[b, ob, p, v]
+    else:
+        def result(b, ob, p, v):
+            return finish(conv[b, ob, p, v], ob * LANES + v)
+    if out_blocked:
+        return te.compute((n, oc // LANES, oh, ow, LANES), lambda b, ob, y, x, v: result(b, ob, y * ow + x, v),
                           name="conv_unpack")
-    return te.compute((n, oc, oh, ow), lambda b, o, y, x: finish(conv[b, o // LANES, y * ow + x, o % LANES], o),
+    return te.compute((n, oc, oh, ow), lambda b, o, y, x: result(b, o // LANES, y * ow + x, o % LANES),
                       name="conv_unpack")
 
 
@@ -153,9 +202,12 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     *_, ii, iv = sch.get_loops(init)
     sch.vectorize(iv)
     sch.unroll(ii)
-    pad = sch.get_sblock("data_pad")
-    sch.compute_at(pad, n)
-    sch.vectorize(sch.get_loops(pad)[-1])
+    if blocked(plan.out_layout):      # the registers go straight to the blocked output: no unpacking pass
+        sch.reverse_compute_inline(sch.get_sblock("conv_unpack"))
+    if _has_block(sch, "data_pad"):
+        pad = sch.get_sblock("data_pad")
+        sch.compute_at(pad, n)
+        sch.vectorize(sch.get_loops(pad)[-1])
     sch.tensorize(v, INTRIN)
     tile_unpack(sch, LANES)
     return sch.mod["main"]
@@ -166,7 +218,9 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     kh, kw = plan.kernel
     weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), "int8", name="weight")
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
-    data = te.placeholder((batch, plan.channels, plan.height, plan.width), plan.data_dtype, name="data")
+    data_shape = (batch, plan.channels // BLOCK, plan.height, plan.width, BLOCK) if blocked(plan.data_layout) \
+        else (batch, plan.channels, plan.height, plan.width)
+    data = te.placeholder(data_shape, plan.data_dtype, name="data")
     packed = te.placeholder(packed_weight_shape(plan), "int8", name="weight_packed")
     params, offset, offset_func = [data, packed], None, None
     if plan.data_dtype == "int8":

@@ -3,7 +3,8 @@
 TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with our kernels as the legalization of
 integer (and the simulation's float64) conv2d/matmul (``legalize.legalize_map``, given to ``LegalizeOps``;
 nothing is registered globally), and two additions (the first preceded by ``FuseKTiles``, ``ktiles.py``: a
-k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast, the VNNI conv2d):
+k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast, the VNNI conv2d, and
+then by ``BlockLayout``, ``layout.py``: NCHW16c activations between the VNNI layers):
 
 1. ``FuseEpilogue`` (``fuse.py``) before ``LegalizeOps``: each integer conv2d/matmul and its requantize
    epilogue become one kernel that writes 8-bit results;
@@ -27,6 +28,7 @@ from tvm.relax.utils import copy_with_new_vars
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
 from .ktiles import FuseKTiles
+from .layout import BlockLayout
 from .hostfuncs import separate_host_funcs
 from .legalize import _cpu_target, legalize_map
 from .threads import configure_pool
@@ -53,10 +55,10 @@ def legalize_passes(target: tvm.target.Target) -> list:
     return [relax.transform.LegalizeOps(customize_legalize_map=legalize_map())] + passes[1:]
 
 
-def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transform.Pass:
+def relax_pipeline(target: tvm.target.Target, fuse: bool = True, blocked: bool = True) -> tvm.transform.Pass:
     """The pipeline for ``tvm.compile(mod, target, relax_pipeline=...)``; ``fuse=False``: TVM's CPU pipeline
-    (``cpu_generic``: with ``FuseOps``/``FuseTIR``) with our kernels but without our two passes (for
-    comparisons)."""
+    (``cpu_generic``: with ``FuseOps``/``FuseTIR``) with our kernels but without our passes (for
+    comparisons); ``blocked=False``: without ``BlockLayout`` (NCHW between all layers)."""
     target = tvm.target.Target(target) if isinstance(target, (str, dict)) else target
     configure_pool()
 
@@ -66,7 +68,7 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True) -> tvm.transfor
             ours = fuse and target.kind.name == "llvm" and _cpu_target() is not None
             passes = [CopyFunctionVars] + cpu.library_dispatch_passes(target)
             if ours:
-                passes += [FuseKTiles(), FuseEpilogue()]
+                passes += [FuseKTiles()] + ([BlockLayout()] if blocked else []) + [FuseEpilogue()]
             passes += legalize_passes(target)
             if ours:
                 passes.append(ScheduleElementwise)
@@ -84,8 +86,8 @@ def applies(target: tvm.target.Target) -> bool:
         return target.kind.name == "llvm" and _cpu_target() is not None
 
 
-def build(mod: tvm.IRModule, target: tvm.target.Target, fuse: bool = True):
+def build(mod: tvm.IRModule, target: tvm.target.Target, fuse: bool = True, blocked: bool = True):
     """``tvm.compile`` with ``relax_pipeline(target)`` where it ``applies`` (else TVM's default pipeline)."""
     if not applies(target):
         return tvm.compile(mod, target=target)
-    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, fuse))
+    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, fuse, blocked))

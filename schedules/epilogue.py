@@ -84,20 +84,23 @@ def _op(expr) -> str | None:
     return None
 
 
-def _per_channel(value: np.ndarray, out_shape: list, axis: int) -> np.ndarray | None:
-    """``value`` broadcast to ``out_shape`` (batch 1) as one entry per channel on ``axis``, if it is one."""
+def _per_channel(value: np.ndarray, out_shape: list, axis) -> np.ndarray | None:
+    """``value`` broadcast to ``out_shape`` (batch 1) as one entry per channel on ``axis``, if it is one;
+    ``axis`` may be a tuple (blocked layouts: ``(1, 4)`` of ``(N, C/16, H, W, 16)``, channel ``cb * 16 + c``)."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
     try:
         full = np.broadcast_to(value, out_shape)
     except ValueError:
         return None
     index = [0] * len(out_shape)
-    index[axis] = slice(None)
-    line = full[tuple(index)]
     shape = [1] * len(out_shape)
-    shape[axis] = -1
+    for a in axes:
+        index[a] = slice(None)
+        shape[a] = out_shape[a]
+    line = full[tuple(index)]
     if not np.array_equal(full, np.broadcast_to(line.reshape(shape), out_shape)):
         return None
-    return np.ascontiguousarray(line)
+    return np.ascontiguousarray(line.reshape(-1))
 
 
 def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel_axis: int) -> tuple | None:

@@ -62,8 +62,10 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
         plan = _plan(v, target, bound.get)
         if plan is None or plan.acc_dtype == "float64":     # the simulation's float kernels stay unfused
             continue
-        found = match(bindings, k, b.var, uses, outputs, 1 if str(v.op.name) == "relax.nn.conv2d" else
-                      len(b.var.ty.shape) - 1)
+        axis = len(b.var.ty.shape) - 1
+        if str(v.op.name) == "relax.nn.conv2d":
+            axis = (1, 4) if str(v.attrs.out_layout) == L.BLOCKED else 1
+        found = match(bindings, k, b.var, uses, outputs, axis)
         if found is None:
             continue
         epi, last_k, inside = found

@@ -40,6 +40,7 @@ from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfunc
 from .dense_int import dense_primfuncs, plan_dense
 from .targets import kernel_config
 
+BLOCKED = "NCHW16c"            # the blocked activation layout of the VNNI kernels (layout.py)
 _ATTR = "FLegalize"
 _LEVEL = 20                     # TVM registers its legalizations at the default level 10
 OP_PATTERN_OPAQUE = 8           # tvm::relax::OpPatternKind::kOpaque
@@ -133,10 +134,12 @@ def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
     out_dtype = str(attrs.out_dtype)
     if out_dtype not in ACC_DTYPES + ("float64",):
         return None
-    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+    layouts = (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout))
+    if layouts[1] != "OIHW" or {layouts[0], layouts[2]} - {"NCHW", BLOCKED}:
         return None
     data_ty, weight_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
-    if data_ty is None or weight_ty is None or len(data_ty.shape) != 4 or len(weight_ty.shape) != 4:
+    rank = 5 if layouts[0] == BLOCKED else 4
+    if data_ty is None or weight_ty is None or len(data_ty.shape) != rank or len(weight_ty.shape) != 4:
         return None
     if not _ours(str(data_ty.dtype), str(weight_ty.dtype), out_dtype):
         return None
@@ -144,6 +147,17 @@ def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
     wdims = _static_dims(list(weight_ty.shape))
     if dims is None or wdims is None:
         return None
+    if rank == 5:                     # (N, C/16, H, W, 16): the kernel sees C channels
+        dims = [dims[0] * dims[3], dims[1], dims[2]]
+    if layouts != ("NCHW", "OIHW", "NCHW"):
+        try:
+            return plan_conv2d([data_ty.shape[0], *dims], wdims, str(data_ty.dtype), out_dtype,
+                               [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                               [int(d) for d in attrs.dilation], int(attrs.groups),
+                               config=kernel_config(target, out_dtype), weight_dtype=str(weight_ty.dtype),
+                               data_layout=layouts[0], out_layout=layouts[2])
+        except ValueError:
+            return None
     if int(attrs.groups) == 1:
         found = _paired(lambda: paired.plan_paired_conv2d(
             [data_ty.shape[0], *dims], wdims, str(data_ty.dtype), [int(s) for s in attrs.strides],
@@ -225,7 +239,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
     pack_func, offset_func, kernel_func = funcs
     layout = getattr(plan, "layout", None)
     tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{layout}" if kind == "conv2d" or layout else "") + \
-        ("_w16" if plan.weight_dtype == "int16" else "")
+        ("_w16" if plan.weight_dtype == "int16" else "") + \
+        ("_blocked" if BLOCKED in (getattr(plan, "data_layout", ""), getattr(plan, "out_layout", "")) else "")
     weight = call.args[1]
     args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
                                         f"{kind}_weight_pack", kind)]
@@ -284,12 +299,14 @@ def max_pool2d_plan_for(call, target):
     from .pool import plan_max_pool2d
 
     attrs = call.attrs
-    if (str(attrs.layout), str(attrs.out_layout)) != ("NCHW", "NCHW"):
+    layouts = (str(attrs.layout), str(attrs.out_layout))
+    if layouts not in (("NCHW", "NCHW"), (BLOCKED, BLOCKED)):
         return None
     data_ty, out_ty = _tensor_type(call.args[0]), call.ty
-    if data_ty is None or not isinstance(out_ty, relax.TensorType) or out_ty.shape is None or len(data_ty.shape) != 4:
+    if data_ty is None or not isinstance(out_ty, relax.TensorType) or out_ty.shape is None or \
+            len(data_ty.shape) != (5 if layouts[0] == BLOCKED else 4):
         return None
-    dims, out_dims = _static_dims(list(data_ty.shape)[1:]), _static_dims(list(out_ty.shape)[2:])
+    dims, out_dims = _static_dims(list(data_ty.shape)[1:4]), _static_dims(list(out_ty.shape)[2:4])
     if dims is None or out_dims is None:
         return None
     try:
@@ -301,7 +318,7 @@ def max_pool2d_plan_for(call, target):
 
 
 def _legalize_max_pool2d(bb, call):
-    from .pool import max_pool2d_primfunc
+    from .pool import max_pool2d_blocked_primfunc, max_pool2d_primfunc
 
     target = _cpu_target()
     plan = max_pool2d_plan_for(call, target) if target is not None else None
@@ -309,8 +326,10 @@ def _legalize_max_pool2d(bb, call):
         return original_legalize("relax.nn.max_pool2d")(bb, call)
     lead = list(call.args[0].ty.shape)[0]
     batch = lead.value if isinstance(lead, tirx.IntImm) else tirx.Var("n", "int64")
-    tag = f"max_pool2d_{plan.data_dtype}"
-    gv = _add_kernel(bb, max_pool2d_primfunc(plan, batch), f"fxp_{tag}", tag, opaque=True)
+    blocked = str(call.attrs.layout) == BLOCKED
+    tag = f"max_pool2d_{plan.data_dtype}" + ("_blocked" if blocked else "")
+    make = max_pool2d_blocked_primfunc if blocked else max_pool2d_primfunc
+    gv = _add_kernel(bb, make(plan, batch), f"fxp_{tag}", tag, opaque=True)
     return relax.call_tir(gv, [call.args[0]], call.ty)
 
 

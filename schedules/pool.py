@@ -10,8 +10,12 @@ its neighbour instead of a scalar tail) is the lane-wise ``max`` over the ``KH *
 ``vpmaxsb`` on 64 byte lanes).  ``ceil_mode`` needs nothing special: the output size comes from the call's
 type and the windows past the input read the padding minimum, which never wins against a real element.
 
-``legalize.py`` dispatches ``relax.nn.max_pool2d`` here for NCHW integer data with static shapes on x86
-targets; anything else keeps TVM's legalization.
+Blocked activations (``layout="NCHW16c"``, ``layout.py``): ``max_pool2d_blocked_primfunc`` pools
+``(N, C/16, H, W, 16)`` tensors; per image and channel block the ``(H, W, 16)`` plane is copied into a padded
+buffer and each output position is the lane-wise ``max`` of its taps, 16 channels a vector (no transposes).
+
+``legalize.py`` dispatches ``relax.nn.max_pool2d`` here for NCHW or NCHW16c integer data with static shapes on
+x86 targets; anything else keeps TVM's legalization.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .conv2d_depthwise import VECTOR_BYTES, copy_plane, fill
 
 POOL_DTYPES = ("int8", "uint8", "int16")
 CHUNK_OVERHEAD = 8
+BLOCKED_LANES = 16      # channels per block of the NCHW16c layout
 
 
 @dataclass(frozen=True)
@@ -101,4 +106,42 @@ def max_pool2d_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
                                             tap = pad[(kx * dw) % sw, y * sh + ky * dh, x0 + v + (kx * dw) // sw]
                                             value = tap if value is None else tirx.max(value, tap)
                                     T.buffer_store(out, value, [b, c, y, x0 + v])
+    return ib.get()
+
+
+def max_pool2d_blocked_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
+    """``(data, out)``: max pool of ``plan`` on ``(N, C/16, H, W, 16)`` data (``plan.channels`` = C/16)."""
+    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    oh, ow = plan.out_hw
+    pt, pl, _, _ = plan.padding
+    rows, cols = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+    lowest = int(np.iinfo(plan.data_dtype).min)
+    block, dt = BLOCKED_LANES, plan.data_dtype
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name("max_pool2d_blocked")
+            T.func_attr({"tirx.noalias": True})
+            data = T.arg("data", T.buffer((batch, plan.channels, plan.height, plan.width, block), dt))
+            out = T.arg("out", T.buffer((batch, plan.channels, oh, ow, block), dt))
+            with T.sblock("root"):
+                pad = T.sblock_alloc_buffer((rows, cols, block), dt, scope="global")
+                with T.serial(0, rows) as y:
+                    with T.serial(0, cols) as x:
+                        with T.vectorized(0, block) as v:
+                            T.buffer_store(pad, tirx.const(lowest, dt), [y, x, v])
+                with T.serial(0, batch) as b:
+                    with T.serial(0, plan.channels) as c:
+                        with T.serial(0, max(0, min(plan.height, rows - pt))) as iy:
+                            with T.serial(0, max(0, min(plan.width, cols - pl))) as ix:
+                                with T.vectorized(0, block) as v:
+                                    T.buffer_store(pad, data[b, c, iy, ix, v], [iy + pt, ix + pl, v])
+                        with T.serial(0, oh) as y:
+                            with T.serial(0, ow) as x:
+                                with T.vectorized(0, block) as v:
+                                    value = None
+                                    for ky in range(kh):
+                                        for kx in range(kw):
+                                            tap = pad[y * sh + ky * dh, x * sw + kx * dw, v]
+                                            value = tap if value is None else tirx.max(value, tap)
+                                    T.buffer_store(out, value, [b, c, y, x, v])
     return ib.get()
