@@ -32,6 +32,13 @@ the int16 product is exact and its widening to int32 is the true product; ``vpdp
 into int32 without saturation; int16 sums wrap mod ``2**16`` and are exact whenever the final sum fits,
 which is what the plan proved (``conv2d_int``'s wrap argument).
 
+Blocked activations (``plan.data_layout == plan.out_layout == "NCHW16c"``, ``layout.py``): ``(N, C/16, H, W,
+16)`` in and out, layout ``"depthwise_vnni"`` with dilation 1 (``_kernel_blocked``).  Per channel block the
+``(H, W, 16)`` plane is copied into a padded buffer; per output position and kernel row one 64-byte load holds
+4 consecutive input columns x 16 channels, one ``vpermb`` (the same permutation everywhere) turns it into 16
+channels x 4 taps, one ``vpdpbusd`` with the block's packed tap weights (``(C/16, KH, KW/4, 64)``) adds them:
+48 MACs per instruction for a 3x3 filter, 16 channels a vector, no transposes in or out.
+
 The kernels are written out directly as TIR (``tvm.script``'s IR builder, in the s_tir form with a root
 block that Relax's analyses of ``call_tir`` callees expect) rather than scheduled from a TE compute: the
 overlapping last tile is no schedule primitive, and without it the row tails would run scalar or need a
@@ -78,7 +85,17 @@ def vnni_fits(strides, dilation) -> bool:
     return (VNNI_LANES - 1) * strides[1] + (TAPS - 1) * dilation[1] < 64
 
 
+BLOCK = 16          # channels per block of the NCHW16c layout
+
+
+def _blocked(plan) -> bool:
+    return getattr(plan, "data_layout", "NCHW") == "NCHW16c"
+
+
 def packed_weight_shape(plan) -> tuple:
+    if _blocked(plan):
+        kh, kw = plan.kernel
+        return (plan.channels // BLOCK, kh, ceil_div(kw, TAPS), BLOCK * TAPS)
     if plan.layout == "depthwise_vnni":
         kh, kw = plan.kernel
         return (plan.channels, kh, ceil_div(kw, TAPS), TAPS)
@@ -86,6 +103,11 @@ def packed_weight_shape(plan) -> tuple:
 
 
 def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
+    if _blocked(plan):          # byte 4c + j of (block, ky, g): tap 4g + j of channel 16 * block + c
+        kw, zero = plan.kernel[1], tirx.const(0, "int8")
+        return te.compute(packed_weight_shape(plan), lambda cb, ky, g, i: tirx.if_then_else(
+            g * TAPS + i % TAPS < kw, weight[cb * BLOCK + i // TAPS, 0, ky, tirx.min(g * TAPS + i % TAPS, kw - 1)],
+            zero), name="weight_pack")
     if plan.layout == "depthwise_vnni":
         kw, zero = plan.kernel[1], tirx.const(0, "int8")
         return te.compute(packed_weight_shape(plan), lambda c, ky, g, j: tirx.if_then_else(
@@ -242,6 +264,85 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
     return ib.get()
 
 
+def blocked_fits(plan) -> bool:
+    """The blocked kernel: dilation 1 (4 consecutive columns of 16 channels are one 64-byte load)."""
+    return tuple(plan.dilation) == (1, 1)
+
+
+def _kernel_blocked(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
+    """Layout ``"depthwise_vnni"`` on ``(N, C/16, H, W, 16)`` data (see the module doc)."""
+    cb_, h, w = plan.channels // BLOCK, plan.height, plan.width
+    (kh, kw), (sh, sw) = plan.kernel, plan.strides
+    pt, pl, _, _ = plan.padding
+    oh, ow = plan.out_hw
+    groups = ceil_div(kw, TAPS)
+    rows, cols = (oh - 1) * sh + kh, (ow - 1) * sw + groups * TAPS
+    tile = min(ow, 8)           # output columns with independent accumulators
+    chunks = ceil_div(ow, tile)
+    signed = plan.data_dtype == "int8"
+    ramp = tirx.Ramp(tirx.const(0, "int32"), 1, 64)
+    # byte 4c + j <- column j, channel c of the 4 loaded columns: index 16 j + c
+    gather = tirx.Cast("int8x64", tirx.floormod(ramp, TAPS) * BLOCK + tirx.floordiv(ramp, TAPS))
+    lanes16 = tirx.Ramp(tirx.const(0, "int32"), 1, BLOCK)
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name("conv2d_depthwise_blocked")
+            T.func_attr({"tirx.noalias": True})
+            data = T.arg("data", T.buffer((batch, cb_, h, w, BLOCK), plan.data_dtype))
+            weight = T.arg("weight_packed", T.buffer(packed_weight_shape(plan), "int8"))
+            consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
+                                                  for j, k in enumerate(epilogue.consts)]
+            out = T.arg("out", T.buffer((batch, cb_, oh, ow, BLOCK), out_dtype))
+            with T.sblock("root"):
+                pad = T.sblock_alloc_buffer((rows * cols * BLOCK,), "uint8", scope="global")
+                accum = T.sblock_alloc_buffer((tile * BLOCK,), "int32", scope="local")
+                start = T.sblock_alloc_buffer((BLOCK,), "int32", scope="local")
+                with T.serial(0, rows * cols * BLOCK) as i:     # the padding, once: blocks overwrite the rest
+                    T.buffer_store(pad, tirx.const(128 if signed else 0, "uint8"), [i])
+                with T.serial(0, batch) as b:
+                    with T.serial(0, cb_) as cb:
+                        with T.serial(0, max(0, min(h, rows - pt))) as iy:
+                            with T.serial(0, max(0, min(w, cols - pl))) as ix:
+                                with T.vectorized(0, BLOCK) as v:
+                                    value = data[b, cb, iy, ix, v]
+                                    if signed:
+                                        value = (value.astype("int16") + tirx.const(128, "int16")).astype("uint8")
+                                    T.buffer_store(pad, value, [((iy + pt) * cols + ix + pl) * BLOCK + v])
+                        # the accumulators start at -128 * sum(w) for int8 data (stored as x + 128)
+                        init = tirx.Broadcast(tirx.const(0, "int32"), BLOCK)
+                        if signed:
+                            bias = tirx.Broadcast(tirx.const(-128 & 0xFF, "uint8"), 64)
+                            for ky in range(kh):
+                                for g in range(groups):
+                                    init = tirx.call_llvm_pure_intrin(
+                                        "int32x16", DPBUSD, init, bias, weight.vload([cb, ky, g, 0], "int8x64"))
+                            init = tirx.Broadcast(tirx.const(0, "int32"), BLOCK) - init
+                        T.buffer_store(start, init, [lanes16])
+                        with T.serial(0, oh) as y:
+                            with T.serial(0, chunks) as xo:
+                                x0 = tirx.min(xo * tile, ow - tile) if chunks > 1 else tirx.const(0, "int32")
+                                with T.unroll(0, tile) as t:
+                                    T.buffer_store(accum, start.vload([0], "int32x16"),
+                                                   [tirx.Ramp(t * BLOCK, 1, BLOCK)])
+                                for ky in range(kh):
+                                    for g in range(groups):
+                                        wvec = weight.vload([cb, ky, g, 0], "int8x64")
+                                        with T.unroll(0, tile) as t:
+                                            base = ((y * sh + ky) * cols + (x0 + t) * sw + g * TAPS) * BLOCK
+                                            taps = tirx.call_llvm_pure_intrin("uint8x64", PERMB,
+                                                                              pad.vload([base], "uint8x64"), gather)
+                                            T.buffer_store(accum, tirx.call_llvm_pure_intrin(
+                                                "int32x16", DPBUSD, accum.vload([t * BLOCK], "int32x16"), taps, wvec),
+                                                [tirx.Ramp(t * BLOCK, 1, BLOCK)])
+                                with T.unroll(0, tile) as t:
+                                    with T.vectorized(0, BLOCK) as v:
+                                        value = accum[t * BLOCK + v].astype(plan.acc_dtype)
+                                        if epilogue is not None:
+                                            value = epilogue.apply(value, cb * BLOCK + v, consts)
+                                        T.buffer_store(out, value, [b, cb, y, x0 + t, v])
+    return ib.get()
+
+
 def vnni_tile(plan) -> tuple:
     """``(rows, columns)`` of output positions in one vector of 16 lanes: 16 columns of a row, or, for rows
     of at most 8 columns (MobileNet's 7x7 and 14x14 maps), as many whole rows as fit while their inputs
@@ -265,4 +366,6 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     out_dtype = plan.acc_dtype if epilogue is None else epilogue.out_dtype
     make = _kernel_vnni if plan.layout == "depthwise_vnni" else _kernel
+    if _blocked(plan):
+        make = _kernel_blocked
     return pack_func, None, make(plan, batch, out_dtype, epilogue)

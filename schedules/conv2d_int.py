@@ -202,6 +202,12 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
     if (data_layout, out_layout) != ("NCHW", "NCHW"):
         plan = plan_conv2d(data_shape, weight_shape, data_dtype, acc_dtype, strides, padding, dilation, groups,
                            config, target, layout, weight_dtype)
+        if plan.layout == "depthwise_vnni" and data_layout == out_layout == "NCHW16c":
+            from .conv2d_depthwise import blocked_fits
+            if plan.channels % 16 or not blocked_fits(plan):
+                raise ValueError(f"conv2d: blocked depthwise needs channels in blocks of 16 and dilation 1 "
+                                 f"({plan.channels} channels, dilation {plan.dilation})")
+            return Conv2dPlan(**{**plan.__dict__, "data_layout": data_layout, "out_layout": out_layout})
         if plan.layout != "vnni" or {data_layout, out_layout} - {"NCHW", "NCHW16c"}:
             raise ValueError(f"conv2d: layouts {data_layout}/{out_layout} need the VNNI kernel (plan: {plan.layout})")
         if (data_layout == "NCHW16c" and plan.channels % 16) or (out_layout == "NCHW16c" and plan.out_channels % 16):

@@ -10,6 +10,8 @@ maps).  This pass chooses the layout once, for the whole graph:
 - every integer conv2d that ``legalize.py`` would run on the VNNI kernel writes ``(N, C/16, H, W, 16)``
   (``out_layout="NCHW16c"``, output channels padded to 16 with zero weights) and reads a blocked input as is
   (``data_layout="NCHW16c"``; its weights get zero rows for the padding channels);
+- depthwise convs (dilation 1, AVX-512 VBMI) run on the blocked tensors (``conv2d_depthwise.py``'s blocked
+  kernel), channel for channel;
 - the ops between convs run on the blocked tensors: the elementwise epilogues and residual adds whose constants
   are scalars or one value per channel (the constants are blocked alike), ``concat`` along the channels (the
   blocks of its inputs are concatenated; a padded input leaves padding channels inside, which the channel map
@@ -37,6 +39,7 @@ from tvm.ir.expr import GenericConst
 
 from . import legalize as L
 from .common import ceil_div, function_bindings, remap_expr, rewrite_relax_functions
+from .conv2d_depthwise import blocked_fits
 from .conv2d_int import plan_conv2d
 from .epilogue import BINARY, UNARY, _per_channel
 from .targets import kernel_config
@@ -50,7 +53,7 @@ POOL_DTYPES = ("int8", "uint8", "int16")
 class _Node:
     """What the pass knows of one binding: its kind and, for a blocked result, the channel map."""
 
-    kind: str                       # "conv" | "elementwise" | "concat" | "pool" | "other"
+    kind: str                       # "conv" | "depthwise" | "elementwise" | "concat" | "pool" | "other"
     blocked: bool = False
     demoted: bool = False           # forced to NCHW (no consumer profits from the blocked result)
     phys: np.ndarray | None = None  # logical channel -> physical channel of the blocked result
@@ -74,16 +77,21 @@ def _op(value) -> str | None:
     return str(value.op.name) if isinstance(value, relax.Call) and hasattr(value.op, "name") else None
 
 
-def _vnni_conv(value, lookup, target) -> np.ndarray | None:
-    """The constant weight of an NCHW integer conv2d that runs on the VNNI kernel, else None."""
+def _vnni_conv(value, lookup, target) -> tuple:
+    """``(kind, constant weight)`` of an NCHW integer conv2d on the VNNI kernel (``"conv"``) or the blocked
+    depthwise kernel (``"depthwise"``), else ``("other", None)``."""
     a = value.attrs
     if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
-        return None
+        return "other", None
     weight = L.constant_value(value.args[1], lookup)
     if weight is None or weight.dtype != np.int8:
-        return None
+        return "other", None
     plan = L.conv2d_plan_for(value, target, weight)
-    return weight if plan is not None and plan.layout == "vnni" else None
+    if plan is not None and plan.layout == "vnni":
+        return "conv", weight
+    if plan is not None and plan.layout == "depthwise_vnni" and blocked_fits(plan):
+        return "depthwise", weight
+    return "other", None
 
 
 def _elementwise_ok(value, dims) -> bool:
@@ -111,9 +119,9 @@ def _classify(bindings, target) -> dict:
         op = _op(v)
         node = _Node("other")
         if op == "relax.nn.conv2d":
-            weight = _vnni_conv(v, bound.get, target)
+            kind, weight = _vnni_conv(v, bound.get, target)
             if weight is not None:
-                node = _Node("conv", weight=weight)
+                node = _Node(kind, weight=weight)
         elif (op in BINARY or op in UNARY) and _elementwise_ok(v, dims):
             node = _Node("elementwise")
         elif op == "relax.concat" and dims is not None and len(dims) == 3 and v.attrs.axis is not None \
@@ -167,7 +175,11 @@ def _decide(bindings, nodes) -> None:
                     oc = node.weight.shape[0]
                     node.blocked, node.phys, node.width = True, np.arange(oc), ceil_div(oc, BLOCK) * BLOCK
                 continue
-            if not ins or len(ins) != len(node.deps) or not all(n.blocked for n in ins):
+            if node.kind == "depthwise":
+                ins = [nodes[d] for d in node.deps[:1] if d in nodes]
+                if not ins or not ins[0].blocked:
+                    continue
+            elif not ins or len(ins) != len(node.deps) or not all(n.blocked for n in ins):
                 continue
             if node.kind == "concat":
                 offsets = np.cumsum([0] + [n.width for n in ins])
@@ -250,6 +262,14 @@ def block_function(func: relax.Function, target, bb: relax.BlockBuilder) -> tupl
                         1, BLOCKED if in_blocked else "NCHW", "OIHW", BLOCKED if node.blocked else "NCHW",
                         str(a.out_dtype))
                     env[b.var] = bb.emit(new, b.var.name)
+                    continue
+                if node.blocked and node.kind == "depthwise":
+                    src, w, a = v.args[0], node.weight, v.attrs
+                    wp = np.zeros((node.width, *w.shape[1:]), np.int8)
+                    wp[node.phys] = w
+                    env[b.var] = bb.emit(relax.op.nn.conv2d(
+                        env[src], relax.const(wp), a.strides, a.padding, a.dilation, node.width, BLOCKED, "OIHW",
+                        BLOCKED, str(a.out_dtype)), b.var.name)
                     continue
                 if node.blocked and node.kind == "elementwise":
                     dims = _static(b.var.ty)

@@ -60,3 +60,23 @@ def test_blocked_layouts_need_blocks_of_16():
         plan_conv2d((1, 24, 8, 8), (16, 24, 1, 1), "uint8", "int32", config=CONFIG, data_layout="NCHW16c")
     with pytest.raises(ValueError, match="register block"):
         plan_conv2d((1, 16, 17, 17), (16, 16, 1, 1), "uint8", "int32", config=CONFIG, out_layout="NCHW16c")
+
+
+@pytest.mark.parametrize("dtype,c,hw,k,s,p", [
+    ("uint8", 32, 14, 3, 1, 1),      # MobileNetV2's 3x3: 14 columns, tiles of 8 overlapping
+    ("int8", 16, 9, 3, 2, 1),        # strided, int8 stored as x + 128
+    ("uint8", 48, 7, 5, 1, 2),       # 5x5: two tap groups per row
+    ("int8", 16, 5, 3, 1, 0),        # no padding, 3 output columns
+])
+def test_blocked_depthwise_matches_reference(dtype, c, hw, k, s, p):
+    if not CONFIG.vbmi:
+        pytest.skip("the host has no AVX-512 VBMI")
+    rng = np.random.default_rng(c + hw)
+    x, w = random_operands(rng, (1, c, hw, hw), (c, 1, k, k), dtype, "int32", k * k)
+    expected = conv2d_ref(x, w, (s, s), (p,) * 4, groups=c)
+    plan = plan_conv2d(x.shape, w.shape, dtype, "int32", (s, s), (p,) * 4, groups=c, config=CONFIG,
+                       data_layout="NCHW16c", out_layout="NCHW16c")
+    assert plan.layout == "depthwise_vnni"
+    oh = expected.shape[2]
+    got = run_kernel(conv2d_primfuncs(plan), plan, to_blocked(x), w, (1, c // 16, oh, oh, 16), HOST, c)
+    np.testing.assert_array_equal(from_blocked(got, c).astype(np.int64), expected, err_msg=str(plan))
