@@ -38,6 +38,14 @@ run ``ko`` blocks of at most 15 steps, each folded into wider sums.
 
 Exact when: weights in ``{-1, 0, 1}`` (``is_ternary``), data ``uint8`` in ``[0, 2**B)`` (the plan's activation
 format says so; bits above ``B`` are ignored), groups 1.
+
+In the build (``legalize.bitserial_decision``): an aarch64 layer with constant ternary weights whose data the
+producer's saturate proves ``< 16`` (``legalize.data_upper_bound``) gets this kernel when ``estimated_cycles`` (a
+whole-kernel model fitted to bench/arm_static.py's measurements) is below 0.96 of the paired int32 kernel's.
+There a ``finish`` stage casts each exact int32 sum to the graph's accumulator dtype and applies the fused
+requantize epilogue (cluster multiplier, bias, rounding shift, saturate) a row at a time; the masks are packed
+from the constant weights at compile time (``pack_graph_weight``); dense layers (``plan_bitserial_dense``) read
+their ``(M, K)`` rows directly.
 """
 
 from __future__ import annotations
@@ -92,13 +100,23 @@ class BitserialPlan:
     dilation: tuple = (1, 1)
     bits: int = 4
     tile: tuple = (1, 1)
+    dense: bool = False        # a matmul ``(M, K) @ (K, N)``: data ``(M, K)``, run as a 1x1 conv on a 1x1 map
+    acc_dtype: str = "int32"   # the sums' dtype (int16 when the graph's proof says they fit: a cast)
 
-    kind = "conv2d"
     data_dtype = "uint8"
-    acc_dtype = "int32"
     weight_dtype = "int8"
+    packed_dtype = "uint8"     # the +1/-1 masks
     layout = "bitserial"
     offset_data = False
+
+    @property
+    def kind(self) -> str:
+        return "dense" if self.dense else "conv2d"
+
+    @property
+    def lanes(self) -> str:
+        """``"positions"`` (``PositionLanesPlan``) or ``"depth"``: what the 16 byte lanes of a register hold."""
+        return "depth"
 
     @property
     def outputs(self) -> int:
@@ -158,7 +176,7 @@ class BitserialPlan:
 
 
 def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), padding=(0, 0, 0, 0),
-                          dilation=(1, 1), lanes: str = "auto") -> BitserialPlan:
+                          dilation=(1, 1), lanes: str = "auto", acc_dtype: str = "int32") -> BitserialPlan:
     """``data_shape`` is ``(N, C, H, W)`` (``N`` ignored); ``bits``: the data's unsigned width (1..4).  ``lanes``:
     ``"depth"`` (``BitserialPlan``: 128 depth values per register), ``"positions"`` (``PositionLanesPlan``: 16
     positions per register) or ``"auto"``: the layout with the smaller padded work (``padded_work``)."""
@@ -166,12 +184,14 @@ def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), p
     oc, ic, kh, kw = (int(s) for s in weight_shape)
     if ic != c:
         raise ValueError("bitserial: grouped convolutions are not supported; use conv2d_int")
+    if acc_dtype not in ("int16", "int32"):
+        raise ValueError(f"bitserial: sums as int16 or int32, got {acc_dtype!r}")
     if not 1 <= int(bits) <= MAX_BITS:
         raise ValueError(f"bitserial: activations of 1..{MAX_BITS} bits, got {bits}")
     padding = tuple(int(p) for p in padding)
     padding = padding * 2 if len(padding) == 2 else padding
     plan = BitserialPlan(c, oc, h, w, (kh, kw), tuple(int(s) for s in strides), padding,
-                         tuple(int(d) for d in dilation), int(bits))
+                         tuple(int(d) for d in dilation), int(bits), acc_dtype=acc_dtype)
     depth = BitserialPlan(**{**plan.__dict__, "tile": choose_tile(plan.positions, oc, int(bits))})
     if lanes == "depth":
         return depth
@@ -181,6 +201,14 @@ def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), p
     if lanes != "auto":
         raise ValueError(f"bitserial: lanes must be 'auto', 'depth' or 'positions', got {lanes!r}")
     return positions if padded_work(positions) <= padded_work(depth) else depth
+
+
+def plan_bitserial_dense(a_shape, b_shape, bits: int, acc_dtype: str = "int32") -> BitserialPlan:
+    """A matmul ``(M, K) @ (K, N)`` with ternary ``(K, N)`` weights, as a 1x1 conv on a 1x1 map (the depth layout:
+    one position per image)."""
+    k, n = (int(s) for s in b_shape)
+    plan = plan_bitserial_conv2d((1, k, 1, 1), (n, k, 1, 1), bits, lanes="depth", acc_dtype=acc_dtype)
+    return BitserialPlan(**{**plan.__dict__, "dense": True})
 
 
 def padded_work(plan) -> int:
@@ -211,6 +239,42 @@ def pack_weight_masks(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
     plus = ((w == 1) * shifts).sum(axis=2)
     minus = ((w == -1) * shifts).sum(axis=2)
     return np.stack([plus, minus], axis=2).astype(np.uint8)
+
+
+def pack_graph_weight(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
+    """``pack_weight_masks`` of the weight as the graph holds it: OIHW (conv2d) or ``(K, N)`` (dense)."""
+    w = np.asarray(weight)
+    if plan.dense:
+        w = w.T[:, :, None, None]
+    return pack_weight_masks(w, plan)
+
+
+# ----------------------------------------------------------------------------------------- cost model
+
+# Whole-kernel cycles on the A72 = sum of per-unit costs, fitted (least squares) to the eight ternary-layer
+# kernels bench/arm_static.py --bitserial measures (trip counts from a qemu run x llvm-mca-19 cycles per block):
+# 3.22 cycles per hot-loop pair step (one output's plane against 16 mask bytes: and, cnt, sub, add of two masks),
+# 3.99 per plane of packing (8 depth bytes or values into one plane byte of 16 lanes), 3.17 per output lane
+# (fold, k-block sums, unpack).  On those kernels the estimate is within -3%/+7% of the measured cycles except
+# the 1x1 stride-2 layer (+40%: 24 channels of 128-value depth chunks), which it overestimates.
+PAIR_STEP_CYCLES, PLANE_CYCLES, OUTPUT_CYCLES = 3.22, 3.99, 3.17
+
+
+def work_units(plan: BitserialPlan) -> tuple:
+    """``(pair steps, planes packed, output lanes)`` of one image, padding included."""
+    oh, _ = plan.out_hw
+    if isinstance(plan, PositionLanesPlan):
+        outs = plan.col_blocks * plan.tile[1]
+        return (oh * plan.groups * plan.depth_bytes * outs * plan.bits, oh * plan.groups * plan.depth_bytes * plan.bits,
+                oh * plan.groups * LANES * outs)
+    rows, cols = plan.row_blocks * plan.tile[0], plan.col_blocks * plan.tile[1]
+    return rows * cols * plan.chunks * plan.bits, rows * plan.chunks * plan.bits * 8, rows * cols * plan.k_blocks
+
+
+def estimated_cycles(plan: BitserialPlan) -> float:
+    """The whole kernel's cycles per image on the A72 (the fitted model above)."""
+    steps, planes, outs = work_units(plan)
+    return PAIR_STEP_CYCLES * steps + PLANE_CYCLES * planes + OUTPUT_CYCLES * outs
 
 
 # ----------------------------------------------------------------------------------------- intrinsics
@@ -282,8 +346,9 @@ def bitserial_compute(data: te.Tensor, masks: te.Tensor, plan: BitserialPlan):
     def inside(y, x):
         return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
 
+    at = _data_at(data, plan)
     nhwc = te.compute((n, hp, wp, cc), lambda b, y, x, ch: tirx.if_then_else(
-        inside(y, x), data[b, ch, y - pt, x - pl], zero), name="data_nhwc")
+        inside(y, x), at(b, ch, y - pt, x - pl), zero), name="data_nhwc")
     taps = _ceil_div(plan.padded_reduce, cc)
 
     def gather(b, p, t, ch):
@@ -319,11 +384,51 @@ def bitserial_compute(data: te.Tensor, masks: te.Tensor, plan: BitserialPlan):
     fold = te.compute((n, pb_n, ob_n, ko_n, r, cb), lambda b, pb, ob, ko, pi, oi: te.sum(
         acc[b, pb, ob, ko, pi, oi, rb, rj].astype("int32") << rb.astype("int32"), axis=[rb, rj]), name="fold")
     rk = te.reduce_axis((0, ko_n), "rk")
+    if plan.dense:
+        return te.compute((n, plan.out_channels), lambda b, o: te.sum(fold[b, 0, o // cb, rk, 0, o % cb], axis=rk),
+                          name="unpack")
 
     def value(b, o, y, x):
         p = y * ow + x
         return te.sum(fold[b, p // r, o // cb, rk, p % r, o % cb], axis=rk)
     return te.compute((n, plan.out_channels, oh, ow), value, name="unpack")
+
+
+def _data_at(data: te.Tensor, plan: BitserialPlan):
+    """``(b, c, y, x) -> data``: NCHW, or the ``(M, K)`` rows of a dense layer (``y = x = 0``)."""
+    if plan.dense:
+        return lambda b, c, y, x: data[b, c]
+    return lambda b, c, y, x: data[b, c, y, x]
+
+
+def finished(plan: BitserialPlan, epilogue=None) -> bool:
+    """Whether the kernel has a ``finish`` stage after the int32 sums: a cast to ``plan.acc_dtype`` and/or the
+    fused epilogue (``epilogue.Epilogue``: bias, multiplier, requantize, as the graph computes them)."""
+    return epilogue is not None or plan.acc_dtype != "int32"
+
+
+def finish_compute(unpack: te.Tensor, plan: BitserialPlan, epilogue=None, params=()) -> te.Tensor:
+    """Each exact int32 sum as the graph's accumulator (``plan.acc_dtype``), then the ``epilogue``: one elementwise
+    stage, computed a row at a time after that row's sums (``_schedule_finish``)."""
+    if not finished(plan, epilogue):
+        return unpack
+
+    def f(*idx):
+        v = unpack(*idx)
+        if plan.acc_dtype != "int32":
+            v = v.astype(plan.acc_dtype)
+        return v if epilogue is None else epilogue.apply(v, idx[1], params)
+    return te.compute(unpack.shape, f, name="finish")
+
+
+def _schedule_finish(sch, plan: BitserialPlan) -> None:
+    fin = sch.get_sblock("finish")
+    loops = sch.get_loops(fin)
+    sch.compute_at(sch.get_sblock("unpack"), loops[0] if plan.dense else loops[2], preserve_unit_loops=True)
+    vw = 1 if plan.dense else _vector_width(plan.out_hw[1])
+    if vw >= 4:
+        _, xi = sch.split(sch.get_loops(fin)[-1], [None, vw])
+        sch.vectorize(xi)
 
 
 def _vector_width(cc: int) -> int:
@@ -333,7 +438,7 @@ def _vector_width(cc: int) -> int:
     return 1
 
 
-def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
+def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True, finish: bool = False):
     """Block the ``R x C`` (positions, outputs) tile with all bit planes' int8 accumulators in registers, the
     ``ki`` chunk loop innermost-but-one, lanes vectorized; ``neon`` tensorizes the fold (x86: desc loops)."""
     sch = Schedule(func)
@@ -378,21 +483,34 @@ def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
         sch.tensorize(fb, _fold_intrin(plan.bits))
     sch.unroll(foi)
     sch.unroll(fpi)
+    if finish:
+        _schedule_finish(sch, plan)
     return sch.mod["main"]
 
 
-def bitserial_primfunc(plan: BitserialPlan, batch=1, neon: bool = True):
-    """The kernel PrimFunc ``(data uint8 NCHW, masks, out int32 NCHW)``; ``batch`` an int or None (symbolic)."""
+def bitserial_primfunc(plan: BitserialPlan, batch=1, neon: bool = True, epilogue=None):
+    """The kernel PrimFunc ``(data uint8 NCHW or (M, K), masks, [*epilogue constants,] out)``: ``out`` holds the
+    sums (``plan.acc_dtype``), or the ``epilogue``'s result; ``batch`` an int or None (symbolic)."""
     if batch is None:
         batch = tirx.Var("n", "int64")
-    kh, kw = plan.kernel
-    data = te.placeholder((batch, plan.channels, plan.height, plan.width), "uint8", name="data")
+    shape = (batch, plan.channels) if plan.dense else (batch, plan.channels, plan.height, plan.width)
+    data = te.placeholder(shape, "uint8", name="data")
     masks = te.placeholder(plan.packed_weight_shape, "uint8", name="weight_masks")
+    params = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
+                                          for j, c in enumerate(epilogue.consts)]
     if isinstance(plan, PositionLanesPlan):
-        out = positions_compute(data, masks, plan)
-        return schedule_positions(te.create_prim_func([data, masks, out], "int64"), plan)
-    out = bitserial_compute(data, masks, plan)
-    return schedule_bitserial(te.create_prim_func([data, masks, out], "int64"), plan, neon)
+        out = finish_compute(positions_compute(data, masks, plan), plan, epilogue, params)
+        return schedule_positions(te.create_prim_func([data, masks, *params, out], "int64"), plan,
+                                  finished(plan, epilogue))
+    out = finish_compute(bitserial_compute(data, masks, plan), plan, epilogue, params)
+    return schedule_bitserial(te.create_prim_func([data, masks, *params, out], "int64"), plan, neon,
+                              finished(plan, epilogue))
+
+
+def bitserial_primfuncs(plan: BitserialPlan, batch=None, epilogue=None) -> tuple:
+    """``(weight pack, None, kernel)`` as ``conv2d_int.conv2d_primfuncs``: the pack is numpy (``pack_graph_weight``,
+    run at compile time on the constant ternary weight), the kernel ``bitserial_primfunc``."""
+    return (lambda w: pack_graph_weight(w, plan)), None, bitserial_primfunc(plan, batch, True, epilogue)
 
 
 # ----------------------------------------------------------------------------------------- positions in lanes
@@ -447,6 +565,10 @@ class PositionLanesPlan(BitserialPlan):
         return (self.col_blocks * self.tile[1], self.depth_bytes, 2, LANES)
 
     @property
+    def lanes(self) -> str:
+        return "positions"
+
+    @property
     def lane_efficiency(self) -> float:
         return self.out_hw[1] / (self.groups * LANES)
 
@@ -488,9 +610,10 @@ def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (gn * LANES - 1) * sw + (kw - 1) * dw + 1
     zero, one = tirx.const(0, "uint8"), tirx.const(1, "uint8")
+    at = _data_at(data, plan)
     dpad = te.compute((n, plan.channels, hp, wp), lambda b, c, y, x: tirx.if_then_else(
         tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl),
-        data[b, c, tirx.min(tirx.max(y - pt, 0), plan.height - 1), tirx.min(tirx.max(x - pl, 0), plan.width - 1)],
+        at(b, c, tirx.min(tirx.max(y - pt, 0), plan.height - 1), tirx.min(tirx.max(x - pl, 0), plan.width - 1)),
         zero), name="data_pad")
     cbn, used = plan.channel_bytes, plan.used_bytes
 
@@ -531,7 +654,7 @@ def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan
         fold[b, y, x // LANES, o // cb, rk, o % cb, x % LANES].astype("int32"), axis=rk), name="unpack")
 
 
-def schedule_positions(func, plan: PositionLanesPlan):
+def schedule_positions(func, plan: PositionLanesPlan, finish: bool = False):
     sch = Schedule(func)
     blk = sch.get_sblock("bitserial")
     b, oy, g, ob, ko, oi, bit, lane, ki = sch.get_loops(blk)
@@ -562,6 +685,8 @@ def schedule_positions(func, plan: PositionLanesPlan):
     sch.unroll(fb)
     sch.vectorize(sch.get_loops(finit)[-1])
     sch.unroll(foi)
+    if finish:
+        _schedule_finish(sch, plan)
     # unpack: the k-block sums of a row, a vector of positions at a time (int16 lanes widened, added)
     vw = _vector_width(plan.out_hw[1])
     if vw >= 4:         # (2-lane vectors measured slower than LLVM's scalar code: 32->32 14x14 0.820 -> 0.856)

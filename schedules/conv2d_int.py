@@ -452,6 +452,9 @@ def _data_placeholder(plan: Conv2dPlan, batch) -> te.Tensor:
 
 
 def conv2d_primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
+    if plan.layout == "bitserial":    # bitserial.BitserialPlan (legalize.conv2d_plan_for: ternary, <= 4-bit data)
+        from .bitserial import bitserial_primfuncs
+        return bitserial_primfuncs(plan, batch, epilogue)
     if plan.layout == "paired":       # paired_int32.PairedPlan (legalize.conv2d_plan_for on aarch64)
         from .paired_int32 import paired_primfuncs
         return paired_primfuncs(plan, batch, epilogue=epilogue)

@@ -200,6 +200,9 @@ def dense_primfuncs(plan: DensePlan, rows=None, epilogue=None) -> tuple:
     (``epilogue.Epilogue``) ``(data, packed_weight, [offset,] *epilogue constants, out)``, ``out`` being the
     epilogue's result.
     """
+    if getattr(plan, "layout", None) == "bitserial":  # bitserial.BitserialPlan (legalize.dense_plan_for)
+        from .bitserial import bitserial_primfuncs
+        return bitserial_primfuncs(plan, rows, epilogue)
     if getattr(plan, "layout", None) == "paired":     # paired_int32.PairedPlan (legalize.dense_plan_for)
         from .paired_int32 import paired_primfuncs
         return paired_primfuncs(plan, tirx.Var("m", "int64") if rows is None else rows, epilogue=epilogue)

@@ -8,7 +8,9 @@ DAG with one ``call_tir`` of the kernel generated with that epilogue: the epilog
 accumulator registers as they are written back, and only the 8-bit result reaches memory.  The kernel call is emitted
 by the legalization's own ``legalize.emit_kernel`` (packed weights computed on the host at compile time); the epilogue's
 per-channel constants become kernel arguments.  A conv2d/matmul without a matching epilogue, or one that is not
-ours, is left for ``LegalizeOps`` unchanged.
+ours, is left for ``LegalizeOps`` unchanged -- except a layer that gets the bit-serial kernel (``bitserial.py``): that
+choice rests on the data's range, read from its producer's saturate here, where the original bindings are still
+in view, so it is emitted here, unfused.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def _outputs(func) -> set:
 def _plan(call, target, lookup):
     """The kernel plan of ``call``; ``lookup`` (var -> bound value) finds a constant weight bound earlier."""
     weight = L.constant_value(call.args[1], lookup)
+    data_max = L.data_upper_bound(call.args[0], lookup)    # the original producers are still bound here
     if str(call.op.name) == "relax.nn.conv2d":
-        return L.conv2d_plan_for(call, target, weight)
-    return L.dense_plan_for(call, target, weight)
+        return L.conv2d_plan_for(call, target, weight, data_max)
+    return L.dense_plan_for(call, target, weight, data_max)
 
 
 def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
@@ -67,6 +70,8 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
             axis = (1, 4) if str(v.attrs.out_layout) == L.BLOCKED else 1
         found = match(bindings, k, b.var, uses, outputs, axis)
         if found is None:
+            if getattr(plan, "layout", None) == "bitserial":
+                fused[k] = (plan, None, b.var)   # chosen on the producer's saturate, which LegalizeOps may not see
             continue
         epi, last_k, inside = found
         members = {i for i in range(k + 1, last_k + 1) if bindings[i].var in inside}

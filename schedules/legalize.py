@@ -35,6 +35,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
+from . import bitserial as bs
 from . import paired_int32 as paired
 from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfuncs, exact_float, plan_conv2d
 from .dense_int import dense_primfuncs, plan_dense
@@ -127,9 +128,115 @@ def _paired(make, weight, data_dtype: str, weight_dtype: str, out_dtype: str, ta
     return plan
 
 
-def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
-    """The plan this call would use on ``target`` (``Conv2dPlan``, or ``PairedPlan`` for a proven int32 layer on
-    aarch64 -- which needs the constant ``weight``), or None when it is not ours."""
+# Choose the bit-serial kernel when its estimated whole-kernel cycles are below this share of the paired int32
+# kernel's (both A72 models fitted to bench/arm_static.py --bitserial): on the eight measured ternary layers the
+# estimated ratio is 0.77-0.95 where the measured one is 0.82-0.97 and 0.98 / 1.65 where it is 1.02 / 1.24, so
+# 0.96 picks exactly the measured wins; the margin covers the models' error near 1.
+BITSERIAL_MAX_RATIO = 0.96
+SELECTING_OPS = ("relax.nn.max_pool2d", "relax.reshape", "relax.flatten", "relax.permute_dims", "relax.squeeze",
+                 "relax.expand_dims", "relax.strided_slice")
+
+
+def _bound_call(expr, lookup):
+    """The call bound to ``expr`` (following aliases), or None."""
+    for _ in range(16):
+        if not isinstance(expr, relax.Var):
+            break
+        bound = lookup(expr)
+        if bound is None:
+            return None
+        expr = bound
+    return expr if isinstance(expr, relax.Call) and hasattr(expr.op, "name") else None
+
+
+def data_upper_bound(expr, lookup) -> int | None:
+    """The largest value data ``expr`` can hold, as its producer proves it: Realize's saturate
+    ``minimum(maximum(x, lo), hi)`` with constant ``lo >= 0`` before the cast to the stored dtype, reached through
+    ops that only select or move values (max pool, reshape, flatten, ...); None when the producer does not show
+    it (e.g. once it is legalized into a ``call_tir``).  ``lookup``: var -> bound value."""
+    for _ in range(64):
+        call = _bound_call(expr, lookup)
+        if call is None:
+            return None
+        name = str(call.op.name)
+        if name in SELECTING_OPS or name == "relax.astype":
+            expr = call.args[0]
+            continue
+        if name != "relax.minimum":
+            return None
+        hi, low = constant_value(call.args[1], lookup), _bound_call(call.args[0], lookup)
+        if hi is None or low is None or str(low.op.name) != "relax.maximum":
+            return None
+        lo = constant_value(low.args[1], lookup)
+        if lo is None or np.min(lo) < 0:
+            return None
+        return int(np.floor(np.max(hi)))
+    return None
+
+
+def bitserial_decision(make, make_paired, weight, data_dtype: str, out_dtype: str, data_max, target) -> tuple:
+    """``(plan or None, why or None)``: the bit-serial kernel (``bitserial.py``: ``and``/``cnt``, no multiply) for a
+    layer with constant ternary ``weight`` and uint8 data proven ``<= data_max < 16`` on an aarch64 ``target``,
+    when its estimated whole-kernel cycles are below ``BITSERIAL_MAX_RATIO`` of the paired int32 kernel's;
+    ``why`` says what decided (None: the layer does not qualify at all: not ternary, not aarch64, ...).
+    ``make(bits, acc_dtype)`` / ``make_paired()`` build the two plans (either may raise ValueError)."""
+    if target is None or kernel_config(target, "int32").arch != "aarch64" or weight is None:
+        return None, None
+    if data_dtype != "uint8" or out_dtype not in ("int16", "int32") or not bs.is_ternary(weight):
+        return None, None
+    if data_max is None:
+        return None, "ternary weights, but the data's range is not proven by its producer: paired int32 kernel"
+    if data_max >= 1 << bs.MAX_BITS:
+        return None, f"ternary weights, data <= {data_max} needs more than {bs.MAX_BITS} bit planes"
+    bits = max(1, int(data_max).bit_length())
+    try:
+        plan, rival = make(bits, out_dtype), make_paired()
+    except ValueError as e:
+        return None, f"ternary weights: {e}"
+    ours, theirs = bs.estimated_cycles(plan), paired.estimated_cycles(rival)
+    ratio = ours / theirs
+    what = (f"ternary weights, data <= {data_max} ({bits}-bit planes, {plan.lanes} in lanes): estimated "
+            f"{ours:.0f} A72 cycles vs {theirs:.0f} for the paired int32 kernel (ratio {ratio:.2f}")
+    if ratio < BITSERIAL_MAX_RATIO:
+        return plan, f"{what} < {BITSERIAL_MAX_RATIO}): bit-serial"
+    return None, f"{what} >= {BITSERIAL_MAX_RATIO}): paired int32 kept"
+
+
+def conv2d_bitserial(call, target, weight, data_max) -> tuple:
+    """``bitserial_decision`` for a conv2d call (NCHW/OIHW, groups 1, static shapes)."""
+    attrs = call.attrs
+    data_ty, weight_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
+    if data_ty is None or weight_ty is None or len(data_ty.shape) != 4 or int(attrs.groups) != 1 or \
+            (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        return None, None
+    dims, wdims = _static_dims(list(data_ty.shape)[1:]), _static_dims(list(weight_ty.shape))
+    if dims is None or wdims is None:
+        return None, None
+    geometry = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation])
+    return bitserial_decision(
+        lambda bits, acc: bs.plan_bitserial_conv2d([1, *dims], wdims, bits, *geometry, acc_dtype=acc),
+        lambda: paired.plan_paired_conv2d([1, *dims], wdims, "uint8", *geometry),
+        weight, str(data_ty.dtype), str(attrs.out_dtype), data_max, target)
+
+
+def dense_bitserial(call, target, weight, data_max) -> tuple:
+    """``bitserial_decision`` for a matmul ``(M, K) @ (K, N)`` with static ``K``, ``N``."""
+    a_ty, b_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
+    if a_ty is None or b_ty is None or len(a_ty.shape) != 2 or len(b_ty.shape) != 2:
+        return None, None
+    kn = _static_dims(list(b_ty.shape))
+    if kn is None:
+        return None, None
+    return bitserial_decision(lambda bits, acc: bs.plan_bitserial_dense([1, kn[0]], kn, bits, acc),
+                              lambda: paired.plan_paired_dense([1, kn[0]], kn, "uint8"),
+                              weight, str(a_ty.dtype), str(call.attrs.out_dtype), data_max, target)
+
+
+def conv2d_plan_for(call, target, weight: np.ndarray | None = None, data_max: int | None = None):
+    """The plan this call would use on ``target`` (``Conv2dPlan``; ``PairedPlan`` for a proven int32 layer on
+    aarch64 -- which needs the constant ``weight`` --; ``bitserial.BitserialPlan`` for a ternary layer whose data
+    is proven ``<= data_max < 16``, ``data_upper_bound``, where it is estimated faster), or None when it is not
+    ours."""
     attrs = call.attrs
     out_dtype = str(attrs.out_dtype)
     if out_dtype not in ACC_DTYPES + ("float64",):
@@ -159,6 +266,9 @@ def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
         except ValueError:
             return None
     if int(attrs.groups) == 1:
+        found = conv2d_bitserial(call, target, weight, data_max)[0]
+        if found is not None:
+            return found
         found = _paired(lambda: paired.plan_paired_conv2d(
             [data_ty.shape[0], *dims], wdims, str(data_ty.dtype), [int(s) for s in attrs.strides],
             [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation]),
@@ -174,8 +284,8 @@ def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
         return None
 
 
-def dense_plan_for(call, target, weight: np.ndarray | None = None):
-    """The plan this matmul would use on ``target`` (``DensePlan``, or ``PairedPlan`` as in
+def dense_plan_for(call, target, weight: np.ndarray | None = None, data_max: int | None = None):
+    """The plan this matmul would use on ``target`` (``DensePlan``, or ``PairedPlan`` / ``BitserialPlan`` as in
     ``conv2d_plan_for``), or None when it is not ours."""
     out_dtype = str(call.attrs.out_dtype)
     a_ty, b_ty = _tensor_type(call.args[0]), _tensor_type(call.args[1])
@@ -187,6 +297,9 @@ def dense_plan_for(call, target, weight: np.ndarray | None = None):
     kn = _static_dims(list(b_ty.shape))
     if k is None or kn is None or k[0] != kn[0]:
         return None
+    found = dense_bitserial(call, target, weight, data_max)[0]
+    if found is not None:
+        return found
     found = _paired(lambda: paired.plan_paired_dense([a_ty.shape[0], k[0]], kn, str(a_ty.dtype)), weight,
                     str(a_ty.dtype), str(b_ty.dtype), out_dtype, target)
     if found is not None:
@@ -226,6 +339,8 @@ def _weight_input(bb, func, weight, out_shape, out_dtype: str, name: str, kind: 
     the host, by the same PrimFunc that would otherwise run at every inference.
     """
     value = constant_value(weight, bb.lookup_binding)
+    if value is not None and not isinstance(func, tirx.PrimFunc):   # a numpy packing (bitserial masks)
+        return relax.const(np.ascontiguousarray(func(value)).astype(out_dtype), out_dtype)
     if value is not None:
         return relax.const(_run_on_host(func, value, out_shape, out_dtype), out_dtype)
     gv = _add_kernel(bb, func, f"fxp_{name}", name, opaque=False)
@@ -242,8 +357,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
         ("_w16" if plan.weight_dtype == "int16" else "") + \
         ("_blocked" if BLOCKED in (getattr(plan, "data_layout", ""), getattr(plan, "out_layout", "")) else "")
     weight = call.args[1]
-    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
-                                        f"{kind}_weight_pack", kind)]
+    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape,
+                                        getattr(plan, "packed_dtype", plan.weight_dtype), f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
         args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset",
@@ -258,8 +373,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
 
 def _legalize_conv2d(bb, call):
     target = _cpu_target()
-    plan = conv2d_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding)) \
-        if target is not None else None
+    plan = conv2d_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding),
+                           data_upper_bound(call.args[0], bb.lookup_binding)) if target is not None else None
     if plan is None:
         return original_legalize("relax.nn.conv2d")(bb, call)
     return emit_kernel(bb, call, plan, conv2d_primfuncs(plan), "conv2d")
@@ -267,8 +382,8 @@ def _legalize_conv2d(bb, call):
 
 def _legalize_matmul(bb, call):
     target = _cpu_target()
-    plan = dense_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding)) \
-        if target is not None else None
+    plan = dense_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding),
+                          data_upper_bound(call.args[0], bb.lookup_binding)) if target is not None else None
     if plan is None:
         return original_legalize("relax.matmul")(bb, call)
     return emit_kernel(bb, call, plan, dense_primfuncs(plan), "dense")

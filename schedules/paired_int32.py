@@ -197,6 +197,20 @@ STORED_RANGE = (-128, 127)
 """What the kernel multiplies by the weights: int8 data, or uint8 data as ``x - 128``; either way [-128, 127]."""
 
 
+# Whole-kernel cycles on the A72, fitted (least squares) to this kernel's eight ternary-layer shapes measured by
+# bench/arm_static.py --bitserial (qemu trip counts x llvm-mca-19 cycles per block): 0.152 cycles per padded MAC
+# (6.6 MACs/cycle over the whole kernel: the 8/cycle hot loop plus gathers and write-back) and 0.082 per output;
+# within -5%/+15% of those measurements.  Used to weigh it against the bit-serial kernel (legalize.py).
+CYCLES_PER_MAC, CYCLES_PER_OUTPUT = 0.152, 0.082
+
+
+def estimated_cycles(plan: PairedPlan) -> float:
+    """The whole kernel's cycles for one image (dense: one row) on the A72 (the fitted model above)."""
+    positions = plan.positions if plan.kind == "conv2d" else 1
+    outputs = _ceil_div(positions, plan.tile[0]) * plan.tile[0] * plan.col_blocks * plan.tile[1]
+    return CYCLES_PER_MAC * outputs * plan.padded_reduce + CYCLES_PER_OUTPUT * outputs
+
+
 def depth_weights(weight: np.ndarray, plan: PairedPlan) -> np.ndarray:
     """The weights (OIHW, dense ``(K, N)``) as ``(OC, padded_reduce)`` int64 in the kernel's depth order, as
     ``pack_weight`` lays them out (zero padding included), in numpy."""

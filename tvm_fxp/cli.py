@@ -145,7 +145,8 @@ def method_config(args):
     if args.method == "mellempudi2017":
         from .methods.mellempudi2017 import Mellempudi2017
 
-        return Mellempudi2017(cluster=args.cluster, weights=args.weights, first_last_bits=args.first_last_bits)
+        return Mellempudi2017(cluster=args.cluster, weights=args.weights, first_last_bits=args.first_last_bits,
+                              act_bits=args.act_bits)
     raise MethodError(f"unknown method {args.method!r}; available: {sorted(METHODS)}")
 
 
@@ -255,6 +256,7 @@ def cmd_quantize(args) -> dict:
 
     summary["accumulators"] = realized_accumulators(realized)
     summary["accumulator_reasons"] = accumulator_reasons(realized)
+    summary["kernels"] = build_info["kernels"]         # per layer, for the target built (build.json has the same)
     from .passes import float_islands
 
     summary["float_islands"] = [{"layer": n, "op": op} for n, op in float_islands(lg)]
@@ -406,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--acc-bits", type=int, default=16, help="debruin2020: accumulator width P")
     q.add_argument("--cluster", type=int, default=4, help="mellempudi2017: filters per cluster sharing a scale")
     q.add_argument("--weights", default="ternary", choices=["ternary", "4bit"], help="mellempudi2017: weight levels")
+    q.add_argument("--act-bits", type=int, default=8,
+                   help="mellempudi2017: activation bits (default 8; with --weights ternary, 4 or fewer let an aarch64 "
+                        "build run the multiply-free bit-serial kernel where it is estimated faster)")
     q.add_argument("--first-last-bits", type=int, default=8,
                    help="mellempudi2017: bits of the first and last layers' weights (0: cluster them too)")
     q.add_argument("--max-tiles", type=int, default=None,

@@ -173,7 +173,8 @@ def layer_kernels(realized: tvm.IRModule, target: tvm.target.Target) -> dict:
 
     relax.analysis.post_order_visit(main.body, visit)
     with target:
-        described = [_describe(call, L, target, L.constant_value(call.args[1], bound.get)) for call in calls]
+        described = [_describe(call, L, target, L.constant_value(call.args[1], bound.get),
+                               L.data_upper_bound(call.args[0], bound.get)) for call in calls]
     accumulators = realized_accumulators(realized)
     out, k = {}, 0
     for layer, acc in accumulators.items():
@@ -186,16 +187,23 @@ def layer_kernels(realized: tvm.IRModule, target: tvm.target.Target) -> dict:
     return out
 
 
-def _describe(call, L, target, weight) -> dict:
+def _describe(call, L, target, weight, data_max) -> dict:
     kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "matmul"
     plan_for = L.conv2d_plan_for if kind == "conv2d" else L.dense_plan_for
-    plan = plan_for(call, target, weight)
+    plan = plan_for(call, target, weight, data_max)
     acc = str(call.attrs.out_dtype)
     if plan is None:
         return {"op": kind, "kernel": "tvm-default", "accumulator": acc}
+    # ternary layers on aarch64: whether the bit-serial kernel was chosen, and why (its estimate vs the paired one)
+    _, why = (L.conv2d_bitserial if kind == "conv2d" else L.dense_bitserial)(call, target, weight, data_max)
+    if getattr(plan, "layout", None) == "bitserial":  # multiply-free: ternary weight masks x bit planes of the data
+        return {"op": kind, "kernel": "tvm_fxp", "data": plan.data_dtype, "activation_bits": plan.bits,
+                "weight": "ternary", "accumulator": plan.acc_dtype, "layout": "bitserial", "lanes": plan.lanes,
+                "register_block": list(plan.tile), "why": why}
     if getattr(plan, "layout", None) == "paired":     # gemmlowp/ruy int32 (aarch64; the weights prove the int16 pair sums)
-        return {"op": kind, "kernel": "tvm_fxp", "data": plan.data_dtype, "weight": plan.weight_dtype,
-                "accumulator": plan.acc_dtype, "layout": "paired", "register_block": list(plan.tile)}
+        d = {"op": kind, "kernel": "tvm_fxp", "data": plan.data_dtype, "weight": plan.weight_dtype,
+             "accumulator": plan.acc_dtype, "layout": "paired", "register_block": list(plan.tile)}
+        return {**d, "why": why} if why else d
     d = {"op": kind, "kernel": "tvm_fxp", "data": plan.data_dtype, "weight": plan.weight_dtype,
          "accumulator": plan.acc_dtype, "lanes": plan.lanes, "register_block": plan.block}
     if kind == "conv2d":

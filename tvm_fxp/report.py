@@ -64,6 +64,18 @@ def markdown_report(q, summary: dict) -> str:
         if reasons:
             lines += ["", "| layer | acc dtype | why |", "|---|---|---|"] + [
                 f"| {name} | {realized_as.get(name, '-')} | {why} |" for name, why in reasons.items()]
+    kernels = summary.get("kernels") or {}
+    if kernels:
+        lines += ["", f"## Kernels ({summary.get('target', 'host')})", "",
+                  "The kernel each weighted layer got in the built library (`build.json`); bit-serial: ternary weight "
+                  "masks against bit planes of the data (and/cnt, no multiply), chosen per layer where its estimated "
+                  "cycles beat the paired int32 kernel's.", "", "| layer | kernel | accumulator | why |", "|---|---|---|---|"]
+        for name, calls in kernels.items():
+            for c in calls:
+                what = c.get("layout") or c.get("kernel")
+                if c.get("lanes") is not None and c.get("layout") == "bitserial":
+                    what = f"bitserial ({c['activation_bits']}-bit data, {c['lanes']} in lanes)"
+                lines.append(f"| {name} | {what} | {c.get('accumulator', '-')} | {c.get('why', '-')} |")
     tables = [(n, info["table"]) for n, info in (q.plan.layers or {}).items() if "table" in info]
     if tables:
         lines += ["", "## Lookup tables", "",

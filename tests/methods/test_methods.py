@@ -276,10 +276,28 @@ def test_mellempudi2017_cli_flags(tmp_path):
     assert (cfg.name, cfg.cluster, cfg.weights) == ("mellempudi2017", 8, "4bit")
     from tvm_fxp.methods import MethodError
 
-    assert cfg.first_last_bits == 8
-    args.cluster = 0
+    assert cfg.first_last_bits == 8 and cfg.act_bits == 8
+    args.act_bits = 4
+    assert method_config(args).act_bits == 4
+    args.act_bits = 1
+    with pytest.raises(MethodError, match="--act-bits must be in 2..16, got 1"):
+        method_config(args)
+    args.act_bits, args.cluster = 4, 0
     with pytest.raises(MethodError, match="--cluster must be in 1..64"):
         method_config(args)
+
+
+def test_mellempudi2017_act_bits_format_every_activation(models):
+    """``act_bits=4``: every activation (the input's quantize included) takes a 4-bit format, unsigned after the
+    ReLUs, which is what lets an aarch64 build run the ternary layers bit-serially (tests/schedules)."""
+    from tvm_fxp.methods.mellempudi2017 import Mellempudi2017, allocate
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    plan = allocate(lg, stats, Mellempudi2017(act_bits=4))
+    acts = {k: f for k, f in plan.tensors.items() if k == "input" or k.endswith(".output")}
+    assert acts and all(f.bits == 4 for f in acts.values())
+    hidden = [f for k, f in acts.items() if k not in ("input", lg.layers[lg.outputs[0]].output_key)]
+    assert hidden and not any(f.signed for f in hidden) and plan.config["act_bits"] == 4
 
 
 @pytest.mark.parametrize("accumulator", ["narrow", "wide"])

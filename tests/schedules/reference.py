@@ -98,6 +98,17 @@ def quantized_vgg(bits: int, model: str = "fmnist_vgg"):
                             tvm_fxp.Uniform(bits), progress=False)
 
 
+def quantized_ternary(model: str = "fmnist_vgg", act_bits: int = 4):
+    """A reference model quantized with Mellempudi et al.'s ternary clusters at ``act_bits``-bit activations on
+    256 training images (ternary layers with <= 4-bit data: the aarch64 build's bit-serial candidates)."""
+    import tvm_fxp
+    from tvm_fxp.datasets import fashion_mnist
+    from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
+
+    return tvm_fxp.quantize(MODELS / f"{model}.onnx", fashion_mnist("train", limit=256).inputs,
+                            Mellempudi2017(act_bits=act_bits), progress=False)
+
+
 def run_host(mod, images) -> np.ndarray:
     import tvm_fxp
 

@@ -224,6 +224,14 @@ def emulated(tmp_path_factory):
         _export(tvm_fxp.build(q.realized(accumulator="narrow"), RPI4), work / f"{model}_fused.so")
         manifest["models"].append({"name": f"{model}_fused", "lib": f"{model}_fused.so", "inputs": "images.npz"})
 
+    # a ternary plan at 4-bit activations through the Pi build: bit-serial where estimated faster, fused epilogues
+    q = ref.quantized_ternary("fmnist_vgg")
+    realized = q.realized()
+    expected["vgg_ternary4"] = ref.run_host(q.simulated(), images)
+    expected["vgg_ternary4__kernels"] = layer_kernels(realized, RPI4)
+    _export(tvm_fxp.build(realized, RPI4), work / "vgg_ternary4.so")
+    manifest["models"].append({"name": "vgg_ternary4", "lib": "vgg_ternary4.so", "inputs": "images.npz"})
+
     (work / "manifest.json").write_text(json.dumps(manifest))
     arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(work))
     with np.load(work / "results.npz") as res:
@@ -309,6 +317,47 @@ def test_reference_models_fused_for_the_pi_under_qemu(emulated, model):
     the kernels), run on emulated aarch64 and give exactly the host's float64 simulation."""
     expected, results = emulated
     np.testing.assert_array_equal(results[f"{model}_fused"], expected[f"{model}_fused"])
+
+
+def test_ternary_4bit_build_runs_bitserial_bit_exact_under_qemu(emulated):
+    """fmnist_vgg with Mellempudi's ternary clusters at 4-bit activations, built for the Pi by ``tvm_fxp.build``:
+    the ternary layers whose bit-serial kernel is estimated faster than the paired int32 one run it (conv2d_2/3 with
+    positions in lanes, matmul_0 with depth in lanes, each with its requantize epilogue fused), conv2d_1 (28-wide
+    rows: estimated 0.98 of the paired cycles) keeps the paired kernel, the 8-bit first/last layers keep theirs;
+    the emulated aarch64 result equals the host's float64 simulation exactly."""
+    expected, results = emulated
+    kernels = {layer: ks[0] for layer, ks in expected["vgg_ternary4__kernels"].items()}
+    chosen = {layer: (k["layout"], k.get("lanes")) for layer, k in kernels.items() if k["layout"] == "bitserial"}
+    assert chosen == {"conv2d_2": ("bitserial", "positions"), "conv2d_3": ("bitserial", "positions"),
+                      "matmul_0": ("bitserial", "depth")}, kernels
+    assert kernels["conv2d_1"]["layout"] == "paired" and "paired int32 kept" in kernels["conv2d_1"]["why"]
+    assert all(k["activation_bits"] == 4 and "bit-serial" in k["why"] for k in map(kernels.get, chosen))
+    np.testing.assert_array_equal(results["vgg_ternary4"], expected["vgg_ternary4"])
+
+
+@pytest.mark.slow   # ~30 s: its own qemu run
+def test_ternary_4bit_resnet_build_under_qemu_equals_host_simulation(tmp_path):
+    """fmnist_resnet's ternary plan at 4-bit activations for the Pi: six of its seven ternary convs run bit-serial
+    (both layouts, the stride-2 3x3 and the residual blocks), the 1x1 stride-2 shortcut keeps the paired kernel
+    (estimated 1.65x the cycles); bit-exact with the host simulation under qemu."""
+    import tvm_fxp
+    from tvm_fxp.datasets import fashion_mnist
+    from tvm_fxp.deploy import layer_kernels
+
+    q = ref.quantized_ternary("fmnist_resnet")
+    realized = q.realized()
+    kernels = {layer: ks[0] for layer, ks in layer_kernels(realized, RPI4).items()}
+    serial = {layer for layer, k in kernels.items() if k["layout"] == "bitserial"}
+    assert serial == {f"conv2d_{i}" for i in (1, 2, 3, 4, 6, 7)}, kernels
+    assert {kernels[layer]["lanes"] for layer in serial} == {"positions", "depth"}
+    images = fashion_mnist("test", limit=N_IMAGES).inputs
+    np.savez(tmp_path / "images.npz", x=images)
+    _export(tvm_fxp.build(realized, RPI4), tmp_path / "resnet_ternary4.so")
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [], "models": [
+        {"name": "resnet_ternary4", "lib": "resnet_ternary4.so", "inputs": "images.npz"}]}))
+    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(tmp_path))
+    with np.load(tmp_path / "results.npz") as res:
+        np.testing.assert_array_equal(res["resnet_ternary4"], ref.run_host(q.simulated(), images))
 
 
 @pytest.mark.slow   # ~25 s: its own qemu run

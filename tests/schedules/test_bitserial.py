@@ -125,3 +125,68 @@ def test_channels_that_do_not_divide_a_chunk(xs, ws):
     x, w = operands(np.random.default_rng(1), xs, ws, 4)
     plan = bs.plan_bitserial_conv2d(xs, ws, 4, padding=(1, 1, 1, 1) if ws[2] == 3 else (0, 0, 0, 0), lanes="depth")
     np.testing.assert_array_equal(run_bitserial(plan, x, w), conv2d_ref(x, w, (1, 1), plan.padding))
+
+
+# ---- as the build uses it: sums as the graph's accumulator, the requantize epilogue fused, dense layers -----------
+
+def requantize_epilogue(rng, oc):
+    """A ternary layer's epilogue as Realize writes it: cluster multiplier m, bias, rounding shift, saturate to
+    4 bits, uint8 (``epilogue.Epilogue`` steps, per-channel constants)."""
+    from tvm_fxp.schedules.epilogue import Epilogue
+
+    m, bias = rng.integers(129, 256, oc).astype("int32"), rng.integers(-3000, 3000, oc).astype("int32")
+    steps = [("relax.multiply", [("v", -1), ("c", 0)], "int32"), ("relax.add", [("v", 0), ("c", 1)], "int32"),
+             ("relax.add", [("v", 1), ("s", 1 << 9, "int32")], "int32"),
+             ("relax.right_shift", [("v", 2), ("s", 10, "int32")], "int32"),
+             ("relax.maximum", [("v", 3), ("s", 0, "int32")], "int32"),
+             ("relax.minimum", [("v", 4), ("s", 15, "int32")], "int32"), ("relax.astype", [("v", 5)], "uint8")]
+
+    def ref(acc, axis):
+        shape = [1] * acc.ndim
+        shape[axis] = oc
+        v = acc.astype(np.int64) * m.reshape(shape) + bias.reshape(shape)
+        return np.clip((v + (1 << 9)) >> 10, 0, 15).astype("uint8")
+    return Epilogue(steps, [m, bias], "uint8"), ref
+
+
+@given(c=st.integers(1, 40), oc=st.integers(1, 19), k=st.sampled_from([1, 3]), hw=st.integers(3, 18),
+       bits=st.integers(1, 4), n=st.integers(1, 2), lanes=st.sampled_from(["depth", "positions"]),
+       acc=st.sampled_from(["int16", "int32"]), fused=st.booleans(), seed=st.integers(0, 2**31))
+@example(c=16, oc=16, k=3, hw=14, bits=4, n=1, lanes="positions", acc="int32", fused=True, seed=0)
+@SETTINGS
+def test_bitserial_finish_bit_exact(c, oc, k, hw, bits, n, lanes, acc, fused, seed):
+    """The build's kernel: the sums cast to the graph's accumulator (int16 where proven) and/or the requantize
+    epilogue applied row by row (symbolic batch), equal to the numpy conv followed by the same integer steps."""
+    rng = np.random.default_rng(seed)
+    x, w = operands(rng, (n, c, hw, hw), (oc, c, k, k), bits)
+    pad = (k // 2,) * 4
+    plan = bs.plan_bitserial_conv2d(x.shape, w.shape, bits, padding=pad, lanes=lanes, acc_dtype=acc)
+    epi, ref = requantize_epilogue(rng, oc) if fused else (None, None)
+    func = bs.bitserial_primfunc(plan, None, neon=False, epilogue=epi)
+    lib = tvm.tirx.build(func, target="llvm")
+    expected = conv2d_ref(x, w, (1, 1), pad)
+    expected = ref(expected, 1) if fused else expected.astype(acc)
+    out = tvm.runtime.empty(expected.shape, str(expected.dtype))
+    consts = [tvm.runtime.tensor(cst) for cst in epi.consts] if fused else []
+    lib(tvm.runtime.tensor(x), tvm.runtime.tensor(bs.pack_graph_weight(w, plan)), *consts, out)
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+@given(k=st.integers(1, 1600), n_out=st.integers(1, 40), m=st.integers(1, 3), bits=st.integers(1, 4),
+       fused=st.booleans(), seed=st.integers(0, 2**31))
+@example(k=1568, n_out=128, m=1, bits=4, fused=True, seed=0)       # the reference vgg's ternary dense layer
+@SETTINGS
+def test_bitserial_dense_bit_exact(k, n_out, m, bits, fused, seed):
+    """A ternary matmul ``(M, K) @ (K, N)`` (weights as the graph holds them, ``(K, N)``) at a symbolic M."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 << bits, (m, k)).astype("uint8")
+    b = rng.integers(-1, 2, (k, n_out)).astype("int8")
+    plan = bs.plan_bitserial_dense((m, k), b.shape, bits)
+    epi, ref = requantize_epilogue(rng, n_out) if fused else (None, None)
+    lib = tvm.tirx.build(bs.bitserial_primfunc(plan, None, neon=False, epilogue=epi), target="llvm")
+    expected = a.astype(np.int64) @ b.astype(np.int64)
+    expected = ref(expected, 1) if fused else expected.astype("int32")
+    out = tvm.runtime.empty(expected.shape, str(expected.dtype))
+    consts = [tvm.runtime.tensor(cst) for cst in epi.consts] if fused else []
+    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(bs.pack_graph_weight(b, plan)), *consts, out)
+    np.testing.assert_array_equal(out.numpy(), expected)

@@ -151,3 +151,38 @@ def test_float64_simulation_matmul_is_dispatched_and_exact():
     with tvm_fxp.schedules.disabled():
         np.testing.assert_array_equal(got, run(mod, a, b))
     np.testing.assert_array_equal(got, ref.dense_ref(a, b))
+
+
+def test_bitserial_choice_reads_the_producers_saturate():
+    """Where the build learns a layer's data width: Realize's ``minimum(maximum(x, 0), 15)`` before the uint8 cast,
+    also through a max pool and the flatten before the dense layer; unknown (None) when the producer shows no
+    saturate (a model input) or its lower bound could wrap.  The decision needs that range, ternary weights and an
+    aarch64 target, and weighs the two estimates."""
+    from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
+    from tvm_fxp.passes.relax_utils import main_bindings, op_name
+    from tvm_fxp.schedules import legalize as L
+    from tvm_fxp.schedules import preset
+
+    q = ref.quantized_ternary("fmnist_vgg")
+    bindings = list(main_bindings(q.realized()["main"]))
+    bound = {b.var: b.value for b in bindings}
+    calls = [b.value for b in bindings if op_name(b.value) in ("relax.nn.conv2d", "relax.matmul")]
+    assert [L.data_upper_bound(c.args[0], bound.get) for c in calls] == [15] * len(calls)
+    rpi4 = preset("rpi4")
+    conv3 = calls[3]
+    weight = L.constant_value(conv3.args[1], bound.get)
+    plan, why = L.conv2d_bitserial(conv3, rpi4, weight, 15)
+    assert plan.bits == 4 and plan.lanes == "positions" and why.endswith(": bit-serial"), why
+    assert L.conv2d_bitserial(conv3, rpi4, weight, 7)[0].bits == 3            # 3 bit planes: data <= 7
+    assert L.conv2d_bitserial(conv3, rpi4, weight, None) == (
+        None, "ternary weights, but the data's range is not proven by its producer: paired int32 kernel")
+    assert "needs more than 4 bit planes" in L.conv2d_bitserial(conv3, rpi4, weight, 255)[1]
+    assert L.conv2d_bitserial(conv3, HOST, weight, 15) == (None, None)           # x86: not a candidate
+    assert L.conv2d_bitserial(conv3, rpi4, weight * 2, 15) == (None, None)       # not ternary
+    assert L.conv2d_plan_for(conv3, rpi4, weight, 15).layout == "bitserial"
+    assert L.conv2d_plan_for(conv3, rpi4, weight, None).layout == "paired"
+    x = relax.Var("x", relax.TensorType((1, 4), "int32"))
+    sat = relax.op.minimum(relax.op.maximum(x, relax.const(-1, "int32")), relax.const(15, "int32"))
+    v = relax.Var("v", relax.TensorType((1, 4), "int32"))
+    assert L.data_upper_bound(v, {v: sat}.get) is None                            # -1 would wrap as uint8
+    assert L.data_upper_bound(x, {}.get) is None

@@ -13,7 +13,9 @@ integer (``multiplier_bits``), so the integer graph accumulates ``x * t`` with `
 usual shift.  The levels are the format's own (symmetric 2-bit ternary levels / symmetric 4-bit), so a
 weight maps to the nearest level: for ternary that puts the threshold at ``alpha / 2``, which for
 bell-shaped filters lies close to the paper's ``0.7 * mean|W|`` (the measured gap is recorded per layer
-in the plan's config).  Activations are 8-bit dynamic fixed point; biases 16-bit at the accumulator scale.
+in the plan's config).  Activations are 8-bit dynamic fixed point (the abstract's setting; ``act_bits``,
+``--act-bits``, narrows them: with ternary weights and <= 4-bit unsigned activations an aarch64 build can run
+the sums multiply-free, ``tvm_fxp.schedules.bitserial``); biases 16-bit at the accumulator scale.
 
 The first and the last weighted layer keep ``first_last_bits``-bit per-channel weights (default 8; 0 clusters
 them like the rest), as ternary-weight work commonly does: the paper's abstract does not say, and on our
@@ -48,6 +50,8 @@ class Mellempudi2017:
             raise MethodError(f"mellempudi2017: --cluster must be in 1..64, got {self.cluster}")
         if self.weights not in ("ternary", "4bit"):
             raise MethodError(f"mellempudi2017: --weights must be 'ternary' or '4bit', got {self.weights!r}")
+        if not 2 <= self.act_bits <= 16:
+            raise MethodError(f"mellempudi2017: --act-bits must be in 2..16, got {self.act_bits}")
         if self.first_last_bits != 0 and not 2 <= self.first_last_bits <= 16:
             raise MethodError(f"mellempudi2017: --first-last-bits must be 0 or in 2..16, got {self.first_last_bits}")
 
