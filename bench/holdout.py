@@ -3,10 +3,11 @@
     .venv/bin/python bench/holdout.py [--models fmnist_vgg ...]
 
 Every search of ``bench/methods.py`` scores its candidates on the first ``search_size`` (2,000) validation
-images.  Here each chosen plan (``bench/results/plans/MODEL_METHOD.json``) is simulated on all 5,000 validation
-images and its top-1 loss against the float model is split into the search images (what the search saw) and the
-rest of the split (3,000 images no search decision was made on).  The test split is not read.  Writes
-``bench/results/holdout.json``.
+images; goyal2021 also confirms each choice on the next 2,000 (its check split).  Here each chosen plan
+(``bench/results/plans/MODEL_METHOD.json``) is simulated on all 5,000 validation images and its top-1 loss
+against the float model is split into the search images (what the search saw), the check split (if it had one)
+and the rest of the split (images no search decision was made on: 3,000, or 1,000 after a check split).  The
+test split is not read.  Writes ``bench/results/holdout.json``.
 """
 
 from __future__ import annotations
@@ -48,12 +49,18 @@ def main(argv=None) -> int:
                     continue
                 q = api.bind_plan(prepared, lg, Plan.load(p))
                 out = tvm_fxp.Runner(tvm_fxp.build(q.simulated())).run(val.inputs)
+                checked = ((methods["models"][name]["rows"][m].get("search") or {}).get("check") or {}).get("inputs")
+                splits = [("search_loss_points", seen), ("heldout_loss_points", rest)]
+                if checked:
+                    splits = [("search_loss_points", seen), ("check_loss_points", slice(n, n + checked)),
+                              ("heldout_loss_points", slice(n + checked, len(val)))]
                 rows[m] = {s: 100 * (top1(fl[sl], val.labels[sl]) - top1(out[sl], val.labels[sl]))
-                           for s, sl in (("search_loss_points", seen), ("heldout_loss_points", rest))}
+                           for s, sl in splits}
+                rows[m]["heldout_images"] = len(val) - n - (checked or 0)
                 rows[m]["test_loss_points"] = 100 * (methods["models"][name]["rows"]["float"]["top1"]
                                                      - methods["models"][name]["rows"][m]["top1"])
                 print(f"[{name}] {m}: loss on the {n} search images {rows[m]['search_loss_points']:.2f} points, on "
-                      f"the other {len(val) - n} validation images {rows[m]['heldout_loss_points']:.2f}, on test "
+                      f"the other {rows[m]['heldout_images']} validation images {rows[m]['heldout_loss_points']:.2f}, on test "
                       f"{rows[m]['test_loss_points']:.2f}", flush=True)
             results[name] = {"float_search_top1": top1(fl[seen], val.labels[seen]),
                              "float_heldout_top1": top1(fl[rest], val.labels[rest]), "rows": rows}

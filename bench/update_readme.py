@@ -229,7 +229,7 @@ def why_missed(r, diag) -> list[str]:
             ho = (((_load("holdout.json") or {}).get("models") or {}).get(name) or {}).get("rows", {}).get(key)
             if ho:   # bench/holdout.py: the same plan on the validation images the search never scored
                 why = (why + "; " if why else "") + (
-                    f"on the {_load('holdout.json')['heldout_images']} validation images the search never scored "
+                    f"on the {ho.get('heldout_images') or _load('holdout.json')['heldout_images']} validation images the search never scored "
                     f"it loses {ho['heldout_loss_points']:.2f} points (on its {_load('holdout.json')['search_images']} "
                     f"search images {ho['search_loss_points']:.2f}; `bench/holdout.py`)")
             ft = (((_load("finetune.json") or {}).get("models") or {}).get(name) or {}).get(

@@ -354,9 +354,11 @@ def load_model(model, input_shape=None, allow_float_islands: bool = False, simpl
 
 
 def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, progress=True,
-                   max_evaluations=None):
+                   max_evaluations=None, check_inputs=None, check_labels=None):
     """The plan scorer the search methods use (parametric simulation compiled once).  ``time_limit``
-    (seconds, from the end of the scorer's compilation) and ``max_evaluations`` bound the search."""
+    (seconds, from the end of the scorer's compilation) and ``max_evaluations`` bound the search.
+    ``check_inputs`` (and ``check_labels``): other inputs, scored by the same simulation as the evaluator's
+    ``check`` (a search's check split: goyal2021 confirms each choice on it)."""
     from tqdm.auto import tqdm
 
     from .methods.evaluate import Evaluator, uniform_plan
@@ -366,8 +368,15 @@ def make_evaluator(prepared, lg, stats, inputs, labels=None, time_limit=None, pr
         check_batch(inputs, "search data")
     bar = tqdm(desc="search", unit="plan", disable=not progress)
     sim = PlanScorer(prepared, uniform_plan(lg, stats, 16), build)
-    float_out = flat_outputs(Runner(build(prepared), batch=model_batch(prepared)).run(inputs))
-    return Evaluator(sim, inputs, float_out, labels, time_limit, progress=bar, max_evaluations=max_evaluations)
+    runner = Runner(build(prepared), batch=model_batch(prepared))
+    ev = Evaluator(sim, inputs, flat_outputs(runner.run(inputs)), labels, time_limit, progress=bar,
+                   max_evaluations=max_evaluations)
+    if check_inputs is not None:
+        check_inputs = [check_batch(a, "check data") for a in check_inputs] \
+            if isinstance(check_inputs, (list, tuple)) else check_batch(check_inputs, "check data")
+        ev.check = Evaluator(sim, check_inputs, flat_outputs(runner.run(check_inputs)), check_labels, time_limit,
+                             labels is not None)
+    return ev
 
 
 def quantize(model, calib_inputs, method=None, input_shape=None, batch_size: int = 64, progress: bool = True,

@@ -159,6 +159,19 @@ def search_data(spec: str, lg, args) -> Dataset:
     return load_data(spec, lg, "calib", args.search_size, args.seed + 7, args)
 
 
+def check_data(spec: str, args) -> Dataset | None:
+    """A search's check split (goyal2021 confirms each choice on it): for fashion-mnist the validation images
+    after the search's (``--search-size`` of them, never the test split); other sources have none."""
+    if spec != "fashion-mnist":
+        return None
+    val = fashion_mnist("val", limit=2 * args.search_size)
+    if len(val.inputs) <= args.search_size:
+        return None
+    n = args.search_size
+    return Dataset(val.inputs[n:], val.labels[n:], f"{val.source.split(',')[0]}, images {n}-{len(val.inputs) - 1} "
+                   "of the split (after the search's)")
+
+
 def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
     """Run ``method`` (its search to its own stopping rule unless ``--time-limit``) and the optional bias
     correction; returns the plan and what the search did (data, evaluations, wall time, its own estimate of
@@ -173,9 +186,14 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
             sd = search_data(args.calib, lg, args)
         if needs_evaluation(method):
             labels = None if getattr(method, "label_free", False) else sd.labels
-            evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, labels, args.time_limit, not args.quiet)
+            check = check_data(args.calib, args) if getattr(method, "check_split", False) else None
+            evaluate = api.make_evaluator(prepared, lg, stats, sd.inputs, labels, args.time_limit, not args.quiet,
+                                          check_inputs=check.inputs if check else None,
+                                          check_labels=check.labels if check else None)
             print(f"searching on {count(sd.inputs)} inputs ({sd.source}; "
-                  f"{'labels' if labels is not None else 'label-free'})", file=sys.stderr)
+                  f"{'labels' if labels is not None else 'label-free'})"
+                  + (f"; each choice confirmed on {count(check.inputs)} more ({check.source})" if check else ""),
+                  file=sys.stderr)
         plan = get_method(method.name).allocate(lg, stats, method, evaluate)
         if args.bias_correction == "on" and method.name != "fxpqnet":   # FxP-QNet corrects within its budget
             from .methods.correction import correct_biases
@@ -199,6 +217,11 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
                     "evaluations": int(evaluate.evaluations), "wall_s": round(wall, 2),
                     "stopped_by": "time limit" if evaluate.out_of_time() and args.time_limit else "its own rule",
                     "time_limit_s": args.time_limit,
+                    "check": None if evaluate.check is None else {
+                        "data": check.source, "inputs": int(count(check.inputs)),
+                        "evaluations": int(evaluate.check.evaluations),
+                        "fxp_top1": evaluate.check(plan, limited=False).top1,
+                        "float_top1": evaluate.check.float_top1},
                     "estimate": {"float_top1": top(evaluate.float_out, sd.labels), "fxp_top1": top(out, sd.labels),
                                  "agreement": agree(evaluate.float_out, out)}}
     return plan, info

@@ -14,10 +14,12 @@ import numpy as np
 import networkx as nx
 
 from tvm_fxp.bounds import layer_arithmetic
+from tvm_fxp.formats import FixedPointFormat
 from tvm_fxp.layer_graph import Layer, LayerGraph
 from tvm_fxp.methods import get_method
 from tvm_fxp.methods.debruin2020 import DeBruin2020
 from tvm_fxp.methods.evaluate import Evaluator
+from tvm_fxp.methods.fxpqnet import FxpQNet
 from tvm_fxp.methods.goyal2021 import Goyal2021
 from tvm_fxp.methods.mellempudi2017 import Mellempudi2017
 from tvm_fxp.statistics import accumulate
@@ -82,6 +84,31 @@ for config in (Goyal2021(budget=0.02), DeBruin2020(acc_bits=16), Mellempudi2017(
         proofs = plan.proofs
         assert set(proofs) == {"matmul_0", "matmul_1"} and all(p.acc_bits == 16 for p in proofs.values()), proofs
         assert all(p.claimed_bound < 1 << 15 for p in proofs.values()), proofs
+# goyal2021 confirms each choice on a check split (other inputs): the plan keeps the budget on both
+x2 = rng.normal(0, 1, (256, 16))
+f2 = sim.outputs(None, x2)
+unseen = {}
+for check in (False, True):
+    ev = Evaluator(sim, x, float_out, labels, max_evaluations=400)
+    ev.check = Evaluator(sim, x2, f2, f2.argmax(1)) if check else None
+    plan = get_method("goyal2021").allocate(lg, stats, Goyal2021(budget=0.01), ev)
+    assert ev.loss(plan) <= 0.01
+    unseen[check] = Evaluator(sim, x2, f2, f2.argmax(1)).loss(plan)
+    assert (plan.config["check_evaluations"] or 0) >= (len(plan.tensors) if check else 0), plan.config
+assert unseen[True] <= 0.01 < unseen[False], unseen     # measured 0.0078 and 0.035 (9 of 256 inputs)
+# FxP-QNet ranks and picks fractional lengths on a screen of 64 of the 256 inputs, checks its budget on all 256
+ev = Evaluator(sim, x, float_out, None, max_evaluations=400)
+plan = get_method("fxpqnet").allocate(lg, stats, FxpQNet(budget=0.03, screen=64), ev)
+fresh = Evaluator(sim, x, float_out, None)
+assert ev.screen_evaluations > 0 and ev.images < 256 * ev.evaluations + 64 * ev.screen_evaluations, vars(ev)
+assert all(c["agreement_drop"] <= 0.03 for c in plan.config["commits"]), plan.config["commits"]
+assert fresh(plan) == ev(plan) and 1 - fresh(plan).agreement <= 0.03
+assert max(plan[k].bits for k in plan.tensors) < 12, plan.tensors
+# a plan the screen scored first: the full score reuses the screen's outputs, equal to a fresh evaluation's
+probe = uniform.with_format("matmul_0.weight", FixedPointFormat(3, 1, True))
+before = ev.images
+ev.screen(64)(probe)
+assert ev(probe) == fresh(probe) and ev.images - before == 256, ev.images - before
 assert "tvm" not in sys.modules, sorted(m for m in sys.modules if m.startswith("tvm") and not m.startswith("tvm_fxp"))
 print("ok")
 '''

@@ -51,6 +51,8 @@ class Evaluator:
     progress: object = None                  # a tqdm bar, updated once per evaluation
     max_evaluations: int | None = None       # a machine-independent budget (tests); None: unlimited
     _cache: dict = field(default_factory=dict)
+    parent: "Evaluator | None" = None        # set on a ``screen``: the evaluator it was cut from
+    check: "Evaluator | None" = None         # the same scorer on other inputs (a search's check split), if any
 
     def __post_init__(self):
         self.started = time.time()
@@ -58,13 +60,44 @@ class Evaluator:
         if self.labels is None:
             self.use_labels = False
         self.evaluations = 0
+        self.screen_evaluations = 0          # evaluations of this evaluator's screens (on fewer inputs)
+        self.images = 0                      # inputs simulated in all (screens included): the search's cost
+        self._screens: dict = {}
+        self._outputs: dict = {}             # a screen's outputs per plan, the head of its parent's outputs
+
+    def screen(self, n: int) -> "Evaluator":
+        """The same scorer on the first ``n`` inputs only (its own cache; its evaluations are counted here as
+        ``screen_evaluations``, and share the time limit): for a search's relative choices (which candidate
+        first, which fractional length) where its budget is still checked on every input.  A plan the screen
+        has scored costs this evaluator only the other inputs: the screen's outputs are the head of its own
+        (each image's outputs do not depend on the others in its batch).  ``n`` at or above the number of
+        inputs: this evaluator itself."""
+        if n >= self.size:
+            return self
+        if n not in self._screens:
+            inputs = [a[:n] for a in self.inputs] if isinstance(self.inputs, (list, tuple)) else self.inputs[:n]
+            child = Evaluator(self.sim, inputs, self.float_out[:n],
+                              None if self.labels is None else self.labels[:n], self.time_limit,
+                              self.use_labels, self.progress, None, parent=self)
+            child.started = self.started
+            self._screens[n] = child
+        return self._screens[n]
 
     @property
     def reference(self) -> float:
         """Float model's quality on the same measure as ``Score.quality``."""
         return self.float_top1 if self.use_labels else 1.0
 
+    @property
+    def size(self) -> int:
+        return len(self.inputs[0]) if isinstance(self.inputs, (list, tuple)) else len(self.inputs)
+
+    def _tail(self, start: int):
+        return [a[start:] for a in self.inputs] if isinstance(self.inputs, (list, tuple)) else self.inputs[start:]
+
     def out_of_time(self) -> bool:
+        if self.parent is not None:
+            return self.parent.out_of_time()
         return (self.time_limit is not None and time.time() - self.started > self.time_limit) or \
             (self.max_evaluations is not None and self.evaluations >= self.max_evaluations)
 
@@ -76,10 +109,20 @@ class Evaluator:
             return self._cache[key]
         if limited and self.out_of_time():
             raise SearchTimeout()
-        out = self.sim.outputs(plan, self.inputs)
+        head = max((s._outputs[key] for s in self._screens.values() if key in s._outputs), key=len, default=None)
+        if head is None:
+            out = self.sim.outputs(plan, self.inputs)
+        else:
+            out = np.concatenate([head, self.sim.outputs(plan, self._tail(len(head)))])
+        root = self if self.parent is None else self.parent
+        root.images += self.size - (0 if head is None else len(head))
+        if self.parent is not None:
+            self._outputs[key] = out
         score = Score(top1(out, self.labels), agreement(self.float_out, out), kl_divergence(self.float_out, out))
         self._cache[key] = score
         self.evaluations += 1
+        if self.parent is not None:
+            self.parent.screen_evaluations += 1
         if self.progress is not None:
             self.progress.update(1)
             self.progress.set_postfix(q=f"{score.quality(self.use_labels):.4f}")

@@ -9,7 +9,9 @@ saved per unit of added network error, then commits the steps best-first, each w
 applied and its fractional length re-chosen on network-level error; a step that would break the budget
 (agreement with float dropping by more than ``budget``) is not committed and freezes its structure (a batched
 form of the paper's one-step-at-a-time loop: fewer evaluations, same guarantee that no committed step
-breaks the budget).  Rounds repeat until nothing can be
+breaks the budget).  The ranking and the fractional-length choice are relative, so they are scored on the
+first ``screen`` search inputs (512 of the CLI's 2,000); every commit's budget check is on all of them (the
+guarantee is unchanged), and costs only the other inputs when the screen has scored that plan.  Rounds repeat until nothing can be
 lowered or the time limit is hit (the best plan so far, always within budget, is returned).
 
 The label-free post-training correction (``correction.correct_biases``, on by default): each layer's bias
@@ -41,12 +43,15 @@ class FxpQNet:
     min_bits: int = 2
     frac_offsets: tuple = (-1, 0, 1)
     bias_correction: bool = True
+    screen: int = 512                    # inputs the ranking and the fractional-length choice are scored on
     name = "fxpqnet"
     label_free = True
 
     def __post_init__(self):
         if not 2 <= self.min_bits <= self.start_bits <= 16:
             raise MethodError("fxpqnet: need 2 <= min_bits <= start_bits <= 16")
+        if self.screen < 1:
+            raise MethodError(f"fxpqnet: screen must be at least 1 input, got {self.screen}")
 
 
 def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
@@ -60,6 +65,8 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
     since_correction = 1        # commits since the last correction (the start counts as one)
     rounds = 0
 
+    screen = evaluate.screen(config.screen)
+
     def drop(p):
         return 1.0 - evaluate(p).agreement
 
@@ -68,7 +75,7 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
             raise MethodError(f"fxpqnet: the {config.start_bits}-bit starting plan already breaks the budget")
         while True:
             rounds += 1
-            base_err = network_error(evaluate(plan))
+            base_err = network_error(screen(plan))
             trials = []
             for key in search_order(lg):       # score every structure's one-bit step (range-derived frac)
                 if key in frozen:
@@ -78,14 +85,14 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                     frozen.add(key)
                     continue
                 trial = clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits)))
-                added = max(network_error(evaluate(trial)) - base_err, 1e-9)
+                added = max(network_error(screen(trial)) - base_err, 1e-9)
                 trials.append((sizes[key] / added, key, bits))
             committed = 0
             for _, key, bits in sorted(trials, key=lambda t: -t[0]):   # best first
                 # fractional length on network-level error, with everything committed so far applied
                 options = [clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits, off)))
                            for off in config.frac_offsets]
-                candidate = min(options, key=lambda p: network_error(evaluate(p)))
+                candidate = min(options, key=lambda p: network_error(screen(p)))
                 d = drop(candidate)
                 if d <= config.budget:
                     plan = candidate
@@ -114,6 +121,8 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
         corrections.append({"round": "final", **report})
     out = Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
                                            "rounds": rounds, "commits": commits, "corrections": corrections,
-                                           "evaluations": evaluate.evaluations})
+                                           "evaluations": evaluate.evaluations,
+                                           "screen_evaluations": evaluate.screen_evaluations,
+                                           "images_simulated": evaluate.images})
     out.bias_correction = dict(plan.bias_correction)
     return out
