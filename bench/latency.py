@@ -357,6 +357,12 @@ def bench_model(name: str, args, tmp: Path, data) -> dict:
     r["tvm_fxp_kernels"] = tvm_fxp.schedules.dispatched_kernels(real8, tvm_fxp.api.host_target())
     engines["tvm_fxp_u8"] = TvmEngine(ex8)
     checks = {"tvm_fxp_u8": (q8, ex8)}
+    if args.nchw:     # the same plan with NCHW between all layers (no BlockLayout), timed in the same run
+        from tvm_fxp.schedules import cpu_pipeline
+
+        ex_nchw = cpu_pipeline.build(real8, tvm_fxp.api.host_target(), blocked=False)
+        engines["tvm_fxp_u8_nchw"] = TvmEngine(ex_nchw)
+        checks["tvm_fxp_u8_nchw"] = (q8, ex_nchw)
     plans = {"tvm_fxp_u8": {"plan": "Uniform(8)", "calibration_images": int(len(calib_tvm))}}
     accuracy: dict = {}
     if reference:
@@ -390,7 +396,7 @@ def bench_model(name: str, args, tmp: Path, data) -> dict:
         return med[a] / med[b] if a in med and b in med else None
 
     r["ratio_vs_ort_int8"] = ratio("tvm_fxp_u8", "ort_int8")
-    r["ratios"] = {f"{a}/{b}": ratio(a, b) for a in ("tvm_fxp_u8", "tvm_fxp_best") for b in
+    r["ratios"] = {f"{a}/{b}": ratio(a, b) for a in ("tvm_fxp_u8", "tvm_fxp_best", "tvm_fxp_u8_nchw") for b in
                    ("ort_int8", "ort_int8_per_tensor", "ort_fp32") if a in med}
     r["wall_seconds"] = round(time.time() - t_start, 1)
     print_table(name, r)
@@ -429,6 +435,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat-seconds", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=1, help="threads of every engine (read before the imports)")
     ap.add_argument("--no-two-threads", action="store_true", help="skip the 2-thread ResNet-50 row")
+    ap.add_argument("--nchw", action="store_true",
+                    help="also time the uniform plan built with NCHW between all layers (tvm_fxp_u8_nchw: the "
+                         "build without schedules/layout.py's BlockLayout), for a before/after in one run")
     ap.add_argument("--eval-images", type=int, default=1000, help="reference models: test images for top-1")
     ap.add_argument("--agreement-images", type=int, default=16, help="224 models: synthetic images for agreement")
     ap.add_argument("--plans", type=Path, default=REPO / "bench" / "results" / "plans")

@@ -184,24 +184,40 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
                       name="conv_unpack")
 
 
+def channel_blocks(plan) -> int:
+    """Output-channel vectors per register block: 2 where the blocked output's ``R`` (a divisor of the
+    positions, e.g. 7 on 7x7 maps) leaves registers free -- each broadcast input then feeds two ``vpdpbusd``."""
+    if blocked(plan.out_layout) and plan.block <= 8 and _ceil_div(plan.out_channels, LANES) % 2 == 0:
+        return 2
+    return 1
+
+
 def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     sch = Schedule(func)
     conv = sch.get_sblock("conv")
     n, ob, p, v, rq, rky, rkx, rk = sch.get_loops(conv)
     po, pi = sch.split(p, [None, plan.block])
-    sch.reorder(n, ob, po, rq, rky, rkx, pi, v, rk)
+    inner = [pi]
+    if channel_blocks(plan) > 1:
+        ob, obi = sch.split(ob, [None, channel_blocks(plan)])
+        inner = [obi, pi]
+    sch.reorder(n, ob, po, rq, rky, rkx, *inner, v, rk)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
     if _has_block(sch, "epilogue"):
         sch.reverse_compute_inline(sch.get_sblock("epilogue"))
-    sch.unroll(pi)
-    *_, ai, av = sch.get_loops(acc)
+    for loop in inner:
+        sch.unroll(loop)
+    depth = len(inner)
+    *_, av = sch.get_loops(acc)
     sch.vectorize(av)
-    sch.unroll(ai)
+    for loop in sch.get_loops(acc)[-1 - depth:-1]:
+        sch.unroll(loop)
     init = sch.decompose_reduction(conv, rq)
-    *_, ii, iv = sch.get_loops(init)
+    *_, iv = sch.get_loops(init)
     sch.vectorize(iv)
-    sch.unroll(ii)
+    for loop in sch.get_loops(init)[-1 - depth:-1]:
+        sch.unroll(loop)
     if blocked(plan.out_layout):      # the registers go straight to the blocked output: no unpacking pass
         sch.reverse_compute_inline(sch.get_sblock("conv_unpack"))
     if _has_block(sch, "data_pad"):

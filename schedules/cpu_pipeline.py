@@ -3,8 +3,9 @@
 TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with our kernels as the legalization of
 integer (and the simulation's float64) conv2d/matmul (``legalize.legalize_map``, given to ``LegalizeOps``;
 nothing is registered globally), and two additions (the first preceded by ``FuseKTiles``, ``ktiles.py``: a
-k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast, the VNNI conv2d, and
-then by ``BlockLayout``, ``layout.py``: NCHW16c activations between the VNNI layers):
+k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast, the VNNI conv2d; then by
+``SinkIntoConcat``, ``concat.py``: a concat's requantize applied to its inputs; and by ``BlockLayout``,
+``layout.py``: NCHW16c activations between the VNNI layers):
 
 1. ``FuseEpilogue`` (``fuse.py``) before ``LegalizeOps``: each integer conv2d/matmul and its requantize
    epilogue become one kernel that writes 8-bit results;
@@ -25,6 +26,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.relax.utils import copy_with_new_vars
 
+from .concat import SinkIntoConcat
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
 from .ktiles import FuseKTiles
@@ -68,7 +70,7 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True, blocked: bool =
             ours = fuse and target.kind.name == "llvm" and _cpu_target() is not None
             passes = [CopyFunctionVars] + cpu.library_dispatch_passes(target)
             if ours:
-                passes += [FuseKTiles()] + ([BlockLayout()] if blocked else []) + [FuseEpilogue()]
+                passes += [FuseKTiles(), SinkIntoConcat()] + ([BlockLayout()] if blocked else []) + [FuseEpilogue()]
             passes += legalize_passes(target)
             if ours:
                 passes.append(ScheduleElementwise)

@@ -243,6 +243,7 @@ def block_function(func: relax.Function, target, bb: relax.BlockBuilder) -> tupl
         return env.get(a, a) if isinstance(a, relax.Var) else a
 
     attrs = dict(func.attrs) if func.attrs is not None else None
+    out = None
     with bb.function("main", list(func.params), attrs=attrs):
         with bb.dataflow():
             for b in bindings:
@@ -287,8 +288,12 @@ def block_function(func: relax.Function, target, bb: relax.BlockBuilder) -> tupl
                         env[v.args[0]], a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode,
                         a.count_include_pad, layout=BLOCKED, out_layout=BLOCKED), b.var.name)
                     continue
+                if b.var.same_as(body) and not isinstance(b.var, relax.DataflowVar):
+                    out = bb.emit_output(_remap_nchw(v, operand), b.var.name)     # the result, as it was bound
+                    continue
                 env[b.var] = bb.emit(_remap_nchw(v, operand), b.var.name)
-            out = bb.emit_output(_remap_nchw(body, operand))
+            if out is None:
+                out = bb.emit_output(_remap_nchw(body, operand))
         bb.emit_func_output(out)
     gv = bb.get().get_global_var("main")
     return bb.get()[gv], count
