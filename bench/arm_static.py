@@ -33,11 +33,12 @@ requantize epilogue), whole-kernel cycles as above of ``widening`` (``conv2d_int
 one the build now runs (``build``).
 
 ``bitserial`` (``--bitserial``, which updates only that key): the multiply-free bit-serial kernel
-(``schedules/bitserial.py``: ternary weights as +1/-1 bit masks, 4-bit data as bit planes, ``and``/``cnt``/
-``sub``/``add .16b``) on the ternary-weight layers of the reference models' mellempudi2017 ternary plans, with
-4-bit activations (the paper's own setting; the committed plans keep 8-bit activations, ``act_bits`` 8, so no
-layer of them qualifies as planned), against the paired int32 kernel of the same layer:
-``lowbit_vs_best_int32_cycles`` = bit-serial / paired whole-kernel cycles (goal <= 0.8).
+(``schedules/bitserial.py``: ternary weights as -1/nonzero bit masks, 4-bit data as bit planes, ``eor``/``and``/
+``cnt``/``add .16b``) on the ternary-weight layers of the reference models' mellempudi2017 ternary plans, with
+4-bit activations (``--act-bits 4``; the committed plans keep the default 8), against the paired int32 kernel of
+the same layer: ``lowbit_vs_best_int32_cycles`` = bit-serial / paired whole-kernel cycles (goal <= 0.8); ``build``:
+the estimated ratio the legalization decides on (``legalize.bitserial_decision``) and its choice, and per model
+``build_vs_best_int32_cycles``, the ternary layers' cycles with the kernels the build picks.
 
 Usage::
 
@@ -71,6 +72,7 @@ from tools.asm import hot_loop, llvm_mca, mca_tool, mul_lanes  # noqa: E402
 from tvm_fxp.schedules import conv2d_primfuncs, dense_primfuncs, plan_conv2d, plan_dense, preset  # noqa: E402
 from tvm_fxp.schedules import bitserial as bs  # noqa: E402
 from tvm_fxp.schedules import paired_int32 as paired  # noqa: E402
+from tvm_fxp.schedules.legalize import BITSERIAL_MAX_RATIO  # noqa: E402
 from tvm_fxp.schedules.targets import RPI4  # noqa: E402
 
 RUNNER = REPO / "tests" / "schedules" / "arm_runner.py"
@@ -430,12 +432,12 @@ def bitserial_section(work: Path, emulator, rng, bits: int = 4) -> dict:
         x = rng.integers(0, 1 << bits, conv_spec["data_shape"]).astype("uint8")
         w = rng.integers(-1, 2, conv_spec["weight_shape"]).astype("int8")
         name = f"{key}__bitserial"
-        np.savez(work / f"{name}.npz", data=x, masks=bs.pack_weight_masks(w, bp))
+        np.savez(work / f"{name}.npz", data=x, masks=bs.pack_weight_masks(w, bp), offset=bs.weight_offset(w, bp))
         lib = tvm.tirx.build(bs.bitserial_primfunc(bp).with_attr("global_symbol", "kernel"), target=target)
         asms[name] = lib.inspect_source("asm")
         blocks[name] = kernel_cost.instrumented_library(lib, work / f"{name}.so")
         expected[name] = conv2d_ref(x, w, conv_spec["strides"], conv_spec["padding"])
-        cases.append({"name": name, "lib": f"{name}.so", "inputs": f"{name}.npz", "args": ["data", "masks"],
+        cases.append({"name": name, "lib": f"{name}.so", "inputs": f"{name}.npz", "args": ["data", "masks", "offset"],
                       "entry": "kernel", "out_shape": list(expected[name].shape), "out_dtype": "int32",
                       "counters": len(blocks[name])})
         plans_[key] = (pp, bp)
@@ -463,13 +465,17 @@ def bitserial_section(work: Path, emulator, rng, bits: int = 4) -> dict:
                                                      blocks[name][whole["blocks"][0]["block"]])}
         row["bitserial"]["bit_exact_under_qemu"] = exact[f"{key}__bitserial"]
         il = row["bitserial"]["inner_loop"]
-        # padded work: each cnt pair (+1 mask, -1 mask) of one bit plane covers 128 depth values of one output
-        # (depth lanes) or 8 depth values of 16 positions (positions lanes)
-        il["macs_per_iteration"] = il["mnemonics"].get("cnt", 0) // 2 * 128 // bits
+        # padded work: each cnt (``(X_b ^ M) & N`` of one bit plane) covers 128 depth values of one output (depth
+        # lanes) or 8 depth values of 16 positions (positions lanes), B planes per product
+        il["macs_per_iteration"] = il["mnemonics"].get("cnt", 0) * 128 // bits
         il["macs_per_cycle"] = round(il["macs_per_iteration"] / il["cycles_per_iteration"], 3)
         row["lowbit_vs_best_int32_cycles"] = round(row["bitserial"]["whole_kernel_cycles"]
                                                    / row["paired_int32"]["whole_kernel_cycles"], 4)
         row["meets_goal"] = row["lowbit_vs_best_int32_cycles"] <= 0.8
+        # what the build decides for this layer (legalize.bitserial_decision: the fitted whole-kernel models)
+        est = bs.estimated_cycles(bp) / paired.estimated_cycles(pp)
+        row["build"] = {"estimated_ratio": round(est, 3), "chooses_bitserial": est < BITSERIAL_MAX_RATIO,
+                        "estimated_bitserial_cycles": round(bs.estimated_cycles(bp))}
         hot = row["bitserial"]["top_blocks"][0]
         row["bitserial"]["hot_loop_share"] = round(hot["cycles"] / row["bitserial"]["whole_kernel_cycles"], 4)
         rows[key] = row
@@ -481,8 +487,12 @@ def bitserial_section(work: Path, emulator, rng, bits: int = 4) -> dict:
         sel = [(model, lay, s) for m, lay, s, _ in layers if m == model]
         cb = sum(rows[shape_key(s)]["bitserial"]["whole_kernel_cycles"] for *_, s in sel)
         cp = sum(rows[shape_key(s)]["paired_int32"]["whole_kernel_cycles"] for *_, s in sel)
+        built = sum(rows[shape_key(s)]["bitserial" if rows[shape_key(s)]["build"]["chooses_bitserial"]
+                                       else "paired_int32"]["whole_kernel_cycles"] for *_, s in sel)
         models[model] = {"ternary_layers": len(sel), "bitserial_cycles": cb, "paired_int32_cycles": cp,
-                         "lowbit_vs_best_int32_cycles": round(cb / cp, 4)}
+                         "lowbit_vs_best_int32_cycles": round(cb / cp, 4),
+                         "bitserial_layers_built": sum(rows[shape_key(s)]["build"]["chooses_bitserial"] for *_, s in sel),
+                         "build_vs_best_int32_cycles": round(built / cp, 4)}
     return {"activation_bits": bits, "goal": 0.8,
             "layers_from": "bench/results/plans/{model}_mellempudi2017_ternary.json: layers whose weights are "
                            "ternary levels (2-bit symmetric format with a cluster multiplier)",

@@ -4,15 +4,17 @@ Mellempudi et al.'s ternary layers realize (``passes/realize.py``) as a conv2d w
 levels ``{-1, 0, +1}`` followed by one integer multiply per output channel; with activations of ``B <= 4``
 unsigned bits the sum needs no multiply at all.  Bit-serial form (TVM's ``topi/arm_cpu/bitserial_conv2d.py``
 and its ``_intrin_popcount``; Cowan et al., CGO 2020), with the reduction axis ``k`` (the layer's ``(ky, kx,
-c)`` depth, zero-padded as the layout below needs) packed into bits::
+c)`` depth, zero-padded as the layout below needs) packed into bits, ``X_b[p]`` bit plane ``b`` of the data,
+``M[o]`` the mask of the ``-1`` weights and ``N[o]`` the mask of the nonzero ones (packed at compile time from the
+constant weights, ``pack_weight_masks``, numpy)::
 
-    sum_k w[o, k] x[p, k] = sum_b 2**b * (popcount(P[o] & X_b[p]) - popcount(M[o] & X_b[p]))
+    sum_k w[o, k] x[p, k] = sum_b 2**b * popcount((X_b[p] ^ M[o]) & N[o])  -  (2**B - 1) * popcount(M[o])
 
-where ``P[o]`` / ``M[o]`` are the masks of the ``+1`` / ``-1`` weights (packed at compile time from the
-constant weights, ``pack_weight_masks``, numpy) and ``X_b[p]`` is bit plane ``b`` of the data.  On the A72
-``and``/``cnt``/``add .16b`` issue on both ASIMD pipes (F0/F1): three ops per pair of planes per 16 bytes, so
-``2 x B`` pairs cost ``3 B`` cycles per 128 MACs (``B = 4``: 12 cycles, 10.7 MACs/cycle, against the 8 of the
-best int8 kernel, which is bound by the one multiply pipe).
+(a ``+1`` weight counts ``x_b``, a ``-1`` weight ``1 - x_b``; the constant is ``weight_offset``, added per output
+at the end).  That is one ``eor``, one ``and``, one ``cnt`` and one ``add .16b`` per (output, plane) per 16 bytes,
+all on either ASIMD pipe of the A72 (F0/F1): ``4 B`` ops, ``2 B`` cycles per 128 products (``B = 4``: 16 MACs per
+cycle, against the 8 of the best int8 kernel, bound by the one multiply pipe).  The textbook form,
+``popcount(P & X_b) - popcount(M & X_b)``, takes six ops per pair.
 
 Two layouts, chosen per layer by the padded work (``plan_bitserial_conv2d(..., lanes="auto")``,
 ``padded_work``):
@@ -33,8 +35,10 @@ Two layouts, chosen per layer by the padded work (``plan_bitserial_conv2d(..., l
   (16 lanes x ``B`` planes weighted by ``2**b`` and summed: ``saddlp``, Horner ``shl``/``add .8h``,
   ``saddlv``: the ``FOLD_BITS`` tensor intrinsic) -> ``unpack``.
 
-In both, each step adds ``[-8, 8]`` to an int8 lane: exact for up to ``MAX_STEPS = 15`` steps; deeper layers
-run ``ko`` blocks of at most 15 steps, each folded into wider sums.
+In both, each step adds ``[0, 8]`` to an int8 lane: exact for up to ``MAX_STEPS = 15`` steps; deeper layers
+run ``ko`` blocks of at most 15 steps, each folded into wider sums.  With stride 1 along the rows the positions
+layout packs each input row's planes once per image and reads tap ``(ky, kx)`` as an unaligned 16-byte load
+(``PositionLanesPlan.row_planes``); otherwise it packs per tap.
 
 Exact when: weights in ``{-1, 0, 1}`` (``is_ternary``), data ``uint8`` in ``[0, 2**B)`` (the plan's activation
 format says so; bits above ``B`` are ignored), groups 1.
@@ -61,7 +65,7 @@ from .common import ceil_div as _ceil_div
 
 LANES = 16                 # bytes per NEON register
 CHUNK = 8 * LANES          # depth values per 16-byte mask
-MAX_STEPS = 15             # int8 lanes: |sum| <= 15 * 8 = 120 < 128
+MAX_STEPS = 15             # int8 lanes: sum <= 15 * 8 = 120 < 128
 REGISTERS = 32
 MAX_BITS = 4
 
@@ -105,9 +109,10 @@ class BitserialPlan:
 
     data_dtype = "uint8"
     weight_dtype = "int8"
-    packed_dtype = "uint8"     # the +1/-1 masks
+    packed_dtype = "uint8"     # the -1 / nonzero masks
+    offset_dtype = "int32"     # weight_offset
+    offset_data = True
     layout = "bitserial"
-    offset_data = False
 
     @property
     def kind(self) -> str:
@@ -228,36 +233,50 @@ def depth_weights(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
 
 
 def pack_weight_masks(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
-    """The ``+1`` and ``-1`` masks of the constant ternary weights, ``plan.packed_weight_shape`` uint8: bit ``i``
-    of byte ``j`` of chunk ``kc`` is depth ``128 kc + 16 i + j`` (numpy, at compile time)."""
+    """The ``-1`` mask ``M`` and the nonzero mask ``N`` of the constant ternary weights, ``plan.packed_weight_shape``
+    uint8: bit ``i`` of byte ``j`` of chunk ``kc`` is depth ``128 kc + 16 i + j`` (numpy, at compile time)."""
     if not is_ternary(weight):
         raise ValueError("bitserial: the weights are not ternary ({-1, 0, 1}); use conv2d_int or paired_int32")
     if isinstance(plan, PositionLanesPlan):
         return _pack_position_masks(weight, plan)
     w = depth_weights(weight, plan).reshape(-1, plan.chunks, 8, LANES)      # (o, kc, i, j)
     shifts = (1 << np.arange(8, dtype=np.int64))[None, None, :, None]
-    plus = ((w == 1) * shifts).sum(axis=2)
     minus = ((w == -1) * shifts).sum(axis=2)
-    return np.stack([plus, minus], axis=2).astype(np.uint8)
+    nonzero = ((w != 0) * shifts).sum(axis=2)
+    return np.stack([minus, nonzero], axis=2).astype(np.uint8)
+
+
+def weight_offset(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
+    """``-(2**B - 1) * #{k: w[o, k] = -1}`` per output, int32: what the kernel's ``popcount((X_b ^ M) & N)`` sums
+    count beyond ``sum_k w x`` (each -1 weight counts ``1 - x_b`` per plane instead of ``-x_b``); OIHW ``weight``."""
+    w = np.asarray(weight).reshape(weight.shape[0], -1)
+    return (-((1 << plan.bits) - 1) * (w == -1).sum(axis=1)).astype(np.int32)
 
 
 def pack_graph_weight(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
     """``pack_weight_masks`` of the weight as the graph holds it: OIHW (conv2d) or ``(K, N)`` (dense)."""
+    return pack_weight_masks(_oihw(weight, plan), plan)
+
+
+def graph_weight_offset(weight: np.ndarray, plan: BitserialPlan) -> np.ndarray:
+    """``weight_offset`` of the weight as the graph holds it."""
+    return weight_offset(_oihw(weight, plan), plan)
+
+
+def _oihw(weight, plan):
     w = np.asarray(weight)
-    if plan.dense:
-        w = w.T[:, :, None, None]
-    return pack_weight_masks(w, plan)
+    return w.T[:, :, None, None] if plan.dense else w
 
 
 # ----------------------------------------------------------------------------------------- cost model
 
 # Whole-kernel cycles on the A72 = sum of per-unit costs, fitted (least squares) to the eight ternary-layer
 # kernels bench/arm_static.py --bitserial measures (trip counts from a qemu run x llvm-mca-19 cycles per block):
-# 3.22 cycles per hot-loop pair step (one output's plane against 16 mask bytes: and, cnt, sub, add of two masks),
-# 3.99 per plane of packing (8 depth bytes or values into one plane byte of 16 lanes), 3.17 per output lane
-# (fold, k-block sums, unpack).  On those kernels the estimate is within -3%/+7% of the measured cycles except
-# the 1x1 stride-2 layer (+40%: 24 channels of 128-value depth chunks), which it overestimates.
-PAIR_STEP_CYCLES, PLANE_CYCLES, OUTPUT_CYCLES = 3.22, 3.99, 3.17
+# 2.16 cycles per hot-loop pair step (one output's plane against 16 mask bytes: eor, and, cnt, add), 4.27 per
+# plane vector packed (8 channel rows into one plane of 16 bytes), 3.32 per output lane (fold, k-block sums,
+# offset, write-back).  On those kernels the estimate is within -4%/+8% of the measured cycles except the 1x1
+# stride-2 layer (+57%: per-tap packing, 7 of 16 lanes used), which it overestimates.
+PAIR_STEP_CYCLES, PLANE_CYCLES, OUTPUT_CYCLES = 2.16, 4.27, 3.32
 
 
 def work_units(plan: BitserialPlan) -> tuple:
@@ -265,8 +284,14 @@ def work_units(plan: BitserialPlan) -> tuple:
     oh, _ = plan.out_hw
     if isinstance(plan, PositionLanesPlan):
         outs = plan.col_blocks * plan.tile[1]
-        return (oh * plan.groups * plan.depth_bytes * outs * plan.bits, oh * plan.groups * plan.depth_bytes * plan.bits,
-                oh * plan.groups * LANES * outs)
+        if plan.row_planes:     # each padded input row once: (rows, channel bytes, 16-column vectors, planes)
+            (kh, _), (dh, _) = plan.kernel, plan.dilation
+            wp = plan.groups * LANES + (plan.kernel[1] - 1) * plan.dilation[1]
+            planes = ((oh - 1) * plan.strides[0] + (kh - 1) * dh + 1) * plan.channel_bytes * _ceil_div(wp, LANES) * \
+                plan.bits
+        else:
+            planes = oh * plan.groups * plan.depth_bytes * plan.bits
+        return oh * plan.groups * plan.depth_bytes * outs * plan.bits, planes, oh * plan.groups * LANES * outs
     rows, cols = plan.row_blocks * plan.tile[0], plan.col_blocks * plan.tile[1]
     return rows * cols * plan.chunks * plan.bits, rows * plan.chunks * plan.bits * 8, rows * cols * plan.k_blocks
 
@@ -376,9 +401,8 @@ def bitserial_compute(data: te.Tensor, masks: te.Tensor, plan: BitserialPlan):
     def step(b, pb, ob, ko, pi, oi, bit, j):
         kc = ko * steps + ki
         x = planes[b, pb * r + pi, bit, kc, j]
-        plus = tirx.popcount(masks[ob * cb + oi, kc, 0, j] & x)
-        minus = tirx.popcount(masks[ob * cb + oi, kc, 1, j] & x)
-        return te.sum(plus.astype("int8") - minus.astype("int8"), axis=ki)
+        return te.sum(tirx.popcount((x ^ masks[ob * cb + oi, kc, 0, j]) & masks[ob * cb + oi, kc, 1, j])
+                      .astype("int8"), axis=ki)
     acc = te.compute((n, pb_n, ob_n, ko_n, r, cb, nb, LANES), step, name="bitserial")
     rb, rj = te.reduce_axis((0, nb), "rb"), te.reduce_axis((0, LANES), "rj")
     fold = te.compute((n, pb_n, ob_n, ko_n, r, cb), lambda b, pb, ob, ko, pi, oi: te.sum(
@@ -401,20 +425,12 @@ def _data_at(data: te.Tensor, plan: BitserialPlan):
     return lambda b, c, y, x: data[b, c, y, x]
 
 
-def finished(plan: BitserialPlan, epilogue=None) -> bool:
-    """Whether the kernel has a ``finish`` stage after the int32 sums: a cast to ``plan.acc_dtype`` and/or the
-    fused epilogue (``epilogue.Epilogue``: bias, multiplier, requantize, as the graph computes them)."""
-    return epilogue is not None or plan.acc_dtype != "int32"
-
-
-def finish_compute(unpack: te.Tensor, plan: BitserialPlan, epilogue=None, params=()) -> te.Tensor:
-    """Each exact int32 sum as the graph's accumulator (``plan.acc_dtype``), then the ``epilogue``: one elementwise
-    stage, computed a row at a time after that row's sums (``_schedule_finish``)."""
-    if not finished(plan, epilogue):
-        return unpack
-
+def finish_compute(unpack: te.Tensor, offset: te.Tensor, plan: BitserialPlan, epilogue=None, params=()) -> te.Tensor:
+    """Each sum plus its output's ``weight_offset`` (the exact int32 ``sum_k w x``), as the graph's accumulator
+    (``plan.acc_dtype``), then the ``epilogue`` (``epilogue.Epilogue``: cluster multiplier, bias, requantize, as the
+    graph computes them): one elementwise stage, a row at a time after that row's sums (``_schedule_finish``)."""
     def f(*idx):
-        v = unpack(*idx)
+        v = unpack(*idx) + offset[idx[1]]
         if plan.acc_dtype != "int32":
             v = v.astype(plan.acc_dtype)
         return v if epilogue is None else epilogue.apply(v, idx[1], params)
@@ -438,7 +454,7 @@ def _vector_width(cc: int) -> int:
     return 1
 
 
-def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True, finish: bool = False):
+def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
     """Block the ``R x C`` (positions, outputs) tile with all bit planes' int8 accumulators in registers, the
     ``ki`` chunk loop innermost-but-one, lanes vectorized; ``neon`` tensorizes the fold (x86: desc loops)."""
     sch = Schedule(func)
@@ -483,34 +499,35 @@ def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True, finish: boo
         sch.tensorize(fb, _fold_intrin(plan.bits))
     sch.unroll(foi)
     sch.unroll(fpi)
-    if finish:
-        _schedule_finish(sch, plan)
+    _schedule_finish(sch, plan)
     return sch.mod["main"]
 
 
 def bitserial_primfunc(plan: BitserialPlan, batch=1, neon: bool = True, epilogue=None):
-    """The kernel PrimFunc ``(data uint8 NCHW or (M, K), masks, [*epilogue constants,] out)``: ``out`` holds the
-    sums (``plan.acc_dtype``), or the ``epilogue``'s result; ``batch`` an int or None (symbolic)."""
+    """The kernel PrimFunc ``(data uint8 NCHW or (M, K), masks, offset, [*epilogue constants,] out)``: ``out``
+    holds the sums (``plan.acc_dtype``), or the ``epilogue``'s result; ``batch`` an int or None (symbolic).
+    ``masks``/``offset``: ``pack_weight_masks``/``weight_offset`` of the weights."""
     if batch is None:
         batch = tirx.Var("n", "int64")
     shape = (batch, plan.channels) if plan.dense else (batch, plan.channels, plan.height, plan.width)
     data = te.placeholder(shape, "uint8", name="data")
     masks = te.placeholder(plan.packed_weight_shape, "uint8", name="weight_masks")
+    offset = te.placeholder((plan.out_channels,), "int32", name="weight_offset")
     params = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
                                           for j, c in enumerate(epilogue.consts)]
     if isinstance(plan, PositionLanesPlan):
-        out = finish_compute(positions_compute(data, masks, plan), plan, epilogue, params)
-        return schedule_positions(te.create_prim_func([data, masks, *params, out], "int64"), plan,
-                                  finished(plan, epilogue))
-    out = finish_compute(bitserial_compute(data, masks, plan), plan, epilogue, params)
-    return schedule_bitserial(te.create_prim_func([data, masks, *params, out], "int64"), plan, neon,
-                              finished(plan, epilogue))
+        out = finish_compute(positions_compute(data, masks, plan), offset, plan, epilogue, params)
+        return schedule_positions(te.create_prim_func([data, masks, offset, *params, out], "int64"), plan)
+    out = finish_compute(bitserial_compute(data, masks, plan), offset, plan, epilogue, params)
+    return schedule_bitserial(te.create_prim_func([data, masks, offset, *params, out], "int64"), plan, neon)
 
 
 def bitserial_primfuncs(plan: BitserialPlan, batch=None, epilogue=None) -> tuple:
-    """``(weight pack, None, kernel)`` as ``conv2d_int.conv2d_primfuncs``: the pack is numpy (``pack_graph_weight``,
-    run at compile time on the constant ternary weight), the kernel ``bitserial_primfunc``."""
-    return (lambda w: pack_graph_weight(w, plan)), None, bitserial_primfunc(plan, batch, True, epilogue)
+    """``(weight pack, weight offset, kernel)`` as ``conv2d_int.conv2d_primfuncs``: the pack and the offset are numpy
+    (``pack_graph_weight``, ``graph_weight_offset``, run at compile time on the constant ternary weight), the kernel
+    ``bitserial_primfunc``."""
+    return ((lambda w: pack_graph_weight(w, plan)), (lambda w: graph_weight_offset(w, plan)),
+            bitserial_primfunc(plan, batch, True, epilogue))
 
 
 # ----------------------------------------------------------------------------------------- positions in lanes
@@ -569,17 +586,27 @@ class PositionLanesPlan(BitserialPlan):
         return "positions"
 
     @property
+    def row_planes(self) -> bool:
+        """Stride 1 along the rows: bit planes packed once per input row (``positions_compute``), not per tap."""
+        return self.strides[1] == 1
+
+    @property
     def lane_efficiency(self) -> float:
         return self.out_hw[1] / (self.groups * LANES)
 
 
 def _positions_tile(cols: int, bits: int) -> int:
-    """Outputs per block: ``C*B`` int8 accumulators + ``B`` planes + ``2C`` broadcast masks <= 30 registers."""
+    """Outputs per block: ``C*B`` int8 accumulators + ``B`` planes + ``2C`` broadcast masks <= 30 registers; the
+    fewest padded outputs first, then the largest block, counting one that leaves fewer than 4 registers for the
+    ``eor``/``and`` temporaries as 1.5 outputs smaller (at 30, LLVM spilled and rotated the accumulators through
+    30 ``mov``s per step in some layers: 24->24 14x14 at C = 4 128.1k cycles, C = 3 105.2k; 16->16 28x28 199k
+    either way, 32->32 14x14 C = 4 157.9k, C = 3 162.8k)."""
     best = None
     for c in range(1, min(cols, 8) + 1):
-        if c * bits + bits + 2 * c + 2 > REGISTERS:
+        need = c * bits + bits + 2 * c + 2
+        if need > REGISTERS:
             continue
-        key = (-_ceil_div(cols, c) * c, c)
+        key = (-_ceil_div(cols, c) * c, c - (1.5 if need > REGISTERS - 4 else 0))
         if best is None or key > best[0]:
             best = (key, c)
     return best[1]
@@ -595,7 +622,7 @@ def _pack_position_masks(weight: np.ndarray, plan: PositionLanesPlan) -> np.ndar
     oc_pad = plan.packed_weight_shape[0]
     w = np.pad(w, ((0, oc_pad - w.shape[0]), (0, plan.padded_reduce - w.shape[1]))).reshape(oc_pad, -1, 8)
     shifts = (1 << np.arange(8, dtype=np.int64))[None, None, :]
-    m = np.stack([((w == 1) * shifts).sum(axis=2), ((w == -1) * shifts).sum(axis=2)], axis=2).astype(np.uint8)
+    m = np.stack([((w == -1) * shifts).sum(axis=2), ((w != 0) * shifts).sum(axis=2)], axis=2).astype(np.uint8)
     return np.ascontiguousarray(np.repeat(m[..., None], LANES, axis=3))
 
 
@@ -609,6 +636,8 @@ def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan
     oh, ow = plan.out_hw
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (gn * LANES - 1) * sw + (kw - 1) * dw + 1
+    if plan.row_planes:
+        wp = _ceil_div(wp, LANES) * LANES          # whole 16-byte vectors per packed row
     zero, one = tirx.const(0, "uint8"), tirx.const(1, "uint8")
     at = _data_at(data, plan)
     dpad = te.compute((n, plan.channels, hp, wp), lambda b, c, y, x: tirx.if_then_else(
@@ -635,15 +664,36 @@ def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan
             t = (value_at(b, oy, g, kb, i, lane) >> bit.astype("uint8")) & one
             v = t if v is None else (v << one) | t
         return v
-    planes = te.compute((n, oh, gn, nb, plan.depth_bytes, LANES), plane, name="planes")
+    if plan.row_planes:
+        # stride 1: each input row is packed once per image -- a byte = 8 channels at one column -- and the hot loop
+        # reads tap (ky, kx) of positions g*16 .. g*16+15 as the 16 bytes at column g*16 + kx of input row oy + ky
+        # (an unaligned load): a 3x3 layer packs each value once instead of once per tap.  Padded channels and
+        # depth bytes read real (clamped) data: their mask bits are 0.
+        def row_plane(b, y, cbyte, bit, x):
+            v = None
+            for i in reversed(range(8)):
+                c = tirx.min(cbyte * STEP_BITS + i, plan.channels - 1)
+                t = (dpad[b, c, y, x] >> bit.astype("uint8")) & one
+                v = t if v is None else (v << one) | t
+            return v
+        rows = te.compute((n, hp, cbn, nb, wp), row_plane, name="planes")
+
+        def plane_at(b, oy, g, bit, kb, lane):
+            kk = tirx.min(kb, used - 1)
+            t = kk // cbn
+            return rows[b, oy * sh + (t // kw) * dh, kk % cbn, bit, g * LANES + lane + (t % kw) * dw]
+    else:
+        planes = te.compute((n, oh, gn, nb, plan.depth_bytes, LANES), plane, name="planes")
+
+        def plane_at(b, oy, g, bit, kb, lane):
+            return planes[b, oy, g, bit, kb, lane]
     ki = te.reduce_axis((0, steps), "ki")
 
     def step(b, oy, g, ob, ko, oi, bit, lane):
         kb = ko * steps + ki
-        x = planes[b, oy, g, bit, kb, lane]
-        plus = tirx.popcount(masks[ob * cb + oi, kb, 0, lane] & x)
-        minus = tirx.popcount(masks[ob * cb + oi, kb, 1, lane] & x)
-        return te.sum(plus.astype("int8") - minus.astype("int8"), axis=ki)
+        x = plane_at(b, oy, g, bit, kb, lane)
+        return te.sum(tirx.popcount((x ^ masks[ob * cb + oi, kb, 0, lane]) & masks[ob * cb + oi, kb, 1, lane])
+                      .astype("int8"), axis=ki)
     acc = te.compute((n, oh, gn, ob_n, ko_n, cb, nb, LANES), step, name="bitserial")
     rb = te.reduce_axis((0, nb), "rb")
     # |sum_b 2^b acc_b| <= 15 * 8 * 15 = 1800: int16
@@ -654,7 +704,7 @@ def positions_compute(data: te.Tensor, masks: te.Tensor, plan: PositionLanesPlan
         fold[b, y, x // LANES, o // cb, rk, o % cb, x % LANES].astype("int32"), axis=rk), name="unpack")
 
 
-def schedule_positions(func, plan: PositionLanesPlan, finish: bool = False):
+def schedule_positions(func, plan: PositionLanesPlan):
     sch = Schedule(func)
     blk = sch.get_sblock("bitserial")
     b, oy, g, ob, ko, oi, bit, lane, ki = sch.get_loops(blk)
@@ -663,13 +713,24 @@ def schedule_positions(func, plan: PositionLanesPlan, finish: bool = False):
     fold = sch.get_sblock("fold")
     sch.reverse_compute_at(fold, ko, preserve_unit_loops=True)   # loops of extent 1 (one bit, one k-block) kept
     planes = sch.get_sblock("planes")
-    sch.compute_at(planes, g, preserve_unit_loops=True)
-    *_, pbit, pkb, plane_ = sch.get_loops(planes)
-    sch.reorder(pkb, pbit, plane_)
-    sch.vectorize(plane_)
-    sch.unroll(pbit)
+    if plan.row_planes:     # once per image, all of it (under ``b`` only the read columns: a predicate per vector):
+        # (row, channel byte, 16 columns) loads the 8 channel rows once for all planes
+        *_, py, pcb, pbit, px = sch.get_loops(planes)
+        pxo, pxi = sch.split(px, [None, LANES])
+        sch.reorder(py, pcb, pxo, pbit, pxi)
+        sch.vectorize(pxi)
+        sch.unroll(pbit)
+    else:
+        sch.compute_at(planes, g, preserve_unit_loops=True)
+        *_, pbit, pkb, plane_ = sch.get_loops(planes)
+        sch.reorder(pkb, pbit, plane_)
+        sch.vectorize(plane_)
+        sch.unroll(pbit)
     pad = sch.get_sblock("data_pad")
-    sch.compute_at(pad, b)
+    sch.compute_at(pad, sch.get_loops(planes)[0] if plan.row_planes else b)
+    if plan.row_planes:
+        _, pxi = sch.split(sch.get_loops(pad)[-1], [None, LANES])
+        sch.vectorize(pxi)
     sch.vectorize(lane)
     init = sch.decompose_reduction(blk, ki)
     sch.unroll(bit)
@@ -685,8 +746,7 @@ def schedule_positions(func, plan: PositionLanesPlan, finish: bool = False):
     sch.unroll(fb)
     sch.vectorize(sch.get_loops(finit)[-1])
     sch.unroll(foi)
-    if finish:
-        _schedule_finish(sch, plan)
+    _schedule_finish(sch, plan)
     # unpack: the k-block sums of a row, a vector of positions at a time (int16 lanes widened, added)
     vw = _vector_width(plan.out_hw[1])
     if vw >= 4:         # (2-lane vectors measured slower than LLVM's scalar code: 32->32 14x14 0.820 -> 0.856)

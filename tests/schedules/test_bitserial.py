@@ -1,7 +1,7 @@
 """The multiply-free bit-serial conv2d (schedules/bitserial.py) against the int64 numpy conv.
 
 On x86 the schedule runs with the fold's desc loops (``neon=False``); the NEON code is checked structurally
-here (and/cnt/sub/add .16b, no multiply in the hot loop) and bit for bit under qemu in test_arm_emulated.py.
+here (eor/and/cnt/add .16b, no multiply in the hot loop) and bit for bit under qemu in test_arm_emulated.py.
 Weights are ternary levels {-1, 0, 1} (as realize.py stores a ternary layer), data uint8 in [0, 2**bits).
 """
 
@@ -23,7 +23,8 @@ SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[Health
 def run_bitserial(plan, x, w, neon=False, target="llvm"):
     lib = tvm.tirx.build(bs.bitserial_primfunc(plan, batch=x.shape[0], neon=neon), target=target)
     out = tvm.runtime.empty((x.shape[0], plan.out_channels, *plan.out_hw), "int32")
-    lib(tvm.runtime.tensor(x), tvm.runtime.tensor(bs.pack_weight_masks(w, plan)), out)
+    lib(tvm.runtime.tensor(x), tvm.runtime.tensor(bs.pack_weight_masks(w, plan)),
+        tvm.runtime.tensor(bs.weight_offset(w, plan)), out)
     return out.numpy()
 
 
@@ -65,19 +66,21 @@ def test_deep_reduction_runs_several_int8_blocks_exactly():
 
 
 def test_masks_and_conditions():
-    """The masks are the +1 / -1 weights bit by bit in the kernel's depth order; non-ternary weights, too many
-    activation bits and grouped convs are refused with the alternative named."""
+    """The masks are the -1 and the nonzero weights bit by bit in the kernel's depth order, the offset counts the
+    -1 weights times 2**B - 1; non-ternary weights, too many activation bits and grouped convs are refused with the
+    alternative named."""
     plan = bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 16, 3, 3), 2, lanes="depth")
     w = np.zeros((2, 16, 3, 3), np.int8)
     w[0, 5, 0, 1] = 1        # depth (ky=0, kx=1, c=5) = 21 = 16 * 1 + 5: bit 1 of byte 5 of chunk 0
     w[1, 0, 2, 2] = -1       # depth 8 * 16 + 0 = 128: bit 0 of byte 0 of chunk 1
     m = bs.pack_weight_masks(w, plan)
-    assert m.shape == plan.packed_weight_shape and m.sum(dtype=np.int64) == 2 + 1
-    assert m[0, 0, 0, 5] == 2 and m[1, 1, 1, 0] == 1
+    assert m.shape == plan.packed_weight_shape and m.sum(dtype=np.int64) == 2 + 1 + 1
+    assert m[0, 0, 1, 5] == 2 and m[1, 1, 0, 0] == m[1, 1, 1, 0] == 1 and m[0, 0, 0, 5] == 0
+    assert bs.weight_offset(w, plan).tolist() == [0, -3]
     pos = bs.plan_bitserial_conv2d((1, 16, 4, 4), (2, 16, 3, 3), 2, lanes="positions")
     m = bs.pack_weight_masks(w, pos)        # byte = (tap, 8 channels): tap 1 channels 0-7 -> byte 2, bit 5
-    assert m.shape == pos.packed_weight_shape == (2, 18, 2, 16) and m.sum(dtype=np.int64) == (32 + 1) * 16
-    assert np.all(m[0, 2, 0] == 32) and np.all(m[1, 16, 1] == 1)
+    assert m.shape == pos.packed_weight_shape == (2, 18, 2, 16) and m.sum(dtype=np.int64) == (32 + 1 + 1) * 16
+    assert np.all(m[0, 2, 1] == 32) and np.all(m[0, 2, 0] == 0) and np.all(m[1, 16] == 1)
     with pytest.raises(ValueError, match="not ternary"):
         bs.pack_weight_masks(w * 2, plan)
     with pytest.raises(ValueError, match="1..4 bits"):
@@ -96,23 +99,25 @@ def test_layout_choice_follows_the_padded_work():
 
 
 def test_neon_positions_hot_loop_is_multiply_free():
-    """Positions layout on the Pi: per depth byte, and/cnt .16b per (output, plane, mask), broadcast masks."""
+    """Positions layout on the Pi: per depth byte, one eor/and/cnt .16b per (output, plane) -- ``(X_b ^ M) & N`` --,
+    broadcast masks."""
     plan = bs.plan_bitserial_conv2d((1, 32, 14, 14), (32, 32, 3, 3), 4, padding=(1, 1, 1, 1), lanes="positions")
     asm = tvm.tirx.build(bs.bitserial_primfunc(plan), target=preset("rpi4")).inspect_source("asm")
     hot = max(loops(asm), key=lambda lp: lp.mnemonics.get("cnt", 0))
-    assert hot.mnemonics.get("cnt") == hot.mnemonics.get("and") == plan.tile[1] * plan.bits * 2, hot.mnemonics
+    vector_and = sum(1 for i in hot.lines if i.split()[0] == "and" and i.split()[1].endswith(".16b,"))
+    assert hot.mnemonics.get("cnt") == vector_and == hot.mnemonics.get("eor") == plan.tile[1] * plan.bits, hot.mnemonics
     assert sum(mul_lanes(i) for i in hot.lines) == 0
 
 
 def test_neon_hot_loop_is_multiply_free():
-    """Cross-compiled for the Pi: the hot loop is and/cnt .16b with sub/add .16b accumulation, one and + one
-    cnt per pair of (mask, plane) per 16 bytes, and no multiply; the fold uses saddlv."""
+    """Cross-compiled for the Pi: the hot loop is eor/and/cnt .16b with add .16b accumulation, one of each per
+    (output, plane) per 16 bytes, and no multiply; the fold uses saddlv."""
     plan = bs.plan_bitserial_conv2d((1, 32, 14, 14), (32, 32, 3, 3), 4, padding=(1, 1, 1, 1), lanes="depth")
     asm = tvm.tirx.build(bs.bitserial_primfunc(plan), target=preset("rpi4")).inspect_source("asm")
     hot = max(loops(asm), key=lambda lp: lp.mnemonics.get("cnt", 0))
     r, c = plan.tile
-    pairs = r * c * plan.bits * 2 * plan.steps
-    assert hot.mnemonics.get("cnt") == hot.mnemonics.get("and") == pairs, hot.mnemonics
+    pairs = r * c * plan.bits * plan.steps
+    assert hot.mnemonics.get("cnt") == hot.mnemonics.get("and") == hot.mnemonics.get("eor") == pairs, hot.mnemonics
     assert all(i.split()[1].endswith(".16b,") for i in hot.lines if i.split()[0] in ("cnt", "and"))
     assert sum(mul_lanes(i) for i in hot.lines) == 0 and "saddlv" in hot.mnemonics
 
@@ -168,7 +173,8 @@ def test_bitserial_finish_bit_exact(c, oc, k, hw, bits, n, lanes, acc, fused, se
     expected = ref(expected, 1) if fused else expected.astype(acc)
     out = tvm.runtime.empty(expected.shape, str(expected.dtype))
     consts = [tvm.runtime.tensor(cst) for cst in epi.consts] if fused else []
-    lib(tvm.runtime.tensor(x), tvm.runtime.tensor(bs.pack_graph_weight(w, plan)), *consts, out)
+    lib(tvm.runtime.tensor(x), tvm.runtime.tensor(bs.pack_graph_weight(w, plan)),
+        tvm.runtime.tensor(bs.graph_weight_offset(w, plan)), *consts, out)
     np.testing.assert_array_equal(out.numpy(), expected)
 
 
@@ -188,5 +194,6 @@ def test_bitserial_dense_bit_exact(k, n_out, m, bits, fused, seed):
     expected = ref(expected, 1) if fused else expected.astype("int32")
     out = tvm.runtime.empty(expected.shape, str(expected.dtype))
     consts = [tvm.runtime.tensor(cst) for cst in epi.consts] if fused else []
-    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(bs.pack_graph_weight(b, plan)), *consts, out)
+    lib(tvm.runtime.tensor(a), tvm.runtime.tensor(bs.pack_graph_weight(b, plan)),
+        tvm.runtime.tensor(bs.graph_weight_offset(b, plan)), *consts, out)
     np.testing.assert_array_equal(out.numpy(), expected)
