@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -132,7 +133,9 @@ def cli_row(name, key, args, workdir) -> tuple[dict, object]:
         argv.append("--quiet")
     print(f"[{name}] tvm-fxp {' '.join(argv[:1] + [Path(argv[1]).name] + argv[2:-2])}", flush=True)
     cmd_quantize(build_parser().parse_args(argv))
-    return row_from_dir(name, key, out, args)
+    row, q = row_from_dir(name, key, out, args)
+    row["load_average_1min_after"] = round(os.getloadavg()[0], 2)    # a shared machine: wall times depend on it
+    return row, q
 
 
 def row_from_dir(name, key, out, args) -> tuple[dict, object]:
@@ -175,7 +178,11 @@ def run_model(name, args) -> dict:
 
     rows = {}
     with tempfile.TemporaryDirectory(prefix="methods_") as work:
-        for key in ["uniform8"] + [k for k in CLI_FLAGS if k != "uniform8" and
+        baseline = ["uniform8"]
+        if args.merge and args.keep_baselines:
+            old = json.loads(Path(args.out).read_text())["models"][name]["rows"]
+            rows, baseline = {"float": old["float"], "uniform8": old["uniform8"]}, []
+        for key in baseline + [k for k in CLI_FLAGS if k != "uniform8" and
                                    (k in args.methods or k.rsplit("_", 1)[0] in args.methods)]:
             t = time.time()
             if args.from_dirs:     # rows of finished `tvm-fxp quantize` runs (MODEL_KEY directories), not re-run
@@ -211,7 +218,8 @@ def run_model(name, args) -> dict:
                 row["equal_bit_reference"] = {"bits": eq_bits, **measure(eqq, test.inputs, test.labels, float_out)}
     return {"rows": rows, "targets": targets(rows), "data": {
         "calibration": "fashion-mnist train[:500]", "search": "fashion-mnist val[:2000] (training-file images "
-        "55000-56999, never trained on)", "test": rows["uniform8"]["test_data"]}}
+        "55000-56999, never trained on)", "check": "goyal2021 and fxpqnet confirm their choices on val[2000:4000] "
+        "(training-file images 57000-58999)", "test": rows["uniform8"]["test_data"]}}
 
 
 def plot(results, path):
@@ -246,8 +254,11 @@ def main(argv=None) -> int:
     ap.add_argument("--from-dirs", default=None,
                     help="build the rows from finished quantize directories DIR/MODEL_KEY instead of running them")
     ap.add_argument("--merge", action="store_true", help="keep the other methods' rows of the existing results")
+    ap.add_argument("--keep-baselines", action="store_true",
+                    help="with --merge: keep the float and uniform8 rows of the existing results (not re-run)")
     args = ap.parse_args(argv)
     t0 = time.time()
+    load_start = os.getloadavg()    # wall times depend on the machine's load (shared with other jobs): recorded
     results = {name: run_model(name, args) for name in args.models}
     out = Path(args.out)
     if args.merge and out.exists():
@@ -268,7 +279,10 @@ def main(argv=None) -> int:
     defaults = build_parser().parse_args(["quantize", "m.onnx", "--calib", "fashion-mnist", "--out", "o"])
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "time_limit_s": defaults.time_limit,
                                "search_size": defaults.search_size, "calib_size": defaults.calib_size,
-                               "search_split": "val", "wall_s": time.time() - t0, "models": results},
+                               "search_split": "val", "wall_s": time.time() - t0,
+                               "load_average_1min": {"start": round(load_start[0], 2),
+                                                     "end": round(os.getloadavg()[0], 2)},
+                               "methods_run": args.methods if args.merge else "all", "models": results},
                               indent=1, default=float) + "\n")
     plot(results, out.with_suffix(".png"))
     for name, r in results.items():

@@ -194,7 +194,8 @@ def why_missed(r, diag) -> list[str]:
                 wide = sorted(x["tensor"] for x in tr if x["bits"] > 6)
                 third = tr[len(tr) // 3]
                 why = (f"search loss {100 * tr[-1]['loss']:.2f} points on the {r['search_size']} validation images "
-                       f"(inside the 1-point budget), {t['loss_points']:.2f} on test; the greedy order spends the "
+                       + (f"and {100 * tr[-1]['check_loss']:.2f} on its check split " if "check_loss" in tr[-1] else "")
+                       + f"(inside the 1-point budget), {t['loss_points']:.2f} on test; the greedy order spends the "
                        f"budget early ({100 * third['loss']:.2f} "
                        f"points used after {third['tensor']}, a third of the tensors); memory saving "
                        f"{100 * t['memory_saving_vs_8bit']:.0f}% (target 50), multiply-cost saving "
@@ -202,9 +203,10 @@ def why_missed(r, diag) -> list[str]:
                        f"{_mean_bits(row, ('weight',)):.1f} bits, activations {_mean_bits(row, ('output',)):.1f}"
                        + (f", above 6 bits: {', '.join(wide)}" if wide else ""))
             elif key == "fxpqnet":
-                how = (f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps "
-                       "the 1-point agreement budget on the validation images")
                 cfg = (plan or {}).get("config", {})
+                how = (f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps "
+                       f"the {100 * cfg.get('budget', 0.01):g}-point agreement budget on the validation images"
+                       + (" (search and check split)" if cfg.get("check_evaluations") else ""))
                 corr = [c for c in (cfg.get("corrections") or [cfg.get("correction")]) if c and "applied" in c]
                 if corr and not corr[-1]["applied"]:
                     how += (f"; the bias correction at that point would lower the agreement with float "

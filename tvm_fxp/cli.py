@@ -131,15 +131,15 @@ def method_config(args):
     from .methods.goyal2021 import Goyal2021
     from .methods.lin2016 import Lin2016
 
-    budget = args.budget / 100.0
+    budget = {} if args.budget is None else {"budget": args.budget / 100.0}    # else the method's own default
     if args.method == "uniform":
         return Uniform(bits=args.bits, per_channel_weights=args.per_channel)
     if args.method == "lin2016":
-        return Lin2016(budget=budget)
+        return Lin2016(**budget)
     if args.method == "goyal2021":
-        return Goyal2021(budget=budget)
+        return Goyal2021(**budget)
     if args.method == "fxpqnet":
-        return FxpQNet(budget=budget, bias_correction=args.bias_correction != "off")
+        return FxpQNet(**budget, bias_correction=args.bias_correction != "off")
     if args.method == "debruin2020":
         return DeBruin2020(acc_bits=args.acc_bits, max_tiles=args.max_tiles)
     if args.method == "mellempudi2017":
@@ -427,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-size", type=int, default=500)
     q.add_argument("--method", default="uniform", choices=sorted(METHODS))
     q.add_argument("--bits", type=int, default=8, help="uniform: bits of every tensor")
-    q.add_argument("--budget", type=float, default=1.0, help="search methods: accuracy-loss budget in points")
+    q.add_argument("--budget", type=float, default=None,
+                   help="search methods: loss budget in points (default: the method's own -- lin2016 and goyal2021 "
+                        "1 point of top-1; fxpqnet, label-free, 2 points of top-1 agreement with the float model)")
     q.add_argument("--acc-bits", type=int, default=16, help="debruin2020: accumulator width P")
     q.add_argument("--cluster", type=int, default=4, help="mellempudi2017: filters per cluster sharing a scale")
     q.add_argument("--weights", default="ternary", choices=["ternary", "4bit"], help="mellempudi2017: weight levels")

@@ -104,6 +104,14 @@ assert ev.screen_evaluations > 0 and ev.images < 256 * ev.evaluations + 64 * ev.
 assert all(c["agreement_drop"] <= 0.03 for c in plan.config["commits"]), plan.config["commits"]
 assert fresh(plan) == ev(plan) and 1 - fresh(plan).agreement <= 0.03
 assert max(plan[k].bits for k in plan.tensors) < 12, plan.tensors
+# with a check split, each round's plan also keeps the budget there (its last commits undone until it does)
+evc = Evaluator(sim, x, float_out, None, max_evaluations=400)
+evc.check = Evaluator(sim, x2, f2, None)
+plan_c = get_method("fxpqnet").allocate(lg, stats, FxpQNet(budget=0.03, screen=64), evc)
+assert 1 - evc.check(plan_c).agreement <= 0.03 and 1 - evc(plan_c).agreement <= 0.03
+assert plan_c.config["check_evaluations"] >= plan_c.config["rounds"], plan_c.config
+assert 1 - Evaluator(sim, x2, f2, None)(plan).agreement > 0.03     # without the check: 0.055 there (measured)
+assert any(c.get("undone_on_check") for c in plan_c.config["commits"]), plan_c.config["commits"]
 # a plan the screen scored first: the full score reuses the screen's outputs, equal to a fresh evaluation's
 probe = uniform.with_format("matmul_0.weight", FixedPointFormat(3, 1, True))
 before = ev.images
