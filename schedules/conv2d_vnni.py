@@ -66,13 +66,30 @@ except Exception:  # noqa: BLE001 -- already registered (module reloaded)
     pass
 
 
+def folded_taps(plan) -> int:
+    """Kernel columns folded into each 4-byte word: ``KW`` when ``C * KW <= 4`` (a stem: grey 3x3 has 3 taps
+    and 1 zero byte per word instead of 1 channel and 3 zero bytes, 3 ``vpdpbusd`` per 16 channels and
+    position instead of 9), else 1.  Byte ``k`` of a folded word is channel ``k % C`` of kernel column
+    ``k // C``; the reduction over kernel columns then has extent 1."""
+    kw = plan.kernel[1]
+    return kw if kw > 1 and plan.channels * kw <= GROUP else 1
+
+
 def packed_weight_shape(plan) -> tuple:
     kh, kw = plan.kernel
+    if folded_taps(plan) > 1:
+        return (_ceil_div(plan.out_channels, LANES), 1, kh, 1, LANES, GROUP)
     return (_ceil_div(plan.out_channels, LANES), _ceil_div(plan.channels, GROUP), kh, kw, LANES, GROUP)
 
 
 def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
     oc, c, zero = plan.out_channels, plan.channels, tirx.const(0, "int8")
+    taps = folded_taps(plan)
+    if taps > 1:
+        return te.compute(packed_weight_shape(plan), lambda ob, _q, ky, _x, v, k: tirx.if_then_else(
+            tirx.all(ob * LANES + v < oc, k < c * taps),
+            weight[tirx.min(ob * LANES + v, oc - 1), k % c, ky, tirx.min(k // c, taps - 1)], zero),
+            name="weight_pack")
     return te.compute(packed_weight_shape(plan), lambda ob, c4, ky, kx, v, k: tirx.if_then_else(
         tirx.all(ob * LANES + v < oc, c4 * GROUP + k < c),
         weight[tirx.min(ob * LANES + v, oc - 1), tirx.min(c4 * GROUP + k, c - 1), ky, kx], zero),
@@ -105,12 +122,24 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     def inside(y, x):
         return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
 
-    pad = te.compute((n, c4, hp, wp, GROUP), lambda b, q, y, x, k: tirx.if_then_else(
-        tirx.all(inside(y, x), q * GROUP + k < c),
-        stored(data[b, tirx.min(q * GROUP + k, c - 1), y - pt, x - pl]), zero), name="data_pad")
+    taps = folded_taps(plan)
+    if taps > 1:    # byte k: channel k % c at column x + (k // c) * dw (indices clamped: the lanes load in bounds)
+        def folded(b, y, x, k):
+            col = x + tirx.min(k // c, taps - 1) * dw
+            return tirx.if_then_else(
+                tirx.all(inside(y, col), k < c * taps),
+                stored(data[b, k % c, tirx.max(tirx.min(y - pt, plan.height - 1), 0),
+                            tirx.max(tirx.min(col - pl, plan.width - 1), 0)]), zero)
+
+        c4 = 1
+        pad = te.compute((n, 1, hp, wp, GROUP), lambda b, q, y, x, k: folded(b, y, x, k), name="data_pad")
+    else:
+        pad = te.compute((n, c4, hp, wp, GROUP), lambda b, q, y, x, k: tirx.if_then_else(
+            tirx.all(inside(y, x), q * GROUP + k < c),
+            stored(data[b, tirx.min(q * GROUP + k, c - 1), y - pt, x - pl]), zero), name="data_pad")
     rq = te.reduce_axis((0, c4), "rq")
     rky = te.reduce_axis((0, kh), "rky")
-    rkx = te.reduce_axis((0, kw), "rkx")
+    rkx = te.reduce_axis((0, kw // taps), "rkx")
     rk = te.reduce_axis((0, GROUP), "rk")
     ocb = _ceil_div(oc, LANES)
     conv = te.compute(
