@@ -75,24 +75,45 @@ def folded_taps(plan) -> int:
     return kw if kw > 1 and plan.channels * kw <= GROUP else 1
 
 
+def weight_parts(plan) -> int:
+    """2 for int16 weights: each is split into int8 parts ``w = lo + 256 * hi`` (``lo`` in [-128, 127], ``hi =
+    (w - lo) >> 8``, an int8 for every ``w < 32640``: the legalization only plans such weights here), packed
+    as two sets of output-channel vectors (``lo`` in blocks ``0..OCB-1``, ``hi`` in ``OCB..2*OCB-1``) and
+    combined as ``conv_lo + 256 * conv_hi`` in int32 at write-back (exact: int32 arithmetic is modular and the
+    proven sum fits).  1 for int8 weights."""
+    return 2 if plan.weight_dtype == "int16" else 1
+
+
 def packed_weight_shape(plan) -> tuple:
     kh, kw = plan.kernel
+    ocb = _ceil_div(plan.out_channels, LANES) * weight_parts(plan)
     if folded_taps(plan) > 1:
-        return (_ceil_div(plan.out_channels, LANES), 1, kh, 1, LANES, GROUP)
-    return (_ceil_div(plan.out_channels, LANES), _ceil_div(plan.channels, GROUP), kh, kw, LANES, GROUP)
+        return (ocb, 1, kh, 1, LANES, GROUP)
+    return (ocb, _ceil_div(plan.channels, GROUP), kh, kw, LANES, GROUP)
 
 
 def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
     oc, c, zero = plan.out_channels, plan.channels, tirx.const(0, "int8")
-    taps = folded_taps(plan)
+    taps, ocb = folded_taps(plan), _ceil_div(plan.out_channels, LANES)
+
+    def part(w, ob):    # int8 weights as they are; int16: lo (blocks < OCB) or hi (see weight_parts)
+        if weight_parts(plan) == 1:
+            return w
+        w = w.astype("int32")
+        lo = ((w + 128) & 255) - 128
+        return tirx.Select(ob < ocb, lo, (w - lo) >> 8).astype("int8")
+
+    def channel(ob, v):
+        return (ob % ocb) * LANES + v
+
     if taps > 1:
         return te.compute(packed_weight_shape(plan), lambda ob, _q, ky, _x, v, k: tirx.if_then_else(
-            tirx.all(ob * LANES + v < oc, k < c * taps),
-            weight[tirx.min(ob * LANES + v, oc - 1), k % c, ky, tirx.min(k // c, taps - 1)], zero),
+            tirx.all(channel(ob, v) < oc, k < c * taps),
+            part(weight[tirx.min(channel(ob, v), oc - 1), k % c, ky, tirx.min(k // c, taps - 1)], ob), zero),
             name="weight_pack")
     return te.compute(packed_weight_shape(plan), lambda ob, c4, ky, kx, v, k: tirx.if_then_else(
-        tirx.all(ob * LANES + v < oc, c4 * GROUP + k < c),
-        weight[tirx.min(ob * LANES + v, oc - 1), tirx.min(c4 * GROUP + k, c - 1), ky, kx], zero),
+        tirx.all(channel(ob, v) < oc, c4 * GROUP + k < c),
+        part(weight[tirx.min(channel(ob, v), oc - 1), tirx.min(c4 * GROUP + k, c - 1), ky, kx], ob), zero),
         name="weight_pack")
 
 
@@ -141,13 +162,18 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     rky = te.reduce_axis((0, kh), "rky")
     rkx = te.reduce_axis((0, kw // taps), "rkx")
     rk = te.reduce_axis((0, GROUP), "rk")
-    ocb = _ceil_div(oc, LANES)
+    ocb, parts = _ceil_div(oc, LANES), weight_parts(plan)
     conv = te.compute(
-        (n, ocb, plan.padded_positions, LANES),
+        (n, ocb * parts, plan.padded_positions, LANES),
         lambda b, ob, p, v: te.sum(
             pad[b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, rk].astype("int32")
             * packed[ob, rq, rky, rkx, v, rk].astype("int32"), axis=[rq, rky, rkx, rk]),
         name="conv")
+
+    def summed(b, ob, p, v):      # int16 weights: lo + 256 * hi
+        if parts == 1:
+            return conv[b, ob, p, v]
+        return conv[b, ob, p, v] + conv[b, ob + ocb, p, v] * tirx.const(256, "int32")
 
     def finish(value, o):
         if offset is not None:
@@ -155,12 +181,12 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
         return value.astype(plan.acc_dtype)
 
     if epilogue is not None:
-        epi = te.compute(conv.shape, lambda b, ob, p, v: epilogue.apply(
-            finish(conv[b, ob, p, v], tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1), params),
-            name="epilogue")
+        epi = te.compute((n, ocb, plan.padded_positions, LANES), lambda b, ob, p, v: epilogue.apply(
+            finish(summed(b, ob, p, v), tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1),
+            params), name="epilogue")
         return te.compute((n, oc, oh, ow), lambda b, o, y, x: epi[b, o // LANES, y * ow + x, o % LANES],
                           name="conv_unpack")
-    return te.compute((n, oc, oh, ow), lambda b, o, y, x: finish(conv[b, o // LANES, y * ow + x, o % LANES], o),
+    return te.compute((n, oc, oh, ow), lambda b, o, y, x: finish(summed(b, o // LANES, y * ow + x, o % LANES), o),
                       name="conv_unpack")
 
 
@@ -173,7 +199,10 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
     if _has_block(sch, "epilogue"):
-        sch.reverse_compute_inline(sch.get_sblock("epilogue"))
+        if weight_parts(plan) == 1:
+            sch.reverse_compute_inline(sch.get_sblock("epilogue"))
+        else:       # it reads two blocks of sums: applied as the tiles are unpacked
+            sch.compute_inline(sch.get_sblock("epilogue"))
     sch.unroll(pi)
     *_, ai, av = sch.get_loops(acc)
     sch.vectorize(av)
@@ -193,7 +222,7 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
 def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     batch = tirx.Var("n", "int64") if batch is None else batch
     kh, kw = plan.kernel
-    weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), "int8", name="weight")
+    weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), plan.weight_dtype, name="weight")
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     data = te.placeholder((batch, plan.channels, plan.height, plan.width), plan.data_dtype, name="data")
     packed = te.placeholder(packed_weight_shape(plan), "int8", name="weight_packed")

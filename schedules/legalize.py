@@ -151,11 +151,15 @@ def conv2d_plan_for(call, target, weight: np.ndarray | None = None):
             weight, str(data_ty.dtype), str(weight_ty.dtype), out_dtype, target)
         if found is not None:
             return found
+    config = kernel_config(target, out_dtype)
+    # int16 weights on VNNI: split into int8 parts (conv2d_vnni.weight_parts) when every weight is < 32640
+    split = str(weight_ty.dtype) == "int16" and config.vnni and int(attrs.groups) == 1 and weight is not None \
+        and int(weight.max()) < 32640
     try:
         return plan_conv2d([data_ty.shape[0], *dims], wdims, str(data_ty.dtype), out_dtype,
                            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
-                           [int(d) for d in attrs.dilation], int(attrs.groups),
-                           config=kernel_config(target, out_dtype), weight_dtype=str(weight_ty.dtype))
+                           [int(d) for d in attrs.dilation], int(attrs.groups), config=config,
+                           layout="vnni" if split else None, weight_dtype=str(weight_ty.dtype))
     except ValueError:
         return None
 
@@ -227,7 +231,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
     tag = f"{kind}_{plan.data_dtype}_{plan.acc_dtype}" + (f"_{layout}" if kind == "conv2d" or layout else "") + \
         ("_w16" if plan.weight_dtype == "int16" else "")
     weight = call.args[1]
-    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape, plan.weight_dtype,
+    args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape,
+                                        getattr(plan, "packed_weight_dtype", plan.weight_dtype),
                                         f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
