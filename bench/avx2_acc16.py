@@ -54,12 +54,15 @@ GOAL = 0.7
 
 
 def build(q, policy: str, madd: bool):
+    """Each kernel called on its own (``per_kernel``), so that ``kernel_sums`` can tell the conv2d kernels
+    apart (vgg's kernels would otherwise run as one call, ``schedules/graph.py``)."""
     mod = q.realized(policy)
     target = tvm.target.Target(HASWELL)
-    if madd:
-        with conv2d_avx2.prefer_madd():
-            return tvm_fxp.build(mod, target), dispatched_kernels(mod, target)
-    return tvm_fxp.build(mod, target), dispatched_kernels(mod, target)
+    with tvm_fxp.schedules.per_kernel():
+        if madd:
+            with conv2d_avx2.prefer_madd():
+                return tvm_fxp.build(mod, target), dispatched_kernels(mod, target)
+        return tvm_fxp.build(mod, target), dispatched_kernels(mod, target)
 
 
 def time_engines(vms: dict, x1, repeats: int, seconds: float = 0.2) -> dict:

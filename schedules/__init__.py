@@ -11,11 +11,12 @@ from . import legalize
 from .conv2d_int import Conv2dPlan, conv2d_primfuncs, plan_conv2d
 from .cpu_pipeline import relax_pipeline as pipeline
 from .dense_int import DensePlan, dense_primfuncs, plan_dense
+from .graph import per_kernel
 from .legalize import KERNEL_ATTR, disabled, dispatched_kernels, legalize_map, original_legalize, register
 from .targets import PRESETS, RPI4, KernelConfig, host, kernel_config, preset
 from .threads import configure_pool
 
 __all__ = ["Conv2dPlan", "DensePlan", "KERNEL_ATTR", "KernelConfig", "PRESETS", "RPI4", "configure_pool",
            "conv2d_primfuncs", "dense_primfuncs", "disabled", "dispatched_kernels", "host", "kernel_config",
-           "legalize", "legalize_map", "original_legalize", "pipeline", "plan_conv2d", "plan_dense", "preset",
-           "register"]
+           "legalize", "legalize_map", "original_legalize", "per_kernel", "pipeline", "plan_conv2d", "plan_dense",
+           "preset", "register"]

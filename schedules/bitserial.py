@@ -109,7 +109,7 @@ class BitserialPlan:
 
     data_dtype = "uint8"
     weight_dtype = "int8"
-    packed_dtype = "uint8"     # the -1 / nonzero masks
+    packed_weight_dtype = "uint8"     # the -1 / nonzero masks
     offset_dtype = "int32"     # weight_offset
     offset_data = True
     layout = "bitserial"

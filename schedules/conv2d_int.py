@@ -156,6 +156,11 @@ class Conv2dPlan:
         return self.data_dtype == "uint8" and self.acc_dtype == "int16" and self.weight_dtype == "int8"
 
     @property
+    def packed_weight_dtype(self) -> str:
+        """The packed weights' dtype: int8 on layout "vnni" (int16 weights split into int8 parts there)."""
+        return "int8" if self.layout == "vnni" else self.weight_dtype
+
+    @property
     def offset_dtype(self) -> str:
         return "int32" if self.layout == "vnni" else self.acc_dtype
 
@@ -243,13 +248,15 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
     _, _, _, lanes, layout = min(options) if options else (0, 0, 0, 16, layout)
     # any channel count: stems pad their channels to 4 (RGB measured 10x the "channels" layout, grey -- 3 of 4
     # lanes zero -- still 1.6-1.9x: fmnist_vgg stem 8.7 -> 5.4 us, fmnist_resnet 16.9 -> 9.0)
-    if requested in (None, "vnni") and groups == 1 and weight_dtype == "int8" and (requested == "vnni" or config.vnni):
+    # int16 weights only on request: the legalization checks that they split into int8 parts (conv2d_vnni)
+    if requested in (None, "vnni") and groups == 1 and (weight_dtype == "int8" or requested == "vnni") and \
+            (requested == "vnni" or config.vnni):
         layout, lanes = "vnni", 16
         plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                           tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, layout, lanes, 1, weight_dtype)
         return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, VNNI_MAX_BLOCK)})
     elif layout == "vnni":
-        raise ValueError("conv2d: layout 'vnni' needs groups == 1 and int8 weights")
+        raise ValueError("conv2d: layout 'vnni' needs groups == 1")
     if requested in (None, "depthwise", "depthwise_vnni"):
         from . import conv2d_depthwise as dw
         if dw.supports(groups, c, oc, weight_dtype, acc_dtype, config.arch if requested is None else "x86-avx512"):

@@ -74,16 +74,54 @@ except Exception:  # noqa: BLE001 -- already registered (module reloaded)
     pass
 
 
+def folded_taps(plan) -> int:
+    """Kernel columns folded into each 4-byte word: ``KW`` when ``C * KW <= 4`` (a stem: grey 3x3 has 3 taps
+    and 1 zero byte per word instead of 1 channel and 3 zero bytes, 3 ``vpdpbusd`` per 16 channels and
+    position instead of 9), else 1.  Byte ``k`` of a folded word is channel ``k % C`` of kernel column
+    ``k // C``; the reduction over kernel columns then has extent 1."""
+    kw = plan.kernel[1]
+    return kw if kw > 1 and plan.channels * kw <= GROUP else 1
+
+
+def weight_parts(plan) -> int:
+    """2 for int16 weights: each is split into int8 parts ``w = lo + 256 * hi`` (``lo`` in [-128, 127], ``hi =
+    (w - lo) >> 8``, an int8 for every ``w < 32640``: the legalization only plans such weights here), packed
+    as two sets of output-channel vectors (``lo`` in blocks ``0..OCB-1``, ``hi`` in ``OCB..2*OCB-1``) and
+    combined as ``conv_lo + 256 * conv_hi`` in int32 at write-back (exact: int32 arithmetic is modular and the
+    proven sum fits).  1 for int8 weights."""
+    return 2 if plan.weight_dtype == "int16" else 1
+
+
 def packed_weight_shape(plan) -> tuple:
     kh, kw = plan.kernel
-    return (_ceil_div(plan.out_channels, LANES), _ceil_div(plan.channels, GROUP), kh, kw, LANES, GROUP)
+    ocb = _ceil_div(plan.out_channels, LANES) * weight_parts(plan)
+    if folded_taps(plan) > 1:
+        return (ocb, 1, kh, 1, LANES, GROUP)
+    return (ocb, _ceil_div(plan.channels, GROUP), kh, kw, LANES, GROUP)
 
 
 def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
     oc, c, zero = plan.out_channels, plan.channels, tirx.const(0, "int8")
+    taps, ocb = folded_taps(plan), _ceil_div(plan.out_channels, LANES)
+
+    def part(w, ob):    # int8 weights as they are; int16: lo (blocks < OCB) or hi (see weight_parts)
+        if weight_parts(plan) == 1:
+            return w
+        w = w.astype("int32")
+        lo = ((w + 128) & 255) - 128
+        return tirx.Select(ob < ocb, lo, (w - lo) >> 8).astype("int8")
+
+    def channel(ob, v):
+        return (ob % ocb) * LANES + v
+
+    if taps > 1:
+        return te.compute(packed_weight_shape(plan), lambda ob, _q, ky, _x, v, k: tirx.if_then_else(
+            tirx.all(channel(ob, v) < oc, k < c * taps),
+            part(weight[tirx.min(channel(ob, v), oc - 1), k % c, ky, tirx.min(k // c, taps - 1)], ob), zero),
+            name="weight_pack")
     return te.compute(packed_weight_shape(plan), lambda ob, c4, ky, kx, v, k: tirx.if_then_else(
-        tirx.all(ob * LANES + v < oc, c4 * GROUP + k < c),
-        weight[tirx.min(ob * LANES + v, oc - 1), tirx.min(c4 * GROUP + k, c - 1), ky, kx], zero),
+        tirx.all(channel(ob, v) < oc, c4 * GROUP + k < c),
+        part(weight[tirx.min(channel(ob, v), oc - 1), tirx.min(c4 * GROUP + k, c - 1), ky, kx], ob), zero),
         name="weight_pack")
 
 
@@ -126,6 +164,7 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     def inside(y, x):
         return tirx.all(y >= pt, y < plan.height + pt, x >= pl, x < plan.width + pl)
 
+    taps = folded_taps(plan)
     if blocked(plan.data_layout):
         if c % BLOCK:
             raise ValueError(f"conv2d: blocked data needs channels in blocks of {BLOCK}, got {c}")
@@ -140,6 +179,19 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
 
             def tap(b, q, y, x, k):
                 return pad[b, q // (BLOCK // GROUP), y, x, (q % (BLOCK // GROUP)) * GROUP + k]
+    elif taps > 1:  # byte k: channel k % c at column x + (k // c) * dw (indices clamped: the lanes load in bounds)
+        def folded(b, y, x, k):
+            col = x + tirx.min(k // c, taps - 1) * dw
+            return tirx.if_then_else(
+                tirx.all(inside(y, col), k < c * taps),
+                stored(data[b, k % c, tirx.max(tirx.min(y - pt, plan.height - 1), 0),
+                            tirx.max(tirx.min(col - pl, plan.width - 1), 0)]), zero)
+
+        c4 = 1
+        pad = te.compute((n, 1, hp, wp, GROUP), lambda b, q, y, x, k: folded(b, y, x, k), name="data_pad")
+
+        def tap(b, q, y, x, k):
+            return pad[b, q, y, x, k]
     else:
         pad = te.compute((n, c4, hp, wp, GROUP), lambda b, q, y, x, k: tirx.if_then_else(
             tirx.all(inside(y, x), q * GROUP + k < c),
@@ -149,15 +201,20 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
             return pad[b, q, y, x, k]
     rq = te.reduce_axis((0, c4), "rq")
     rky = te.reduce_axis((0, kh), "rky")
-    rkx = te.reduce_axis((0, kw), "rkx")
+    rkx = te.reduce_axis((0, kw // taps), "rkx")
     rk = te.reduce_axis((0, GROUP), "rk")
-    ocb = _ceil_div(oc, LANES)
+    ocb, parts = _ceil_div(oc, LANES), weight_parts(plan)
     conv = te.compute(
-        (n, ocb, plan.padded_positions, LANES),
+        (n, ocb * parts, plan.padded_positions, LANES),
         lambda b, ob, p, v: te.sum(
             tap(b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, rk).astype("int32")
             * packed[ob, rq, rky, rkx, v, rk].astype("int32"), axis=[rq, rky, rkx, rk]),
         name="conv")
+
+    def summed(b, ob, p, v):      # int16 weights: lo + 256 * hi
+        if parts == 1:
+            return conv[b, ob, p, v]
+        return conv[b, ob, p, v] + conv[b, ob + ocb, p, v] * tirx.const(256, "int32")
 
     def finish(value, o):
         if offset is not None:
@@ -168,15 +225,15 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     if out_blocked and (oc % LANES or plan.padded_positions != oh * ow):
         raise ValueError(f"conv2d: blocked output needs {LANES}-channel blocks and a block dividing the positions")
     if epilogue is not None:
-        source = te.compute(conv.shape, lambda b, ob, p, v: epilogue.apply(
-            finish(conv[b, ob, p, v], tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1), params),
-            name="epilogue")
+        source = te.compute((n, ocb, plan.padded_positions, LANES), lambda b, ob, p, v: epilogue.apply(
+            finish(summed(b, ob, p, v), tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1),
+            params), name="epilogue")
 
         def result(b, ob, p, v):
             return source[b, ob, p, v]
     else:
         def result(b, ob, p, v):
-            return finish(conv[b, ob, p, v], ob * LANES + v)
+            return finish(summed(b, ob, p, v), ob * LANES + v)
     if out_blocked:
         return te.compute((n, oc // LANES, oh, ow, LANES), lambda b, ob, y, x, v: result(b, ob, y * ow + x, v),
                           name="conv_unpack")
@@ -205,7 +262,10 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
     if _has_block(sch, "epilogue"):
-        sch.reverse_compute_inline(sch.get_sblock("epilogue"))
+        if weight_parts(plan) == 1:
+            sch.reverse_compute_inline(sch.get_sblock("epilogue"))
+        else:       # it reads two blocks of sums: applied as the tiles are unpacked
+            sch.compute_inline(sch.get_sblock("epilogue"))
     for loop in inner:
         sch.unroll(loop)
     depth = len(inner)
@@ -232,7 +292,7 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
 def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     batch = tirx.Var("n", "int64") if batch is None else batch
     kh, kw = plan.kernel
-    weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), "int8", name="weight")
+    weight = te.placeholder((plan.out_channels, plan.channels, kh, kw), plan.weight_dtype, name="weight")
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     data_shape = (batch, plan.channels // BLOCK, plan.height, plan.width, BLOCK) if blocked(plan.data_layout) \
         else (batch, plan.channels, plan.height, plan.width)

@@ -2,7 +2,7 @@
 
 TVM's default CPU pipeline (``tvm.relax.backend.cpu_generic``) with our kernels as the legalization of
 integer (and the simulation's float64) conv2d/matmul (``legalize.legalize_map``, given to ``LegalizeOps``;
-nothing is registered globally), and two additions (the first preceded by ``FuseKTiles``, ``ktiles.py``: a
+nothing is registered globally), and three additions (the first preceded by ``FuseKTiles``, ``ktiles.py``: a
 k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast, the VNNI conv2d; then by
 ``SinkIntoConcat``, ``concat.py``: a concat's requantize applied to its inputs; and by ``BlockLayout``,
 ``layout.py``: NCHW16c activations between the VNNI layers):
@@ -11,11 +11,14 @@ k-tiled int16 layer becomes one int32 layer where the target's kernel is as fast
    epilogue become one kernel that writes 8-bit results;
 2. ``ScheduleElementwise`` (``elementwise.py``) after ``FuseTIR``: the remaining fused elementwise PrimFuncs
    (input quantize, residual adds, output dequantize) get their intermediates inlined and their loops
-   vectorized.
+   vectorized;
+3. ``FuseGraph`` (``graph.py``) after that: a small model's whole chain of kernel calls becomes one PrimFunc,
+   one call per inference instead of a VM instruction stream around each kernel (not inside
+   ``graph.per_kernel()``, for profiling).
 
-Inside ``legalize.disabled()`` our kernels and both additions are skipped (the module then compiles as with
+Inside ``legalize.disabled()`` our kernels and the additions are skipped (the module then compiles as with
 TVM's own pipeline).  Building the pipeline sizes TVM's thread pool to the physical cores (``threads.py``)
-unless ``TVM_NUM_THREADS`` is set.  Neither addition changes what is computed;
+unless ``TVM_NUM_THREADS`` is set.  No addition changes what is computed;
 ``tests/schedules/test_fused.py`` checks bit-exactness against the unfused graph.
 """
 
@@ -29,6 +32,7 @@ from tvm.relax.utils import copy_with_new_vars
 from .concat import SinkIntoConcat
 from .elementwise import ScheduleElementwise
 from .fuse import FuseEpilogue
+from .graph import FuseGraph
 from .ktiles import FuseKTiles
 from .layout import BlockLayout
 from .hostfuncs import separate_host_funcs
@@ -74,6 +78,7 @@ def relax_pipeline(target: tvm.target.Target, fuse: bool = True, blocked: bool =
             passes += legalize_passes(target)
             if ours:
                 passes.append(ScheduleElementwise)
+                passes.append(FuseGraph())
             passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
             if ours:
                 passes.append(separate_host_funcs(target))

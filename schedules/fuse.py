@@ -16,7 +16,7 @@ in view, so it is emitted here, unfused.
 from __future__ import annotations
 
 import tvm
-from tvm import relax, tirx
+from tvm import relax
 
 from . import legalize as L
 from .common import function_bindings, remap_expr, rewrite_relax_functions, use_counts
@@ -44,8 +44,7 @@ def _plan(call, target, lookup):
 
 def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
     kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "dense"
-    lead = list(call.args[0].ty.shape)[0]
-    batch = int(lead.value) if isinstance(lead, tirx.IntImm) else None    # static batch: a static kernel
+    batch = L.static_batch(call)
     funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
     return L.emit_kernel(bb, call, plan, funcs, kind, epi, out_ty, suffix)
 

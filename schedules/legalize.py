@@ -275,11 +275,15 @@ def conv2d_plan_for(call, target, weight: np.ndarray | None = None, data_max: in
             weight, str(data_ty.dtype), str(weight_ty.dtype), out_dtype, target)
         if found is not None:
             return found
+    config = kernel_config(target, out_dtype)
+    # int16 weights on VNNI: split into int8 parts (conv2d_vnni.weight_parts) when every weight is < 32640
+    split = str(weight_ty.dtype) == "int16" and config.vnni and int(attrs.groups) == 1 and weight is not None \
+        and int(weight.max()) < 32640
     try:
         return plan_conv2d([data_ty.shape[0], *dims], wdims, str(data_ty.dtype), out_dtype,
                            [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
-                           [int(d) for d in attrs.dilation], int(attrs.groups),
-                           config=kernel_config(target, out_dtype), weight_dtype=str(weight_ty.dtype))
+                           [int(d) for d in attrs.dilation], int(attrs.groups), config=config,
+                           layout="vnni" if split else None, weight_dtype=str(weight_ty.dtype))
     except ValueError:
         return None
 
@@ -358,7 +362,8 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
         ("_blocked" if BLOCKED in (getattr(plan, "data_layout", ""), getattr(plan, "out_layout", "")) else "")
     weight = call.args[1]
     args = [call.args[0], _weight_input(bb, pack_func, weight, plan.packed_weight_shape,
-                                        getattr(plan, "packed_dtype", plan.weight_dtype), f"{kind}_weight_pack", kind)]
+                                        getattr(plan, "packed_weight_dtype", plan.weight_dtype),
+                                        f"{kind}_weight_pack", kind)]
     if offset_func is not None:
         out_len = plan.out_channels if kind == "conv2d" else plan.outputs
         args.append(_weight_input(bb, offset_func, weight, (out_len,), plan.offset_dtype, f"{kind}_weight_offset",
@@ -371,13 +376,21 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
     return relax.call_tir(kernel_gv, args, out_ty)
 
 
+def static_batch(call) -> int | None:
+    """The batch of ``call``'s data when static (its kernel is then built for it), else None (symbolic ``n``).
+    Every kernel of a graph is built the same way: ``FuseTIR`` (``graph.py``) maps a tensor to the buffers of
+    its producer and its consumers, whose shapes must agree in type."""
+    lead = list(call.args[0].ty.shape)[0]
+    return int(lead.value) if isinstance(lead, tirx.IntImm) else None
+
+
 def _legalize_conv2d(bb, call):
     target = _cpu_target()
     plan = conv2d_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding),
                            data_upper_bound(call.args[0], bb.lookup_binding)) if target is not None else None
     if plan is None:
         return original_legalize("relax.nn.conv2d")(bb, call)
-    return emit_kernel(bb, call, plan, conv2d_primfuncs(plan), "conv2d")
+    return emit_kernel(bb, call, plan, conv2d_primfuncs(plan, static_batch(call)), "conv2d")
 
 
 def _legalize_matmul(bb, call):
@@ -386,7 +399,7 @@ def _legalize_matmul(bb, call):
                           data_upper_bound(call.args[0], bb.lookup_binding)) if target is not None else None
     if plan is None:
         return original_legalize("relax.matmul")(bb, call)
-    return emit_kernel(bb, call, plan, dense_primfuncs(plan), "dense")
+    return emit_kernel(bb, call, plan, dense_primfuncs(plan, static_batch(call)), "dense")
 
 
 def dispatched_kernels(mod: tvm.IRModule, target) -> dict:
@@ -439,8 +452,8 @@ def _legalize_max_pool2d(bb, call):
     plan = max_pool2d_plan_for(call, target) if target is not None else None
     if plan is None:
         return original_legalize("relax.nn.max_pool2d")(bb, call)
-    lead = list(call.args[0].ty.shape)[0]
-    batch = lead.value if isinstance(lead, tirx.IntImm) else tirx.Var("n", "int64")
+    batch = static_batch(call)      # int64, as the other kernels declare it
+    batch = tirx.Var("n", "int64") if batch is None else tirx.IntImm("int64", batch)
     blocked = str(call.attrs.layout) == BLOCKED
     tag = f"max_pool2d_{plan.data_dtype}" + ("_blocked" if blocked else "")
     make = max_pool2d_blocked_primfunc if blocked else max_pool2d_primfunc

@@ -88,8 +88,11 @@ def max_pool2d_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
         with T.prim_func(s_tir=True):
             T.func_name("max_pool2d")
             T.func_attr({"tirx.noalias": True})
-            data = T.arg("data", T.buffer((batch, plan.channels, plan.height, plan.width), plan.data_dtype))
-            out = T.arg("out", T.buffer((batch, plan.channels, oh, ow), plan.data_dtype))
+            # int64 dims, as the other kernels declare them (FuseTIR, graph.py, maps a tensor to the buffers
+            # of its producer and its consumers: their shapes must agree in type)
+            i64 = [tirx.IntImm("int64", d) for d in (plan.channels, plan.height, plan.width, oh, ow)]
+            data = T.arg("data", T.buffer((batch, i64[0], i64[1], i64[2]), plan.data_dtype))
+            out = T.arg("out", T.buffer((batch, i64[0], i64[3], i64[4]), plan.data_dtype))
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((phases, rows, cols), plan.data_dtype, scope="global")
                 fill(pad, rows, cols, lowest, plan.data_dtype, phases)
@@ -121,8 +124,9 @@ def max_pool2d_blocked_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
         with T.prim_func(s_tir=True):
             T.func_name("max_pool2d_blocked")
             T.func_attr({"tirx.noalias": True})
-            data = T.arg("data", T.buffer((batch, plan.channels, plan.height, plan.width, block), dt))
-            out = T.arg("out", T.buffer((batch, plan.channels, oh, ow, block), dt))
+            i64 = [tirx.IntImm("int64", d) for d in (plan.channels, plan.height, plan.width, oh, ow, block)]
+            data = T.arg("data", T.buffer((batch, i64[0], i64[1], i64[2], i64[5]), dt))     # int64 dims: see above
+            out = T.arg("out", T.buffer((batch, i64[0], i64[3], i64[4], i64[5]), dt))
             with T.sblock("root"):
                 pad = T.sblock_alloc_buffer((rows, cols, block), dt, scope="global")
                 with T.serial(0, rows) as y:

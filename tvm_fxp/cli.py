@@ -307,7 +307,8 @@ def cmd_report(args) -> dict:
     if (d / "model.so").exists() and summary.get("target", "host") == "host":
         from .report import timing_markdown, timing_rows
 
-        timing = timing_rows(q, d / "model.so", data.inputs)
+        timing = timing_rows(q, d / "model.so", data.inputs,
+                             accumulator=summary.get("accumulator_policy", "proven"))
         (d / "report_timing.md").write_text(timing_markdown(timing))
         print(timing_markdown(timing, top=10), file=sys.stderr)
     out = render_report(q, summary, d, data.inputs, timing)

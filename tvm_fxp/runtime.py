@@ -136,7 +136,9 @@ def profile(executable_or_path, inputs, repeats: int = 3, device=None) -> list[d
 
     Returns one row per call, in execution order: ``kernel`` (the PrimFunc's symbol), ``ms``, ``shapes``
     (of every tensor argument; the last is the output).  Kernels write their outputs only, so running one
-    again gives the same result.  Use ``layer_times`` to attribute the rows to the layers of a plan."""
+    again gives the same result.  Use ``layer_times`` to attribute the rows to the layers of a plan.  A small
+    model built by ``build`` runs all its kernels as one call (``main_graph0``, ``schedules/graph.py``): build
+    it inside ``tvm_fxp.schedules.per_kernel()`` to time its kernels one by one."""
     import time
 
     dev = device or tvm.cpu()

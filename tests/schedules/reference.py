@@ -76,7 +76,8 @@ def run_kernel(funcs, plan, data, weight, out_shape, target, weight_len) -> np.n
     dev = tvm.cpu()
     w = tvm.runtime.tensor(weight)
     pack = tvm.tirx.build(pack_func, target=target)
-    packed = tvm.runtime.empty(plan.packed_weight_shape, getattr(plan, "weight_dtype", "int8"), dev)
+    packed = tvm.runtime.empty(plan.packed_weight_shape,
+                               getattr(plan, "packed_weight_dtype", getattr(plan, "weight_dtype", "int8")), dev)
     pack(w, packed)
     args = [tvm.runtime.tensor(data), packed]
     if offset_func is not None:

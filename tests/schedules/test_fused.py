@@ -8,6 +8,7 @@ from tvm import relax
 
 import tvm_fxp
 from tvm_fxp.schedules import host, plan_conv2d, plan_dense, conv2d_primfuncs, dense_primfuncs
+from tvm_fxp.schedules import conv2d_vnni
 from tvm_fxp.schedules.fuse import FuseEpilogue
 from tvm_fxp.schedules.cpu_pipeline import relax_pipeline
 
@@ -165,6 +166,8 @@ VNNI = tvm_fxp.schedules.kernel_config(HOST, "int16").vnni
 @pytest.mark.parametrize("shape, strides, padding, dilation", [
     ((2, 16, 12, 11), (1, 1), (1, 1, 1, 1), (1, 1)),
     ((1, 6, 13, 9), (2, 1), (1, 0, 2, 1), (1, 2)),     # channels not a multiple of 4, asymmetric padding
+    ((2, 1, 12, 11), (1, 1), (1, 1, 1, 1), (1, 1)),    # a grey stem: 3 kernel columns folded into each word
+    ((1, 1, 13, 9), (2, 2), (1, 0, 2, 1), (2, 2)),     # folded, with strides, dilation and uneven padding
 ])
 def test_vnni_conv2d_exact(acc, dtype, shape, strides, padding, dilation):
     """Layout "vnni" (vpdpbusd, int32 sums narrowed to the accumulator dtype) equals the int64 reference,
@@ -173,11 +176,35 @@ def test_vnni_conv2d_exact(acc, dtype, shape, strides, padding, dilation):
     c = shape[1]
     x, w = ref.random_operands(rng, shape, (20, c, 3, 3), dtype, acc, c * 9)
     plan = plan_conv2d(x.shape, w.shape, dtype, acc, strides, padding, dilation, target=HOST)
-    assert plan.layout == "vnni"
+    assert plan.layout == "vnni" and conv2d_vnni.folded_taps(plan) == (3 if c == 1 else 1)
     expected = ref.conv2d_ref(x, w, strides, padding, dilation)
     got = ref.run_kernel(conv2d_primfuncs(plan), plan, x, w, expected.shape, HOST, 20)
     np.testing.assert_array_equal(got, expected)
     assert "vpdpbusd" in tvm.tirx.build(conv2d_primfuncs(plan)[2], target=HOST).inspect_source("asm")
+
+
+@pytest.mark.skipif(not VNNI, reason="host has no AVX-512 VNNI")
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("shape, strides, padding, dilation", [
+    ((2, 1, 12, 11), (1, 1), (1, 1, 1, 1), (1, 1)),    # a grey stem (kernel columns folded too)
+    ((1, 6, 13, 9), (2, 1), (1, 0, 2, 1), (1, 2)),
+])
+def test_vnni_conv2d_int16_weights_exact(dtype, shape, strides, padding, dilation):
+    """int16 weights on layout "vnni": each split into int8 parts lo + 256 * hi, summed in two sets of vectors
+    and combined at write-back -- equals the int64 reference, with the extreme weights -32768 and 32639 planted."""
+    rng = np.random.default_rng(5)
+    c = shape[1]
+    x = rng.integers(0, 256, shape) if dtype == "uint8" else rng.integers(-128, 128, shape)
+    w = rng.integers(-300, 301, (20, c, 3, 3))
+    w.flat[rng.integers(0, w.size, 3)] = -32768
+    w.flat[rng.integers(0, w.size, 3)] = 32639
+    x, w = x.astype(dtype), w.astype("int16")
+    plan = plan_conv2d(x.shape, w.shape, dtype, "int32", strides, padding, dilation, target=HOST, layout="vnni",
+                       weight_dtype="int16")
+    assert conv2d_vnni.weight_parts(plan) == 2 and plan.packed_weight_shape[0] == 4
+    expected = ref.conv2d_ref(x, w, strides, padding, dilation)
+    got = ref.run_kernel(conv2d_primfuncs(plan), plan, x, w, expected.shape, HOST, 20)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_epilogue_without_bias_on_dense():
