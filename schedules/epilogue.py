@@ -103,6 +103,14 @@ def _per_channel(value: np.ndarray, out_shape: list, axis) -> np.ndarray | None:
     return np.ascontiguousarray(line.reshape(-1))
 
 
+def _widens(steps: list, last: int) -> bool:
+    """Whether step ``last`` is an ``astype`` of step ``last - 1``'s value to a wider integer type."""
+    op, args, dtype = steps[last]
+    src = steps[last - 1][2]
+    return op == "relax.astype" and args[0] == ("v", last - 1) and src.startswith(("int", "uint")) and \
+        dtype.startswith(("int", "uint")) and np.dtype(dtype).itemsize > np.dtype(src).itemsize
+
+
 def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel_axis: int) -> tuple | None:
     """``(Epilogue, last binding index, covered vars)`` for the elementwise DAG after ``acc_var`` (bound at
     ``bindings[start]``), or None when there is none.
@@ -164,7 +172,9 @@ def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel
         inside = {v for _, v in members} | {acc_var}
         closed = all(uses.get(v, 0) == inner_uses.get(v, 0) and v not in outputs
                      for v in inside if not v.same_as(last))
-        if closed:
+        if closed and len(members) > 1 and _widens(epi.steps, len(members) - 1):
+            closed = False      # a trailing widening astype (e.g. to int64 before a pool's sum) stays outside:
+        if closed:              # the kernel stores the narrow value, its consumer widens it as it reads
             epi.steps = epi.steps[:len(members)]
             epi.out_dtype = str(last.ty.dtype)
             used = {a[1] for _, args, _ in epi.steps for a in args if a[0] == "c"}

@@ -182,6 +182,15 @@ def cpu_ghz() -> float | None:
     return None
 
 
+def _output_size(layer_shape, kernel_shape) -> int:
+    """Elements per image of a layer's output (``layer_shape``: ``(C, H, W)``) as its kernel writes them: NCHW,
+    or blocked ``(N, C/16, H, W, 16)`` with the channels padded to 16 (``schedules/layout.py``)."""
+    shape = [int(s) for s in layer_shape]
+    if len(kernel_shape) == 5 and len(shape) == 3 and int(kernel_shape[-1]) == 16:
+        shape[0] = -(-shape[0] // 16) * 16
+    return int(np.prod(shape))
+
+
 def layer_times(q, rows: list[dict], batch: int = 1) -> list[dict]:
     """Attribute ``profile`` rows to the weighted layers of ``q`` (a bound plan): each conv2d/matmul kernel
     call (``fxp_conv2d*``/``fxp_dense*``, in execution order) to the next weighted layer whose output has
@@ -195,7 +204,7 @@ def layer_times(q, rows: list[dict], batch: int = 1) -> list[dict]:
         if r["kernel"].startswith(("fxp_conv2d", "fxp_dense")) and "weight_pack" not in r["kernel"]:
             size = int(np.prod(r["shapes"][-1])) if r["shapes"] else -1
             for j in range(k, len(weighted)):
-                if int(np.prod(weighted[j].out_shape)) * batch == size:
+                if _output_size(weighted[j].out_shape, r["shapes"][-1] if r["shapes"] else ()) * batch == size:
                     row.update(layer=weighted[j].name, macs=int(weighted[j].macs) * batch)
                     k = j + 1
                     break
