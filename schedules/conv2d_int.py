@@ -254,7 +254,9 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
         layout, lanes = "vnni", 16
         plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                           tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, layout, lanes, 1, weight_dtype)
-        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, VNNI_MAX_BLOCK)})
+        # int16 weights: two sums (lo, hi) per position in registers, so half the block
+        most = VNNI_MAX_BLOCK // (2 if weight_dtype == "int16" else 1)
+        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, most)})
     elif layout == "vnni":
         raise ValueError("conv2d: layout 'vnni' needs groups == 1")
     if requested in (None, "depthwise", "depthwise_vnni"):

@@ -86,7 +86,7 @@ def folded_taps(plan) -> int:
 def weight_parts(plan) -> int:
     """2 for int16 weights: each is split into int8 parts ``w = lo + 256 * hi`` (``lo`` in [-128, 127], ``hi =
     (w - lo) >> 8``, an int8 for every ``w < 32640``: the legalization only plans such weights here), packed
-    as two sets of output-channel vectors (``lo`` in blocks ``0..OCB-1``, ``hi`` in ``OCB..2*OCB-1``) and
+    as two output-channel vectors per 16 channels (``lo`` in block ``2*ob``, ``hi`` in ``2*ob + 1``) and
     combined as ``conv_lo + 256 * conv_hi`` in int32 at write-back (exact: int32 arithmetic is modular and the
     proven sum fits).  1 for int8 weights."""
     return 2 if plan.weight_dtype == "int16" else 1
@@ -102,17 +102,17 @@ def packed_weight_shape(plan) -> tuple:
 
 def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
     oc, c, zero = plan.out_channels, plan.channels, tirx.const(0, "int8")
-    taps, ocb = folded_taps(plan), _ceil_div(plan.out_channels, LANES)
+    taps = folded_taps(plan)
 
     def part(w, ob):    # int8 weights as they are; int16: lo (blocks < OCB) or hi (see weight_parts)
         if weight_parts(plan) == 1:
             return w
         w = w.astype("int32")
         lo = ((w + 128) & 255) - 128
-        return tirx.Select(ob < ocb, lo, (w - lo) >> 8).astype("int8")
+        return tirx.Select(ob % 2 == 0, lo, (w - lo) >> 8).astype("int8")
 
     def channel(ob, v):
-        return (ob % ocb) * LANES + v
+        return (ob // weight_parts(plan)) * LANES + v
 
     if taps > 1:
         return te.compute(packed_weight_shape(plan), lambda ob, _q, ky, _x, v, k: tirx.if_then_else(
@@ -214,7 +214,7 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     def summed(b, ob, p, v):      # int16 weights: lo + 256 * hi
         if parts == 1:
             return conv[b, ob, p, v]
-        return conv[b, ob, p, v] + conv[b, ob + ocb, p, v] * tirx.const(256, "int32")
+        return conv[b, 2 * ob, p, v] + conv[b, 2 * ob + 1, p, v] * tirx.const(256, "int32")
 
     def finish(value, o):
         if offset is not None:
@@ -254,18 +254,25 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     conv = sch.get_sblock("conv")
     n, ob, p, v, rq, rky, rkx, rk = sch.get_loops(conv)
     po, pi = sch.split(p, [None, plan.block])
+    split = weight_parts(plan) == 2
     inner = [pi]
-    if channel_blocks(plan) > 1:
-        ob, obi = sch.split(ob, [None, channel_blocks(plan)])
-        inner = [obi, pi]
-    sch.reorder(n, ob, po, rq, rky, rkx, *inner, v, rk)
+    if split:       # int16 weights: the lo and hi sums of a block side by side (2 x R accumulators)
+        ob, part = sch.split(ob, [None, 2])
+        sch.reorder(n, ob, po, part, rq, rky, rkx, pi, v, rk)
+    else:
+        if channel_blocks(plan) > 1:
+            ob, obi = sch.split(ob, [None, channel_blocks(plan)])
+            inner = [obi, pi]
+        sch.reorder(n, ob, po, rq, rky, rkx, *inner, v, rk)
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, po)
     if _has_block(sch, "epilogue"):
-        if weight_parts(plan) == 1:
+        if not split:
             sch.reverse_compute_inline(sch.get_sblock("epilogue"))
-        else:       # it reads two blocks of sums: applied as the tiles are unpacked
-            sch.compute_inline(sch.get_sblock("epilogue"))
+        else:       # it reads both sums of the block, right after their write-back (still in L1)
+            epi = sch.get_sblock("epilogue")
+            sch.reverse_compute_at(epi, po)
+            sch.vectorize(sch.get_loops(epi)[-1])
     for loop in inner:
         sch.unroll(loop)
     depth = len(inner)

@@ -315,8 +315,24 @@ def dense_plan_for(call, target, weight: np.ndarray | None = None, data_max: int
         return None
 
 
-def _run_on_host(func: tirx.PrimFunc, weight: np.ndarray, out_shape, out_dtype: str) -> np.ndarray:
+_HOST_LIBS: dict = {}      # structural hash -> [(PrimFunc, its host build)]: a packing is compiled once
+
+
+def _host_lib(func: tirx.PrimFunc):
+    """``func`` built for the host, cached per process: the packings depend on the layer's shapes only, and a
+    build compiles many layers of one shape (and a search, the same layers many times); LLVM takes ~0.2 s
+    per build."""
+    bucket = _HOST_LIBS.setdefault(tvm_ffi.structural_hash(func), [])
+    for known, lib in bucket:
+        if tvm_ffi.structural_equal(known, func):
+            return lib
     lib = tvm.tirx.build(func, target=tvm.target.Target("llvm"))
+    bucket.append((func, lib))
+    return lib
+
+
+def _run_on_host(func: tirx.PrimFunc, weight: np.ndarray, out_shape, out_dtype: str) -> np.ndarray:
+    lib = _host_lib(func)
     out = tvm.runtime.empty(tuple(out_shape), out_dtype, tvm.cpu())
     lib(tvm.runtime.tensor(weight), out)
     return out.numpy()
