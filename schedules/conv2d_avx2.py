@@ -22,8 +22,8 @@ without AVX-512):
   they are proven below 2**15 too, so it is only chosen on request (``layout="avx2_madd"``, or inside
   ``prefer_madd()``): the bench runs it on the same int16-safe plan, where it is exact.
 
-Everything else (padding, register blocking over ``R`` positions, the fused epilogue at write-back) is the
-VNNI kernel's (``conv2d_vnni``).
+Everything else (padding, register blocking over ``R`` positions -- here ``R`` columns of one output row,
+``row_width`` --, the fused epilogue at write-back) is the VNNI kernel's (``conv2d_vnni``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ LAYOUTS = {"avx2_acc16": (8, 4, "int16"), "avx2_madd": (8, 4, "int32")}    # lay
 ACC16 = "tvm_fxp.avx2_pmaddubsw_8x2x2_i16"
 MADD32 = "tvm_fxp.avx2_pmaddubsw_pmaddwd_8x4_i32"
 MAX_BLOCK = {"avx2_acc16": 8, "avx2_madd": 8}
-"""Positions blocked in ymm accumulators.  Not the 12 (acc16) / 10 (madd) ymm registers would allow: each
-position of a block reads through its own base pointer (``p // OW``, ``p % OW`` are not affine in the block),
-and past ~8 of them LLVM spills pointers and accumulators in the hot loop (llvm-mca haswell, 32->32 3x3 acc16
-inner loop: 21.5 MACs/cycle at R=11, 27.1 at R=7).  Measured on the reference models' six AVX2 conv shapes
-(this host, one thread, min of 25 interleaved runs, kernel sums): acc16 R<=12 0.889 of madd R<=10, R<=8 0.680;
-madd R<=8 0.911 (the int32 baseline gets its best block too): acc16 / madd at R<=8: 0.746."""
+"""Positions blocked in ymm accumulators: ``R`` columns of one output row (``row_width``), so a block reads its
+inputs through one base pointer (``R`` consecutive flattened positions each needed their own -- ``p // OW``,
+``p % OW`` are not affine in the block --, and past ~8 of them LLVM spilled pointers and accumulators: llvm-mca
+haswell, 32->32 3x3 acc16 inner loop 21.5 MACs/cycle at R=11, 27.1 at R=7).  Rows of 14 and 28 columns take
+R = 7; R = 14 (14 of the 16 ymm registers as accumulators) spills: acc16 1.16x the cycles of R = 7.  Measured on
+the reference models' seven AVX2 conv shapes (this host, one thread, min of 21 interleaved runs, load ~5, kernel
+sums): row blocks vs flattened blocks of <= 8 positions acc16 0.972, madd 0.978; acc16 / madd 0.746 (flattened
+0.750)."""
 
 _switch = threading.local()
 
@@ -161,13 +163,21 @@ def pack_weight(weight: te.Tensor, plan) -> te.Tensor:
     return te.compute(packed_weight_shape(plan), f, name="weight_pack")
 
 
+def row_width(plan) -> int:
+    """Output columns per row, padded to whole register blocks: a block is ``R = plan.block`` columns of one
+    output row, so its positions' inputs are one base pointer plus constant offsets."""
+    return _ceil_div(plan.out_hw[1], plan.block) * plan.block
+
+
 def conv2d_compute(data, packed, plan, epilogue=None, params=()):
     lanes, group, acc = LAYOUTS[plan.layout]
     n = data.shape[0]
     (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
-    pt, pl, _, _ = plan.padding
-    hp, wp = plan.padded_hw
+    pt, pl, pb, pr = plan.padding
     oh, ow = plan.out_hw
+    owp = row_width(plan)
+    hp = plan.height + pt + pb
+    wp = max(plan.width + pl + pr, (owp - 1) * sw + (kw - 1) * dw + 1)
     c, oc = plan.channels, plan.out_channels
 
     def inside(y, x):
@@ -182,21 +192,21 @@ def conv2d_compute(data, packed, plan, epilogue=None, params=()):
     if plan.layout == "avx2_acc16":     # two 16-bit partial sums per output channel (input pairs 0-1, 2-3)
         rk = te.reduce_axis((0, 2), "rk")
         part = te.compute(
-            (n, ocb, plan.padded_positions, lanes, 2),
-            lambda b, ob, p, v, h: te.sum(
-                pad[b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, h * 2 + rk].astype(acc)
+            (n, ocb, oh, owp, lanes, 2),
+            lambda b, ob, y, x, v, h: te.sum(
+                pad[b, rq, y * sh + rky * dh, x * sw + rkx * dw, h * 2 + rk].astype(acc)
                 * packed[ob, rq, rky, rkx, v, h, rk].astype(acc), axis=[rq, rky, rkx, rk]),
             name="conv")
         # both fit int16 (each is a partial sum of the proven bound), so their int16 sum is the exact total
         rh = te.reduce_axis((0, 2), "rh")
-        conv = te.compute((n, ocb, plan.padded_positions, lanes),
-                          lambda b, ob, p, v: te.sum(part[b, ob, p, v, rh], axis=rh), name="pair_sum")
+        conv = te.compute((n, ocb, oh, owp, lanes),
+                          lambda b, ob, y, x, v: te.sum(part[b, ob, y, x, v, rh], axis=rh), name="pair_sum")
     else:
         rk = te.reduce_axis((0, group), "rk")
         conv = te.compute(
-            (n, ocb, plan.padded_positions, lanes),
-            lambda b, ob, p, v: te.sum(
-                pad[b, rq, (p // ow) * sh + rky * dh, (p % ow) * sw + rkx * dw, rk].astype(acc)
+            (n, ocb, oh, owp, lanes),
+            lambda b, ob, y, x, v: te.sum(
+                pad[b, rq, y * sh + rky * dh, x * sw + rkx * dw, rk].astype(acc)
                 * packed[ob, rq, rky, rkx, v, rk].astype(acc), axis=[rq, rky, rkx, rk]),
             name="conv")
 
@@ -204,11 +214,11 @@ def conv2d_compute(data, packed, plan, epilogue=None, params=()):
         return value.astype(plan.acc_dtype)
 
     if epilogue is not None:
-        epi = te.compute(conv.shape, lambda b, ob, p, v: epilogue.apply(
-            finish(conv[b, ob, p, v]), tirx.min(ob * lanes + v, oc - 1), params), name="epilogue")
-        return te.compute((n, oc, oh, ow), lambda b, o, y, x: epi[b, o // lanes, y * ow + x, o % lanes],
+        epi = te.compute(conv.shape, lambda b, ob, y, x, v: epilogue.apply(
+            finish(conv[b, ob, y, x, v]), tirx.min(ob * lanes + v, oc - 1), params), name="epilogue")
+        return te.compute((n, oc, oh, ow), lambda b, o, y, x: epi[b, o // lanes, y, x, o % lanes],
                           name="conv_unpack")
-    return te.compute((n, oc, oh, ow), lambda b, o, y, x: finish(conv[b, o // lanes, y * ow + x, o % lanes]),
+    return te.compute((n, oc, oh, ow), lambda b, o, y, x: finish(conv[b, o // lanes, y, x, o % lanes]),
                       name="conv_unpack")
 
 
@@ -217,13 +227,13 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
     conv = sch.get_sblock("conv")
     acc16 = plan.layout == "avx2_acc16"
     if acc16:
-        n, ob, p, v, h, rq, rky, rkx, rk = sch.get_loops(conv)
+        n, ob, y, x, v, h, rq, rky, rkx, rk = sch.get_loops(conv)
         lanes = [v, h]
     else:
-        n, ob, p, v, rq, rky, rkx, rk = sch.get_loops(conv)
+        n, ob, y, x, v, rq, rky, rkx, rk = sch.get_loops(conv)
         lanes = [v]
-    po, pi = sch.split(p, [None, plan.block])
-    sch.reorder(n, ob, po, rq, rky, rkx, pi, *lanes, rk)
+    po, pi = sch.split(x, [None, plan.block])
+    sch.reorder(n, ob, y, po, rq, rky, rkx, pi, *lanes, rk)
     accb = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(accb, po)
     if acc16:       # the pair of partial sums is added as the registers are written back

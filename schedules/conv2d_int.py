@@ -287,7 +287,7 @@ def plan_conv2d(data_shape, weight_shape, data_dtype: str, acc_dtype: str, strid
         plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                           tuple(int(d) for d in dilation), 1, data_dtype, acc_dtype, avx2, LAYOUTS[avx2][0], 1,
                           weight_dtype)
-        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.positions, MAX_BLOCK[avx2])})
+        return Conv2dPlan(**{**plan.__dict__, "block": choose_block(plan.out_hw[1], MAX_BLOCK[avx2])})   # of a row
     plan = Conv2dPlan(c, h, w, oc, (kh, kw), tuple(int(s) for s in strides), padding,
                       tuple(int(d) for d in dilation), int(groups), data_dtype, acc_dtype, layout, lanes, 1,
                       weight_dtype)
