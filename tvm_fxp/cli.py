@@ -215,7 +215,8 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
                     "labels": "label-free" if not evaluate.use_labels else "top-1",
                     "evaluations": int(evaluate.evaluations), "wall_s": round(wall, 2),
                     # CPU seconds of this process (all its threads): on a shared machine the wall time is not ours
-                    "cpu_s": round(time.process_time() - cpu0, 2), "images_simulated": int(evaluate.images),
+                    "cpu_s": round(time.process_time() - cpu0, 2),
+                    "images_simulated": int(evaluate.images + (evaluate.check.images if evaluate.check else 0)),
                     "stopped_by": "time limit" if evaluate.out_of_time() and args.time_limit else "its own rule",
                     "time_limit_s": args.time_limit,
                     "check": None if evaluate.check is None else {
