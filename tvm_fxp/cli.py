@@ -178,7 +178,7 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
     the plan's accuracy on the search data).  The test split cannot be read meanwhile (``TestSplitGuard``)."""
     from .methods import get_method, needs_evaluation
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     info = None
     with TestSplitGuard(f"the {method.name} search"):
         evaluate, sd = None, None
@@ -215,6 +215,9 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
             info = {"data": sd.source, "inputs": int(count(sd.inputs)),
                     "labels": "label-free" if not evaluate.use_labels else "top-1",
                     "evaluations": int(evaluate.evaluations), "wall_s": round(wall, 2),
+                    # CPU seconds of this process (all its threads): on a shared machine the wall time is not ours
+                    "cpu_s": round(time.process_time() - cpu0, 2),
+                    "images_simulated": int(evaluate.images + (evaluate.check.images if evaluate.check else 0)),
                     "stopped_by": "time limit" if evaluate.out_of_time() and args.time_limit else "its own rule",
                     "time_limit_s": args.time_limit,
                     "check": None if evaluate.check is None else {

@@ -209,3 +209,17 @@ def test_debruin_max_tiles_flag(tmp_path, capsys, monkeypatch):
     proofs = json.loads((out / "plan.json").read_text())["proofs"]
     assert proofs and all("tiles" not in p and p["bound"] < 1 << 15 for p in proofs.values())
     assert json.loads((out / "summary.json").read_text())["bit_exact"] is True
+
+
+def test_check_split_is_the_validation_images_after_the_search():
+    """goyal2021's and fxpqnet's check split: the ``--search-size`` validation images after the search's own,
+    none of them a search image; a source without a validation split has none."""
+    from tvm_fxp.cli import build_parser, check_data
+    from tvm_fxp.datasets import fashion_mnist
+
+    args = build_parser().parse_args(["quantize", "m.onnx", "--calib", "fashion-mnist", "--out", "o",
+                                      "--search-size", "300"])
+    c, val = check_data("fashion-mnist", args), fashion_mnist("val", limit=600)
+    assert np.array_equal(c.inputs, val.inputs[300:600]) and np.array_equal(c.labels, val.labels[300:600])
+    assert "images 300-599" in c.source and "val split" in c.source
+    assert check_data("synthetic", args) is None
