@@ -6,11 +6,18 @@ walks the fusion needs live here, over TVM's own IR classes.
 
 from __future__ import annotations
 
-from tvm import relax
+from tvm import relax, tirx
 
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def shape64(*dims) -> tuple:
+    """A buffer shape with int64 dimensions (Python ints as ``int64`` immediates, expressions as they are), as
+    ``te.create_prim_func(..., "int64")`` declares the other kernels' buffers: ``FuseTIR`` (``graph.py``) maps a
+    tensor to the buffers of its producer and its consumers, whose shapes must agree in type."""
+    return tuple(tirx.IntImm("int64", d) if isinstance(d, int) else d for d in dims)
 
 
 def has_block(sch, name: str) -> bool:

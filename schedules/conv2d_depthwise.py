@@ -51,7 +51,7 @@ from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from .common import ceil_div
+from .common import ceil_div, shape64
 
 VECTOR_BYTES = {"x86-avx512": 64, "x86-avx2": 32}
 VNNI_LANES, TAPS = 16, 4            # vpdpbusd: 16 int32 lanes, each the sum of 4 u8 x s8 products
@@ -135,11 +135,11 @@ def _kernel(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
         with T.prim_func(s_tir=True):
             T.func_name("conv2d_depthwise")
             T.func_attr({"tirx.noalias": True})
-            data = T.arg("data", T.buffer((batch, c_, h, w), dt))
+            data = T.arg("data", T.buffer(shape64(batch, c_, h, w), dt))
             weight = T.arg("weight_packed", T.buffer(packed_weight_shape(plan), "int8"))
             consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
                                                   for j, k in enumerate(epilogue.consts)]
-            out = T.arg("out", T.buffer((batch, c_, oh, ow), out_dtype))
+            out = T.arg("out", T.buffer(shape64(batch, c_, oh, ow), out_dtype))
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((phases, rows, cols), dt, scope="global")
                 accum = T.sblock_alloc_buffer((lanes,), acc, scope="local")
@@ -217,11 +217,11 @@ def _kernel_vnni(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc:
         with T.prim_func(s_tir=True):
             T.func_name("conv2d_depthwise_vnni")
             T.func_attr({"tirx.noalias": True})
-            data = T.arg("data", T.buffer((batch, c_, h, w), plan.data_dtype))
+            data = T.arg("data", T.buffer(shape64(batch, c_, h, w), plan.data_dtype))
             weight = T.arg("weight_packed", T.buffer(packed_weight_shape(plan), "int8"))
             consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
                                                   for j, k in enumerate(epilogue.consts)]
-            out = T.arg("out", T.buffer((batch, c_, oh, ow), out_dtype))
+            out = T.arg("out", T.buffer(shape64(batch, c_, oh, ow), out_dtype))
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((rows * row_len + 64,), "uint8", scope="global")   # + one load of slack
                 accum = T.sblock_alloc_buffer((lanes,), "int32", scope="local")
@@ -288,11 +288,11 @@ def _kernel_blocked(plan, batch, out_dtype: str, epilogue=None) -> tirx.PrimFunc
         with T.prim_func(s_tir=True):
             T.func_name("conv2d_depthwise_blocked")
             T.func_attr({"tirx.noalias": True})
-            data = T.arg("data", T.buffer((batch, cb_, h, w, BLOCK), plan.data_dtype))
+            data = T.arg("data", T.buffer(shape64(batch, cb_, h, w, BLOCK), plan.data_dtype))
             weight = T.arg("weight_packed", T.buffer(packed_weight_shape(plan), "int8"))
             consts = [] if epilogue is None else [T.arg(f"epilogue_c{j}", T.buffer((k.size,), str(k.dtype)))
                                                   for j, k in enumerate(epilogue.consts)]
-            out = T.arg("out", T.buffer((batch, cb_, oh, ow, BLOCK), out_dtype))
+            out = T.arg("out", T.buffer(shape64(batch, cb_, oh, ow, BLOCK), out_dtype))
             with T.sblock("root"):
                 pad = T.sblock_alloc_buffer((rows * cols * BLOCK,), "uint8", scope="global")
                 accum = T.sblock_alloc_buffer((tile * BLOCK,), "int32", scope="local")

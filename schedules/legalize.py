@@ -392,12 +392,12 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
     return relax.call_tir(kernel_gv, args, out_ty)
 
 
-def static_batch(call) -> int | None:
-    """The batch of ``call``'s data when static (its kernel is then built for it), else None (symbolic ``n``).
-    Every kernel of a graph is built the same way: ``FuseTIR`` (``graph.py``) maps a tensor to the buffers of
-    its producer and its consumers, whose shapes must agree in type."""
+def static_batch(call) -> tirx.IntImm | None:
+    """The batch of ``call``'s data when static, as an int64 (its kernel is then built for it), else None
+    (symbolic ``n``).  Every kernel of a graph is built the same way: ``FuseTIR`` (``graph.py``) maps a tensor
+    to the buffers of its producer and its consumers, whose shapes must agree in type."""
     lead = list(call.args[0].ty.shape)[0]
-    return int(lead.value) if isinstance(lead, tirx.IntImm) else None
+    return tirx.IntImm("int64", int(lead.value)) if isinstance(lead, tirx.IntImm) else None
 
 
 def _legalize_conv2d(bb, call):
@@ -468,8 +468,8 @@ def _legalize_max_pool2d(bb, call):
     plan = max_pool2d_plan_for(call, target) if target is not None else None
     if plan is None:
         return original_legalize("relax.nn.max_pool2d")(bb, call)
-    batch = static_batch(call)      # int64, as the other kernels declare it
-    batch = tirx.Var("n", "int64") if batch is None else tirx.IntImm("int64", batch)
+    batch = static_batch(call)
+    batch = tirx.Var("n", "int64") if batch is None else batch
     blocked = str(call.attrs.layout) == BLOCKED
     tag = f"max_pool2d_{plan.data_dtype}" + ("_blocked" if blocked else "")
     make = max_pool2d_blocked_primfunc if blocked else max_pool2d_primfunc

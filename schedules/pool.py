@@ -27,7 +27,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from .common import ceil_div
+from .common import ceil_div, shape64
 from .conv2d_depthwise import VECTOR_BYTES, copy_plane, fill
 
 POOL_DTYPES = ("int8", "uint8", "int16")
@@ -88,11 +88,8 @@ def max_pool2d_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
         with T.prim_func(s_tir=True):
             T.func_name("max_pool2d")
             T.func_attr({"tirx.noalias": True})
-            # int64 dims, as the other kernels declare them (FuseTIR, graph.py, maps a tensor to the buffers
-            # of its producer and its consumers: their shapes must agree in type)
-            i64 = [tirx.IntImm("int64", d) for d in (plan.channels, plan.height, plan.width, oh, ow)]
-            data = T.arg("data", T.buffer((batch, i64[0], i64[1], i64[2]), plan.data_dtype))
-            out = T.arg("out", T.buffer((batch, i64[0], i64[3], i64[4]), plan.data_dtype))
+            data = T.arg("data", T.buffer(shape64(batch, plan.channels, plan.height, plan.width), plan.data_dtype))
+            out = T.arg("out", T.buffer(shape64(batch, plan.channels, oh, ow), plan.data_dtype))
             with T.sblock("root"):   # s_tir form: Relax's analyses of call_tir'd PrimFuncs expect it
                 pad = T.sblock_alloc_buffer((phases, rows, cols), plan.data_dtype, scope="global")
                 fill(pad, rows, cols, lowest, plan.data_dtype, phases)
@@ -124,9 +121,8 @@ def max_pool2d_blocked_primfunc(plan: PoolPlan, batch) -> tirx.PrimFunc:
         with T.prim_func(s_tir=True):
             T.func_name("max_pool2d_blocked")
             T.func_attr({"tirx.noalias": True})
-            i64 = [tirx.IntImm("int64", d) for d in (plan.channels, plan.height, plan.width, oh, ow, block)]
-            data = T.arg("data", T.buffer((batch, i64[0], i64[1], i64[2], i64[5]), dt))     # int64 dims: see above
-            out = T.arg("out", T.buffer((batch, i64[0], i64[3], i64[4], i64[5]), dt))
+            data = T.arg("data", T.buffer(shape64(batch, plan.channels, plan.height, plan.width, block), dt))
+            out = T.arg("out", T.buffer(shape64(batch, plan.channels, oh, ow, block), dt))
             with T.sblock("root"):
                 pad = T.sblock_alloc_buffer((rows, cols, block), dt, scope="global")
                 with T.serial(0, rows) as y:
