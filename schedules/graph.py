@@ -10,9 +10,10 @@ primitive Relax function and lets TVM's own ``FuseTIR`` merge the kernels' bodie
 intermediates become buffers allocated inside it, every kernel keeps its own loops and schedule, so the
 same integers are computed in the same order; only the VM's work between the kernels goes.
 
-Only functions whose kernel outputs total at most ``max_bytes`` at batch 1 are fused (the reference models:
-~0.1 MB; the 224x224 networks, tens of MB, whose kernels dwarf the VM's work, are left as they are: one
-giant function would only cost compile time).  Inside ``per_kernel()`` (this thread) nothing is fused: a
+Only functions whose kernel outputs total at most ``max_bytes`` at batch 1 and that make at most
+``MAX_KERNELS`` calls are fused (the reference models: ~0.1 MB, 15 to 20 calls; the 224x224 networks, tens
+of MB, whose kernels dwarf the VM's work, and the robustness tests' graphs of hundreds of small cases are left
+as they are: one giant function would only cost compile time).  Inside ``per_kernel()`` (this thread) nothing is fused: a
 build whose kernel calls ``runtime.profile`` can time one by one.  When ``FuseTIR`` cannot merge a run
 (e.g. two kernels declare the same tensor with different index types), the module is left unfused with a
 warning: the build is still correct, only slower.
@@ -30,6 +31,7 @@ from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
 MAX_BYTES = 1 << 20
+MAX_KERNELS = 64        # calls per function (the reference models: 15 to 20); more would only cost compile time
 _switch = threading.local()
 
 
@@ -79,16 +81,17 @@ def _free_vars(expr, out: list, consts: bool = False) -> list:
 
 
 def _small(func: relax.Function, max_bytes: int) -> bool:
-    """Whether every kernel output of ``func`` has a known size and they total at most ``max_bytes``."""
-    total = 0
+    """Whether ``func`` makes at most ``MAX_KERNELS`` kernel calls, every kernel output has a known size and
+    they total at most ``max_bytes``."""
+    total, calls = 0, 0
     for block in func.body.blocks:
         for b in block.bindings:
             if _call_tir(b.value):
                 size = _bytes(b.var.ty)
                 if size is None:
                     return False
-                total += size
-    return total <= max_bytes
+                total, calls = total + size, calls + 1
+    return total <= max_bytes and calls <= MAX_KERNELS
 
 
 def _runs(bindings: list) -> list:
@@ -212,7 +215,7 @@ def FuseGraph(max_bytes: int | None = None) -> tvm.transform.Pass:  # noqa: N802
             return mod
         try:
             return relax.transform.FuseTIR()(relax.transform.Normalize()(mb.get()))
-        except tvm.error.TVMError as e:
+        except (tvm.error.InternalError, ValueError, TypeError, RuntimeError) as e:    # TVM's errors
             warnings.warn(f"tvm_fxp: the kernels of {', '.join(fused)} stay separate calls (FuseTIR: "
                           f"{str(e).strip().splitlines()[-1][:200]})", stacklevel=2)
             return mod
