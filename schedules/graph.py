@@ -22,6 +22,7 @@ warning: the build is still correct, only slower.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import warnings
 
@@ -94,11 +95,28 @@ def _small(func: relax.Function, max_bytes: int) -> bool:
     return total <= max_bytes and calls <= MAX_KERNELS
 
 
-def _runs(bindings: list) -> list:
-    """Maximal runs ``[start, stop)`` of at least two call_tir bindings."""
+def _int64_dims(func) -> bool:
+    """Whether every buffer parameter of a PrimFunc has int64 dims (ours and TVM's legalized ops do; a few
+    TVM kernels declare int32 dims, and FuseTIR cannot map one tensor to buffers whose dims differ in type)."""
+    if not isinstance(func, tirx.PrimFunc):
+        return False
+    # 0.27's Python PrimFunc has no buffer_map: read the signature as TVMScript prints it (int64 constants as
+    # T.int64(k), int32 ones bare)
+    signature = next((line for line in func.script().splitlines() if line.startswith("def ")), "")
+    shapes = re.findall(r'T\.Buffer\(\((.*?)\), "', signature)
+    return all(re.fullmatch(r"\s*(T\.int64\(\d+\)|[A-Za-z_]\w*)\s*", d) for shape in shapes
+               for d in shape.split(",") if d.strip())
+
+
+def _runs(bindings: list, mod=None) -> list:
+    """Maximal runs ``[start, stop)`` of at least two call_tir bindings (of PrimFuncs of ``mod`` with int64
+    dims, when given)."""
+    def fusible(value):
+        return _call_tir(value) and (mod is None or _int64_dims(mod[value.args[0]]))
+
     runs, start = [], None
     for k, b in enumerate(bindings + [None]):
-        if b is not None and _call_tir(b.value):
+        if b is not None and fusible(b.value):
             start = k if start is None else start
             continue
         if start is not None and k - start >= 2:
@@ -164,7 +182,7 @@ def group_function(func: relax.Function, name: str, mb: relax.BlockBuilder) -> t
     new_blocks = []
     for bi, block in enumerate(blocks):
         bindings = list(block.bindings)
-        runs = _runs(bindings) if isinstance(block, relax.DataflowBlock) else []
+        runs = _runs(bindings, mb.get()) if isinstance(block, relax.DataflowBlock) else []
         if not runs:
             new_blocks.append(block)
             continue
