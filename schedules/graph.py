@@ -10,9 +10,10 @@ primitive Relax function and lets TVM's own ``FuseTIR`` merge the kernels' bodie
 intermediates become buffers allocated inside it, every kernel keeps its own loops and schedule, so the
 same integers are computed in the same order; only the VM's work between the kernels goes.
 
-Only functions whose kernel outputs total at most ``max_bytes`` at batch 1 are fused (the reference models:
-~0.1 MB; the 224x224 networks, tens of MB, whose kernels dwarf the VM's work, are left as they are: one
-giant function would only cost compile time).  Inside ``per_kernel()`` (this thread) nothing is fused: a
+Only functions whose kernel outputs total at most ``max_bytes`` at batch 1 and that make at most
+``MAX_KERNELS`` calls are fused (the reference models: ~0.1 MB, 15 to 20 calls; the 224x224 networks, tens
+of MB, whose kernels dwarf the VM's work, and the robustness tests' graphs of hundreds of small cases are left
+as they are: one giant function would only cost compile time).  Inside ``per_kernel()`` (this thread) nothing is fused: a
 build whose kernel calls ``runtime.profile`` can time one by one.  When ``FuseTIR`` cannot merge a run
 (e.g. two kernels declare the same tensor with different index types), the module is left unfused with a
 warning: the build is still correct, only slower.
@@ -21,6 +22,7 @@ warning: the build is still correct, only slower.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import warnings
 
@@ -30,6 +32,7 @@ from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
 MAX_BYTES = 1 << 20
+MAX_KERNELS = 64        # calls per function (the reference models: 15 to 20); more would only cost compile time
 _switch = threading.local()
 
 
@@ -79,23 +82,41 @@ def _free_vars(expr, out: list, consts: bool = False) -> list:
 
 
 def _small(func: relax.Function, max_bytes: int) -> bool:
-    """Whether every kernel output of ``func`` has a known size and they total at most ``max_bytes``."""
-    total = 0
+    """Whether ``func`` makes at most ``MAX_KERNELS`` kernel calls, every kernel output has a known size and
+    they total at most ``max_bytes``."""
+    total, calls = 0, 0
     for block in func.body.blocks:
         for b in block.bindings:
             if _call_tir(b.value):
                 size = _bytes(b.var.ty)
                 if size is None:
                     return False
-                total += size
-    return total <= max_bytes
+                total, calls = total + size, calls + 1
+    return total <= max_bytes and calls <= MAX_KERNELS
 
 
-def _runs(bindings: list) -> list:
-    """Maximal runs ``[start, stop)`` of at least two call_tir bindings."""
+def _int64_dims(func) -> bool:
+    """Whether every buffer parameter of a PrimFunc has int64 dims (ours and TVM's legalized ops do; a few
+    TVM kernels declare int32 dims, and FuseTIR cannot map one tensor to buffers whose dims differ in type)."""
+    if not isinstance(func, tirx.PrimFunc):
+        return False
+    # 0.27's Python PrimFunc has no buffer_map: read the signature as TVMScript prints it (int64 constants as
+    # T.int64(k), int32 ones bare)
+    signature = next((line for line in func.script().splitlines() if line.startswith("def ")), "")
+    shapes = re.findall(r'T\.Buffer\(\((.*?)\), "', signature)
+    return all(re.fullmatch(r"\s*(T\.int64\(\d+\)|[A-Za-z_]\w*)\s*", d) for shape in shapes
+               for d in shape.split(",") if d.strip())
+
+
+def _runs(bindings: list, mod=None) -> list:
+    """Maximal runs ``[start, stop)`` of at least two call_tir bindings (of PrimFuncs of ``mod`` with int64
+    dims, when given)."""
+    def fusible(value):
+        return _call_tir(value) and (mod is None or _int64_dims(mod[value.args[0]]))
+
     runs, start = [], None
     for k, b in enumerate(bindings + [None]):
-        if b is not None and _call_tir(b.value):
+        if b is not None and fusible(b.value):
             start = k if start is None else start
             continue
         if start is not None and k - start >= 2:
@@ -161,7 +182,7 @@ def group_function(func: relax.Function, name: str, mb: relax.BlockBuilder) -> t
     new_blocks = []
     for bi, block in enumerate(blocks):
         bindings = list(block.bindings)
-        runs = _runs(bindings) if isinstance(block, relax.DataflowBlock) else []
+        runs = _runs(bindings, mb.get()) if isinstance(block, relax.DataflowBlock) else []
         if not runs:
             new_blocks.append(block)
             continue
@@ -212,7 +233,7 @@ def FuseGraph(max_bytes: int | None = None) -> tvm.transform.Pass:  # noqa: N802
             return mod
         try:
             return relax.transform.FuseTIR()(relax.transform.Normalize()(mb.get()))
-        except (RuntimeError, ValueError) as e:     # TVM raises InternalError (a RuntimeError) or ValueError
+        except (ValueError, TypeError, RuntimeError) as e:    # TVM's errors (InternalError is a RuntimeError)
             warnings.warn(f"tvm_fxp: the kernels of {', '.join(fused)} stay separate calls (FuseTIR: "
                           f"{str(e).strip().splitlines()[-1][:200]})", stacklevel=2)
             return mod
