@@ -61,6 +61,12 @@ def latency_table(r, profile=None) -> list[str]:
                      f"{f(ra.get('tvm_fxp_best/ort_int8'), '.2f')} | {f(ra.get('tvm_fxp_u8/ort_fp32'), '.2f')} | "
                      f"{' / '.join(f(acc.get(k), '.3f') for k in ('tvm_fxp_u8', 'tvm_fxp_best', 'ort_int8', 'ort_fp32'))}"
                      f"{'' if m.get('top1') else ' (agreement)'} | {all(m['bit_exact'].values())} |")
+    nchw = {name: m for name, m in r["models"].items() if "tvm_fxp_u8_nchw" in m["median_ms"]}
+    if nchw:
+        lines += ["", "The same uniform plan built with NCHW between all layers (`bench/latency.py --nchw`: without "
+                  "`schedules/layout.py`'s blocked activations), in the same run: " + "; ".join(
+                      f"{name} {f(m['median_ms']['tvm_fxp_u8_nchw'])} ms (ratio "
+                      f"{f(m['ratios'].get('tvm_fxp_u8_nchw/ort_int8'), '.2f')})" for name, m in nchw.items()) + "."]
     two = r.get("two_threads") or {}
     for name, m in two.items() if isinstance(two, dict) and "error" not in two else []:
         t = m["median_ms"]
@@ -95,12 +101,13 @@ def latency_table(r, profile=None) -> list[str]:
                   "machine is shared: absolute times are noisy, the interleaved ratios less so)."]
     if missed:
         lines += ["", "Goals missed:", ""] + missed + [
-            "", "Why, from the profile: our convs keep NCHW between layers, so every conv packs its input to "
-            "4-channel groups and unpacks its output to NCHW (a transpose); layers with few channels and large "
-            "feature maps (stems, the 1x1 expansions of MobileNetV2, SqueezeNet's 1x1 squeezes at 55x55) spend "
-            "most of their time in those transposes (3-25 MACs/cycle against 55-90 for the deep 3x3/1x1 layers)"
-            + own_kernels_note() + "; onnxruntime's optimized int8 graphs run NHWC kernels between a transpose at "
-            "each end. Beyond "
+            "", "Why, from the profile: between the integer layers the activations stay blocked (NCHW16c, "
+            "`schedules/layout.py`: every VNNI conv reads its input as is and writes its registers to a blocked "
+            "output; requantize epilogues, residual adds, concats, max pools and depthwise convs run blocked; the "
+            "tensor returns to NCHW once, before the global pool), so no conv transposes its input or output; "
+            "what is left are the kernels themselves at the MACs/cycle above (the stems and MobileNetV2's 16- and "
+            "24-channel 1x1 convs have too few input channels to keep `vpdpbusd` busy, the depthwise convs at "
+            "112x112 and 56x56 stream their planes through L2)" + own_kernels_note() + ". Beyond "
             "the kernels, a call of our module costs more than its kernel sum (per model above: VM dispatch and "
             "allocation, the loop's input conversion, cold caches between layers), which alone decides the 28x28 "
             "rows (there the kernels take less than half of the call)."]
@@ -115,7 +122,7 @@ def own_kernels_note() -> str:
     best = min(dw["ratios"], key=lambda k: dw["ratios"][k]["depthwise_sum"])
     tvm_ms = sum(m["pool_sum_ms"]["tvm"] for m in pools["models"].values())
     ours_ms = sum(m["pool_sum_ms"]["ours"] for m in pools["models"].values())
-    return (f"; the depthwise convs and the max pools avoid them, on NCHW kernels of their own for x86 "
+    return (f"; where the layout stays NCHW the depthwise convs and max pools have NCHW kernels of their own "
             f"(`schedules/conv2d_depthwise.py`, layout `{best.split('_vs_')[0]}`: "
             f"{dw['ratios'][best]['depthwise_sum']:.2f}x the former `groups` kernel's time over MobileNetV2-224's "
             f"depthwise layers, `bench/depthwise.py`; `schedules/pool.py`: {ours_ms / tvm_ms:.2f}x TVM's max-pool "

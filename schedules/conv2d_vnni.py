@@ -147,7 +147,7 @@ def reads_in_place(plan) -> bool:
         plan.padded_hw == (plan.height, plan.width)
 
 
-def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
+def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=(), tensors=()):
     n = data.shape[0]
     (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
     pt, pl, _, _ = plan.padding
@@ -224,10 +224,17 @@ def conv2d_compute(data, packed, plan, offset=None, epilogue=None, params=()):
     out_blocked = blocked(plan.out_layout)
     if out_blocked and (oc % LANES or plan.padded_positions != oh * ow):
         raise ValueError(f"conv2d: blocked output needs {LANES}-channel blocks and a block dividing the positions")
+
+    def operand(b, ob, p, v):     # epilogue tensors (a residual add's other side), in the output's layout
+        q = tirx.min(p, oh * ow - 1)   # phantom positions (NCHW output) read the last one; they are dropped
+        if out_blocked:
+            return lambda j: tensors[j][b, ob, q // ow, q % ow, v]
+        return lambda j: tensors[j][b, tirx.min(ob * LANES + v, oc - 1), q // ow, q % ow]
+
     if epilogue is not None:
         source = te.compute((n, ocb, plan.padded_positions, LANES), lambda b, ob, p, v: epilogue.apply(
             finish(summed(b, ob, p, v), tirx.min(ob * LANES + v, oc - 1)), tirx.min(ob * LANES + v, oc - 1),
-            params), name="epilogue")
+            params, operand(b, ob, p, v)), name="epilogue")
 
         def result(b, ob, p, v):
             return source[b, ob, p, v]
@@ -312,8 +319,15 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
         params.append(offset)
     consts = [] if epilogue is None else [te.placeholder((cst.size,), str(cst.dtype), name=f"epilogue_c{j}")
                                           for j, cst in enumerate(epilogue.consts)]
-    out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
+    oh, ow = plan.out_hw
+    out_shape = (batch, plan.out_channels // LANES, oh, ow, LANES) if blocked(plan.out_layout) \
+        else (batch, plan.out_channels, oh, ow)
+    tensors = [] if epilogue is None else [te.placeholder(out_shape, str(t.ty.dtype), name=f"epilogue_t{j}")
+                                           for j, t in enumerate(epilogue.tensors)]
+    out = conv2d_compute(data, packed, plan, offset, epilogue, consts, tensors)
     from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 
-    return pack_func, offset_func, schedule_kernel(te.create_prim_func([*params, *consts, out], "int64"), plan,
-                                                   schedule)
+    func = te.create_prim_func([*params, *consts, *tensors, out], "int64")
+    if tensors:     # no design space reads epilogue tensors: the default schedule
+        return pack_func, offset_func, schedule(func, plan)
+    return pack_func, offset_func, schedule_kernel(func, plan, schedule)

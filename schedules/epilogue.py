@@ -44,16 +44,17 @@ class Epilogue:
     steps: list = field(default_factory=list)      # (op name, [operands], dtype of the result)
     consts: list = field(default_factory=list)     # 1-D numpy arrays, one value per output channel
     out_dtype: str = ""
+    tensors: list = field(default_factory=list)    # Relax vars of the output's shape read at the same position
 
     @property
     def key(self) -> tuple:
         """Identifies the generated code (constants excluded: they are kernel arguments)."""
         return tuple((op, tuple(tuple(str(x) for x in a) for a in args), dt) for op, args, dt in self.steps) + \
-            tuple((str(c.dtype), c.size) for c in self.consts)
+            tuple((str(c.dtype), c.size) for c in self.consts) + tuple(str(t.ty.dtype) for t in self.tensors)
 
-    def apply(self, value, channel, params) -> tirx.PrimExpr:
+    def apply(self, value, channel, params, tensor=None) -> tirx.PrimExpr:
         """The epilogue of ``value`` (the accumulator of output channel ``channel``); ``params[j]`` is the
-        buffer (te tensor) of ``consts[j]``."""
+        buffer (te tensor) of ``consts[j]``; ``tensor(j)`` the value of ``tensors[j]`` at this output position."""
         def expr(x):     # a te TensorSlice (``tensor[i, j]``) as the PrimExpr it stands for
             return x.asobject() if hasattr(x, "asobject") else x
 
@@ -64,6 +65,8 @@ class Epilogue:
                 return vals[a[1] + 1]
             if a[0] == "s":
                 return tirx.const(a[1], a[2])
+            if a[0] == "t":
+                return expr(tensor(a[1]))
             return expr(params[a[1]][channel])
 
         for op, args, dtype in self.steps:
@@ -111,19 +114,40 @@ def _widens(steps: list, last: int) -> bool:
         dtype.startswith(("int", "uint")) and np.dtype(dtype).itemsize > np.dtype(src).itemsize
 
 
-def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel_axis: int) -> tuple | None:
+def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel_axis,
+          tensors: bool = False, claimed=frozenset()) -> tuple | None:
     """``(Epilogue, last binding index, covered vars)`` for the elementwise DAG after ``acc_var`` (bound at
     ``bindings[start]``), or None when there is none.
 
     ``uses[var]`` counts every use of a var in the function; ``outputs`` are the vars the function returns.
+    ``tensors``: other tensors of the output's shape may be operands (``("t", j)``, e.g. the other side of a
+    residual add), an ``astype`` of one bound after ``start`` and used only by the DAG joining it; the kernel
+    call must then come after the DAG's last binding (where every such tensor exists).  Bindings whose index
+    is in ``claimed`` (already fused elsewhere) are never part of the DAG.
     """
     out_shape = [1] + [int(s) for s in list(acc_var.ty.shape)[1:]]
+    bound = {b.var: (i, b.value) for i, b in enumerate(bindings)}
+    tensor_ids: dict = {}
+
+    def same_shape(var) -> bool:
+        ty = var.ty
+        if not isinstance(ty, relax.TensorType) or ty.shape is None or len(ty.shape) != len(out_shape):
+            return False
+        return [int(x) if isinstance(x, tirx.IntImm) else None for x in list(ty.shape)[1:]] == out_shape[1:]
+
+    def tensor_operand(var) -> tuple:
+        if var not in tensor_ids:
+            tensor_ids[var] = len(epi.tensors)
+            epi.tensors.append(var)
+        return ("t", tensor_ids[var])
     index = {acc_var: -1}          # var -> step index
     epi = Epilogue()
     const_ids: dict = {}
     inner_uses = {acc_var: 0}
     members = []                   # (binding index, var)
     for k in range(start + 1, len(bindings)):
+        if k in claimed:
+            continue
         b = bindings[k]
         value = b.value
         op = _op(value)
@@ -137,6 +161,8 @@ def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel
             if isinstance(a, relax.Var) and a in index:
                 args.append(("v", index[a]))
                 touches = True
+            elif tensors and isinstance(a, relax.Var) and same_shape(a):
+                args.append(("t-var", a))       # resolved below, once the op is known to join the DAG
             elif isinstance(a, GenericConst):
                 c = a.value.numpy()
                 if c.size == 1:
@@ -159,6 +185,26 @@ def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel
         dtype = str(b.var.ty.dtype)
         if op == "relax.astype" and str(value.attrs.dtype) != dtype:
             continue
+        resolved = []
+        for a in args:
+            if a[0] != "t-var":
+                resolved.append(a)
+                continue
+            var = a[1]
+            src = bound.get(var)
+            # an astype of another tensor, bound after the kernel's op and used only here: read the narrow
+            # tensor and convert it in the epilogue (e.g. int8 -> int32 before a residual add)
+            if src is not None and src[0] > start and src[0] not in claimed and _op(src[1]) == "relax.astype" \
+                    and uses.get(var, 0) == 1 \
+                    and var not in outputs and isinstance(src[1].args[0], relax.Var) and same_shape(src[1].args[0]):
+                index[var] = len(epi.steps)
+                inner_uses[var] = 0       # counted with the op's other operands below
+                epi.steps.append(("relax.astype", [tensor_operand(src[1].args[0])], str(var.ty.dtype)))
+                members.append((src[0], var))
+                resolved.append(("v", index[var]))
+            else:
+                resolved.append(tensor_operand(var))
+        args = resolved
         for a in value.args:
             if isinstance(a, relax.Var) and a in index:
                 inner_uses[a] = inner_uses.get(a, 0) + 1
@@ -174,9 +220,17 @@ def match(bindings: list, start: int, acc_var, uses: dict, outputs: set, channel
                      for v in inside if not v.same_as(last))
         if closed and len(members) > 1 and _widens(epi.steps, len(members) - 1):
             closed = False      # a trailing widening astype (e.g. to int64 before a pool's sum) stays outside:
-        if closed:              # the kernel stores the narrow value, its consumer widens it as it reads
+        if not any(a[0] == "v" for a in epi.steps[len(members) - 1][1]):
+            closed = False      # (the kernel stores the narrow value, its consumer widens it as it reads); an
+        if closed:              # absorbed astype of another tensor is never the result
             epi.steps = epi.steps[:len(members)]
             epi.out_dtype = str(last.ty.dtype)
+            used_t = sorted({a[1] for _, args, _ in epi.steps for a in args if a[0] == "t"})
+            if used_t != list(range(len(epi.tensors))):
+                remap_t = {old: new for new, old in enumerate(used_t)}
+                epi.tensors = [epi.tensors[o] for o in used_t]
+                epi.steps = [(op, [("t", remap_t[a[1]]) if a[0] == "t" else a for a in args], dt)
+                             for op, args, dt in epi.steps]
             used = {a[1] for _, args, _ in epi.steps for a in args if a[0] == "c"}
             if used != set(range(len(epi.consts))):   # drop constants of discarded steps, renumber
                 remap = {old: new for new, old in enumerate(sorted(used))}

@@ -42,11 +42,11 @@ def _plan(call, target, lookup):
     return L.dense_plan_for(call, target, weight, data_max)
 
 
-def _emit_fused(bb, call, plan, epi, out_ty, suffix=""):
+def _emit_fused(bb, call, plan, epi, out_ty, suffix="", tensors=()):
     kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "dense"
     batch = L.static_batch(call)
     funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
-    return L.emit_kernel(bb, call, plan, funcs, kind, epi, out_ty, suffix)
+    return L.emit_kernel(bb, call, plan, funcs, kind, epi, out_ty, suffix, tensors)
 
 
 def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: str = "") -> tuple:
@@ -67,15 +67,17 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
         axis = len(b.var.ty.shape) - 1
         if str(v.op.name) == "relax.nn.conv2d":
             axis = (1, 4) if str(v.attrs.out_layout) == L.BLOCKED else 1
-        found = match(bindings, k, b.var, uses, outputs, axis)
+        found = match(bindings, k, b.var, uses, outputs, axis, tensors=getattr(plan, "layout", None) == "vnni", claimed=skip)
         if found is None:
             if getattr(plan, "layout", None) == "bitserial":
                 fused[k] = (plan, None, b.var)   # chosen on the producer's saturate, which LegalizeOps may not see
             continue
         epi, last_k, inside = found
         members = {i for i in range(k + 1, last_k + 1) if bindings[i].var in inside}
-        fused[k] = (plan, epi, bindings[last_k].var)
-        skip |= members
+        # with tensor operands (a residual add) the kernel is called where the DAG ends: they all exist there
+        at = last_k if epi.tensors else k
+        fused[at] = (plan, epi, bindings[last_k].var, v)
+        skip |= members | {k}      # (the binding at ``at`` is emitted as the fused kernel, see below)
     if not fused:
         return func, 0
     env: dict = {}
@@ -83,13 +85,14 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
     with bb.function("main", list(func.params), attrs=attrs):
         with bb.dataflow():
             for k, b in enumerate(bindings):
+                if k in fused:
+                    plan, epi, last, call = fused[k]
+                    env[last] = bb.emit(_emit_fused(bb, remap_expr(call, env), plan, epi, last.ty, suffix,
+                                                    [remap_expr(t, env) for t in epi.tensors]), last.name)
+                    continue
                 if k in skip:
                     continue
                 value = remap_expr(b.value, env)
-                if k in fused:
-                    plan, epi, last = fused[k]
-                    env[last] = bb.emit(_emit_fused(bb, value, plan, epi, last.ty, suffix), last.name)
-                    continue
                 env[b.var] = bb.emit(value, b.var.name)
             out = bb.emit_output(remap_expr(func.body.body, env))
         bb.emit_func_output(out)

@@ -24,8 +24,10 @@ A blocked tensor carries a channel map (logical channel -> physical channel); a 
 weights by the map.  Padding channels hold whatever their producer computed from zero weights and padded
 constants; they are only ever multiplied by zero weights, pooled or added channel-wise, and dropped at the
 conversion back, so every real channel is the integer it was: the pass changes no result (tests compare the
-built module with and without it, bit for bit).  Nothing is done without an AVX-512 VNNI target in scope, or
-inside ``legalize.disabled()``.
+built module with and without it, bit for bit).  Nothing is done without an AVX-512 VNNI target in scope,
+inside ``legalize.disabled()``, or while a tuning database is applied or tuning tasks are collected
+(``tuned.active()``: MetaSchedule's design spaces in ``tuning.py`` are those of the NCHW kernels, so a tuned
+build keeps NCHW between layers).
 """
 
 from __future__ import annotations
@@ -324,9 +326,11 @@ class BlockLayout:
         self.blocked = 0
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        from .tuned import active as tuning_active
+
         target = L._cpu_target()
         self.blocked = 0
-        if target is None or not kernel_config(target, "int32").vnni:
+        if target is None or not kernel_config(target, "int32").vnni or tuning_active():
             return mod
 
         def rewrite(gv, func):

@@ -367,7 +367,7 @@ def _weight_input(bb, func, weight, out_shape, out_dtype: str, name: str, kind: 
     return bb.emit(relax.call_tir(gv, [weight], relax.TensorType(tuple(out_shape), out_dtype)))
 
 
-def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, suffix: str = ""):
+def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, suffix: str = "", tensors=()):
     """Packed weight (and offset) inputs, then the opaque kernel call; with an ``epilogue``
     (``epilogue.Epilogue``, see ``fuse.py``) its constants follow as kernel arguments, the call's type is
     ``out_ty`` and the kernel's name ends in ``suffix``."""
@@ -387,7 +387,7 @@ def emit_kernel(bb, call, plan, funcs, kind: str, epilogue=None, out_ty=None, su
     if epilogue is None:
         kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}", tag, opaque=True)
         return relax.call_tir(kernel_gv, args, call.ty)
-    args += [relax.const(c, str(c.dtype)) for c in epilogue.consts]
+    args += [relax.const(c, str(c.dtype)) for c in epilogue.consts] + list(tensors)
     kernel_gv = _add_kernel(bb, kernel_func, f"fxp_{tag}_epilogue{suffix}", f"{tag}+epilogue", opaque=True)
     return relax.call_tir(kernel_gv, args, out_ty)
 
