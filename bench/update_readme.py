@@ -202,6 +202,12 @@ def why_missed(r, diag) -> list[str]:
                        f"{100 * t['mult_cost_saving_vs_8bit']:.0f}% (target 75): mean weight width "
                        f"{_mean_bits(row, ('weight',)):.1f} bits, activations {_mean_bits(row, ('output',)):.1f}"
                        + (f", above 6 bits: {', '.join(wide)}" if wide else ""))
+                cap, budget = plan["config"].get("max_bits", 8), plan["config"].get("budget", 0.01)
+                stuck = [f"{x['tensor']} {x['bits']}" for x in tr if x["bits"] > cap and x.get("check_loss", 0) > budget]
+                if stuck:
+                    why += (f"; where earlier choices had left the check split above the budget, the check widened the "
+                            f"next tensors far beyond {cap} bits without bringing it back ({', '.join(stuck)} bits): "
+                            "the check should compare against the loss before the tensor, not the budget")
             elif key == "fxpqnet":
                 cfg = (plan or {}).get("config", {})
                 how = (f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps "
