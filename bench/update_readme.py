@@ -150,6 +150,12 @@ def methods_table(r) -> list[str]:
                          f"{mac if mac else '-'}{f' ({tiled})' if tiled else ''} | {row.get('evaluations') or '-'} | "
                          f"{row.get('wall_s', 0):.0f} | {row.get('bit_exact')} |")
         lines.append("")
+        for k in m["rows"]:      # a row whose plan predates the method's current defaults says so
+            cfg = (_plan(name, k) or {}).get("config", {})
+            old = ((k == "fxpqnet" and "screen" not in cfg) or (k == "goyal2021" and "check_evaluations" not in cfg))
+            if cfg and old:
+                lines.append(f"- {k}: measured with the method's previous defaults (budget {100 * cfg['budget']:g} "
+                             "point, no check split" + (", no screen" if k == "fxpqnet" else "") + "); not rerun yet")
         for k, t in m["targets"].items():
             lines.append(f"- {k}: {'met' if t['met'] else 'missed'} ({t['target']}): " + ", ".join(
                 f"{a} = {v:.3f}" if isinstance(v, float) else f"{a} = {v}" for a, v in t.items()
