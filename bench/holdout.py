@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "holdout.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other models' rows of the existing results")
     args = ap.parse_args(argv)
     methods = json.loads((ROOT / "bench" / "results" / "methods.json").read_text())
     n = int(methods["search_size"])
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
                       f"{rows[m]['test_loss_points']:.2f}", flush=True)
             results[name] = {"float_search_top1": top1(fl[seen], val.labels[seen]),
                              "float_heldout_top1": top1(fl[rest], val.labels[rest]), "rows": rows}
+    if args.merge and Path(args.out).exists():
+        results = {**json.loads(Path(args.out).read_text())["models"], **results}
     Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "search_images": n,
                                           "heldout_images": len(val) - n, "models": results}, indent=1) + "\n")
     print(f"written: {args.out}")

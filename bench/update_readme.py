@@ -157,6 +157,12 @@ def methods_table(r) -> list[str]:
                          f"{mac if mac else '-'}{f' ({tiled})' if tiled else ''} | {row.get('evaluations') or '-'} | "
                          f"{row.get('wall_s', 0):.0f} | {row.get('bit_exact')} |")
         lines.append("")
+        for k in m["rows"]:      # a row whose plan predates the method's current defaults says so
+            cfg = (_plan(name, k) or {}).get("config", {})
+            old = ((k == "fxpqnet" and "screen" not in cfg) or (k == "goyal2021" and "check_evaluations" not in cfg))
+            if cfg and old:
+                lines.append(f"- {k}: measured with the method's previous defaults (budget {100 * cfg['budget']:g} "
+                             "point, no check split" + (", no screen" if k == "fxpqnet" else "") + "); not rerun yet")
         for k, t in m["targets"].items():
             lines.append(f"- {k}: {'met' if t['met'] else 'missed'} ({t['target']}): " + ", ".join(
                 f"{a} = {v:.3f}" if isinstance(v, float) else f"{a} = {v}" for a, v in t.items()
@@ -209,6 +215,12 @@ def why_missed(r, diag) -> list[str]:
                        f"{100 * t['mult_cost_saving_vs_8bit']:.0f}% (target 75): mean weight width "
                        f"{_mean_bits(row, ('weight',)):.1f} bits, activations {_mean_bits(row, ('output',)):.1f}"
                        + (f", above 6 bits: {', '.join(wide)}" if wide else ""))
+                cap, budget = plan["config"].get("max_bits", 8), plan["config"].get("budget", 0.01)
+                stuck = [f"{x['tensor']} {x['bits']}" for x in tr if x["bits"] > cap and x.get("check_loss", 0) > budget]
+                if stuck:
+                    why += (f"; where earlier choices had left the check split above the budget, the check widened the "
+                            f"next tensors far beyond {cap} bits without bringing it back ({', '.join(stuck)} bits): "
+                            "the check should compare against the loss before the tensor, not the budget")
             elif key == "fxpqnet":
                 cfg = (plan or {}).get("config", {})
                 how = (f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps "
