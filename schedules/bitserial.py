@@ -494,7 +494,7 @@ def schedule_bitserial(func, plan: BitserialPlan, neon: bool = True):
     sch.unroll(ioi)
     sch.unroll(ipi)
     *_, fpi, foi, fb, fj = sch.get_loops(fold)
-    finit = sch.decompose_reduction(fold, fb)
+    sch.decompose_reduction(fold, fb)
     if neon:
         sch.tensorize(fb, _fold_intrin(plan.bits))
     sch.unroll(foi)

@@ -6,11 +6,33 @@ walks the fusion needs live here, over TVM's own IR classes.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from tvm import relax, tirx
 
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+class ThreadFlag(threading.local):
+    """A per-thread flag: false, and true inside ``with flag.set():`` (this thread; a nested block restores the
+    outer value).  The switches of this package (``legalize.disabled``, ``graph.per_kernel``,
+    ``conv2d_avx2.prefer_madd``) are such flags."""
+
+    value = False
+
+    @contextlib.contextmanager
+    def set(self):
+        before, self.value = self.value, True
+        try:
+            yield
+        finally:
+            self.value = before
+
+    def __bool__(self) -> bool:
+        return self.value
 
 
 def shape64(*dims) -> tuple:

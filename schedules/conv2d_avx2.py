@@ -28,13 +28,12 @@ Everything else (padding, register blocking over ``R`` positions -- here ``R`` c
 
 from __future__ import annotations
 
-import contextlib
-import threading
 
 from tvm import te, tirx
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
+from .common import ThreadFlag
 from .common import has_block as _has_block
 
 LAYOUTS = {"avx2_acc16": (8, 4, "int16"), "avx2_madd": (8, 4, "int32")}    # layout -> (lanes, group, acc)
@@ -50,22 +49,16 @@ the reference models' seven AVX2 conv shapes (this host, one thread, min of 21 i
 sums): row blocks vs flattened blocks of <= 8 positions acc16 0.972, madd 0.978; acc16 / madd 0.746 (flattened
 0.750)."""
 
-_switch = threading.local()
+_madd = ThreadFlag()
 
 
-@contextlib.contextmanager
 def prefer_madd():
     """Within this block (this thread), int32 conv2d on AVX2 targets uses ``"avx2_madd"`` (bench baseline)."""
-    before = getattr(_switch, "madd", False)
-    _switch.madd = True
-    try:
-        yield
-    finally:
-        _switch.madd = before
+    return _madd.set()
 
 
 def madd_preferred() -> bool:
-    return getattr(_switch, "madd", False)
+    return bool(_madd)
 
 
 @T.prim_func(s_tir=True)

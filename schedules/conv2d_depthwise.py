@@ -347,7 +347,7 @@ def vnni_tile(plan) -> tuple:
     """``(rows, columns)`` of output positions in one vector of 16 lanes: 16 columns of a row, or, for rows
     of at most 8 columns (MobileNet's 7x7 and 14x14 maps), as many whole rows as fit while their inputs
     still fit one 64-byte load (a 7-column row alone would leave 9 lanes idle)."""
-    (kh, kw), (sh, sw), (dh, dw) = plan.kernel, plan.strides, plan.dilation
+    (_, kw), (sh, sw), (_, dw) = plan.kernel, plan.strides, plan.dilation
     oh, ow = plan.out_hw
     if ow > VNNI_LANES // 2:
         return 1, min(ow, VNNI_LANES)

@@ -21,9 +21,7 @@ warning: the build is still correct, only slower.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
 import warnings
 
 import numpy as np
@@ -31,20 +29,16 @@ import tvm
 from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
+from .common import ThreadFlag
+
 MAX_BYTES = 1 << 20
 MAX_KERNELS = 64        # calls per function (the reference models: 15 to 20); more would only cost compile time
-_switch = threading.local()
+_off = ThreadFlag()
 
 
-@contextlib.contextmanager
 def per_kernel():
     """Within this block (this thread), ``FuseGraph`` leaves every kernel call on its own (for profiling)."""
-    before = getattr(_switch, "off", False)
-    _switch.off = True
-    try:
-        yield
-    finally:
-        _switch.off = before
+    return _off.set()
 
 
 def _call_tir(value) -> bool:
@@ -216,7 +210,7 @@ def FuseGraph(max_bytes: int | None = None) -> tvm.transform.Pass:  # noqa: N802
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.FuseGraph")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        if getattr(_switch, "off", False):
+        if _off:
             return mod
         mb = relax.BlockBuilder(mod)
         fused = []

@@ -26,8 +26,6 @@ kernels off for a block of code (e.g. to build a baseline).
 
 from __future__ import annotations
 
-import contextlib
-import threading
 
 import numpy as np
 import tvm
@@ -37,6 +35,7 @@ from tvm.ir.expr import GenericConst
 
 from . import bitserial as bs
 from . import paired_int32 as paired
+from .common import ThreadFlag
 from .conv2d_int import ACC_DTYPES, INPUT_DTYPES, WEIGHT_DTYPES, conv2d_primfuncs, exact_float, plan_conv2d
 from .dense_int import dense_primfuncs, plan_dense
 from .targets import kernel_config
@@ -47,18 +46,12 @@ _LEVEL = 20                     # TVM registers its legalizations at the default
 OP_PATTERN_OPAQUE = 8           # tvm::relax::OpPatternKind::kOpaque
 KERNEL_ATTR = "tvm_fxp.kernel"  # PrimFunc attribute naming the kernel (for tests and reports)
 
-_switch = threading.local()
+_off = ThreadFlag()
 
 
-@contextlib.contextmanager
 def disabled():
     """Within this block (this thread), conv2d/matmul get TVM's own legalization, e.g. for a baseline."""
-    before = getattr(_switch, "off", False)
-    _switch.off = True
-    try:
-        yield
-    finally:
-        _switch.off = before
+    return _off.set()
 
 
 def original_legalize(op_name: str):
@@ -88,7 +81,7 @@ def _tensor_type(expr):
 
 
 def _cpu_target():
-    if getattr(_switch, "off", False):
+    if _off:
         return None
     target = tvm.target.Target.current(allow_none=True)
     if target is None or target.kind.name != "llvm":

@@ -298,7 +298,7 @@ def paired_compute(data: te.Tensor, packed: te.Tensor, plan: PairedPlan, offset:
             return v
         return epilogue.apply(v.asobject() if hasattr(v, "asobject") else v, o, params)
     zero = _stored(tirx.const(0, data.dtype), plan)
-    h2, e2, l4 = te.reduce_axis((0, 2), "h"), te.reduce_axis((0, 2), "e"), None
+    h2, e2 = te.reduce_axis((0, 2), "h"), te.reduce_axis((0, 2), "e")
     if plan.kind == "dense":
         kp, rows = plan.padded_reduce, plan.rows or data.shape[0]
         if not plan.rows:        # symbolic M: one row per block
