@@ -14,6 +14,7 @@ from deploy_helpers import require_emulation, tiny_cnn
 from tvm_fxp import cli, deploy, tune
 from tools.emulation import EmulatedBoard, RPCTracker
 from tvm_fxp.schedules import tuning
+from tvm_fxp.schedules.targets import kernel_config
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,11 @@ def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
     assert report["kernel_speedup"] >= 1.0
     out = tiny_dir.parent / "tuned"
     assert cli.main(["compile", str(tiny_dir), "--tuning-db", str(tiny_dir / "tuning"), "--out", str(out)]) == 0
-    assert json.loads((out / "build.json").read_text())["tuning_db"]["kernels_from_db"] == 2
-    capsys.readouterr()
+    info = json.loads((out / "build.json").read_text())["tuning_db"]
+    assert info["kernels_from_db"] == 2
+    vnni = kernel_config(tvm.target.Target(deploy.resolve_target("host")[0]), "int32").vnni
+    assert (info["note"] is not None) == vnni         # a tuned VNNI build is NCHW: the user is told
+    assert ("tvm-fxp: note:" in capsys.readouterr().err) == vnni
     assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "64", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
 
@@ -151,7 +155,9 @@ def test_rpi4_tuning_through_tracker_reaches_both_boards(tiny_dir, two_boards, c
     assert all(b.sessions >= 1 for b in boards), [b.sessions for b in boards]   # both boards measured
     pi = tiny_dir.parent / "pi_tuned"
     assert cli.main(["compile", str(tiny_dir), "--target", "rpi4", "--tuning-db", str(db), "--out", str(pi)]) == 0
-    assert json.loads((pi / "build.json").read_text())["tuning_db"]["kernels_from_db"] == 2
+    info = json.loads((pi / "build.json").read_text())["tuning_db"]
+    # every tuned task is built from the database (the Pi's paired int32 kernels have a fixed schedule: no task)
+    assert info["kernels_from_db"] == report["tasks"] >= 1 and info["note"] is None   # no blocked layout on the Pi
     capsys.readouterr()
     assert cli.main(["run", str(pi), "--tracker", tracker.address, "--key", "rpi4", "--data", "synthetic",
                      "--eval-size", "32", "--repeat", "2", "--quiet"]) == 0
