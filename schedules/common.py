@@ -79,10 +79,11 @@ def use_counts(func: relax.Function) -> dict:
     return counts
 
 
-def remap_expr(expr, env: dict):
-    """Rebuild ``expr`` with vars replaced through ``env`` (var -> new expr); other leaves are kept."""
+def remap_expr(expr, env):
+    """Rebuild ``expr`` with vars replaced through ``env``: a dict (var -> new expr; vars not in it kept) or a
+    function (var -> new expr, called for every var in order); other leaves are kept."""
     if isinstance(expr, relax.Var):
-        return env.get(expr, expr)
+        return env(expr) if callable(env) else env.get(expr, expr)
     if isinstance(expr, relax.Call):
         return relax.Call(expr.op, [remap_expr(a, env) for a in expr.args], expr.attrs, expr.ty_args)
     if isinstance(expr, relax.Tuple):

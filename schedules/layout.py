@@ -291,27 +291,14 @@ def block_function(func: relax.Function, target, bb: relax.BlockBuilder) -> tupl
                         a.count_include_pad, layout=BLOCKED, out_layout=BLOCKED), b.var.name)
                     continue
                 if b.var.same_as(body) and not isinstance(b.var, relax.DataflowVar):
-                    out = bb.emit_output(_remap_nchw(v, operand), b.var.name)     # the result, as it was bound
+                    out = bb.emit_output(remap_expr(v, operand), b.var.name)     # the result, as it was bound
                     continue
-                env[b.var] = bb.emit(_remap_nchw(v, operand), b.var.name)
+                env[b.var] = bb.emit(remap_expr(v, operand), b.var.name)
             if out is None:
-                out = bb.emit_output(_remap_nchw(body, operand))
+                out = bb.emit_output(remap_expr(body, operand))
         bb.emit_func_output(out)
     gv = bb.get().get_global_var("main")
     return bb.get()[gv], count
-
-
-def _remap_nchw(expr, operand):
-    """``expr`` with every var read through ``operand`` (blocked vars converted to NCHW)."""
-    if isinstance(expr, relax.Var):
-        return operand(expr)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [_remap_nchw(a, operand) for a in expr.args], expr.attrs, expr.ty_args)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([_remap_nchw(a, operand) for a in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(_remap_nchw(expr.tuple_value, operand), expr.index)
-    return expr
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.BlockLayout")
