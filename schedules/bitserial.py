@@ -61,7 +61,7 @@ from tvm import te, tirx
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-from .common import ceil_div as _ceil_div
+from .common import GemmGeometry, ceil_div as _ceil_div
 
 LANES = 16                 # bytes per NEON register
 CHUNK = 8 * LANES          # depth values per 16-byte mask
@@ -91,7 +91,7 @@ def choose_tile(rows: int, cols: int, bits: int) -> tuple:
 
 
 @dataclass(frozen=True)
-class BitserialPlan:
+class BitserialPlan(GemmGeometry):
     """A conv2d (NCHW/OIHW, groups 1) with ternary weights and ``bits``-bit uint8 data."""
 
     channels: int
@@ -124,27 +124,6 @@ class BitserialPlan:
         return "depth"
 
     @property
-    def outputs(self) -> int:
-        return self.out_channels
-
-    @property
-    def out_hw(self) -> tuple:
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
-        pt, pl, pb, pr = self.padding
-        return ((self.height + pt + pb - dh * (kh - 1) - 1) // sh + 1,
-                (self.width + pl + pr - dw * (kw - 1) - 1) // sw + 1)
-
-    @property
-    def positions(self) -> int:
-        oh, ow = self.out_hw
-        return oh * ow
-
-    @property
-    def reduce(self) -> int:
-        kh, kw = self.kernel
-        return self.channels * kh * kw
-
-    @property
     def steps(self) -> int:
         """Chunks per int8 accumulation block (``T <= 15``), as even as possible."""
         chunks = _ceil_div(self.reduce, CHUNK)
@@ -163,21 +142,9 @@ class BitserialPlan:
         return self.chunks * CHUNK
 
     @property
-    def row_blocks(self) -> int:
-        return _ceil_div(self.positions, self.tile[0])
-
-    @property
-    def col_blocks(self) -> int:
-        return _ceil_div(self.out_channels, self.tile[1])
-
-    @property
     def packed_weight_shape(self) -> tuple:
         """``(OC', chunks, 2, 16)`` uint8: the ``+1`` mask, then the ``-1`` mask, of each chunk."""
         return (self.col_blocks * self.tile[1], self.chunks, 2, LANES)
-
-    @property
-    def macs(self) -> int:
-        return self.positions * self.out_channels * self.reduce
 
 
 def plan_bitserial_conv2d(data_shape, weight_shape, bits: int, strides=(1, 1), padding=(0, 0, 0, 0),

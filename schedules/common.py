@@ -35,6 +35,50 @@ class ThreadFlag(threading.local):
         return self.value
 
 
+class ConvGeometry:
+    """The output shape of a conv2d plan: a mixin for the plans' frozen dataclasses, which hold ``height``,
+    ``width``, ``kernel``, ``strides``, ``padding`` ``(top, left, bottom, right)`` and ``dilation``."""
+
+    @property
+    def out_hw(self) -> tuple:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
+        pt, pl, pb, pr = self.padding
+        return ((self.height + pt + pb - dh * (kh - 1) - 1) // sh + 1,
+                (self.width + pl + pr - dw * (kw - 1) - 1) // sw + 1)
+
+    @property
+    def positions(self) -> int:
+        oh, ow = self.out_hw
+        return oh * ow
+
+
+class GemmGeometry(ConvGeometry):
+    """A conv2d (groups 1) run as a ``positions x reduce x out_channels`` GEMM in ``tile = (R, C)`` register
+    blocks: the shapes ``bitserial.BitserialPlan`` and ``paired_int32.PairedPlan`` derive alike from their
+    ``channels``, ``out_channels``, ``kernel`` and ``tile``."""
+
+    @property
+    def outputs(self) -> int:
+        return self.out_channels
+
+    @property
+    def reduce(self) -> int:
+        kh, kw = self.kernel
+        return self.channels * kh * kw
+
+    @property
+    def row_blocks(self) -> int:
+        return ceil_div(self.positions, self.tile[0])
+
+    @property
+    def col_blocks(self) -> int:
+        return ceil_div(self.out_channels, self.tile[1])
+
+    @property
+    def macs(self) -> int:
+        return self.positions * self.out_channels * self.reduce
+
+
 def shape64(*dims) -> tuple:
     """A buffer shape with int64 dimensions (Python ints as ``int64`` immediates, expressions as they are), as
     ``te.create_prim_func(..., "int64")`` declares the other kernels' buffers: ``FuseTIR`` (``graph.py``) maps a

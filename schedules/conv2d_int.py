@@ -44,7 +44,7 @@ import tvm
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 
-from .common import ceil_div as _ceil_div, has_block as _has_block, tile_unpack
+from .common import ConvGeometry, ceil_div as _ceil_div, has_block as _has_block, tile_unpack
 from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
 from .targets import KernelConfig, kernel_config
 
@@ -87,7 +87,7 @@ def choose_block(positions: int, max_block: int, divides: bool = False) -> int:
 
 
 @dataclass(frozen=True)
-class Conv2dPlan:
+class Conv2dPlan(ConvGeometry):
     """Static shape, layout and blocking of one conv2d kernel (batch may be symbolic)."""
 
     channels: int            # C
@@ -115,19 +115,6 @@ class Conv2dPlan:
     @property
     def out_per_group(self) -> int:
         return self.out_channels // self.groups
-
-    @property
-    def out_hw(self) -> tuple:
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
-        pt, pl, pb, pr = self.padding
-        oh = (self.height + pt + pb - dh * (kh - 1) - 1) // sh + 1
-        ow = (self.width + pl + pr - dw * (kw - 1) - 1) // sw + 1
-        return oh, ow
-
-    @property
-    def positions(self) -> int:
-        oh, ow = self.out_hw
-        return oh * ow
 
     @property
     def padded_positions(self) -> int:

@@ -39,7 +39,7 @@ from tvm import te, tirx
 from tvm.s_tir import Schedule
 
 from . import intrin_arm
-from .common import ceil_div as _ceil_div
+from .common import GemmGeometry, ceil_div as _ceil_div
 
 DEPTH = intrin_arm.DEPTH
 REGISTERS = 32
@@ -62,7 +62,7 @@ def choose_tile(rows: int, cols: int, row_multiple: int = 1) -> tuple:
 
 
 @dataclass(frozen=True)
-class PairedPlan:
+class PairedPlan(GemmGeometry):
     """A conv2d (NCHW/OIHW, groups 1) or dense layer as a ``rows x depth x cols`` GEMM."""
 
     kind: str                 # "conv2d" | "dense"
@@ -85,35 +85,16 @@ class PairedPlan:
     layout = "paired"
 
     @property
-    def outputs(self) -> int:
-        return self.out_channels
-
-    @property
     def depth_order(self) -> str:
         return "nhwc" if self.kind == "conv2d" and self.channels % DEPTH == 0 else "im2col"
 
     @property
-    def out_hw(self) -> tuple:
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilation
-        pt, pl, pb, pr = self.padding
-        return ((self.height + pt + pb - dh * (kh - 1) - 1) // sh + 1,
-                (self.width + pl + pr - dw * (kw - 1) - 1) // sw + 1)
-
-    @property
     def positions(self) -> int:
-        if self.kind == "dense":
-            return self.rows
-        oh, ow = self.out_hw
-        return oh * ow
+        return self.rows if self.kind == "dense" else super().positions
 
     @property
     def padded_channels(self) -> int:
         return _ceil_div(self.channels, DEPTH) * DEPTH
-
-    @property
-    def reduce(self) -> int:
-        kh, kw = self.kernel
-        return self.channels * kh * kw
 
     @property
     def taps(self) -> int:
@@ -134,24 +115,12 @@ class PairedPlan:
         return _ceil_div(self.reduce, DEPTH) * DEPTH
 
     @property
-    def row_blocks(self) -> int:
-        return _ceil_div(self.positions, self.tile[0])
-
-    @property
-    def col_blocks(self) -> int:
-        return _ceil_div(self.out_channels, self.tile[1])
-
-    @property
     def packed_weight_shape(self) -> tuple:
         return (self.col_blocks * self.tile[1], self.padded_reduce)
 
     @property
     def offset_data(self) -> bool:
         return self.data_dtype == "uint8"
-
-    @property
-    def macs(self) -> int:
-        return self.positions * self.out_channels * self.reduce
 
 
 def plan_paired_conv2d(data_shape, weight_shape, data_dtype: str, strides=(1, 1), padding=(0, 0, 0, 0),
