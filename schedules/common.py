@@ -123,6 +123,13 @@ def use_counts(func: relax.Function) -> dict:
     return counts
 
 
+def output_vars(func: relax.Function) -> set:
+    """The vars the function returns (its result, or the fields of a result tuple)."""
+    body = func.body.body
+    fields = body.fields if isinstance(body, relax.Tuple) else [body]
+    return {f for f in fields if isinstance(f, relax.Var)}
+
+
 def remap_expr(expr, env):
     """Rebuild ``expr`` with vars replaced through ``env``: a dict (var -> new expr; vars not in it kept) or a
     function (var -> new expr, called for every var in order); other leaves are kept."""
@@ -135,6 +142,24 @@ def remap_expr(expr, env):
     if isinstance(expr, relax.TupleGetItem):
         return relax.TupleGetItem(remap_expr(expr.tuple_value, env), expr.index)
     return expr
+
+
+def reemit_function(func: relax.Function, bb: relax.BlockBuilder, emit_binding) -> relax.Function:
+    """``func`` emitted again through ``bb`` (as its ``main``, same parameters and attributes, one dataflow
+    block), binding by binding: ``emit_binding(k, binding, env)`` emits what replaces the ``k``-th binding
+    (mapping the vars it replaces to their new values in ``env``) and returns True, or returns False to keep the
+    binding (its value's vars remapped through ``env``).  The result is remapped likewise.  The rebuild loop
+    of our rewriting passes (``SinkIntoConcat``, ``FuseEpilogue``, ``FuseKTiles``)."""
+    env: dict = {}
+    attrs = dict(func.attrs) if func.attrs is not None else None
+    with bb.function("main", list(func.params), attrs=attrs):
+        with bb.dataflow():
+            for k, b in enumerate(function_bindings(func)):
+                if not emit_binding(k, b, env):
+                    env[b.var] = bb.emit(remap_expr(b.value, env), b.var.name)
+            out = bb.emit_output(remap_expr(func.body.body, env))
+        bb.emit_func_output(out)
+    return bb.get()[bb.get().get_global_var("main")]
 
 
 def rewrite_relax_functions(mod, rewrite) -> tuple:

@@ -17,14 +17,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.ir.expr import GenericConst
 
-from .common import function_bindings, remap_expr, rewrite_relax_functions, use_counts
+from .common import function_bindings, output_vars, reemit_function, remap_expr, rewrite_relax_functions, use_counts
 from .epilogue import _per_channel, match
-
-
-def _outputs(func) -> set:
-    body = func.body.body
-    fields = body.fields if isinstance(body, relax.Tuple) else [body]
-    return {f for f in fields if isinstance(f, relax.Var)}
 
 
 def _channels(var) -> int | None:
@@ -49,7 +43,7 @@ def _cut(arg, lo: int, hi: int, shape: list):
 def sink_function(func: relax.Function, bb: relax.BlockBuilder) -> tuple:
     """``(new function, number of concats rewritten)``."""
     bindings = function_bindings(func)
-    uses, outputs = use_counts(func), _outputs(func)
+    uses, outputs = use_counts(func), output_vars(func)
     plans: dict = {}        # index of the concat -> (last index, member indices)
     skip: set = set()
     for k, b in enumerate(bindings):
@@ -71,36 +65,30 @@ def sink_function(func: relax.Function, bb: relax.BlockBuilder) -> tuple:
         skip |= set(members)
     if not plans:
         return func, 0
-    env: dict = {}
-    attrs = dict(func.attrs) if func.attrs is not None else None
-    with bb.function("main", list(func.params), attrs=attrs):
-        with bb.dataflow():
-            for k, b in enumerate(bindings):
-                if k in skip:
-                    continue
-                value = remap_expr(b.value, env)
-                if k not in plans:
-                    env[b.var] = bb.emit(value, b.var.name)
-                    continue
-                last_k, members = plans[k]
-                shape = [1] + [int(s) for s in list(b.var.ty.shape)[1:]]
-                parts, lo = [], 0
-                for field in value.args[0].fields:
-                    hi = lo + _channels(field)
-                    local = {b.var: field}
-                    for i in members:
-                        m = bindings[i]
-                        args = [local[a] if isinstance(a, relax.Var) and a in local else _cut(a, lo, hi, shape)
-                                for a in m.value.args]
-                        local[m.var] = bb.emit(relax.Call(m.value.op, args, m.value.attrs, m.value.ty_args),
-                                               f"{m.var.name}_part")
-                    parts.append(local[bindings[last_k].var])
-                    lo = hi
-                env[bindings[last_k].var] = bb.emit(relax.op.concat(parts, axis=1), bindings[last_k].var.name)
-            out = bb.emit_output(remap_expr(func.body.body, env))
-        bb.emit_func_output(out)
-    gv = bb.get().get_global_var("main")
-    return bb.get()[gv], len(plans)
+
+    def emit_binding(k, b, env) -> bool:
+        if k in skip:
+            return True
+        if k not in plans:
+            return False
+        last_k, members = plans[k]
+        shape = [1] + [int(s) for s in list(b.var.ty.shape)[1:]]
+        parts, lo = [], 0
+        for field in remap_expr(b.value, env).args[0].fields:
+            hi = lo + _channels(field)
+            local = {b.var: field}
+            for i in members:
+                m = bindings[i]
+                args = [local[a] if isinstance(a, relax.Var) and a in local else _cut(a, lo, hi, shape)
+                        for a in m.value.args]
+                local[m.var] = bb.emit(relax.Call(m.value.op, args, m.value.attrs, m.value.ty_args),
+                                       f"{m.var.name}_part")
+            parts.append(local[bindings[last_k].var])
+            lo = hi
+        env[bindings[last_k].var] = bb.emit(relax.op.concat(parts, axis=1), bindings[last_k].var.name)
+        return True
+
+    return reemit_function(func, bb, emit_binding), len(plans)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.SinkIntoConcat")

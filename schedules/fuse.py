@@ -19,18 +19,12 @@ import tvm
 from tvm import relax
 
 from . import legalize as L
-from .common import function_bindings, remap_expr, rewrite_relax_functions, use_counts
+from .common import function_bindings, output_vars, reemit_function, remap_expr, rewrite_relax_functions, use_counts
 from .conv2d_int import conv2d_primfuncs
 from .dense_int import dense_primfuncs
 from .epilogue import match
 
 _KERNELS = ("relax.nn.conv2d", "relax.matmul")
-
-
-def _outputs(func) -> set:
-    body = func.body.body
-    fields = body.fields if isinstance(body, relax.Tuple) else [body]
-    return {f for f in fields if isinstance(f, relax.Var)}
 
 
 def _plan(call, target, lookup):
@@ -53,7 +47,7 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
     """``(new function, number of fused layers)``; kernels are added to ``bb``'s module, their names ending
     in ``suffix`` (unique per function: each function is rewritten with its own builder)."""
     bindings = function_bindings(func)
-    uses, outputs = use_counts(func), _outputs(func)
+    uses, outputs = use_counts(func), output_vars(func)
     fused: dict = {}       # binding index of the conv/matmul -> (plan, epilogue, last var)
     skip: set = set()
     bound = {b.var: b.value for b in bindings}
@@ -80,24 +74,15 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
         skip |= members | {k}      # (the binding at ``at`` is emitted as the fused kernel, see below)
     if not fused:
         return func, 0
-    env: dict = {}
-    attrs = dict(func.attrs) if func.attrs is not None else None
-    with bb.function("main", list(func.params), attrs=attrs):
-        with bb.dataflow():
-            for k, b in enumerate(bindings):
-                if k in fused:
-                    plan, epi, last, call = fused[k]
-                    env[last] = bb.emit(_emit_fused(bb, remap_expr(call, env), plan, epi, last.ty, suffix,
-                                                    [remap_expr(t, env) for t in epi.tensors]), last.name)
-                    continue
-                if k in skip:
-                    continue
-                value = remap_expr(b.value, env)
-                env[b.var] = bb.emit(value, b.var.name)
-            out = bb.emit_output(remap_expr(func.body.body, env))
-        bb.emit_func_output(out)
-    gv = bb.get().get_global_var("main")
-    return bb.get()[gv], len(fused)
+
+    def emit_binding(k, b, env) -> bool:
+        if k in fused:
+            plan, epi, last, call = fused[k]
+            env[last] = bb.emit(_emit_fused(bb, remap_expr(call, env), plan, epi, last.ty, suffix,
+                                            [remap_expr(t, env) for t in epi.tensors]), last.name)
+        return k in fused or k in skip
+
+    return reemit_function(func, bb, emit_binding), len(fused)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.FuseEpilogue")

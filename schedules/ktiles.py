@@ -27,7 +27,7 @@ from tvm import relax
 from tvm.ir.expr import GenericConst
 
 from . import legalize as L
-from .common import function_bindings, remap_expr, rewrite_relax_functions, use_counts
+from .common import function_bindings, reemit_function, remap_expr, rewrite_relax_functions, use_counts
 
 _OPS = ("relax.nn.conv2d", "relax.matmul")
 
@@ -163,18 +163,13 @@ def fuse_function(func: relax.Function, target) -> tuple:
         return func, 0
     drop = set().union(*(m for _, m in rewrite.values()))
     bb = relax.BlockBuilder()
-    env: dict = {}
-    attrs = dict(func.attrs) if func.attrs is not None else None
-    with bb.function("main", list(func.params), attrs=attrs):
-        with bb.dataflow():
-            for b in function_bindings(func):
-                if b.var in drop:
-                    continue
-                value = rewrite[b.var][0] if b.var in rewrite else b.value
-                env[b.var] = bb.emit(remap_expr(value, env), b.var.name)
-            out = bb.emit_output(remap_expr(func.body.body, env))
-        bb.emit_func_output(out)
-    return bb.get()["main"], len(rewrite)
+
+    def emit_binding(k, b, env) -> bool:
+        if b.var in rewrite and b.var not in drop:
+            env[b.var] = bb.emit(remap_expr(rewrite[b.var][0], env), b.var.name)
+        return b.var in rewrite or b.var in drop
+
+    return reemit_function(func, bb, emit_binding), len(rewrite)
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_fxp.schedules.FuseKTiles")
