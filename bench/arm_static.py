@@ -516,23 +516,16 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     t0 = time.time()
-    if args.bitserial:
+    for key, section in (("bitserial", bitserial_section), ("int32_path", int32_path)):
+        if not getattr(args, key):
+            continue
         out = json.loads(args.out.read_text()) if args.out.exists() else {}
         with tempfile.TemporaryDirectory() as tmp:
-            out["bitserial"] = bitserial_section(Path(tmp), emulator, np.random.default_rng(0))
-        out["bitserial"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        out["bitserial"]["wall_seconds"] = round(time.time() - t0, 1)
+            out[key] = section(Path(tmp), emulator, np.random.default_rng(0))
+        out[key]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        out[key]["wall_seconds"] = round(time.time() - t0, 1)
         args.out.write_text(json.dumps(out, indent=1) + "\n")
-        print(json.dumps(out["bitserial"]["models"]), f"\nwrote {args.out}")
-        return 0
-    if args.int32_path:
-        out = json.loads(args.out.read_text()) if args.out.exists() else {}
-        with tempfile.TemporaryDirectory() as tmp:
-            out["int32_path"] = int32_path(Path(tmp), emulator, np.random.default_rng(0))
-        out["int32_path"]["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        out["int32_path"]["wall_seconds"] = round(time.time() - t0, 1)
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
-        print(json.dumps(out["int32_path"]["models"]), f"\nwrote {args.out}")
+        print(json.dumps(out[key]["models"]), f"\nwrote {args.out}")
         return 0
     target = preset("rpi4")
     rng = np.random.default_rng(0)
