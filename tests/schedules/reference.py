@@ -1,4 +1,5 @@
-"""int64 numpy references (the kernels' descs), accumulator bounds and kernel runners shared by the tests."""
+"""int64 numpy references (the kernels' descs), accumulator bounds, kernel runners and Relax module builders
+shared by the tests."""
 
 from __future__ import annotations
 
@@ -67,6 +68,21 @@ def random_operands(rng, x_shape, w_shape, dtype: str, acc: str, fan_in: int) ->
     x.flat[rng.integers(0, x.size, max(1, x.size // 8))] = x_hi       # extremes, so carries are exercised
     w.flat[rng.integers(0, w.size, max(1, w.size // 8))] = -w_max
     return x.astype(dtype), w.astype("int8")
+
+
+def relax_main(x_shape, dtype: str, body, params=()) -> tvm.IRModule:
+    """The module ``main(x, *params) = body(bb, x)``, ``x`` of ``x_shape`` (a symbolic batch as a ``tirx.Var``)
+    and ``dtype``, in one dataflow block: ``body`` emits through the BlockBuilder ``bb`` and returns the result
+    (a var or an expression), which becomes the block's output."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, dtype))
+    with bb.function("main", [x, *params]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
 
 
 def run_kernel(funcs, plan, data, weight, out_shape, target, weight_len) -> np.ndarray:

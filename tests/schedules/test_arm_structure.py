@@ -17,6 +17,7 @@ from tvm_fxp.schedules import paired_int32 as paired
 from tools.asm import hot_loop, llvm_mca
 
 from . import arm_tools
+from .reference import relax_main
 
 RPI4 = preset("rpi4")
 
@@ -74,17 +75,11 @@ def test_int32_kernel_accumulates_in_4s(name):
 
 def test_relax_module_cross_compiles_to_smlal():
     """tvm.compile of a Relax conv2d with out_dtype=int16 for the Pi dispatches to the int16 kernel."""
-    bb = relax.BlockBuilder()
-    n = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType((n, 16, 12, 12), "uint8"))
     w = np.random.default_rng(0).integers(-8, 8, (32, 16, 3, 3)).astype("int8")
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int16"))
-            out = bb.emit_output(y)
-        bb.emit_func_output(out)
+    mod = relax_main((tvm.tirx.Var("n", "int64"), 16, 12, 12), "uint8",
+                     lambda bb, x: bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int16")))
     register()                      # tvm.compile's default pipeline then uses our kernels
-    ex = tvm.compile(bb.get(), target=RPI4)
+    ex = tvm.compile(mod, target=RPI4)
     lib = ex.mod.imports[0]
     assert lib.implements_function("fxp_conv2d_uint8_int16_channels")
     assert not lib.implements_function("fxp_conv2d_weight_pack")     # packed at compile time

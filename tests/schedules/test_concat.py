@@ -2,12 +2,13 @@
 against TVM's pipeline without our passes."""
 
 import numpy as np
-import pytest
 import tvm
 from tvm import relax
 
 from tvm_fxp.schedules import cpu_pipeline, host
 from tvm_fxp.schedules.concat import SinkIntoConcat
+
+from .reference import relax_main
 
 HOST = host()
 RNG = np.random.default_rng(11)
@@ -32,29 +33,19 @@ def _convs(bb, x):
 
 
 def before():
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 6, 6), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            a, b = _convs(bb, x)
-            cat = bb.emit(relax.op.concat([a, b], axis=1))
-            out = bb.emit_output(_tail(bb, cat, relax.const(SHIFT)))
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        a, b = _convs(bb, x)
+        return _tail(bb, bb.emit(relax.op.concat([a, b], axis=1)), relax.const(SHIFT))
+    return relax_main((1, 16, 6, 6), "uint8", body)
 
 
 def expected():
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 6, 6), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            a, b = _convs(bb, x)
-            parts = [_tail(bb, a, relax.const(np.ascontiguousarray(SHIFT[:, :8]))),
-                     _tail(bb, b, relax.const(np.ascontiguousarray(SHIFT[:, 8:])))]
-            cat = bb.emit(relax.op.concat(parts, axis=1))
-            out = bb.emit_output(cat)
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        a, b = _convs(bb, x)
+        parts = [_tail(bb, a, relax.const(np.ascontiguousarray(SHIFT[:, :8]))),
+                 _tail(bb, b, relax.const(np.ascontiguousarray(SHIFT[:, 8:])))]
+        return bb.emit(relax.op.concat(parts, axis=1))
+    return relax_main((1, 16, 6, 6), "uint8", body)
 
 
 def test_sink_into_concat_rewrites():

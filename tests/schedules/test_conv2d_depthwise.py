@@ -75,23 +75,18 @@ def test_fused_depthwise_layer_is_exact(strides, relu):
     bias = rng.integers(-2000, 2000, (1, c, 1, 1)).astype("int32")
     shift = rng.integers(1, 6, (1, c, 1, 1)).astype("int32")
     lo = 0 if relu else -128
-    bb = relax.BlockBuilder()
-    n = tvm.tirx.Var("n", "int64")
-    xv = relax.Var("x", relax.TensorType((n, c, 13, 19), "int8"))
-    with bb.function("main", [xv]):
-        with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(xv, relax.const(w), strides, [1, 1, 1, 1], groups=c,
-                                             out_dtype="int32"))
-            t = bb.emit(relax.op.add(acc, relax.const(bias)))
-            if relu:
-                t = bb.emit(relax.op.nn.relu(t))
-            neg = bb.emit(relax.op.astype(relax.op.less(t, _c(0, "int32")), "int32"))
-            s = bb.emit(relax.op.right_shift(relax.op.subtract(relax.op.add(t, relax.const(
-                (1 << (shift - 1)).astype("int32"))), neg), relax.const(shift)))
-            out = bb.emit_output(relax.op.astype(relax.op.minimum(relax.op.maximum(s, _c(lo, "int32")),
-                                                                  _c(127, "int32")), "int8"))
-        bb.emit_func_output(out)
-    mod = bb.get()
+
+    def body(bb, xv):
+        acc = bb.emit(relax.op.nn.conv2d(xv, relax.const(w), strides, [1, 1, 1, 1], groups=c, out_dtype="int32"))
+        t = bb.emit(relax.op.add(acc, relax.const(bias)))
+        if relu:
+            t = bb.emit(relax.op.nn.relu(t))
+        neg = bb.emit(relax.op.astype(relax.op.less(t, _c(0, "int32")), "int32"))
+        s = bb.emit(relax.op.right_shift(relax.op.subtract(relax.op.add(t, relax.const(
+            (1 << (shift - 1)).astype("int32"))), neg), relax.const(shift)))
+        return relax.op.astype(relax.op.minimum(relax.op.maximum(s, _c(lo, "int32")), _c(127, "int32")), "int8")
+
+    mod = ref.relax_main((tvm.tirx.Var("n", "int64"), c, 13, 19), "int8", body)
     layout = plan_conv2d(x.shape, w.shape, "int8", "int32", strides, (1, 1, 1, 1), (1, 1), c, target=HOST).layout
     assert dispatched_kernels(mod, HOST) == {f"conv2d_int8_int32_{layout}": 1}
     fuse = FuseEpilogue()

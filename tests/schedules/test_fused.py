@@ -66,15 +66,9 @@ def test_disabled_builds_without_fusion():
 
 def _conv_module(x_shape, w, make_tail):
     """``main(x) = make_tail(conv2d(x, w))`` (int16 accumulator), symbolic batch."""
-    bb = relax.BlockBuilder()
-    n = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType((n, *x_shape[1:]), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1, 1, 1], out_dtype="int16"))
-            out = bb.emit_output(make_tail(bb, acc))
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        return make_tail(bb, bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1, 1, 1], out_dtype="int16")))
+    return ref.relax_main((tvm.tirx.Var("n", "int64"), *x_shape[1:]), "uint8", body)
 
 
 def _c(v, dtype):
@@ -211,17 +205,12 @@ def test_epilogue_without_bias_on_dense():
     """An epilogue that starts with relu on the accumulator (no bias add) fuses into the matmul too."""
     rng = np.random.default_rng(9)
     a, b = ref.random_operands(rng, (3, 40), (40, 24), "int8", "int16", 40)
-    bb = relax.BlockBuilder()
-    n = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType((n, 40), "int8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            acc = bb.emit(relax.op.matmul(x, relax.const(b), out_dtype="int16"))
-            r = bb.emit(relax.op.nn.relu(acc))
-            out = bb.emit_output(relax.op.astype(relax.op.minimum(relax.op.right_shift(r, _c(2, "int16")),
-                                                                  _c(127, "int16")), "int8"))
-        bb.emit_func_output(out)
-    mod = bb.get()
+
+    def body(bb, x):
+        r = bb.emit(relax.op.nn.relu(bb.emit(relax.op.matmul(x, relax.const(b), out_dtype="int16"))))
+        return relax.op.astype(relax.op.minimum(relax.op.right_shift(r, _c(2, "int16")), _c(127, "int16")), "int8")
+
+    mod = ref.relax_main((tvm.tirx.Var("n", "int64"), 40), "int8", body)
     assert fused_count(mod) == 1
     got = relax.VirtualMachine(tvm_fxp.build(mod), tvm.cpu())["main"](tvm.runtime.tensor(a)).numpy()
     np.testing.assert_array_equal(got, np.minimum(np.maximum(ref.dense_ref(a, b), 0) >> 2, 127))

@@ -12,6 +12,8 @@ from conftest import model_path
 from tvm_fxp.passes.realize import realized_accumulators
 from tvm_fxp.schedules import ktiles, targets
 
+from .reference import relax_main
+
 
 @pytest.fixture(scope="module")
 def tiled(calib_images):
@@ -47,23 +49,20 @@ def _toy(second, op="conv2d"):
     from tvm import relax
 
     shape = [1, 8, 6, 6] if op == "conv2d" else [1, 8]
-    x = relax.Var("x", relax.TensorType(shape, "uint8"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            parts = []
-            for c0, c1 in ((0, 4), second):
-                s = bb.emit(relax.op.strided_slice(x, axes=[len(shape) - 1 if op != "conv2d" else 1],
-                                                   begin=[c0], end=[c1]))
-                if op == "conv2d":
-                    p = bb.emit(relax.op.nn.conv2d(s, relax.const(np.ones((16, c1 - c0, 3, 3), "int8")),
-                                                   out_dtype="int16"))
-                else:
-                    p = bb.emit(relax.op.matmul(s, relax.const(np.ones((c1 - c0, 16), "int8")), out_dtype="int16"))
-                parts.append(bb.emit(relax.op.astype(p, "int32")))
-            out = bb.emit_output(relax.op.add(*parts))
-        bb.emit_func_output(out)
-    return bb.get()
+
+    def body(bb, x):
+        parts = []
+        for c0, c1 in ((0, 4), second):
+            s = bb.emit(relax.op.strided_slice(x, axes=[len(shape) - 1 if op != "conv2d" else 1],
+                                               begin=[c0], end=[c1]))
+            if op == "conv2d":
+                p = bb.emit(relax.op.nn.conv2d(s, relax.const(np.ones((16, c1 - c0, 3, 3), "int8")),
+                                               out_dtype="int16"))
+            else:
+                p = bb.emit(relax.op.matmul(s, relax.const(np.ones((c1 - c0, 16), "int8")), out_dtype="int16"))
+            parts.append(bb.emit(relax.op.astype(p, "int32")))
+        return relax.op.add(*parts)
+    return relax_main(shape, "uint8", body)
 
 
 @pytest.mark.parametrize("second, matched", [((4, 8), 1), ((2, 6), 0), ((5, 8), 0)])

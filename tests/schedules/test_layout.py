@@ -9,9 +9,12 @@ from tvm import relax
 from tvm_fxp.schedules import cpu_pipeline, host, kernel_config
 from tvm_fxp.schedules.layout import BlockLayout
 
+from .reference import relax_main
+
 HOST = host()
 pytestmark = pytest.mark.skipif(not kernel_config(HOST, "int32").vnni, reason="the host has no AVX-512 VNNI")
 B = "NCHW16c"
+X = (1, 16, 8, 8)           # the input of every module here: uint8 NCHW
 RNG = np.random.default_rng(3)
 W1 = RNG.integers(-128, 128, (24, 16, 1, 1), dtype=np.int8)
 W2 = RNG.integers(-128, 128, (16, 24, 3, 3), dtype=np.int8)
@@ -49,63 +52,47 @@ def _pad(w: np.ndarray, out: int, cols=None, width=None) -> np.ndarray:
 
 def before_chain():
     """conv 1x1 16->24 + requantize, max pool, conv 3x3 24->16 (the result)."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            u = _requantize(bb, _conv(bb, x, W1), relax.const(BIAS))
-            m = bb.emit(relax.op.nn.max_pool2d(u, pool_size=(2, 2), strides=(2, 2)))
-            out = bb.emit_output(_conv(bb, m, W2, padding=1))
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        u = _requantize(bb, _conv(bb, x, W1), relax.const(BIAS))
+        m = bb.emit(relax.op.nn.max_pool2d(u, pool_size=(2, 2), strides=(2, 2)))
+        return _conv(bb, m, W2, padding=1)
+    return relax_main(X, "uint8", body)
 
 
 def expected_chain():
     """The conv writes (1, 2, 8, 8, 16) (24 channels padded to 32, bias blocked alike), the epilogue and the pool
     run blocked, the 3x3 conv reads it (zero weights for the 8 padding channels) and writes NCHW."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            u = _requantize(bb, _conv(bb, x, _pad(W1, 32), out=B), relax.const(_blocked(BIAS, 32)))
-            m = bb.emit(relax.op.nn.max_pool2d(u, pool_size=(2, 2), strides=(2, 2), layout=B, out_layout=B))
-            out = bb.emit_output(_conv(bb, m, _pad(W2, 16, width=32), padding=1, data=B))
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        u = _requantize(bb, _conv(bb, x, _pad(W1, 32), out=B), relax.const(_blocked(BIAS, 32)))
+        m = bb.emit(relax.op.nn.max_pool2d(u, pool_size=(2, 2), strides=(2, 2), layout=B, out_layout=B))
+        return _conv(bb, m, _pad(W2, 16, width=32), padding=1, data=B)
+    return relax_main(X, "uint8", body)
 
 
 def before_concat():
     """Two 16->24 convs concatenated (a fire module's expand), read by a 1x1 conv and also returned."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            a = _requantize(bb, _conv(bb, x, W1), relax.const(BIAS))
-            b = _requantize(bb, _conv(bb, x, W3), relax.const(BIAS))
-            cat = bb.emit(relax.op.concat([a, b], axis=1))
-            y = _conv(bb, cat, W4)
-            out = bb.emit_output(relax.Tuple([y, cat]))
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        a = _requantize(bb, _conv(bb, x, W1), relax.const(BIAS))
+        b = _requantize(bb, _conv(bb, x, W3), relax.const(BIAS))
+        cat = bb.emit(relax.op.concat([a, b], axis=1))
+        return relax.Tuple([_conv(bb, cat, W4), cat])
+    return relax_main(X, "uint8", body)
 
 
 def expected_concat():
     """The concat joins blocks: its 48 real channels sit at 0..23 and 32..55 of 64; the conv reading it scatters
     its weights by that map; the returned concat goes back to NCHW once (layout_transform, then take)."""
     phys = np.concatenate([np.arange(24), 32 + np.arange(24)])
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            a = _requantize(bb, _conv(bb, x, _pad(W1, 32), out=B), relax.const(_blocked(BIAS, 32)))
-            b = _requantize(bb, _conv(bb, x, _pad(W3, 32), out=B), relax.const(_blocked(BIAS, 32)))
-            cat = bb.emit(relax.op.concat([a, b], axis=1))
-            y = _conv(bb, cat, _pad(W4, 16, cols=phys, width=64), data=B)
-            t = bb.emit(relax.op.layout_transform(cat, index_map=lambda n, cb, h, w, k: (n, cb * 16 + k, h, w)))
-            t = bb.emit(relax.op.take(t, relax.const(phys.astype("int32")), axis=1))
-            out = bb.emit_output(relax.Tuple([y, t]))
-        bb.emit_func_output(out)
-    return bb.get()
+
+    def body(bb, x):
+        a = _requantize(bb, _conv(bb, x, _pad(W1, 32), out=B), relax.const(_blocked(BIAS, 32)))
+        b = _requantize(bb, _conv(bb, x, _pad(W3, 32), out=B), relax.const(_blocked(BIAS, 32)))
+        cat = bb.emit(relax.op.concat([a, b], axis=1))
+        y = _conv(bb, cat, _pad(W4, 16, cols=phys, width=64), data=B)
+        t = bb.emit(relax.op.layout_transform(cat, index_map=lambda n, cb, h, w, k: (n, cb * 16 + k, h, w)))
+        t = bb.emit(relax.op.take(t, relax.const(phys.astype("int32")), axis=1))
+        return relax.Tuple([y, t])
+    return relax_main(X, "uint8", body)
 
 
 @pytest.mark.parametrize("before,expected", [(before_chain, expected_chain), (before_concat, expected_concat)])
@@ -139,23 +126,19 @@ def test_blocked_build_is_bit_exact(before):
 def before_residual():
     """A bottleneck's end: conv -> requantize to int8 (the shortcut), conv -> requantize to int8, add of both
     widened to int32, requantize to uint8."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            def branch(w, bias):
-                t = bb.emit(relax.op.add(_conv(bb, x, w), relax.const(bias)))
-                t = bb.emit(relax.op.right_shift(t, relax.const(9, "int32")))
-                t = bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(t, relax.const(-128, "int32"))),
-                                             relax.const(127, "int32")))
-                return bb.emit(relax.op.astype(t, "int8"))
-            a, b = branch(W1, BIAS), branch(W3, -BIAS)
-            s = bb.emit(relax.op.add(bb.emit(relax.op.astype(a, "int32")), bb.emit(relax.op.astype(b, "int32"))))
-            s = bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(s, relax.const(0, "int32"))),
-                                         relax.const(255, "int32")))
-            out = bb.emit_output(bb.emit(relax.op.astype(s, "uint8")))
-        bb.emit_func_output(out)
-    return bb.get()
+    def body(bb, x):
+        def branch(w, bias):
+            t = bb.emit(relax.op.add(_conv(bb, x, w), relax.const(bias)))
+            t = bb.emit(relax.op.right_shift(t, relax.const(9, "int32")))
+            t = bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(t, relax.const(-128, "int32"))),
+                                         relax.const(127, "int32")))
+            return bb.emit(relax.op.astype(t, "int8"))
+        a, b = branch(W1, BIAS), branch(W3, -BIAS)
+        s = bb.emit(relax.op.add(bb.emit(relax.op.astype(a, "int32")), bb.emit(relax.op.astype(b, "int32"))))
+        s = bb.emit(relax.op.minimum(bb.emit(relax.op.maximum(s, relax.const(0, "int32"))),
+                                     relax.const(255, "int32")))
+        return bb.emit(relax.op.astype(s, "uint8"))
+    return relax_main(X, "uint8", body)
 
 
 def test_residual_add_runs_in_the_second_conv():

@@ -15,20 +15,14 @@ HOST = host()
 
 def single_op_module(make, data_shape, data_dtype, weight=None):
     """``main(x[, w]) = make(x, w)`` with a symbolic batch; the weight is a constant unless ``weight`` is None."""
-    bb = relax.BlockBuilder()
     n = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType((n, *data_shape[1:]), data_dtype))
-    params = [x]
+    params = []
     if isinstance(weight, np.ndarray):
         w = relax.const(weight)
     else:
         w = relax.Var("w", relax.TensorType(weight[0], weight[1]))
         params.append(w)
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(make(x, w)))
-        bb.emit_func_output(out)
-    return bb.get()
+    return ref.relax_main((n, *data_shape[1:]), data_dtype, lambda bb, x: bb.emit(make(x, w)), params)
 
 
 def run(mod, *args):

@@ -17,7 +17,7 @@ from tvm_fxp.schedules import paired_int32 as paired
 from tvm_fxp.schedules import preset
 from tools.asm import hot_loop
 
-from .reference import conv2d_ref, dense_ref
+from .reference import conv2d_ref, dense_ref, relax_main
 
 SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -122,16 +122,13 @@ def test_pair_proof_fails_exactly_on_two_minus_128_weights_in_a_lane():
 def _int32_layer(w, dense=False):
     from tvm import relax
 
-    bb = relax.BlockBuilder()
+    def body(bb, x):
+        y = relax.op.matmul(x, relax.const(w), out_dtype="int32") if dense else \
+            relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int32")
+        return bb.emit(y)
+
     n = tvm.tirx.Var("n", "int64")
-    x = relax.Var("x", relax.TensorType((n, w.shape[0]) if dense else (n, w.shape[1], 10, 10), "uint8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = relax.op.matmul(x, relax.const(w), out_dtype="int32") if dense else \
-                relax.op.nn.conv2d(x, relax.const(w), padding=[1, 1], out_dtype="int32")
-            out = bb.emit_output(bb.emit(y))
-        bb.emit_func_output(out)
-    return bb.get()
+    return relax_main((n, w.shape[0]) if dense else (n, w.shape[1], 10, 10), "uint8", body)
 
 
 def test_aarch64_build_of_a_proven_int32_layer_is_paired():

@@ -10,6 +10,8 @@ import tvm_fxp
 from tvm_fxp.schedules import host, kernel_config
 from tvm_fxp.schedules.legalize import dispatched_kernels
 
+from .reference import relax_main
+
 HOST = host()
 X86 = kernel_config(HOST, "int32").arch.startswith("x86")
 
@@ -28,13 +30,7 @@ def max_pool_ref(x, k, s, p, oh, ow):
 
 
 def _pool_module(shape, dtype, k, s, p, ceil):
-    bb = relax.BlockBuilder()
-    xv = relax.Var("x", relax.TensorType(shape, dtype))
-    with bb.function("main", [xv]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.max_pool2d(xv, k, s, p, ceil_mode=ceil))
-        bb.emit_func_output(out)
-    return bb.get()
+    return relax_main(shape, dtype, lambda bb, x: relax.op.nn.max_pool2d(x, k, s, p, ceil_mode=ceil))
 
 
 @pytest.mark.skipif(not X86, reason="x86 kernels")
