@@ -125,6 +125,18 @@ def _export(lib, path):
     lib.export_library(str(path), fcompile=arm_emulation.cross_compiler())
 
 
+def _model_under_qemu(work, name: str, lib, images) -> np.ndarray:
+    """The outputs of ``lib`` (a model built for the Pi) on ``images``, run alone by ``arm_runner.py`` under qemu
+    in the folder ``work``."""
+    np.savez(work / "images.npz", x=images)
+    _export(lib, work / f"{name}.so")
+    (work / "manifest.json").write_text(json.dumps({"kernels": [], "models": [
+        {"name": name, "lib": f"{name}.so", "inputs": "images.npz"}]}))
+    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(work))
+    with np.load(work / "results.npz") as res:
+        return res[name]
+
+
 def _kernel_case(work, name, plan, funcs, x, w, expected, blocks=None):
     """Pack on the host, cross-compile the kernel, and describe the call for arm_runner.py; with a ``blocks``
     dict, the kernel is the block-counting copy of ``tools/kernel_cost.py`` (its blocks go there)."""
@@ -353,13 +365,8 @@ def test_ternary_4bit_resnet_build_under_qemu_equals_host_simulation(tmp_path):
     assert "paired int32 kept" in kernels["conv2d_5"]["why"]
     assert {kernels[layer]["lanes"] for layer in serial} == {"positions", "depth"}
     images = fashion_mnist("test", limit=N_IMAGES).inputs
-    np.savez(tmp_path / "images.npz", x=images)
-    _export(tvm_fxp.build(realized, RPI4), tmp_path / "resnet_ternary4.so")
-    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [], "models": [
-        {"name": "resnet_ternary4", "lib": "resnet_ternary4.so", "inputs": "images.npz"}]}))
-    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(tmp_path))
-    with np.load(tmp_path / "results.npz") as res:
-        np.testing.assert_array_equal(res["resnet_ternary4"], ref.run_host(q.simulated(), images))
+    got = _model_under_qemu(tmp_path, "resnet_ternary4", tvm_fxp.build(realized, RPI4), images)
+    np.testing.assert_array_equal(got, ref.run_host(q.simulated(), images))
 
 
 @pytest.mark.slow   # ~25 s: its own qemu run
@@ -378,10 +385,5 @@ def test_paired_int32_build_under_qemu_equals_host_simulation(tmp_path):
     layouts = {layer: ks[0]["layout"] for layer, ks in layer_kernels(realized, RPI4).items()}
     assert layouts.pop("conv2d_0") == "channels" and set(layouts.values()) == {"paired"}, layouts
     images = fashion_mnist("test", limit=N_IMAGES).inputs
-    np.savez(tmp_path / "images.npz", x=images)
-    _export(tvm_fxp.build(realized, RPI4), tmp_path / "resnet_8bit.so")
-    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [], "models": [
-        {"name": "resnet_8bit", "lib": "resnet_8bit.so", "inputs": "images.npz"}]}))
-    arm_tools.require_emulator().run_python(ref.HERE / "arm_runner.py", str(tmp_path))
-    with np.load(tmp_path / "results.npz") as res:
-        np.testing.assert_array_equal(res["resnet_8bit"], ref.run_host(q.simulated(), images))
+    got = _model_under_qemu(tmp_path, "resnet_8bit", tvm_fxp.build(realized, RPI4), images)
+    np.testing.assert_array_equal(got, ref.run_host(q.simulated(), images))
