@@ -124,22 +124,29 @@ class BitserialPlan(GemmGeometry):
         return "depth"
 
     @property
+    def used_units(self) -> int:
+        """The depth in the units one step adds per lane: 128-value chunks here (``PositionLanesPlan``: bytes)."""
+        return _ceil_div(self.reduce, CHUNK)
+
+    unit_values = CHUNK        # depth values per unit
+
+    @property
     def steps(self) -> int:
-        """Chunks per int8 accumulation block (``T <= 15``), as even as possible."""
-        chunks = _ceil_div(self.reduce, CHUNK)
-        return _ceil_div(chunks, _ceil_div(chunks, MAX_STEPS))
+        """Units per int8 accumulation block (``T <= 15``), as even as possible."""
+        return _ceil_div(self.used_units, _ceil_div(self.used_units, MAX_STEPS))
 
     @property
     def k_blocks(self) -> int:
-        return _ceil_div(_ceil_div(self.reduce, CHUNK), self.steps)
+        return _ceil_div(self.used_units, self.steps)
 
     @property
     def chunks(self) -> int:
+        """The padded depth in units (``PositionLanesPlan.depth_bytes``)."""
         return self.k_blocks * self.steps
 
     @property
     def padded_reduce(self) -> int:
-        return self.chunks * CHUNK
+        return self.chunks * self.unit_values
 
     @property
     def packed_weight_shape(self) -> tuple:
@@ -522,20 +529,14 @@ class PositionLanesPlan(BitserialPlan):
         return kh * kw * self.channel_bytes
 
     @property
-    def steps(self) -> int:
-        return _ceil_div(self.used_bytes, _ceil_div(self.used_bytes, MAX_STEPS))
+    def used_units(self) -> int:
+        return self.used_bytes
 
-    @property
-    def k_blocks(self) -> int:
-        return _ceil_div(self.used_bytes, self.steps)
+    unit_values = STEP_BITS
 
     @property
     def depth_bytes(self) -> int:
-        return self.k_blocks * self.steps
-
-    @property
-    def padded_reduce(self) -> int:
-        return self.depth_bytes * STEP_BITS
+        return self.chunks
 
     @property
     def groups(self) -> int:
