@@ -20,27 +20,14 @@ from tvm import relax
 
 from . import legalize as L
 from .common import function_bindings, output_vars, reemit_function, remap_expr, rewrite_relax_functions, use_counts
-from .conv2d_int import conv2d_primfuncs
-from .dense_int import dense_primfuncs
 from .epilogue import match
 
 _KERNELS = ("relax.nn.conv2d", "relax.matmul")
 
 
-def _plan(call, target, lookup):
-    """The kernel plan of ``call``; ``lookup`` (var -> bound value) finds a constant weight bound earlier."""
-    weight = L.constant_value(call.args[1], lookup)
-    data_max = L.data_upper_bound(call.args[0], lookup)    # the original producers are still bound here
-    if str(call.op.name) == "relax.nn.conv2d":
-        return L.conv2d_plan_for(call, target, weight, data_max)
-    return L.dense_plan_for(call, target, weight, data_max)
-
-
 def _emit_fused(bb, call, plan, epi, out_ty, suffix="", tensors=()):
-    kind = "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "dense"
-    batch = L.static_batch(call)
-    funcs = conv2d_primfuncs(plan, batch, epi) if kind == "conv2d" else dense_primfuncs(plan, batch, epi)
-    return L.emit_kernel(bb, call, plan, funcs, kind, epi, out_ty, suffix, tensors)
+    funcs = L.layer_primfuncs(call, plan, epi)
+    return L.emit_kernel(bb, call, plan, funcs, L.layer_kind(call), epi, out_ty, suffix, tensors)
 
 
 def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: str = "") -> tuple:
@@ -55,7 +42,7 @@ def fuse_function(func: relax.Function, target, bb: relax.BlockBuilder, suffix: 
         v = b.value
         if k in skip or not isinstance(v, relax.Call) or not hasattr(v.op, "name") or str(v.op.name) not in _KERNELS:
             continue
-        plan = _plan(v, target, bound.get)
+        plan = L.layer_plan(v, target, bound.get)     # the original producers are still bound here
         if plan is None or plan.acc_dtype == "float64":     # the simulation's float kernels stay unfused
             continue
         axis = len(b.var.ty.shape) - 1

@@ -393,22 +393,30 @@ def static_batch(call) -> tirx.IntImm | None:
     return tirx.IntImm("int64", int(lead.value)) if isinstance(lead, tirx.IntImm) else None
 
 
-def _legalize_conv2d(bb, call):
-    target = _cpu_target()
-    plan = conv2d_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding),
-                           data_upper_bound(call.args[0], bb.lookup_binding)) if target is not None else None
-    if plan is None:
-        return original_legalize("relax.nn.conv2d")(bb, call)
-    return emit_kernel(bb, call, plan, conv2d_primfuncs(plan, static_batch(call)), "conv2d")
+def layer_kind(call) -> str:
+    """``"conv2d"`` for a ``relax.nn.conv2d`` call, ``"dense"`` for a ``relax.matmul``."""
+    return "conv2d" if str(call.op.name) == "relax.nn.conv2d" else "dense"
 
 
-def _legalize_matmul(bb, call):
+def layer_plan(call, target, lookup):
+    """The kernel plan of a conv2d/matmul ``call`` (``conv2d_plan_for``/``dense_plan_for``; None: not ours);
+    ``lookup`` (var -> bound value) finds a constant weight and the data's producers bound earlier."""
+    plan_for = conv2d_plan_for if layer_kind(call) == "conv2d" else dense_plan_for
+    return plan_for(call, target, constant_value(call.args[1], lookup), data_upper_bound(call.args[0], lookup))
+
+
+def layer_primfuncs(call, plan, epilogue=None) -> tuple:
+    """The kernel's PrimFuncs for ``call``'s batch (static, or symbolic when None), with ``epilogue`` fused."""
+    make = conv2d_primfuncs if layer_kind(call) == "conv2d" else dense_primfuncs
+    return make(plan, static_batch(call), epilogue)
+
+
+def _legalize_layer(bb, call):
     target = _cpu_target()
-    plan = dense_plan_for(call, target, constant_value(call.args[1], bb.lookup_binding),
-                          data_upper_bound(call.args[0], bb.lookup_binding)) if target is not None else None
+    plan = layer_plan(call, target, bb.lookup_binding) if target is not None else None
     if plan is None:
-        return original_legalize("relax.matmul")(bb, call)
-    return emit_kernel(bb, call, plan, dense_primfuncs(plan, static_batch(call)), "dense")
+        return original_legalize(str(call.op.name))(bb, call)
+    return emit_kernel(bb, call, plan, layer_primfuncs(call, plan), layer_kind(call))
 
 
 def dispatched_kernels(mod: tvm.IRModule, target) -> dict:
@@ -470,7 +478,7 @@ def _legalize_max_pool2d(bb, call):
     return relax.call_tir(gv, [call.args[0]], call.ty)
 
 
-_LEGALIZERS = {"relax.nn.conv2d": _legalize_conv2d, "relax.matmul": _legalize_matmul,
+_LEGALIZERS = {"relax.nn.conv2d": _legalize_layer, "relax.matmul": _legalize_layer,
                "relax.nn.max_pool2d": _legalize_max_pool2d}
 
 
