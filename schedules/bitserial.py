@@ -62,6 +62,7 @@ from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
 from .common import GemmGeometry, ceil_div as _ceil_div
+from .epilogue import const_placeholders
 
 LANES = 16                 # bytes per NEON register
 CHUNK = 8 * LANES          # depth values per 16-byte mask
@@ -487,8 +488,7 @@ def bitserial_primfunc(plan: BitserialPlan, batch=1, neon: bool = True, epilogue
     data = te.placeholder(shape, "uint8", name="data")
     masks = te.placeholder(plan.packed_weight_shape, "uint8", name="weight_masks")
     offset = te.placeholder((plan.out_channels,), "int32", name="weight_offset")
-    params = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
-                                          for j, c in enumerate(epilogue.consts)]
+    params = const_placeholders(epilogue)
     if isinstance(plan, PositionLanesPlan):
         out = finish_compute(positions_compute(data, masks, plan), offset, plan, epilogue, params)
         return schedule_positions(te.create_prim_func([data, masks, offset, *params, out], "int64"), plan)

@@ -35,6 +35,7 @@ from tvm.script import tirx as T
 
 from .common import ThreadFlag
 from .common import has_block as _has_block
+from .epilogue import const_placeholders
 
 LAYOUTS = {"avx2_acc16": (8, 4, "int16"), "avx2_madd": (8, 4, "int32")}    # layout -> (lanes, group, acc)
 ACC16 = "tvm_fxp.avx2_pmaddubsw_8x2x2_i16"
@@ -268,7 +269,6 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     pack_func = te.create_prim_func([weight, pack_weight(weight, plan)], "int64")
     data = te.placeholder((batch, plan.channels, plan.height, plan.width), "uint8", name="data")
     packed = te.placeholder(packed_weight_shape(plan), "int8", name="weight_packed")
-    consts = [] if epilogue is None else [te.placeholder((cst.size,), str(cst.dtype), name=f"epilogue_c{j}")
-                                          for j, cst in enumerate(epilogue.consts)]
+    consts = const_placeholders(epilogue)
     out = conv2d_compute(data, packed, plan, epilogue, consts)
     return pack_func, None, schedule(te.create_prim_func([data, packed, *consts, out], "int64"), plan)

@@ -46,6 +46,7 @@ from tvm.s_tir import Schedule
 
 from .common import ConvGeometry, ceil_div as _ceil_div, has_block as _has_block, tile_unpack
 from .conv2d_vnni import conv2d_primfuncs as vnni_primfuncs
+from .epilogue import const_placeholders
 from .targets import KernelConfig, kernel_config
 
 INPUT_DTYPES = ("int8", "uint8")
@@ -486,8 +487,7 @@ def _primfuncs(plan: Conv2dPlan, batch=None, epilogue=None) -> tuple:
         offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
         offset = te.placeholder((plan.out_channels,), plan.acc_dtype, name="weight_offset")
         params.append(offset)
-    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
-                                          for j, c in enumerate(epilogue.consts)]
+    consts = const_placeholders(epilogue)
     out = conv2d_compute(data, packed, plan, offset, epilogue, consts)
     from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 

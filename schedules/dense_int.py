@@ -27,6 +27,7 @@ from tvm.s_tir import Schedule
 
 from .common import ceil_div as _ceil_div, has_block as _has_block
 from .conv2d_int import EXACT_FLOAT, check_dtypes
+from .epilogue import const_placeholders
 from .targets import KernelConfig, kernel_config
 
 MIN_CHAINS = 8   # independent accumulator registers needed to cover the multiply-accumulate latency
@@ -216,8 +217,7 @@ def dense_primfuncs(plan: DensePlan, rows=None, epilogue=None) -> tuple:
         offset_func = te.create_prim_func([b, weight_offset(b, plan)], "int64")
         offset = te.placeholder((plan.outputs,), plan.acc_dtype, name="weight_offset")
         params.append(offset)
-    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
-                                          for j, c in enumerate(epilogue.consts)]
+    consts = const_placeholders(epilogue)
     out = dense_compute(a, packed, plan, offset, epilogue, consts)
     from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 

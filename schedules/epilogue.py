@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from tvm import relax, tirx
+from tvm import relax, te, tirx
 from tvm.ir.expr import GenericConst
 
 BINARY = {
@@ -79,6 +79,14 @@ class Epilogue:
                 out = BINARY[op](*xs)
             vals.append(out)
         return vals[-1]
+
+
+def const_placeholders(epilogue: Epilogue | None) -> list:
+    """The kernel arguments ``epilogue_c{j}`` that carry ``epilogue``'s constants (one value per output
+    channel), in order; none without an epilogue."""
+    if epilogue is None:
+        return []
+    return [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}") for j, c in enumerate(epilogue.consts)]
 
 
 def _op(expr) -> str | None:

@@ -40,6 +40,7 @@ from tvm.s_tir import Schedule
 
 from . import intrin_arm
 from .common import GemmGeometry, ceil_div as _ceil_div
+from .epilogue import const_placeholders
 
 DEPTH = intrin_arm.DEPTH
 REGISTERS = 32
@@ -430,8 +431,7 @@ def paired_primfuncs(plan: PairedPlan, batch=1, neon: bool = True, epilogue=None
         offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
         offset = te.placeholder((plan.out_channels,), "int32", name="weight_offset")
         params.append(offset)
-    consts = [] if epilogue is None else [te.placeholder((c.size,), str(c.dtype), name=f"epilogue_c{j}")
-                                          for j, c in enumerate(epilogue.consts)]
+    consts = const_placeholders(epilogue)
     out = paired_compute(data, packed, plan, offset, epilogue, consts)
     return pack_func, offset_func, schedule_paired(te.create_prim_func([*params, *consts, out], "int64"), plan,
                                                    neon)
