@@ -577,21 +577,12 @@ def render() -> str:
     r = _load("finetune.json")
     if r:
         parts += finetune_table(r, _load("relax_training.json")) + [""]
-    r = _load("methods_diagnostics.json")
-    if r:
-        parts += diagnostics_table(r) + [""]
-    r = _load("pretrained.json")
-    if r:
-        parts += pretrained_table(r) + [""]
-    r = _load("arm_static.json")
-    if r:
-        parts += arm_table(r) + [""]
-    r = _load("ktiles.json")
-    if r:
-        parts += ktiles_table(r) + [""]
-    r = _load("avx2_acc16.json")
-    if r:
-        parts += avx2_table(r) + [""]
+    for name, table in (("methods_diagnostics.json", diagnostics_table), ("pretrained.json", pretrained_table),
+                        ("arm_static.json", arm_table), ("ktiles.json", ktiles_table),
+                        ("avx2_acc16.json", avx2_table)):
+        r = _load(name)
+        if r:
+            parts += table(r) + [""]
     return "\n".join(parts)
 
 
