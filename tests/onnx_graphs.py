@@ -478,8 +478,15 @@ def mobilenet_v2(g: Net, image: int, width: float = 1.0, classes: int = 1000, so
 
 def multi_io_model(g: GraphBuilder, inputs: list, outputs: list, opset: int = 13) -> onnx.ModelProto:
     """A model of ``g``'s nodes with several inputs ``[(name, dims)]`` and outputs ``[name]`` (shapes inferred)."""
+    return nodes_model(g.nodes, g.inits, inputs, outputs, opset, "multi")
+
+
+def nodes_model(nodes: list, inits: list, inputs: list, outputs: list, opset: int = 13,
+                name: str = "g") -> onnx.ModelProto:
+    """A checked model of ONNX ``nodes`` and initializers ``inits`` with float inputs ``[(name, dims)]`` and
+    outputs ``[name]``, whose types and shapes ONNX's shape inference fills in."""
     ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(d)) for n, d in inputs]
-    graph = helper.make_graph(g.nodes, "multi", ins, [onnx.ValueInfoProto(name=o) for o in outputs], g.inits)
+    graph = helper.make_graph(nodes, name, ins, [onnx.ValueInfoProto(name=o) for o in outputs], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     info = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}

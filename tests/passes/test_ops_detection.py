@@ -20,20 +20,10 @@ from tvm_fxp.api import output_integers
 from tvm_fxp.formats import FixedPointFormat, rounding_right_shift
 from tvm_fxp.passes import float_ops_in_integer_graph
 
+from onnx_graphs import nodes_model
+
 FAST_TARGET = tvm.target.Target({"kind": "llvm", "opt-level": 0})
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def _model(nodes, inits, inputs, outputs, opset=13):
-    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in inputs]
-    g = helper.make_graph(nodes, "g", ins, [onnx.ValueInfoProto(name=o) for o in outputs], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    info = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
-    for k, o in enumerate(outputs):
-        m.graph.output[k].CopyFrom(info[o])
-    onnx.checker.check_model(m)
-    return m
 
 
 def _i64(name, v):
@@ -89,7 +79,7 @@ def test_slice_any_axis_steps_negative_indices(tmp_path, case, bits, seed):
         full[a % 3 + 1] = slice(s0, e0 if e0 >= -shape[a % 3] else None, st_)
     x = np.random.default_rng(seed).normal(0, 2, [5] + shape).astype(np.float32)
     y_shape = x[tuple(full)].shape
-    model = _model(nodes, [_i64("s", starts), _i64("e", ends), _i64("a", [a % 3 + 1 for a in axes]), _i64("t", steps),
+    model = nodes_model(nodes, [_i64("s", starts), _i64("e", ends), _i64("a", [a % 3 + 1 for a in axes]), _i64("t", steps),
                           _i64("shape", [0, -1])], [("x", ["N"] + shape)], ["out"])
     q, (real,) = _run(tmp_path, model, [x], bits)
     fmt = q.plan["input"]
@@ -114,7 +104,7 @@ def test_split_and_pad(tmp_path, c, axis, parts, bits, mode, pads, seed):
     widths = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]
     for i in range(len(sizes)):
         nodes.append(helper.make_node("Pad", [f"s{i}", "pads"], [f"p{i}"], mode=mode))
-    model = _model(nodes, [_i64("sizes", sizes), _i64("pads", widths)], [("x", ["N"] + shape)], outs)
+    model = nodes_model(nodes, [_i64("sizes", sizes), _i64("pads", widths)], [("x", ["N"] + shape)], outs)
     x = np.random.default_rng(seed).normal(0, 1, [4] + shape).astype(np.float32)
     smallest = [min(sizes) if axis == 2 else 5, min(sizes) if axis == 3 else 6]
     assume(mode != "reflect" or (max(pads[0], pads[2]) < smallest[0] and max(pads[1], pads[3]) < smallest[1]))
@@ -161,7 +151,7 @@ def test_nearest_resize(tmp_path, h, w, sh, sw, form, bits, mode, nearest, seed)
         ins = ["x", "", "", "sizes"]
     node = helper.make_node("Resize", ins, ["out"], mode="nearest", coordinate_transformation_mode=mode,
                             nearest_mode=nearest)
-    model = _model([node], inits, [("x", ["N", 3, h, w])], ["out"])
+    model = nodes_model([node], inits, [("x", ["N", 3, h, w])], ["out"])
     if form == "sizes":   # shape inference needs the batch from the input: fix the output's dims
         model.graph.output[0].CopyFrom(helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, h * sh, w * sw]))
     x = np.random.default_rng(seed).normal(0, 1, (3, 3, h, w)).astype(np.float32)
@@ -187,7 +177,7 @@ def test_max_min_of_two_inputs_in_different_formats(tmp_path, op, bits, sigma, s
     own format): ``Max``/``Min`` aligns its operands to the finer scale, compares, then requantizes."""
     nodes = [helper.make_node(op, ["a", "b"], ["m"]), helper.make_node("Relu", ["b"], ["rb"]),
              helper.make_node("Transpose", ["rb"], ["out2"], perm=[0, 2, 3, 1])]
-    model = _model(nodes, [], [("a", ["N", 2, 3, 4]), ("b", ["N", 2, 3, 4])], ["m", "out2"])
+    model = nodes_model(nodes, [], [("a", ["N", 2, 3, 4]), ("b", ["N", 2, 3, 4])], ["m", "out2"])
     rng = np.random.default_rng(seed)
     a = rng.normal(0, sigma, (6, 2, 3, 4)).astype(np.float32)
     b = rng.normal(0, 1, (6, 2, 3, 4)).astype(np.float32)
@@ -237,7 +227,7 @@ def _table_layer(tmp_path, fn):
     nodes = FUNCTIONS[fn][0]()
     used = {i for n in nodes for i in n.input}
     path = tmp_path / f"{fn}.onnx"
-    onnx.save(_model(nodes, [s for s in SCALARS if s.name in used], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
+    onnx.save(nodes_model(nodes, [s for s in SCALARS if s.name in used], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
     prepared, lg = tvm_fxp.load_model(path)
     tables = [l for l in lg.layers.values() if l.op == "table"]
     assert len(tables) == 1 and len(lg.layers) == 2, {l.name: l.op for l in lg.layers.values()}
@@ -282,7 +272,7 @@ def test_table_layer_end_to_end(tmp_path, fn, bits, sigma, seed):
     prepared, lg, layer = _table_layer(tmp_path, fn)
     nodes = FUNCTIONS[fn][0]()
     used = {i for n in nodes for i in n.input}
-    model = _model(nodes, [s for s in SCALARS if s.name in used], [("x", ["N", 1, 4, 4])], ["y"])
+    model = nodes_model(nodes, [s for s in SCALARS if s.name in used], [("x", ["N", 1, 4, 4])], ["y"])
     x = np.random.default_rng(seed).normal(0, sigma, (32, 1, 4, 4)).astype(np.float32)
     q, (real,) = _run(tmp_path, model, [x], bits)
     fin, fo = q.plan["input"], _out_fmt(q)
@@ -308,13 +298,13 @@ def test_table_ops_need_no_float_islands(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("HardSwish", ["c"], ["h"]),
              helper.make_node("Conv", ["h", "w"], ["c2"]), helper.make_node("HardSigmoid", ["c2"], ["y"])]
     path = tmp_path / "hswish14.onnx"
-    onnx.save(_model(nodes, [w], [("x", ["N", 1, 4, 4])], ["y"], opset=14), str(path))
+    onnx.save(nodes_model(nodes, [w], [("x", ["N", 1, 4, 4])], ["y"], opset=14), str(path))
     _, lg = tvm_fxp.load_model(path)
     assert [l.op for l in lg.layers.values()] == ["input", "conv2d", "table", "conv2d"]
     assert [l.attrs["match"].describe for l in lg.layers.values() if l.op == "table"] == \
         ["multiply(x, divide(clip(add(x, 3), 0, 6), 6))"]
     path = tmp_path / "log.onnx"
-    onnx.save(_model([helper.make_node("Log", ["x"], ["y"])], [], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
+    onnx.save(nodes_model([helper.make_node("Log", ["x"], ["y"])], [], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"relax.log has no integer realization"):
         tvm_fxp.load_model(path)
 
@@ -386,7 +376,7 @@ def test_conv_transpose_is_a_phase_decomposed_conv2d(tmp_path, groups, cin, cout
     nodes = [helper.make_node("ConvTranspose", ["x", "W", "B"], ["t" if relu else "y"], strides=[s, s], pads=[p] * 4,
                               kernel_shape=[k, k], group=groups, output_padding=[op, op])]
     nodes += [helper.make_node("Relu", ["t"], ["y"])] if relu else []
-    model = _model(nodes, [numpy_helper.from_array(W, "W"), numpy_helper.from_array(bias, "B")],
+    model = nodes_model(nodes, [numpy_helper.from_array(W, "W"), numpy_helper.from_array(bias, "B")],
                    [("x", ["N", cin, 4, 5])], ["y"])
     x = rng.normal(0, 1, (3, cin, 4, 5)).astype(np.float32)
     q, (real,) = _run(tmp_path, model, [x], bits)
@@ -420,7 +410,7 @@ def test_conv_transpose_refusals_name_the_node(tmp_path):
     w = numpy_helper.from_array(np.ones((1, 1, 2, 2), np.float32), "W")
     node = helper.make_node("ConvTranspose", ["x", "W"], ["y"], strides=[2, 2], dilations=[2, 2], kernel_shape=[2, 2])
     path = tmp_path / "ctd.onnx"
-    onnx.save(_model([node], [w], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
+    onnx.save(nodes_model([node], [w], [("x", ["N", 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"node .*ConvTranspose.*dilations \[2, 2\] \(1 only\)"):
         tvm_fxp.load_model(path)
 
@@ -435,7 +425,7 @@ def test_bilinear_resize_with_integer_weights(tmp_path, scale, mode):
     inits = [numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
              numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "scales")]
     node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="linear", coordinate_transformation_mode=mode)
-    model = _model([node], inits, [("x", ["N", 2, 3, 4])], ["y"])
+    model = nodes_model([node], inits, [("x", ["N", 2, 3, 4])], ["y"])
     x = np.random.default_rng(0).normal(0, 1, (4, 2, 3, 4)).astype(np.float32)
     q, (real,) = _run(tmp_path, model, [x], 8)
     (layer,) = [l for l in q.graph.layers.values() if l.op == "conv2d"]
@@ -489,7 +479,7 @@ def test_linear_resize_any_scale_and_mode(tmp_path, case, bits, seed):
     else:
         inits, ins = [roi, numpy_helper.from_array(np.array([1, 1, *scales], np.float32), "scales")], ["x", "roi", "scales"]
     node = helper.make_node("Resize", ins, ["y"], mode="linear", coordinate_transformation_mode=mode)
-    model = _model([node], inits, [("x", [4, 2, h, w])], ["y"])
+    model = nodes_model([node], inits, [("x", [4, 2, h, w])], ["y"])
     x = np.random.default_rng(seed).normal(0, 1, (4, 2, h, w)).astype(np.float32)
     q, (real,) = _run(tmp_path, model, [x], bits)
     (layer,) = [l for l in q.graph.layers.values() if l.op == "resize"]
@@ -524,12 +514,12 @@ def test_linear_resize_refusals_name_the_node(tmp_path):
 
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic")
     path = tmp_path / "cubic.onnx"
-    onnx.save(_model([node], [_i64("sizes", [1, 1, 6, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
+    onnx.save(nodes_model([node], [_i64("sizes", [1, 1, 6, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): resize cubic .* not supported"):
         tvm_fxp.load_model(path)
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
                             coordinate_transformation_mode="align_corners")
-    onnx.save(_model([node], [_i64("sizes", [1, 1, 1, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
+    onnx.save(nodes_model([node], [_i64("sizes", [1, 1, 1, 6])], [("x", [1, 1, 4, 4])], ["y"]), str(path))
     with pytest.raises(FxpGraphError, match=r"node \w+ \(relax.image.resize2d\): align_corners linear resize to an "
                                             r"output of one pixel"):
         tvm_fxp.load_model(path)
