@@ -26,6 +26,8 @@ is applied to the registers at write-back as in ``conv2d_int``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import te, tirx
 from tvm.s_tir import Schedule
 from tvm.s_tir import TensorIntrin
@@ -256,29 +258,65 @@ def channel_blocks(plan) -> int:
     return 1
 
 
+@dataclass(frozen=True)
+class Knobs:
+    """The schedule's choices (``apply_schedule``); ``default_knobs(plan)`` is the hand schedule.
+
+    - ``block``: ``R``, output positions per register tile (an int, or MetaSchedule's sampled ``ExprRV``);
+      with ``shape="flat"`` it divides the plan's padded positions, with ``"rows"`` the output width;
+    - ``vectors``: 16-channel output vectors per register tile (1, 2 or 3; divides the vectors of the layer):
+      each broadcast input word feeds that many ``vpdpbusd`` (``vectors x R`` zmm accumulators);
+    - ``shape``: ``"flat"``: ``R`` consecutive flattened positions ``p = y*OW + x``; ``"rows"``: the positions
+      split into output rows first, ``R`` columns of one row per tile (input addresses affine in the loop
+      variables: no division by ``OW`` per position)."""
+
+    block: object
+    vectors: int = 1
+    shape: str = "flat"
+
+
+def default_knobs(plan) -> Knobs:
+    return Knobs(plan.block, channel_blocks(plan), "flat")
+
+
 def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
+    """The default schedule: ``apply_schedule`` with ``default_knobs(plan)``."""
     sch = Schedule(func)
+    apply_schedule(sch, plan, default_knobs(plan))
+    return sch.mod["main"]
+
+
+def apply_schedule(sch: Schedule, plan, knobs: Knobs) -> None:
+    """Schedule the kernel in ``sch`` (``conv2d_compute``'s blocks) with ``knobs``.  No primitive changes what a
+    block computes: every choice gives the same integers in the plan's accumulator."""
     conv = sch.get_sblock("conv")
     n, ob, p, v, rq, rky, rkx, rk = sch.get_loops(conv)
-    po, pi = sch.split(p, [None, plan.block])
+    if knobs.shape == "rows":
+        y, x = sch.split(p, [None, plan.out_hw[1]])
+        po, pi = sch.split(x, [None, knobs.block])
+        positions = [y, po]
+    else:
+        po, pi = sch.split(p, [None, knobs.block])
+        positions = [po]
+    anchor = positions[-1]
     split = weight_parts(plan) == 2
     inner = [pi]
     if split:       # int16 weights: the lo and hi sums of a block side by side (2 x R accumulators)
         ob, part = sch.split(ob, [None, 2])
-        sch.reorder(n, ob, po, part, rq, rky, rkx, pi, v, rk)
+        sch.reorder(n, ob, *positions, part, rq, rky, rkx, pi, v, rk)
     else:
-        if channel_blocks(plan) > 1:
-            ob, obi = sch.split(ob, [None, channel_blocks(plan)])
+        if knobs.vectors > 1:
+            ob, obi = sch.split(ob, [None, knobs.vectors])
             inner = [obi, pi]
-        sch.reorder(n, ob, po, rq, rky, rkx, *inner, v, rk)
+        sch.reorder(n, ob, *positions, rq, rky, rkx, *inner, v, rk)
     acc = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(acc, po)
+    sch.reverse_compute_at(acc, anchor)
     if _has_block(sch, "epilogue"):
         if not split:
             sch.reverse_compute_inline(sch.get_sblock("epilogue"))
         else:       # it reads both sums of the block, right after their write-back (still in L1)
             epi = sch.get_sblock("epilogue")
-            sch.reverse_compute_at(epi, po)
+            sch.reverse_compute_at(epi, anchor)
             sch.vectorize(sch.get_loops(epi)[-1])
     for loop in inner:
         sch.unroll(loop)
@@ -300,7 +338,6 @@ def schedule(func: tirx.PrimFunc, plan) -> tirx.PrimFunc:
         sch.vectorize(sch.get_loops(pad)[-1])
     sch.tensorize(v, INTRIN)
     tile_unpack(sch, LANES)
-    return sch.mod["main"]
 
 
 def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
