@@ -365,6 +365,4 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
     from .tuned import schedule_kernel   # the tuned schedule when a tuning database is in scope
 
     func = te.create_prim_func([*params, *consts, *tensors, out], "int64")
-    if tensors:     # no design space reads epilogue tensors: the default schedule
-        return pack_func, offset_func, schedule(func, plan)
     return pack_func, offset_func, schedule_kernel(func, plan, schedule)

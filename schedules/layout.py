@@ -25,9 +25,8 @@ weights by the map.  Padding channels hold whatever their producer computed from
 constants; they are only ever multiplied by zero weights, pooled or added channel-wise, and dropped at the
 conversion back, so every real channel is the integer it was: the pass changes no result (tests compare the
 built module with and without it, bit for bit).  Nothing is done without an AVX-512 VNNI target in scope,
-inside ``legalize.disabled()``, or while a tuning database is applied or tuning tasks are collected
-(``tuned.active()``: MetaSchedule's design spaces in ``tuning.py`` are those of the NCHW kernels, so a tuned
-build keeps NCHW between layers).
+or inside ``legalize.disabled()``.  A tuned build keeps the blocked layout: the design space of the VNNI
+kernel (``tuning.py``) is that of the blocked kernels too.
 """
 
 from __future__ import annotations
@@ -313,11 +312,9 @@ class BlockLayout:
         self.blocked = 0
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        from .tuned import active as tuning_active
-
         target = L._cpu_target()
         self.blocked = 0
-        if target is None or not kernel_config(target, "int32").vnni or tuning_active():
+        if target is None or not kernel_config(target, "int32").vnni:
             return mod
 
         def rewrite(gv, func):

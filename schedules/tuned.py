@@ -77,18 +77,10 @@ def tuning_key(workload: tirx.PrimFunc) -> tirx.PrimFunc:
     return workload.specialize({data: tvm.tirx.decl_buffer([one, *shape[1:]], data.ty.dtype, data.name)})
 
 
-def active() -> bool:
-    """Whether a tuning database is applied or workloads are collected in this thread (``layout.py``'s
-    ``BlockLayout`` then keeps NCHW: the design spaces of ``tuning.py`` are written for the NCHW kernels)."""
-    return getattr(_state, "applied", None) is not None or getattr(_state, "collected", None) is not None
-
-
 def schedule_kernel(workload: tirx.PrimFunc, plan, default):
     """``default(workload, plan)``, or the tuned schedule from the database in scope (see the module doc)."""
     if plan.acc_dtype == "float64":          # the simulation's exact float kernels are not tuned
         return default(workload, plan)
-    if "NCHW16c" in (getattr(plan, "data_layout", "NCHW"), getattr(plan, "out_layout", "NCHW")):
-        return default(workload, plan)       # blocked activations: no design space (see ``active``)
     workload = workload.with_attr(PLAN_ATTR, plan_json(plan))
     collected = getattr(_state, "collected", None)
     if collected is not None:

@@ -96,8 +96,15 @@ def _blocks(default: int, extent: int) -> list:
 
 def knobs(plan, spatial: str = "flat", oc_block: int = 1) -> dict:
     """``{knob: (candidates, index of the default schedule's value)}`` of a kernel's plan in one sketch
-    (``spatial``/``oc_block``: see ``SKETCHES``; the default sketch is ``"flat"``, 1)."""
+    (``spatial``/``oc_block``: see ``SKETCHES``, or ``vnni_sketches`` for the VNNI kernel; without them, the
+    default sketch)."""
     kind = kernel_kind(plan)
+    if kind == "conv2d_vnni":
+        from .conv2d_vnni import default_knobs
+
+        if (spatial, oc_block) == ("flat", 1):
+            spatial, oc_block = default_knobs(plan).shape, default_knobs(plan).vectors
+        return {"register_block": vnni_blocks(plan, spatial, oc_block)}
     if kind == "dense":
         vb = plan.vector_blocks
         rk = plan.padded_reduce // plan.split
@@ -107,18 +114,11 @@ def knobs(plan, spatial: str = "flat", oc_block: int = 1) -> dict:
             out["vector_width"] = _candidates(plan.lanes, [plan.lanes // 2, plan.lanes])
         return out
     if spatial == "rows":       # a block of positions within one output row: divisors of its width
-        limit = 16 if oc_block == 1 else 28 // oc_block
-        blocks = [r for r in _divisors(plan.out_hw[1], limit) if r > 1]
+        blocks = [r for r in _divisors(plan.out_hw[1], 16) if r > 1]
         blocks = _candidates(blocks[-1], blocks)
     else:
-        blocks = _blocks(plan.block, plan.padded_positions)
-        if oc_block > 1:        # oc_block x R zmm accumulators and oc_block weight vectors in 32 registers
-            blocks = [r for r in blocks if r * oc_block <= 28] or blocks[:1]
-        blocks = _candidates(plan.block if oc_block == 1 else blocks[-1], blocks)
+        blocks = _candidates(plan.block, _blocks(plan.block, plan.padded_positions))
     unpack = _candidates(1, _divisors(plan.out_hw[1], 16))
-    if kind == "conv2d_vnni":
-        return {"register_block": blocks,
-                "k_unroll": _candidates(1, _divisors(-(-plan.channels // 4), 4)), "unpack_vector": unpack}
     out = {"register_block": blocks,
            "k_unroll": _candidates(1, _divisors(plan.in_per_group, 4))}
     if plan.lanes >= 8:
@@ -127,16 +127,65 @@ def knobs(plan, spatial: str = "flat", oc_block: int = 1) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------ the VNNI kernel
+
+VNNI_ACCUMULATORS = 24
+"""zmm accumulators of a VNNI register tile (``vectors x R``; of 32 registers, the weight vectors and the
+broadcast input take some more): 2 vectors x 14 (28) measured 3.5x slower than 2 x 7 on 14x14 maps (spills)."""
+
+
+def vnni_sketches(plan) -> list:
+    """``[(shape, vectors)]`` of the VNNI kernel's design spaces (``conv2d_vnni.Knobs``), the default first:
+    ``flat`` and ``rows`` (where the padded positions are whole rows and some ``R > 1`` divides the width),
+    1, 2 or 3 output vectors per tile (dividing the layer's vectors; 1 for int16 weights, whose lo/hi parts
+    already double the tile)."""
+    from .conv2d_vnni import LANES, default_knobs, weight_parts
+
+    d = default_knobs(plan)
+    vectors = [1] if weight_parts(plan) == 2 else \
+        [v for v in (1, 2, 3) if -(-plan.out_channels // LANES) % v == 0]
+    shapes = ["flat"]
+    if plan.padded_positions % plan.out_hw[1] == 0 and [r for r in _divisors(plan.out_hw[1], 16) if r > 1]:
+        shapes.append("rows")
+    out = [(d.shape, d.vectors)]
+    out += [(s, v) for s in shapes for v in vectors if (s, v) != out[0] and vnni_blocks(plan, s, v)[0]]
+    return out
+
+
+def vnni_blocks(plan, shape: str, vectors: int) -> tuple:
+    """``(candidates, index of the default)`` of ``R`` in one sketch: divisors (> 1) of the padded positions
+    (``flat``) or of the width (``rows``) up to 16, with ``vectors x R`` accumulators fitting the registers;
+    the default knobs' ``R`` in the default sketch, else the largest."""
+    from .conv2d_vnni import default_knobs, weight_parts
+
+    d = default_knobs(plan)
+    extent = plan.out_hw[1] if shape == "rows" else plan.padded_positions
+    limit = VNNI_ACCUMULATORS // (vectors * weight_parts(plan))
+    values = [r for r in _divisors(extent, 16) if (r > 1 or d.block == 1) and r <= limit]
+    if (shape, vectors) == (d.shape, d.vectors):
+        return _candidates(d.block, values)
+    return (values, len(values) - 1) if values else ([], 0)
+
+
+def _vnni_space(sch, plan, shape: str, vectors: int) -> None:
+    """``conv2d_vnni.apply_schedule`` with ``R`` sampled, in one sketch (no annotation names the sketch: the
+    default point is the default schedule, structurally; ``_vnni_decisions`` reads it from the splits)."""
+    from .conv2d_vnni import Knobs, apply_schedule
+
+    values, idx = vnni_blocks(plan, shape, vectors)
+    block = sch.sample_categorical(values, [1.0 / len(values)] * len(values), decision=idx)
+    apply_schedule(sch, plan, Knobs(block, vectors, shape))
+
+
 SKETCHES = (("channels", "registers", "flat", 1), ("positions", "registers", "flat", 1),
             ("channels", "block", "flat", 1), ("channels", "registers", "rows", 1),
-            ("channels", "block", "rows", 1), ("channels", "registers", "flat", 2),
-            ("channels", "registers", "rows", 2), ("channels", "registers", "flat", 3))
-"""(loop order, epilogue placement, spatial blocking, output-channel block) of the design spaces; the first is
-today's schedule.  Spatial ``flat`` blocks ``R`` consecutive flattened positions (``p = y*OW + x``, as today);
-``rows`` splits the positions into output rows first and blocks ``R`` columns of one row (the input address
-of a position is then affine in the loop variables: no division by ``OW`` per position).  The output-channel
-block (VNNI kernels with several 16-channel vectors) keeps that many weight vectors per input word, so each
-broadcast input word feeds that many ``vpdpbusd``."""
+            ("channels", "block", "rows", 1))
+"""(loop order, epilogue placement, spatial blocking, output-channel block) of the design spaces of the NCHW
+kernels (``conv2d_int``; the VNNI kernel's are ``vnni_sketches``); the first is today's schedule.  Spatial
+``flat`` blocks ``R`` consecutive flattened positions (``p = y*OW + x``, as today); ``rows`` splits the
+positions into output rows first and blocks ``R`` columns of one row (the input address of a position is then
+affine in the loop variables: no division by ``OW`` per position).  The output-channel block is 1 (kept in
+the tuple: the records' sketch names have it)."""
 
 
 def _sketch_applies(plan, kind: str, sketch) -> bool:
@@ -146,9 +195,7 @@ def _sketch_applies(plan, kind: str, sketch) -> bool:
     if spatial == "rows" and (plan.padded_positions % plan.out_hw[1]
                               or not [r for r in _divisors(plan.out_hw[1], 16) if r > 1]):
         return False
-    if oc_block > 1 and (kind != "conv2d_vnni" or -(-plan.out_channels // 16) % oc_block):
-        return False
-    return True
+    return oc_block == 1
 
 
 SKETCH_ATTR = "tvm_fxp.sketch"
@@ -158,7 +205,6 @@ def design_space(sch: Schedule):
     """MetaSchedule ``ScheduleFn`` body: one schedule per sketch of the workload in ``sch`` (which must carry
     ``PLAN_ATTR``), every knob sampled with the default schedule's value as its initial decision."""
     from . import conv2d_int, dense_int
-    from .conv2d_vnni import INTRIN
 
     func = sch.mod["main"]
     info = json.loads(str(func.attrs[PLAN_ATTR]))
@@ -172,6 +218,13 @@ def design_space(sch: Schedule):
 
     has_epilogue = _has_block(sch, "epilogue")
     spaces = []
+    if kind == "conv2d_vnni":
+        for shape, vectors in vnni_sketches(plan):
+            s = sch.copy()
+            s.seed(len(spaces) + 1)
+            _vnni_space(s, plan, shape, vectors)
+            spaces.append(s)
+        return spaces
     for sketch in SKETCHES:
         if (sketch[1] == "block" and not has_epilogue) or not _sketch_applies(plan, kind, sketch):
             continue
@@ -180,13 +233,13 @@ def design_space(sch: Schedule):
         if kind == "dense":
             _dense_space(s, plan, sketch[1])
         else:
-            _conv_space(s, plan, sketch, INTRIN if kind == "conv2d_vnni" else None)
+            _conv_space(s, plan, sketch)
         spaces.append(s)
     return spaces
 
 
-def _conv_space(sch, plan, sketch, intrin) -> None:
-    """``conv2d_int.schedule_conv2d`` (or ``conv2d_vnni.schedule`` with ``intrin``) with sampled knobs, in one
+def _conv_space(sch, plan, sketch) -> None:
+    """``conv2d_int.schedule_conv2d`` with sampled knobs, in one
     sketch of ``SKETCHES`` (annotated on the conv block as ``SKETCH_ATTR``, so reports can name it)."""
     from .common import has_block as _has_block
 
@@ -197,12 +250,8 @@ def _conv_space(sch, plan, sketch, intrin) -> None:
     sch.annotate(conv, SKETCH_ATTR, "/".join(map(str, sketch)))
     block = _sample(sch, "register_block", *k["register_block"], d)
     unroll_k = _sample(sch, "k_unroll", *k["k_unroll"], d)
-    if intrin is None:
-        n, g, ob, p, v, ri, rky, rkx = sch.get_loops(conv)
-        outer = [n, g]
-    else:
-        n, ob, p, v, ri, rky, rkx, rk = sch.get_loops(conv)
-        outer = [n]
+    n, g, ob, p, v, ri, rky, rkx = sch.get_loops(conv)
+    outer = [n, g]
     if spatial == "rows":
         y, x = sch.split(p, [None, plan.out_hw[1]])
         po, pi = sch.split(x, [None, block])
@@ -210,20 +259,14 @@ def _conv_space(sch, plan, sketch, intrin) -> None:
     else:
         po, pi = sch.split(p, [None, block])
         positions = [po]
-    if oc_block > 1:
-        ob, obi = sch.split(ob, [None, oc_block])
-        channels = [obi]
-    else:
-        channels = []
     rio, rii = sch.split(ri, [None, unroll_k])
-    if intrin is None and "vector_width" in k:
+    if "vector_width" in k:
         vo, vi = sch.split(v, [None, _sample(sch, "vector_width", *k["vector_width"], d)])
         lane_tiles = [vo]
     else:
         vi, lane_tiles = v, []
     blocks = [ob, *positions] if order == "channels" else [*positions, ob]
-    tail = [*channels, pi, vi] if intrin is None else [*channels, pi, vi, rk]
-    sch.reorder(*outer, *blocks, *lane_tiles, rio, rky, rkx, rii, *tail)
+    sch.reorder(*outer, *blocks, *lane_tiles, rio, rky, rkx, rii, pi, vi)
     anchor = blocks[-1]
     acc = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(acc, anchor)
@@ -234,13 +277,10 @@ def _conv_space(sch, plan, sketch, intrin) -> None:
         else:
             sch.reverse_compute_at(epi, anchor)
             sch.vectorize(sch.get_loops(epi)[-1])
-    if intrin is None:
-        sch.vectorize(vi)
+    sch.vectorize(vi)
     sch.unroll(pi)
-    for loop in channels:
-        sch.unroll(loop)
     sch.unroll(rii)
-    if intrin is None and plan.kernel[1] <= 7:
+    if plan.kernel[1] <= 7:
         sch.unroll(rkx)
     *_, ai, av = sch.get_loops(acc)
     sch.vectorize(av)
@@ -249,25 +289,16 @@ def _conv_space(sch, plan, sketch, intrin) -> None:
     *_, ii, iv = sch.get_loops(init)
     sch.vectorize(iv)
     sch.unroll(ii)
-    if oc_block > 1:    # the write-back and the initialisation: (oc_block, R, lanes) under the anchor
-        sch.unroll(sch.get_loops(acc)[-3])
-        sch.unroll(sch.get_loops(init)[-3])
     # the unpacking to NCHW (the kernel's last stage, left to LLVM by the default schedule): its rows
     # vectorized in pieces of ``unpack_vector`` output columns (1: as today)
     unpack_vector = _sample(sch, "unpack_vector", *k["unpack_vector"], d)
     *_, ux = sch.get_loops(sch.get_sblock("conv_unpack"))
     _, uxi = sch.split(ux, [None, unpack_vector])
     sch.vectorize(uxi)
-    if intrin is None:
-        pad = sch.get_sblock("data_pad" if plan.layout == "channels" else "data_pack")
-        sch.compute_at(pad, n)
-        if plan.layout == "groups":
-            sch.vectorize(sch.get_loops(pad)[-1])
-    else:
-        pad = sch.get_sblock("data_pad")
-        sch.compute_at(pad, n)
+    pad = sch.get_sblock("data_pad" if plan.layout == "channels" else "data_pack")
+    sch.compute_at(pad, n)
+    if plan.layout == "groups":
         sch.vectorize(sch.get_loops(pad)[-1])
-        sch.tensorize(vi, intrin)
 
 
 def _dense_space(sch, plan, epilogue: str) -> None:
@@ -318,7 +349,30 @@ def _dense_space(sch, plan, epilogue: str) -> None:
 
 def default_decisions(plan) -> dict:
     """``{knob: value}`` of the hand-written schedule (the initial point of ``design_space``)."""
-    return {name: values[idx] for name, (values, idx) in knobs(plan).items()}
+    out = {name: values[idx] for name, (values, idx) in knobs(plan).items()}
+    if kernel_kind(plan) == "conv2d_vnni":
+        from .conv2d_vnni import default_knobs
+
+        out.update(spatial=default_knobs(plan).shape, oc_block=default_knobs(plan).vectors)
+    return out
+
+
+def _vnni_decisions(trace, plan) -> dict:
+    """``{register_block, spatial, oc_block}`` of a trace of ``_vnni_space``: ``R`` is its one decision; the
+    first split (the positions) has a constant factor, the width, in the ``rows`` sketch; a later constant
+    split is the output vectors' (int8 weights; int16 weights split their lo/hi parts there)."""
+    from tvm import tirx
+
+    from .conv2d_vnni import weight_parts
+
+    insts = list(trace.insts)
+    block = next(int(trace.get_decision(i)) for i in insts if str(i.kind.name) == "SampleCategorical")
+    splits = [[f for f in i.inputs[1:] if isinstance(f, tirx.IntImm)] for i in insts if str(i.kind.name) == "Split"]
+    spatial = "rows" if splits[0] else "flat"
+    later = [int(f[0]) for f in splits[1 + (spatial == "rows"):] if f]     # then tile_unpack's (16 lanes)
+    oc_block = later[0] if later and later[0] in (2, 3) and weight_parts(plan) == 1 else 1
+    values, _ = vnni_blocks(plan, spatial, oc_block)
+    return {"register_block": values[block], "spatial": spatial, "oc_block": oc_block}
 
 
 def decisions_of(trace, plan) -> dict:
@@ -332,6 +386,8 @@ def decisions_of(trace, plan) -> dict:
         out = {name: candidates[i] for (name, (candidates, _)), i in zip(table.items(), values)}
         out["epilogue"] = "block" if kinds.count("ReverseComputeAt") > 1 else "registers"
         return out
+    if kernel_kind(plan) == "conv2d_vnni":
+        return _vnni_decisions(trace, plan)
     sketch = next(str(i.inputs[1]).strip('"') for i in insts
                   if str(i.kind.name) == "Annotate" and str(i.attrs[0]) == SKETCH_ATTR)
     order, epilogue, spatial, oc_block = sketch.split("/")

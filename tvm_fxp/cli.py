@@ -257,8 +257,6 @@ def cmd_quantize(args) -> dict:
     from . import deploy
 
     build_info = deploy.build_library(q, args.target, out, args.accumulator, args.tuning_db)
-    if (build_info["tuning_db"] or {}).get("note"):
-        print(f"tvm-fxp: note: {build_info['tuning_db']['note']}", file=sys.stderr)
     realized = q.realized(args.accumulator)
     data_spec = args.data or args.calib
     eval_data = load_data(data_spec, lg, "eval", args.eval_size, args.seed, args)
@@ -380,8 +378,6 @@ def cmd_compile(args) -> dict:
             if (d / f).exists():
                 shutil.copyfile(d / f, out / f)
     info = deploy.build_library(q, args.target, out, accumulator, args.tuning_db)
-    if (info["tuning_db"] or {}).get("note"):
-        print(f"tvm-fxp: note: {info['tuning_db']['note']}", file=sys.stderr)
     print(f"wrote {out / 'model.so'} for {info['preset']} ({info['arch']}) and {out / deploy.BUILD_INFO}",
           file=sys.stderr)
     return {"method": plan.method, "target": info["preset"], "arch": info["arch"],

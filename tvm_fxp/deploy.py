@@ -229,17 +229,6 @@ def build(realized: tvm.IRModule, target: tvm.target.Target, tuning_db=None) -> 
     return ex, applied.count
 
 
-def tuned_layout_note(target: tvm.target.Target) -> str | None:
-    """Why a tuned build can be slower than the default on ``target`` (None where it cannot)."""
-    from .schedules.targets import kernel_config
-
-    if target.kind.name == "llvm" and kernel_config(target, "int32").vnni:
-        return ("the tuning database holds NCHW kernels: on this AVX-512 VNNI target the tuned build keeps NCHW "
-                "between layers, and the default build (blocked NCHW16c, no --tuning-db) is usually faster; "
-                "compare both with `tvm-fxp run`")
-    return None
-
-
 def build_library(q, target, out, accumulator: str = "wide", tuning_db=None, preset: str | None = None) -> dict:
     """Realize ``q`` (``api.Quantized``), build it for ``target``, export ``out/model.so`` and write
     ``out/build.json``; returns the build info."""
@@ -265,7 +254,7 @@ def build_library(q, target, out, accumulator: str = "wide", tuning_db=None, pre
         "accumulators": realized_accumulators(realized),
         "kernels": layer_kernels(realized, target),
         "tuning_db": None if tuning_db is None else {"path": str(Path(tuning_db).resolve()),
-                                                     "kernels_from_db": tuned, "note": tuned_layout_note(target)},
+                                                     "kernels_from_db": tuned},
         "plan": {"method": q.plan.method, "model": q.plan.model},
         "versions": {"tvm": tvm.__version__, "tvm_fxp": fxp_version},
         "build_s": round(time.time() - t0, 2),
