@@ -21,6 +21,11 @@ measured, so an interrupt keeps what was measured).  The search keeps the minimu
 favours lucky candidates, so each kernel's default and best few candidates are then measured again side by
 side, and the winner is the one record per kernel of ``DIR/tuning/`` (``tvm-fxp compile``/``quantize
 --tuning-db DIR/tuning`` build with it; ``tune.json`` there reports the confirmed times).
+Last, the whole model (``model_check``): the default build and the build with that database are compared on
+random inputs (bit for bit) and, on the host, timed interleaved at batch 1; the records are kept only if the
+tuned model is faster (a kernel faster alone can be slower in the fused model: caches, code size), else the
+database is rewritten with the default schedules.  With ``--rpc``/``--tracker`` only the outputs are compared,
+on the board (an emulated board's timings mean nothing).
 ``--time-limit`` stops every task once the limit has passed (checked after each batch of measurements);
 ``--trials`` bounds the measurements of the search over all kernels.
 """
@@ -229,14 +234,131 @@ def _confirm(tasks, target, builder, runner, search_db, final_db, top_k: int, ro
     return out
 
 
+def _model_inputs(realized: tvm.IRModule, count: int, seed: int = 0) -> list:
+    """``count`` random batch-1 inputs of ``realized``'s ``main`` (floats in [0, 1), like images)."""
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for p in realized["main"].params:
+        shape = [1 if not isinstance(d, tvm.tirx.IntImm) else int(d) for d in p.ty.shape]
+        shapes.append((shape, str(p.ty.dtype)))
+    return [[rng.random(shape).astype(dtype) for shape, dtype in shapes] for _ in range(count)]
+
+
+def _outputs(vm, dev, inputs) -> list:
+    def fetch(out):     # as remote.run_remote
+        return [fetch(o) for o in out] if isinstance(out, (list, tuple)) else out.numpy()
+
+    outs = []
+    for xs in inputs:
+        vm.set_input("main", *[tvm.runtime.tensor(x, dev) for x in xs])
+        vm.invoke_stateful("main")
+        outs.append(fetch(vm.get_outputs("main")))
+    return outs
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return np.array_equal(a, b)
+
+
+def model_check(realized: tvm.IRModule, target, database_dir, rpc=None, tracker=None, key=None,
+                rounds: int = 7, images: int = 4) -> dict:
+    """The whole model built with the default schedules and with the database in ``database_dir``: outputs
+    compared on ``images`` random inputs (``bit_exact``), and on the host (no ``rpc``/``tracker``) both
+    timed at batch 1 in ``rounds`` interleaved rounds (VM ``time_evaluator``, each sample ~50 ms; medians):
+    ``speedup`` = default / tuned.  On a board (qemu or real) only the outputs are compared there."""
+    from tvm import relax
+
+    from . import api, remote
+    from .deploy import build as build_tuned, export_library, target_arch
+
+    default = api.build(realized, target)
+    tuned, from_db = build_tuned(realized, target, database_dir)
+    inputs = _model_inputs(realized, images)
+    out = {"kernels_from_db": from_db, "images": images}
+    if rpc is None and tracker is None:
+        dev = tvm.cpu()
+        vms = {k: relax.VirtualMachine(ex, dev) for k, ex in (("default", default), ("tuned", tuned))}
+        outs = {k: _outputs(vm, dev, inputs) for k, vm in vms.items()}
+        args = [tvm.runtime.tensor(x, dev) for x in inputs[0]]
+        probe = vms["default"].time_evaluator("main", dev, number=20, repeat=1)(*args).mean
+        number = max(1, int(0.05 / max(probe, 1e-7)))
+        timers = {k: vm.time_evaluator("main", dev, number=number, repeat=1) for k, vm in vms.items()}
+        samples = {k: [] for k in timers}
+        for r in range(rounds):
+            for k in (list(timers) if r % 2 else list(timers)[::-1]):
+                samples[k].append(timers[k](*args).mean)
+        med = {k: float(np.median(v)) for k, v in samples.items()}
+        out.update(default_us=round(med["default"] * 1e6, 3), tuned_us=round(med["tuned"] * 1e6, 3),
+                   speedup=round(med["default"] / med["tuned"], 3), rounds=rounds, timed=True)
+    else:
+        import tempfile
+
+        session = remote.connect(rpc, tracker, key)
+        dev = session.cpu()
+        outs = {}
+        with tempfile.TemporaryDirectory(prefix="tvm_fxp_check_") as tmp:
+            for k, ex in (("default", default), ("tuned", tuned)):
+                lib = export_library(ex, Path(tmp) / f"{k}.so", target)
+                info = {"arch": target_arch(target), "preset": target_name(target)}
+                outs[k] = _outputs(relax.VirtualMachine(remote.load_remote(session, lib, info), dev), dev, inputs)
+        out.update(timed=False, note="measured on a board over RPC: only the outputs are compared (an "
+                   "emulated board's timings mean nothing)")
+    out["bit_exact"] = bool(_same(outs["default"], outs["tuned"]))
+    return out
+
+
+def _keep_defaults(tasks, target, database_dir) -> None:
+    """Rewrite the database in ``database_dir`` with each kernel's default schedule (the tuned build is then
+    the default build)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    for f in ("database_workload.json", "database_tuning_record.json"):
+        (Path(database_dir) / f).unlink(missing_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(database_dir), module_equality="structural")
+    for _, workload, _, _ in tasks:
+        _commit(db, workload, _default_schedule(workload), 1.0, target)
+
+
+class _NoIntrinsicLibrary:
+    """Within this block, ``import tvm.s_tir.tensor_intrin`` is a no-op (unless it was imported before).
+
+    ``ms.TuneContext`` imports that package for TVM's generic schedule rules: it parses ~250 TVMScript tensor
+    intrinsics (CUDA, ARM, x86, ...) at import, each through ``inspect.stack()`` -- 60-200 s on this loaded
+    2-core machine, most of a small tuning run.  Our design spaces use no rule and only our own intrinsics
+    (``conv2d_vnni``, ``intrin_arm``, registered when those modules are imported)."""
+
+    NAME = "tvm.s_tir.tensor_intrin"
+
+    def __enter__(self):
+        import types
+
+        self.stub = None
+        if self.NAME not in sys.modules:
+            self.stub = sys.modules[self.NAME] = types.ModuleType(self.NAME)
+        return self
+
+    def __exit__(self, *exc):
+        if self.stub is not None and sys.modules.get(self.NAME) is self.stub:
+            del sys.modules[self.NAME]
+        return False
+
+
 def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit: float | None = None,
          rpc: str | None = None, tracker: str | None = None, key: str | None = None, repeat: int = 5,
-         progress: bool = True, seed: int = 1, confirm_top_k: int = 3, confirm_rounds: int = 3) -> dict:
+         progress: bool = True, seed: int = 1, confirm_top_k: int = 3, confirm_rounds: int = 3,
+         check_rounds: int = 7) -> dict:
     """Tune the kernels of ``realized`` on ``target``.  The search's records go to ``work_dir/search``; then
     each kernel's default and ``confirm_top_k`` best candidates are measured again side by side
     (``confirm_rounds`` interleaved rounds) and the fastest is the one record per kernel of the database in
     ``work_dir`` (what ``apply_database``/``--tuning-db`` use).  Returns a report (per kernel: default and
-    best milliseconds of the confirmation, speed-up, decisions; measurement counts)."""
+    best milliseconds of the confirmation, speed-up, decisions; measurement counts).
+
+    Then the whole model (``model_check``): default and tuned builds compared on random inputs and, on the
+    host, timed interleaved (``check_rounds``); the records are kept only if the tuned model is bit-exact
+    with the default and (host) faster, else the database is rewritten with the default schedules
+    (``model_check["kept"]``)."""
     from tqdm.auto import tqdm
     from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
@@ -278,12 +400,13 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
                 for i in range(len(tasks)):
                     task_scheduler.terminate_task(i)
 
-    contexts = [ms.TuneContext(
-        tvm.IRModule({"main": workload}), target=target,
-        space_generator=ms.space_generator.ScheduleFn(tuning.design_space, sch_rules=[], postprocs=[],
-                                                      mutator_probs={}),
-        search_strategy=ms.search_strategy.ReplayTrace(), task_name=name, rand_state=seed + i, num_threads=1)
-        for i, (name, workload, _, _) in enumerate(tasks)]
+    with _NoIntrinsicLibrary():
+        contexts = [ms.TuneContext(
+            tvm.IRModule({"main": workload}), target=target,
+            space_generator=ms.space_generator.ScheduleFn(tuning.design_space, sch_rules=[], postprocs=[],
+                                                          mutator_probs={}),
+            search_strategy=ms.search_strategy.ReplayTrace(), task_name=name, rand_state=seed + i, num_threads=1)
+            for i, (name, workload, _, _) in enumerate(tasks)]
     interrupted = False
     remaining = max(0, trials)
     try:
@@ -310,6 +433,13 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
                          "search_default_ms": round(defaults[name] * 1e3, 5),
                          "default_decisions": tuning.default_decisions(plan),
                          "best_decisions": tuning.decisions_of(best.trace, plan)}
+    check = model_check(realized, target, work_dir, rpc, tracker, key, rounds=check_rounds)
+    check["kept"] = check["bit_exact"] and (not check["timed"] or check["speedup"] > 1.0)
+    if not check["kept"]:
+        _keep_defaults(tasks, target, work_dir)
+        if not check["bit_exact"]:
+            raise DeployError("the tuned model's outputs differ from the default build's: the records are dropped "
+                              f"(the database in {work_dir} now holds the default schedules); please report this")
     default_total = sum(kernels[n]["default_ms"] / 1e3 * u for n, _, _, u in tasks)
     best_total = sum(kernels[n]["best_ms"] / 1e3 * u for n, _, _, u in tasks)
     return {"target": target_name(target), "database": str(work_dir), "tasks": len(tasks),
@@ -319,7 +449,7 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
             "kernel_time_default_ms": round(default_total * 1e3, 4),
             "kernel_time_tuned_ms": round(best_total * 1e3, 4),
             "kernel_speedup": round(default_total / best_total, 3) if best_total else None,
-            "wall_s": round(time.time() - t0, 1)}
+            "model_check": check, "wall_s": round(time.time() - t0, 1)}
 
 
 def cmd_tune(args) -> dict:
@@ -339,12 +469,16 @@ def cmd_tune(args) -> dict:
     (out / "tune.json").write_text(json.dumps(report, indent=1) + "\n")
     if report["interrupted"]:
         print(f"interrupted: the {report['measured']} measurements so far are kept in {out}", file=sys.stderr)
+    check = report["model_check"]
+    whole = (f"whole model {check['default_us']} us -> {check['tuned_us']} us ({check['speedup']}x)"
+             if check["timed"] else "whole model not timed on the board")
     print(f"kernels {report['kernel_time_default_ms']} ms -> {report['kernel_time_tuned_ms']} ms "
-          f"({report['kernel_speedup']}x); build with `tvm-fxp compile {d} --target {args.target} "
-          f"--tuning-db {out} --out DIR2`", file=sys.stderr)
+          f"({report['kernel_speedup']}x); {whole}, bit-exact {check['bit_exact']}; " +
+          (f"build with `tvm-fxp compile {d} --target {args.target} --tuning-db {out} --out DIR2`"
+           if check["kept"] else f"records not kept ({out} holds the default schedules)"), file=sys.stderr)
     return {k: report[k] for k in ("target", "database", "tasks", "trials", "measured", "errors",
                                    "stopped_by_time_limit", "interrupted", "kernel_time_default_ms",
-                                   "kernel_time_tuned_ms", "kernel_speedup", "wall_s")}
+                                   "kernel_time_tuned_ms", "kernel_speedup", "model_check", "wall_s")}
 
 
 def add_tune_parser(sub, common) -> None:

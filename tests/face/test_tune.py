@@ -5,6 +5,7 @@ tuning through TVM's RPC tracker with two emulated boards under one key; tuned b
 Tiny trial counts and a two-kernel model keep this quick; long runs are bench/tune.py."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import tvm
 from deploy_helpers import require_emulation, tiny_cnn
 from tvm_fxp import cli, deploy, tune
 from tools.emulation import EmulatedBoard, RPCTracker
-from tvm_fxp.schedules import tuning
+from tvm_fxp.schedules import conv2d_int, conv2d_vnni, dense_int, tuning
 from tvm_fxp.schedules.targets import kernel_config
 
 
@@ -62,19 +63,19 @@ def test_design_space_contains_default_and_keeps_accumulators(tiny_dir, target_n
     rng = np.random.default_rng(0)
     for name, workload, plan, _ in tasks:
         spaces = tuning.design_space(tvm.s_tir.Schedule(tvm.IRModule({"main": workload})))
-        decisions = [int(d) for d in spaces[0].trace.decisions.values()]     # in sampling order, as knobs()
-        knobs = tuning.knobs(plan)
-        assert [values[idx] for values, idx in knobs.values()] == \
-            [knobs[k][0][i] for k, i in zip(knobs, decisions)]          # initial decisions: the default schedule
-        defaults = tuning.default_decisions(plan)
-        assert defaults["register_block"] == plan.block and defaults["k_unroll"] == 1
-        if "vector_width" in defaults:
-            assert defaults["vector_width"] == plan.lanes
+        defaults = tuning.default_decisions(plan)       # initial decisions: the default schedule
+        first = tuning.decisions_of(spaces[0].trace, plan)
+        assert {k: first[k] for k in defaults} == defaults, name
+        if tuning.kernel_kind(plan) == "conv2d_vnni":
+            knobs = conv2d_vnni.default_knobs(plan)
+            assert defaults == {"register_block": knobs.block, "spatial": knobs.shape, "oc_block": knobs.vectors}
+        else:
+            assert defaults["register_block"] == plan.block and defaults["k_unroll"] == 1
+            if "vector_width" in defaults:
+                assert defaults["vector_width"] == plan.lanes
         if target_name != "host":
             continue
         args = _random_args(workload, rng)
-        from tvm_fxp.schedules import conv2d_int, conv2d_vnni, dense_int
-
         default = {"conv2d": conv2d_int.schedule_conv2d, "conv2d_vnni": conv2d_vnni.schedule,
                    "dense": dense_int.schedule_dense}[tuning.kernel_kind(plan)](workload, plan)
         expected = _run_kernel(default, args, target)
@@ -85,6 +86,10 @@ def test_design_space_contains_default_and_keeps_accumulators(tiny_dir, target_n
                 func = sch.mod["main"]
                 got = _run_kernel(func, [a.copy() for a in args[:-1]] + [np.zeros_like(args[-1])], target)
                 np.testing.assert_array_equal(got, expected)
+                if tuning.kernel_kind(plan) == "conv2d_vnni":    # the report names the sampled point
+                    got = tuning.decisions_of(sch.trace, plan)
+                    assert (got["spatial"], got["oc_block"]) in tuning.vnni_sketches(plan)
+                    assert got["register_block"] in tuning.vnni_blocks(plan, got["spatial"], got["oc_block"])[0]
                 acc = [b for b in func.script().splitlines() if "_local = T.alloc_buffer" in b or "local" in b]
                 assert any(plan.acc_dtype in line for line in acc), name   # the proven accumulator dtype
 
@@ -102,10 +107,62 @@ def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
     assert cli.main(["compile", str(tiny_dir), "--tuning-db", str(tiny_dir / "tuning"), "--out", str(out)]) == 0
     info = json.loads((out / "build.json").read_text())["tuning_db"]
     assert info["kernels_from_db"] == 2
-    vnni = kernel_config(tvm.target.Target(deploy.resolve_target("host")[0]), "int32").vnni
-    assert (info["note"] is not None) == vnni         # a tuned VNNI build is NCHW: the user is told
-    assert ("tvm-fxp: note:" in capsys.readouterr().err) == vnni
+    check = report["model_check"]
+    assert check["bit_exact"] and check["timed"] and check["kept"] == (check["speedup"] > 1.0)
     assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "64", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["bit_exact"] is True
+
+
+def _host_vnni():
+    host, _ = deploy.resolve_target("host")
+    if not kernel_config(host, "int32").vnni:
+        pytest.skip("the blocked VNNI kernels need an AVX-512 VNNI host")
+    return host
+
+
+def test_vnni_space_starts_at_the_default_schedule_of_the_reference_models():
+    """Every VNNI conv of both reference models (blocked NCHW16c activations on one side at least) is a task,
+    and its design space's first point is the default schedule, structurally."""
+    import tvm_fxp
+    from tvm_fxp.plan import Plan
+
+    host = _host_vnni()
+    root = Path(__file__).resolve().parents[2]
+    count = 0
+    for name in ("fmnist_vgg", "fmnist_resnet"):
+        prepared, lg = tvm_fxp.load_model(root / "examples" / "models" / f"{name}.onnx")
+        plan_file = root / "bench" / "results" / "plans" / f"{name}_debruin2020_untiled.json"
+        q = tvm_fxp.bind_plan(prepared, lg, Plan.load(plan_file))
+        for task, workload, plan, _ in tune.extract_tasks(q.realized("narrow"), host):
+            if tuning.kernel_kind(plan) != "conv2d_vnni":
+                continue
+            assert "NCHW16c" in (plan.data_layout, plan.out_layout), task
+            first = tuning.design_space(tvm.s_tir.Schedule(tvm.IRModule({"main": workload})))[0]
+            tvm.ir.assert_structural_equal(first.mod["main"], conv2d_vnni.schedule(workload, plan))
+            count += 1
+    assert count == 12     # vgg 4, resnet 8
+
+
+def test_tuned_build_keeps_the_blocked_layout_and_is_bit_exact(tmp_path, capsys):
+    host = _host_vnni()
+    d = tmp_path / "two"
+    assert cli.main(["quantize", str(tiny_cnn(tmp_path / "two.onnx", convs=2)), "--calib", "synthetic",
+                     "--calib-size", "32", "--eval-size", "32", "--accumulator", "narrow", "--quiet",
+                     "--out", str(d)]) == 0
+    q, accumulator = _quantized(d)
+    tasks = tune.extract_tasks(q.realized(accumulator), host)
+    blocked = [plan for _, _, plan, _ in tasks if getattr(plan, "out_layout", "NCHW") == "NCHW16c"]
+    assert len(tasks) == 3 and len(blocked) == 1          # conv 1 -> 16 writes NCHW16c, conv 16 -> 16 reads it
+    assert cli.main(["tune", str(d), "--target", "host", "--trials", "2", "--confirm-rounds", "1", "--quiet"]) == 0
+    report = json.loads((d / "tuning" / "tune.json").read_text())
+    check = report["model_check"]
+    assert check["bit_exact"] and check["timed"] and check["kept"] == (check["speedup"] > 1.0)
+    assert check["kernels_from_db"] == 3 and check["default_us"] > 0
+    out = tmp_path / "tuned"
+    assert cli.main(["compile", str(d), "--tuning-db", str(d / "tuning"), "--out", str(out)]) == 0
+    assert json.loads((out / "build.json").read_text())["tuning_db"]["kernels_from_db"] == 3
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "32", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
 
 
@@ -157,7 +214,9 @@ def test_rpi4_tuning_through_tracker_reaches_both_boards(tiny_dir, two_boards, c
     assert cli.main(["compile", str(tiny_dir), "--target", "rpi4", "--tuning-db", str(db), "--out", str(pi)]) == 0
     info = json.loads((pi / "build.json").read_text())["tuning_db"]
     # every tuned task is built from the database (the Pi's paired int32 kernels have a fixed schedule: no task)
-    assert info["kernels_from_db"] == report["tasks"] >= 1 and info["note"] is None   # no blocked layout on the Pi
+    assert info["kernels_from_db"] == report["tasks"] >= 1
+    check = report["model_check"]       # outputs compared on the board, no timing under qemu
+    assert check["bit_exact"] and check["kept"] and not check["timed"]
     capsys.readouterr()
     assert cli.main(["run", str(pi), "--tracker", tracker.address, "--key", "rpi4", "--data", "synthetic",
                      "--eval-size", "32", "--repeat", "2", "--quiet"]) == 0
