@@ -263,10 +263,14 @@ class QuantNet:
         return self.fake_quant(w, fmt)
 
     # ---- forward ------------------------------------------------------------------------------------------
-    def __call__(self, x, quantized: bool = True):
+    def __call__(self, x, quantized: bool = True, record: str | None = None):
+        """The logits; with ``record`` (an activation's plan key), that activation's values before its own
+        format is applied (every format upstream applied), computed no further than needed."""
         torch = _torch()
         import torch.nn.functional as F
 
+        if record == "input":
+            return x
         env = {self.input_name: self.fake_quant(x, self.plan["input"]) if quantized else x}
 
         def get(name):
@@ -323,9 +327,84 @@ class QuantNet:
                 y = get(n.input[0])
             if quantized and n.output[0] in self.anchor_layer:
                 layer = self.lg.layers[self.anchor_layer[n.output[0]]]
+                if record == layer.output_key:
+                    return y
                 y = self.fake_quant(y, self.plan[layer.output_key])
             env[n.output[0]] = y
         return env[self.output_name]
+
+    def activation_keys(self) -> list:
+        """The plan keys of the activations the forward pass quantizes, in topological order."""
+        anchored = set(self.anchor_layer.values())
+        return ["input"] + [l.output_key for l in self.lg.layers.values() if l.name in anchored]
+
+    def refit_weight_fracs(self, span=(-2, 2)) -> dict:
+        """Each weight's frac (per tensor or per channel; not Mellempudi's cluster scales) re-chosen in ``f0 +
+        span`` for the least squared error of its quantization; ``f0`` is the frac before (from the range)."""
+        torch = _torch()
+        from dataclasses import replace
+
+        changed = {}
+        with torch.no_grad():
+            for layer_name, wn, _, trans in self.weighted.values():
+                layer = self.lg.layers[layer_name]
+                fmt = self.plan[layer.weight_key]
+                if fmt.multiplier is not None:
+                    continue
+                w = self.params[wn].detach().double()
+                w = w.t() if trans else w
+                wc = torch.movedim(w, layer.weight_axis, 0).reshape(w.shape[layer.weight_axis], -1)
+                if not fmt.per_channel:
+                    wc = wc.reshape(1, -1)
+                fr = []
+                for row, f0 in zip(wc, fmt.frac_list if fmt.per_channel else [fmt.frac]):
+                    errs = [(float((self._ste(row, 2.0 ** -f, fmt.qmin, fmt.qmax) - row).pow(2).sum()), f)
+                            for f in range(f0 + span[0], f0 + span[1] + 1)]
+                    fr.append(min(errs)[1])
+                new = tuple(fr) if fmt.per_channel else fr[0]
+                if new != fmt.frac:
+                    changed[layer.weight_key] = (fmt.frac, new)
+                    self.plan.tensors[layer.weight_key] = replace(fmt, frac=new)
+        return changed
+
+    def refit_activation_fracs(self, x, span=(-1, 3)) -> dict:
+        """Re-derive every activation's clipping point from the current weights: in topological order (formats
+        upstream applied), the ``frac`` in ``f0 + span`` (same width and signedness; a power-of-two step as
+        always) whose quantization of the tensor's values on ``x`` has the least squared error; ``f0`` is the
+        frac before.  A bias whose frac would exceed its layer's new accumulator scale ``f_x + f_w`` is
+        lowered to it (the integer graph adds the bias at that scale).  Returns ``{key: (old, new)}`` for the
+        fracs that changed."""
+        torch = _torch()
+        from dataclasses import replace
+
+        changed = {}
+        with torch.no_grad():
+            for key in self.activation_keys():
+                v = self(x, record=key).double()
+                fmt = self.plan[key]
+                best = None
+                for f in range(fmt.frac + span[0], fmt.frac + span[1] + 1):
+                    cand = replace(fmt, frac=f)
+                    err = float((self._ste(v, 2.0 ** -f, cand.qmin, cand.qmax) - v).pow(2).sum())
+                    if best is None or err < best[0]:
+                        best = (err, f)
+                if best[1] != fmt.frac:
+                    changed[key] = (fmt.frac, best[1])
+                    self.plan.tensors[key] = replace(fmt, frac=best[1])
+        for layer in self.lg.layers.values():
+            if layer.weight is None or layer.bias is None:
+                continue
+            x_frac = self.plan[self.lg.layers[layer.inputs[0]].output_key].frac
+            acc = [x_frac + f for f in self.plan[layer.weight_key].frac_list]
+            b = self.plan[layer.bias_key]
+            if b.per_channel:
+                fr = tuple(min(f, a) for f, a in zip(b.frac_list, acc if len(acc) > 1 else acc * len(b.frac_list)))
+            else:
+                fr = min(b.frac, min(acc))
+            if fr != b.frac:
+                changed[layer.bias_key] = (b.frac, fr)
+                self.plan.tensors[layer.bias_key] = replace(b, frac=fr)
+        return changed
 
     def state(self) -> dict:
         return {k: v.detach().numpy().copy() for k, v in self.params.items()}
@@ -379,10 +458,29 @@ def evaluate(net: QuantNet, x, y, quantized=True, batch=1000) -> float:
     return correct / len(x)
 
 
+def logit_scale(plan: Plan, lg) -> float:
+    """The training loss's divisor of the logits: their format's step where it is > 1 (a coarse fixed-point
+    format of the logits, e.g. Q4 with f = -2, makes the raw logits multiples of 4 whose softmax saturates and
+    whose gradient vanishes), else 1 (the model's own logits).  Only the loss sees it: argmax is unchanged."""
+    fmt = plan[lg.layers[lg.output].output_key]
+    return max(1.0, max(2.0 ** -f for f in fmt.frac_list))
+
+
+def default_lr(plan: Plan, lg) -> float:
+    """5e-4 when the median weighted layer's weights are <= 4 bits wide (ternary, 4-bit: the weights must move
+    across coarse steps), else 1e-4 (8-bit and Lin 2016's plans: a small correction of a good model)."""
+    bits = sorted(plan[l.weight_key].bits for l in lg.layers.values() if l.weight is not None)
+    return 5e-4 if bits and bits[(len(bits) - 1) // 2] <= 4 else 1e-4
+
+
 def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float, batch: int, seed: int,
-          progress: bool = True, steps_per_epoch: int | None = None, threads: int | None = None) -> dict:
+          progress: bool = True, steps_per_epoch: int | None = None, threads: int | None = None,
+          refit: bool = False) -> dict:
     """Adam with a cosine schedule over ``epochs``; after each epoch the validation top-1 (the plan's formats in
-    place) and a checkpoint ``out/finetune_state.pt`` (weights, optimizer, best epoch) to resume from."""
+    place) and a checkpoint ``out/finetune_state.pt`` (weights, formats, optimizer, best epoch) to resume from.
+    With ``refit``, the activations' fracs are re-derived from the current weights
+    (``QuantNet.refit_activation_fracs`` on 1,024 training images) before the first step and after every
+    epoch, before its validation; the kept epoch keeps its formats."""
     torch = _torch()
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -398,22 +496,37 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
     ckpt = out / STATE
     history, start = [], 0
     probe_x, probe_y = torch.from_numpy(x[:512]), torch.from_numpy(y[:512])
+    scale = logit_scale(net.plan, net.lg)   # the plan's own: the loss before is the one of the model handed in
 
     def probe_loss() -> float:
         with torch.no_grad():
-            return float(F.cross_entropy(net(probe_x), probe_y))
+            return float(F.cross_entropy(net(probe_x) / scale, probe_y))
+
+    refit_x = torch.from_numpy(x[:1024])
+
+    def formats() -> dict:
+        return dict(net.plan.tensors)
 
     before = evaluate(net, val_data.inputs, val_data.labels)
     loss_before = probe_loss()
-    best = {"epoch": 0, "val_top1": before, "state": net.state()}
+    best = {"epoch": 0, "val_top1": before, "state": net.state(), "formats": formats()}
+    refits = []
     if ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
         net.load_state(saved["weights"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         history, start, best = saved["history"], saved["epoch"], saved["best"]
+        net.plan.tensors.update(saved["formats"])
+        refits = saved["refits"]
         before, loss_before = saved["val_before"], saved["loss_before"]
         print(f"resuming after epoch {start} of {epochs} ({ckpt})", file=sys.stderr)
+    elif refit:
+        changed = {**net.refit_weight_fracs(), **net.refit_activation_fracs(refit_x)}
+        refits.append({"epoch": 0, "changed": changed, "val_top1": evaluate(net, val_data.inputs, val_data.labels)})
+        print(f"formats re-derived from the weights: {len(changed)} fracs changed, validation top-1 "
+              f"{refits[-1]['val_top1']:.4f}", file=sys.stderr)
+    scale = logit_scale(net.plan, net.lg)
     gen = torch.Generator().manual_seed(seed + start)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for epoch in range(start, epochs):
@@ -426,7 +539,7 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
             if len(idx) == 0:
                 break
             logits = net(_augment(torch, xt[idx], gen))
-            loss = F.cross_entropy(logits, yt[idx])
+            loss = F.cross_entropy(logits / scale, yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -442,14 +555,15 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
         print(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / seen:.4f}, validation top-1 {val:.4f} "
               f"({time.time() - t0:.0f} s)", file=sys.stderr)
         if val > best["val_top1"]:
-            best = {"epoch": epoch + 1, "val_top1": val, "state": net.state()}
-        torch.save({"weights": net.state(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            best = {"epoch": epoch + 1, "val_top1": val, "state": net.state(), "formats": formats()}
+        torch.save({"weights": net.state(), "formats": formats(), "refits": refits, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "history": history, "epoch": epoch + 1, "best": best, "val_before": before,
                     "loss_before": loss_before}, ckpt)
     net.load_state(best["state"])
-    return {"val_top1_before": before, "history": history, "best_epoch": best["epoch"],
+    net.plan.tensors.update(best["formats"])
+    return {"refits": [{**r, "changed": {k: list(v) for k, v in r["changed"].items()}} for r in refits],"val_top1_before": before, "history": history, "best_epoch": best["epoch"],
             "val_top1_after": best["val_top1"], "train_loss_before": loss_before, "train_loss_after": probe_loss(),
-            "train_images": len(x), "steps_per_epoch": n_steps}
+            "train_images": len(x), "steps_per_epoch": n_steps, "logit_scale": scale}
 
 
 def cmd_finetune(args, quantize) -> dict:
@@ -478,6 +592,9 @@ def cmd_finetune(args, quantize) -> dict:
     folded = fold_batchnorm(onnx.load(str(d / "source.onnx")))
     net = QuantNet(folded, lg, plan)
     out.mkdir(parents=True, exist_ok=True)
+    lr = args.lr if args.lr is not None else default_lr(plan, lg)
+    # Mellempudi's plans are re-derived by `quantize` from the trained weights (its activations: 8-bit, from range)
+    refit = not args.keep_formats and plan.method != "mellempudi2017"
     with TestSplitGuard("fine-tuning"):
         train_data = fashion_mnist("train", limit=args.train_size)
         val_data = fashion_mnist("val", limit=args.val_size)
@@ -485,8 +602,8 @@ def cmd_finetune(args, quantize) -> dict:
         print(f"fine-tuning {len(net.params)} weight/bias tensors of {plan.method} on {len(train_data)} images "
               f"({train_data.source}); selecting on {len(val_data)} ({val_data.source}); float validation top-1 "
               f"{float_val:.4f}", file=sys.stderr)
-        result = train(net, train_data, val_data, args.epochs, out, args.lr, args.train_batch, args.seed,
-                       not args.quiet, args.steps_per_epoch, args.threads)
+        result = train(net, train_data, val_data, args.epochs, out, lr, args.train_batch, args.seed,
+                       not args.quiet, args.steps_per_epoch, args.threads, refit)
     model_path = out / "finetuned.onnx"
     net.export(model_path)
     # quantize the trained model with the same plan (Mellempudi: the clusters re-derived, same parameters)
@@ -506,7 +623,7 @@ def cmd_finetune(args, quantize) -> dict:
     if args.quiet:
         qargs.append("--quiet")
     summary = quantize(qargs)
-    summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": args.lr, "batch": args.train_batch,
+    summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": lr, "refit_activations": refit, "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
                            "float_test_top1_before": prev.get("float_top1"), "float_test_top1_after": summary["float_top1"],
@@ -522,8 +639,13 @@ def add_finetune_parser(sub, common) -> None:
     f.add_argument("dir")
     f.add_argument("--data", default="fashion-mnist", help="fashion-mnist (train split trains, val split selects)")
     f.add_argument("--epochs", type=int, default=2)
-    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--lr", type=float, default=None,
+                   help="Adam's learning rate (cosine schedule); default 5e-4 when the median layer's weights are "
+                        "<= 4 bits, else 1e-4")
     f.add_argument("--train-batch", type=int, default=128)
+    f.add_argument("--keep-formats", action="store_true",
+                   help="keep the plan's activation fracs (default: re-derive each activation's clipping point, "
+                        "same width, from the trained weights before training and after every epoch)")
     f.add_argument("--train-size", type=int, default=None, help="train on the first N training images only")
     f.add_argument("--val-size", type=int, default=2000, help="validation images for model selection")
     f.add_argument("--steps-per-epoch", type=int, default=None, help="a shorter epoch (default: the whole split)")

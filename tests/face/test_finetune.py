@@ -47,9 +47,23 @@ def test_finetune_one_short_epoch_lowers_the_loss_and_stays_bit_exact(tmp_path, 
     assert ft["train_images"] == 500 and "epoch 1/1: loss" in err
     assert ft["train_loss_after"] < ft["train_loss_before"], ft
     assert ft["val_top1_after"] >= ft["val_top1_before"] and ft["best_epoch"] == 1, ft
-    # the same 4-bit formats (plan unchanged but for the trained weights), measured on the same test images
+    # the same widths (every tensor 4 bits, same signedness); the clipping points (fracs) re-derived from the
+    # weights before training, recorded; a bias never finer than its layer's accumulator
     old, new = (json.loads((d / "plan.json").read_text())["tensors"] for d in (base, tuned))
-    assert old == new
+    assert {k: (v["bits"], v["signed"]) for k, v in old.items()} == {k: (v["bits"], v["signed"]) for k, v in new.items()}
+    (refit,) = ft["refits"]
+    assert refit["epoch"] == 0 and refit["changed"] and "formats re-derived" in err
+    assert all(new[k]["frac"] == v[1] and old[k]["frac"] == v[0] for k, v in refit["changed"].items()
+               if not k.endswith(".bias")), refit
+    layers = json.loads((tuned / "plan.json").read_text())["layers"]
+    checked = 0
+    for name, info in layers.items():
+        if f"{name}.bias" in new:
+            src = info["inputs"][0]
+            x_key = "input" if src == "input" else f"{src}.output"
+            assert new[f"{name}.bias"]["frac"] <= new[x_key]["frac"] + new[f"{name}.weight"]["frac"], name
+            checked += 1
+    assert checked == 6
     assert s["weight_bits"] == before["weight_bits"] and s["fxp_top1"] > before["fxp_top1"], (s, before)
     # a second call with more epochs resumes after the checkpointed one
     code = main(["finetune", str(base), "--epochs", "2", "--train-batch", "64", "--val-size", "300",
