@@ -109,6 +109,7 @@ def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
     assert info["kernels_from_db"] == 2
     check = report["model_check"]
     assert check["bit_exact"] and check["timed"] and check["kept"] == (check["speedup"] > 1.0)
+    capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "64", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
 
