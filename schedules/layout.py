@@ -18,7 +18,10 @@ maps).  This pass chooses the layout once, for the whole graph:
   below tracks), and integer ``max_pool2d`` (``layout="NCHW16c"``, ``pool.py``'s blocked kernel);
 - a blocked tensor reaching any other op (or the function's result) is converted back to NCHW once
   (``layout_transform`` and, where channels were padded, ``take``/``strided_slice``); a layer whose every use
-  needs NCHW keeps NCHW in the first place (the conv kernel unpacks as before).
+  needs NCHW keeps NCHW in the first place (the conv kernel unpacks as before), except a pool: it stays
+  blocked and its result, a quarter of its input for 2x2 windows, is converted (fmnist_vgg's last conv -> pool
+  -> flatten: the conv's NCHW unpacking of 32x14x14 cost more than converting the pooled 32x7x7; whole
+  default build 1.05x, load 15).
 
 A blocked tensor carries a channel map (logical channel -> physical channel); a conv reading it scatters its
 weights by the map.  Padding channels hold whatever their producer computed from zero weights and padded
@@ -194,7 +197,7 @@ def _decide(bindings, nodes) -> None:
         changed = False
         for b in reversed(bindings):
             node = nodes[b.var]
-            if not node.blocked:
+            if not node.blocked or node.kind == "pool":    # a pool converts its (smaller) result instead
                 continue
             users = consumers.get(b.var, [])     # the function's result counts as an NCHW use
             if not any(nodes[u].kind == "conv" or nodes[u].blocked for u in users):

@@ -309,16 +309,16 @@ def model_check(realized: tvm.IRModule, target, database_dir, rpc=None, tracker=
     return out
 
 
-def _keep_defaults(tasks, target, database_dir) -> None:
-    """Rewrite the database in ``database_dir`` with each kernel's default schedule (the tuned build is then
-    the default build)."""
+def _keep_defaults(tasks, target, database_dir, seconds: dict) -> None:
+    """Rewrite the database in ``database_dir`` with each kernel's default schedule and its measured
+    ``seconds[name]`` (the tuned build is then the default build)."""
     from tvm.s_tir import meta_schedule as ms
 
     for f in ("database_workload.json", "database_tuning_record.json"):
         (Path(database_dir) / f).unlink(missing_ok=True)
     db = ms.database.JSONDatabase(work_dir=str(database_dir), module_equality="structural")
-    for _, workload, _, _ in tasks:
-        _commit(db, workload, _default_schedule(workload), 1.0, target)
+    for name, workload, _, _ in tasks:
+        _commit(db, workload, _default_schedule(workload), seconds[name], target)
 
 
 class _NoIntrinsicLibrary:
@@ -436,7 +436,7 @@ def tune(realized: tvm.IRModule, target, work_dir, trials: int = 64, time_limit:
     check = model_check(realized, target, work_dir, rpc, tracker, key, rounds=check_rounds)
     check["kept"] = check["bit_exact"] and (not check["timed"] or check["speedup"] > 1.0)
     if not check["kept"]:
-        _keep_defaults(tasks, target, work_dir)
+        _keep_defaults(tasks, target, work_dir, {n: confirmed[n][0] for n in confirmed})
         if not check["bit_exact"]:
             raise DeployError("the tuned model's outputs differ from the default build's: the records are dropped "
                               f"(the database in {work_dir} now holds the default schedules); please report this")

@@ -109,6 +109,7 @@ def test_host_tune_then_build_bit_exact(tiny_dir, capsys):
     assert info["kernels_from_db"] == 2
     check = report["model_check"]
     assert check["bit_exact"] and check["timed"] and check["kept"] == (check["speedup"] > 1.0)
+    capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "64", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
 
@@ -164,6 +165,29 @@ def test_tuned_build_keeps_the_blocked_layout_and_is_bit_exact(tmp_path, capsys)
     capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--data", "synthetic", "--eval-size", "32", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["bit_exact"] is True
+
+
+def test_records_dropped_by_the_model_check_leave_the_default_schedules(tiny_dir, tmp_path):
+    """When the whole model is not faster, ``tune`` rewrites its database with each kernel's default schedule
+    (``_keep_defaults``): a build with it takes every kernel from the database, scheduled as by default."""
+    from tvm.s_tir import meta_schedule as ms
+
+    q, accumulator = _quantized(tiny_dir)
+    host, _ = deploy.resolve_target("host")
+    realized = q.realized(accumulator)
+    tasks = tune.extract_tasks(realized, host)
+    (tmp_path / "database_workload.json").write_text("stale\n")      # replaced, not appended to
+    tune._keep_defaults(tasks, host, tmp_path, {name: 1e-6 * (i + 1) for i, (name, *_) in enumerate(tasks)})
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path), module_equality="structural")
+    for i, (name, workload, plan, _) in enumerate(tasks):
+        (record,) = db.get_top_k(db.commit_workload(tvm.IRModule({"main": workload})), 2)
+        assert [float(t) for t in record.run_secs] == [pytest.approx(1e-6 * (i + 1))]
+        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": workload}))
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        default = tune._default_schedule(workload)
+        tvm.ir.assert_structural_equal(sch.mod["main"], default.mod["main"])
+    _, from_db = deploy.build(realized, host, tmp_path)
+    assert from_db == len(tasks)
 
 
 def test_tune_errors_are_clear(tiny_dir, capsys):
