@@ -55,7 +55,8 @@ def diagnose_model(name, args) -> dict:
             trial = clamp_biases(lg, trial)
             w = plan[layer.weight_key]
             info = {"isolated_loss_points": round(100 * ev.loss(trial), 3), "input": str(plan[keys[0]]),
-                    "weight": str(w)}
+                    "weight": str(w), "input_bits": plan[keys[0]].bits, "weight_bits": w.bits,
+                    "macs_share": round(layer.macs / sum(l.macs for l in weighted), 4)}
             proof = plan.proofs[layer.name].to_json() if layer.name in plan.proofs else None
             if proof:
                 info["proof_bound_bits"] = proof.get("bound_bits")

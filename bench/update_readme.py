@@ -204,23 +204,29 @@ def why_missed(r, diag) -> list[str]:
                        f"{t['equal_bits_top1']:.4f} for the equal-bit plan)")
             elif key == "goyal2021" and plan:
                 tr = [x for x in plan["config"]["trace"] if "tensor" in x]
-                wide = sorted(x["tensor"] for x in tr if x["bits"] > 6)
-                third = tr[len(tr) // 3]
+                split = plan["config"].get("split", "none") == "cost"
                 why = (f"search loss {100 * tr[-1]['loss']:.2f} points on the {r['search_size']} validation images "
                        + (f"and {100 * tr[-1]['check_loss']:.2f} on its check split " if "check_loss" in tr[-1] else "")
-                       + f"(inside the 1-point budget), {t['loss_points']:.2f} on test; the greedy order spends the "
-                       f"budget early ({100 * third['loss']:.2f} "
-                       f"points used after {third['tensor']}, a third of the tensors); memory saving "
+                       + ("(the 1-point budget spread over the tensors by their share of memory and multiply cost)"
+                          if split else "(inside the 1-point budget)")
+                       + f", {t['loss_points']:.2f} on test; memory saving "
                        f"{100 * t['memory_saving_vs_8bit']:.0f}% (target 50), multiply-cost saving "
-                       f"{100 * t['mult_cost_saving_vs_8bit']:.0f}% (target 75): mean weight width "
-                       f"{_mean_bits(row, ('weight',)):.1f} bits, activations {_mean_bits(row, ('output',)):.1f}"
-                       + (f", above 6 bits: {', '.join(wide)}" if wide else ""))
-                cap, budget = plan["config"].get("max_bits", 8), plan["config"].get("budget", 0.01)
-                stuck = [f"{x['tensor']} {x['bits']}" for x in tr if x["bits"] > cap and x.get("check_loss", 0) > budget]
-                if stuck:
-                    why += (f"; where earlier choices had left the check split above the budget, the check widened the "
-                            f"next tensors far beyond {cap} bits without bringing it back ({', '.join(stuck)} bits): "
-                            "the check should compare against the loss before the tensor, not the budget")
+                       f"{100 * t['mult_cost_saving_vs_8bit']:.0f}% (target 75): "
+                       f"{64 * row['mult_cost_vs_8bit']:.1f} bits x bits per MAC on average (the target needs 16, "
+                       f"e.g. 4 x 4)")
+                layers = {k: v for k, v in (d.get(key) or {}).get("layers", {}).items() if "macs_share" in v}
+                if layers:
+                    top = sorted(layers.items(), key=lambda kv: -kv[1]["macs_share"])[:3]
+                    why += "; " + ", ".join(
+                        f"{k} multiplies {v['input_bits']} x {v['weight_bits']} bits ({100 * v['macs_share']:.0f}% of "
+                        f"the MACs, isolated loss {v['isolated_loss_points']:.2f} points)" for k, v in top)
+                if split:
+                    why += (": each operand is at the smallest width whose step kept the loss within its share on "
+                            "the search and check images")
+                else:
+                    third = tr[len(tr) // 3]
+                    why += (f"; the greedy order spends the budget early ({100 * third['loss']:.2f} points used after "
+                            f"{third['tensor']}, a third of the tensors)")
             elif key == "fxpqnet":
                 cfg = (plan or {}).get("config", {})
                 how = (f"finished after {row.get('evaluations')} evaluations: no one-bit step of any tensor keeps "

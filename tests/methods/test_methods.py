@@ -110,10 +110,37 @@ def test_goyal2021_meets_budget_cumulatively(plans, name):
     cfg = CONFIGS["goyal2021"]
     trace = [t for t in q.plan.config["trace"] if "tensor" in t]
     assert trace, "the search chose nothing"
-    for t in trace:   # each choice was accepted with all earlier choices applied
+    for t in trace:   # each choice was accepted with all earlier choices applied, within its share
         assert t["loss"] <= cfg.budget + 1e-9 or t["bits"] > cfg.max_bits
+        assert t["loss"] <= t["allowed"] + 1e-9 or t["bits"] > cfg.max_bits
     if not any("timeout" in t for t in q.plan.config["trace"]):
         assert ev.loss(q.plan) <= cfg.budget + 1e-9
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_goyal2021_budget_schedule_follows_costs(models, name):
+    """The budget is spread over the tensors by their share of memory and multiply cost: the running limit
+    never falls, ends at the budget, and a tensor's step is its share (biases: a few elements, no MACs)."""
+    from tvm_fxp.methods.evaluate import search_order
+    from tvm_fxp.methods.goyal2021 import budget_schedule
+
+    _, lg, _ = models[name]
+    cfg = Goyal2021(budget=0.01, mult_share=0.75)
+    sched = budget_schedule(lg, cfg)
+    keys = search_order(lg)
+    limits = [sched[k] for k in keys]
+    assert all(b >= a for a, b in zip(limits, limits[1:]))
+    assert limits[-1] == pytest.approx(0.01)
+    steps = dict(zip(keys, np.diff([0.0] + limits)))
+    total_elems = sum(int(np.prod(s)) for _, _, s in lg.tensors().values())
+    total_macs = 2 * sum(l.macs for l in lg.layers.values() if l.weight is not None)
+    big = max((l for l in lg.layers.values() if l.weight is not None), key=lambda l: l.macs)
+    assert steps[big.weight_key] == pytest.approx(0.01 * (0.25 * big.weight.size / total_elems
+                                                          + 0.75 * big.macs / total_macs))
+    for l in lg.layers.values():
+        if l.bias is not None:
+            assert steps[l.bias_key] < steps[big.weight_key] / 10
+    assert set(budget_schedule(lg, Goyal2021(budget=0.01, split="none")).values()) == {0.01}
 
 
 @pytest.mark.parametrize("name", MODELS)
