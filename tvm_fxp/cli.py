@@ -192,7 +192,8 @@ def choose_plan(args, method, prepared, lg, stats) -> tuple[Plan, dict | None]:
                                           check_labels=check.labels if check else None)
             print(f"searching on {count(sd.inputs)} inputs ({sd.source}; "
                   f"{'labels' if labels is not None else 'label-free'})"
-                  + (f"; each choice confirmed on {count(check.inputs)} more ({check.source})" if check else ""),
+                  + (f"; {getattr(method, 'check_role', 'each choice confirmed on')} {count(check.inputs)} more "
+                     f"({check.source})" if check else ""),
                   file=sys.stderr)
         plan = get_method(method.name).allocate(lg, stats, method, evaluate)
         if args.bias_correction == "on" and method.name != "fxpqnet":   # FxP-QNet corrects within its budget

@@ -143,6 +143,23 @@ def test_goyal2021_budget_schedule_follows_costs(models, name):
     assert set(budget_schedule(lg, Goyal2021(budget=0.01, split="none")).values()) == {0.01}
 
 
+def test_debruin2020_scores_candidates_on_search_and_check_images(models, search_data):
+    """With a check split every candidate is scored on both image sets (pooled), and the plan keeps its proofs."""
+    from tvm_fxp.datasets import fashion_mnist
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    x, y = search_data
+    other = fashion_mnist("val", limit=192)
+    ev = make_evaluator(prepared, lg, stats, x, y, None, progress=False, check_inputs=other.inputs[96:],
+                        check_labels=other.labels[96:])
+    plan = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16, max_bits=8, max_tiles=0), ev)
+    assert ev.evaluations > 0 and ev.check.evaluations == ev.evaluations == plan.config["check_evaluations"]
+    assert set(plan.proofs) == {l.name for l in lg.layers.values() if l.weight is not None}
+    ev2 = make_evaluator(prepared, lg, stats, x, y, None, progress=False)
+    plan2 = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16, max_bits=8, max_tiles=0), ev2)
+    assert plan2.config["check_evaluations"] is None and ev2.evaluations == ev.evaluations
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_fxpqnet_never_commits_a_step_that_breaks_the_budget(plans, name):
     q, ev = plans[name, "fxpqnet"]
