@@ -5,8 +5,9 @@
 
 Each case: ``tvm-fxp quantize MODEL --calib fashion-mnist`` with the case's flags (lin2016: the plan chosen by
 bench/methods.py, ``--plan bench/results/plans/MODEL_lin2016.json``), then ``tvm-fxp finetune DIR --data
-fashion-mnist --epochs E`` (training split to train, validation split to select), both measured on the test
-split and realized bit-exact.  Goals (issue 13): Mellempudi ternary N=4 within 2 points of float after <= 4
+fashion-mnist --epochs E`` with the CLI's defaults (learning rate from the weights' widths; the weights' and
+activations' fracs re-derived before training), training split to train, validation split to select, both
+measured on the test split and realized bit-exact.  Goals (issue 13): Mellempudi ternary N=4 within 2 points of float after <= 4
 epochs; uniform 4-bit within 1 point after <= 2 epochs; the Lin 2016 plan above float.  Writes
 ``bench/results/finetune.json``.
 """
