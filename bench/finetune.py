@@ -70,7 +70,8 @@ def run_case(name, case, args, work) -> dict:
            "train_loss_before": f["train_loss_before"], "train_loss_after": f["train_loss_after"],
            "bit_exact": after["bit_exact"], "weight_bits": after["weight_bits"],
            "finetune_wall_s": f["wall_s"], "wall_s": round(time.time() - t, 1),
-           "goal_points": goal, "loss_points_after": 100 * (before["float_top1"] - after["fxp_top1"])}
+           "goal_points": goal, "loss_points_after": 100 * (before["float_top1"] - after["fxp_top1"]),
+           "date": time.strftime("%Y-%m-%d")}
     row["goal_met"] = bool(row["loss_points_after"] < goal if goal > 0 else row["loss_points_after"] < 0)
     print(f"[{name}] {case}: test {row['test_top1_before']:.4f} -> {row['test_top1_after']:.4f} (float "
           f"{row['float_test_top1']:.4f}), val {row['val_top1_before']:.4f} -> {row['val_top1_after']:.4f}, "

@@ -269,7 +269,10 @@ def why_missed(r, diag) -> list[str]:
 
 
 def finetune_table(r, relax) -> list[str]:
-    lines = [f"Fine-tuning with the formats in place (`bench/finetune.py`, {r['date']}: `tvm-fxp finetune DIR --data "
+    dates = sorted({c.get("date", r["date"]) for cases in r["models"].values() for c in cases.values()})
+    older = [f"{n} {k}" for n, cases in r["models"].items() for k, c in cases.items() if c.get("date", r["date"]) != dates[-1]]
+    when = dates[-1] + (f"; {', '.join(older)}: {', '.join(dates[:-1])}" if older else "")
+    lines = [f"Fine-tuning with the formats in place (`bench/finetune.py`, {when}: `tvm-fxp finetune DIR --data "
              "fashion-mnist --epochs E`, trained on the training split, the best epoch chosen on 2,000 validation "
              "images, then quantized with the same plan and measured on the test split, bit-exact). The recipe is "
              "the CLI's default: Adam with a cosine schedule, batch 128, random flips and 2-pixel crops, learning "
