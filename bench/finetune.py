@@ -5,8 +5,9 @@
 
 Each case: ``tvm-fxp quantize MODEL --calib fashion-mnist`` with the case's flags (lin2016: the plan chosen by
 bench/methods.py, ``--plan bench/results/plans/MODEL_lin2016.json``), then ``tvm-fxp finetune DIR --data
-fashion-mnist --epochs E`` (training split to train, validation split to select), both measured on the test
-split and realized bit-exact.  Goals (issue 13): Mellempudi ternary N=4 within 2 points of float after <= 4
+fashion-mnist --epochs E`` with the CLI's defaults (learning rate from the weights' widths; the weights' and
+activations' fracs re-derived before training), training split to train, validation split to select, both
+measured on the test split and realized bit-exact.  Goals (issue 13): Mellempudi ternary N=4 within 2 points of float after <= 4
 epochs; uniform 4-bit within 1 point after <= 2 epochs; the Lin 2016 plan above float.  Writes
 ``bench/results/finetune.json``.
 """
@@ -69,7 +70,8 @@ def run_case(name, case, args, work) -> dict:
            "train_loss_before": f["train_loss_before"], "train_loss_after": f["train_loss_after"],
            "bit_exact": after["bit_exact"], "weight_bits": after["weight_bits"],
            "finetune_wall_s": f["wall_s"], "wall_s": round(time.time() - t, 1),
-           "goal_points": goal, "loss_points_after": 100 * (before["float_top1"] - after["fxp_top1"])}
+           "goal_points": goal, "loss_points_after": 100 * (before["float_top1"] - after["fxp_top1"]),
+           "date": time.strftime("%Y-%m-%d")}
     row["goal_met"] = bool(row["loss_points_after"] < goal if goal > 0 else row["loss_points_after"] < 0)
     print(f"[{name}] {case}: test {row['test_top1_before']:.4f} -> {row['test_top1_after']:.4f} (float "
           f"{row['float_test_top1']:.4f}), val {row['val_top1_before']:.4f} -> {row['val_top1_after']:.4f}, "
