@@ -34,6 +34,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from .common import ceil_div as _ceil_div, has_block as _has_block, tile_unpack
+from .epilogue import const_placeholders
 
 LANES, GROUP = 16, 4
 INTRIN = "tvm_fxp.dot_16x4_vnni_local"
@@ -373,8 +374,7 @@ def conv2d_primfuncs(plan, batch=None, epilogue=None) -> tuple:
         offset_func = te.create_prim_func([weight, weight_offset(weight, plan)], "int64")
         offset = te.placeholder((plan.out_channels,), "int32", name="weight_offset")
         params.append(offset)
-    consts = [] if epilogue is None else [te.placeholder((cst.size,), str(cst.dtype), name=f"epilogue_c{j}")
-                                          for j, cst in enumerate(epilogue.consts)]
+    consts = const_placeholders(epilogue)
     oh, ow = plan.out_hw
     out_shape = (batch, plan.out_channels // LANES, oh, ow, LANES) if blocked(plan.out_layout) \
         else (batch, plan.out_channels, oh, ow)
