@@ -103,7 +103,8 @@ def knobs(plan, spatial: str = "flat", oc_block: int = 1) -> dict:
         from .conv2d_vnni import default_knobs
 
         if (spatial, oc_block) == ("flat", 1):
-            spatial, oc_block = default_knobs(plan).shape, default_knobs(plan).vectors
+            d = default_knobs(plan)
+            spatial, oc_block = d.shape, d.vectors
         return {"register_block": vnni_blocks(plan, spatial, oc_block)}
     if kind == "dense":
         vb = plan.vector_blocks
@@ -353,7 +354,8 @@ def default_decisions(plan) -> dict:
     if kernel_kind(plan) == "conv2d_vnni":
         from .conv2d_vnni import default_knobs
 
-        out.update(spatial=default_knobs(plan).shape, oc_block=default_knobs(plan).vectors)
+        d = default_knobs(plan)
+        out.update(spatial=d.shape, oc_block=d.vectors)
     return out
 
 

@@ -568,12 +568,14 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
               f"({time.time() - t0:.0f} s)", file=sys.stderr)
         if val > best["val_top1"]:
             best = {"epoch": epoch + 1, "val_top1": val, "state": net.state(), "formats": formats()}
-        torch.save({"weights": net.state(), "formats": formats(), "refits": refits, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        torch.save({"weights": net.state(), "formats": formats(), "refits": refits, "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
                     "history": history, "epoch": epoch + 1, "best": best, "val_before": before,
                     "loss_before": loss_before}, ckpt)
     net.load_state(best["state"])
     net.plan.tensors.update(best["formats"])
-    return {"refits": [{**r, "changed": {k: list(v) for k, v in r["changed"].items()}} for r in refits],"val_top1_before": before, "history": history, "best_epoch": best["epoch"],
+    return {"refits": [{**r, "changed": {k: list(v) for k, v in r["changed"].items()}} for r in refits],
+            "val_top1_before": before, "history": history, "best_epoch": best["epoch"],
             "val_top1_after": best["val_top1"], "train_loss_before": loss_before, "train_loss_after": probe_loss(),
             "train_images": len(x), "steps_per_epoch": n_steps, "logit_scale": scale}
 
@@ -635,7 +637,8 @@ def cmd_finetune(args, quantize) -> dict:
     if args.quiet:
         qargs.append("--quiet")
     summary = quantize(qargs)
-    summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": lr, "refit_activations": refit, "batch": args.train_batch,
+    summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": lr, "refit_activations": refit,
+                           "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
                            "float_test_top1_before": prev.get("float_top1"), "float_test_top1_after": summary["float_top1"],
@@ -656,8 +659,8 @@ def add_finetune_parser(sub, common) -> None:
                         "<= 4 bits, else 1e-4")
     f.add_argument("--train-batch", type=int, default=128)
     f.add_argument("--keep-formats", action="store_true",
-                   help="keep the plan's activation fracs (default: re-derive each activation's clipping point, "
-                        "same width, from the trained weights before training and after every epoch)")
+                   help="keep the plan's fracs (default: before training, re-derive each weight's and activation's "
+                        "frac, i.e. its clipping point, same width, for least squared error)")
     f.add_argument("--train-size", type=int, default=None, help="train on the first N training images only")
     f.add_argument("--val-size", type=int, default=2000, help="validation images for model selection")
     f.add_argument("--steps-per-epoch", type=int, default=None, help="a shorter epoch (default: the whole split)")

@@ -152,6 +152,17 @@ def load_remote(session, lib: Path, info: dict):
         raise RemoteError(f"the board could not load {lib.name}: {msg}{hint}") from None
 
 
+def invoke_main(vm, dev, xs) -> list | np.ndarray:
+    """``main`` of ``vm`` on the numpy inputs ``xs``, its result as numpy (a list for a tuple).  Through
+    set_input/invoke_stateful/get_outputs: a tuple result of a remote call is an opaque RPC handle."""
+    def fetch(out):
+        return [fetch(o) for o in out] if isinstance(out, (list, tuple)) else out.numpy()
+
+    vm.set_input("main", *[tvm.runtime.tensor(x, dev) for x in xs])
+    vm.invoke_stateful("main")
+    return fetch(vm.get_outputs("main"))
+
+
 def run_remote(d, inputs, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
                batch_size: int = 64, repeat: int = 11, number: int = 10, progress: bool = True,
                batch: int | None = None) -> dict:
@@ -174,16 +185,10 @@ def run_remote(d, inputs, rpc: str | None = None, tracker: str | None = None, ke
     vm = relax.VirtualMachine(rlib, dev)
     arrays = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
-    def fetch(out):
-        return [fetch(o) for o in out] if isinstance(out, (list, tuple)) else out.numpy()
-
     parts = []
     with tqdm(total=len(arrays[0]), desc="board", unit="input", disable=not progress) as bar:
         for start, stop, xs in padded_chunks(arrays, Batching(batch, batch_size)):
-            # set_input/invoke_stateful/get_outputs: a tuple result of a remote call is an opaque RPC handle
-            vm.set_input("main", *[tvm.runtime.tensor(x, dev) for x in xs])
-            vm.invoke_stateful("main")
-            parts.append(trim(fetch(vm.get_outputs("main")), stop - start, len(xs[0])))
+            parts.append(trim(invoke_main(vm, dev, xs), stop - start, len(xs[0])))
             bar.update(stop - start)
     outs = concat(parts)
     first = [Batching(batch, 1).pad(np.ascontiguousarray(a[:1], dtype=np.float32)) for a in arrays]

@@ -244,18 +244,6 @@ def _model_inputs(realized: tvm.IRModule, count: int, seed: int = 0) -> list:
     return [[rng.random(shape).astype(dtype) for shape, dtype in shapes] for _ in range(count)]
 
 
-def _outputs(vm, dev, inputs) -> list:
-    def fetch(out):     # as remote.run_remote
-        return [fetch(o) for o in out] if isinstance(out, (list, tuple)) else out.numpy()
-
-    outs = []
-    for xs in inputs:
-        vm.set_input("main", *[tvm.runtime.tensor(x, dev) for x in xs])
-        vm.invoke_stateful("main")
-        outs.append(fetch(vm.get_outputs("main")))
-    return outs
-
-
 def _same(a, b) -> bool:
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
@@ -280,7 +268,7 @@ def model_check(realized: tvm.IRModule, target, database_dir, rpc=None, tracker=
     if rpc is None and tracker is None:
         dev = tvm.cpu()
         vms = {k: relax.VirtualMachine(ex, dev) for k, ex in (("default", default), ("tuned", tuned))}
-        outs = {k: _outputs(vm, dev, inputs) for k, vm in vms.items()}
+        outs = {k: [remote.invoke_main(vm, dev, xs) for xs in inputs] for k, vm in vms.items()}
         args = [tvm.runtime.tensor(x, dev) for x in inputs[0]]
         probe = vms["default"].time_evaluator("main", dev, number=20, repeat=1)(*args).mean
         number = max(1, int(0.05 / max(probe, 1e-7)))
@@ -302,7 +290,8 @@ def model_check(realized: tvm.IRModule, target, database_dir, rpc=None, tracker=
             for k, ex in (("default", default), ("tuned", tuned)):
                 lib = export_library(ex, Path(tmp) / f"{k}.so", target)
                 info = {"arch": target_arch(target), "preset": target_name(target)}
-                outs[k] = _outputs(relax.VirtualMachine(remote.load_remote(session, lib, info), dev), dev, inputs)
+                vm = relax.VirtualMachine(remote.load_remote(session, lib, info), dev)
+                outs[k] = [remote.invoke_main(vm, dev, xs) for xs in inputs]
         out.update(timed=False, note="measured on a board over RPC: only the outputs are compared (an "
                    "emulated board's timings mean nothing)")
     out["bit_exact"] = bool(_same(outs["default"], outs["tuned"]))
