@@ -129,6 +129,11 @@ def own_kernels_note() -> str:
             f"kernel over {', '.join(pools['models'])}'s max pools, `bench/pools.py`)")
 
 
+def _cpu(row) -> str:
+    cpu = (row.get("search") or {}).get("cpu_s")
+    return f" ({cpu:.0f})" if cpu is not None else ""
+
+
 def methods_table(r) -> list[str]:
     lines = [f"Allocation methods (`bench/methods.py`, {r['date']}): every row is `tvm-fxp quantize MODEL --calib "
              "fashion-mnist --method M` with the CLI's defaults and only the paper's own parameter (the `flags` "
@@ -138,11 +143,13 @@ def methods_table(r) -> list[str]:
              "images (float: the float model's), `top-1` the measured result on the test split; `widest acc`: the "
              "widest proven accumulator of any layer (adds and pools included; a k-tiled layer counts its whole "
              "reduction), `widest MAC acc`: the widest accumulator a multiply-accumulate adds into (a k-tiled "
-             "layer: its tiles'):", ""]
+             "layer: its tiles'); `search s`: the search's wall time, with its CPU seconds (both cores) in brackets: "
+             "several runs shared the 2-core machine with other jobs (load averages in `methods.json`), which "
+             "stretches the wall time but not the CPU time:", ""]
     for name, m in r["models"].items():
         lines += [f"**{name}** ({m['data']['test']})", "",
                   "| method | flags | top-1 | val est. (float) | agreement | weights KiB | activations KiB | mult cost vs "
-                  "8-bit | widest acc | widest MAC acc (k-tiled layers) | evaluations | search s | bit-exact |",
+                  "8-bit | widest acc | widest MAC acc (k-tiled layers) | evaluations | search s (CPU s) | bit-exact |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k, row in m["rows"].items():
             acc = row.get("max_accumulator_bits")
@@ -155,7 +162,7 @@ def methods_table(r) -> list[str]:
                          f"{row['agreement']:.4f} | {row['weight_bits'] / 8192:.1f} | "
                          f"{row['activation_bits'] / 8192:.1f} | {row['mult_cost_vs_8bit']:.3f} | {acc if acc else '-'} | "
                          f"{mac if mac else '-'}{f' ({tiled})' if tiled else ''} | {row.get('evaluations') or '-'} | "
-                         f"{row.get('wall_s', 0):.0f} | {row.get('bit_exact')} |")
+                         f"{row.get('wall_s', 0):.0f}{_cpu(row)} | {row.get('bit_exact')} |")
         lines.append("")
         for k in m["rows"]:      # a row whose plan predates the method's current defaults says so
             cfg = (_plan(name, k) or {}).get("config", {})
