@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up tvm-fxp for development: Debian data set (when root), a venv in .venv, the package editable + tests.
+# Set up tvm-fxp for development: Debian data set (when root), a venv in .venv, the package editable + tests +
+# the `train` extra (PyTorch, CPU: `tvm-fxp finetune` and its test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,train]"
 .venv/bin/python -c "import tvm, tvm_ffi, tvm_fxp; assert tvm_ffi.__version__ == '0.1.14.post1', tvm_ffi.__version__"
 
 # aarch64 cross toolchain + emulation (qemu-user, an aarch64 Python sysroot, llvm-mca-19) for the kernel tests.

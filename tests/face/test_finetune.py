@@ -2,6 +2,7 @@
 selected on its validation images, written as ``quantize`` writes it and realized bit-exact."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,10 +11,15 @@ from tvm_fxp import datasets
 from tvm_fxp.cli import SUMMARY_KEYS, main
 from conftest import model_path
 
-pytest.importorskip("torch")
+try:
+    import torch  # the `train` extra, installed by .ci/setup.sh
+except ImportError:
+    if os.environ.get("CI") == "true":      # CI must run it: a missing extra fails the suite rather than skipping
+        raise
+    pytest.skip("the `train` extra (torch) is not installed: pip install -e '.[train]'", allow_module_level=True)
 
 
-@pytest.mark.slow   # three TVM builds (quantize, finetune's quantize) and a short PyTorch epoch: ~1-2 min
+# three TVM builds (quantize, finetune's quantize) and a short PyTorch epoch: ~45 s on 2 cores
 def test_finetune_one_short_epoch_lowers_the_loss_and_stays_bit_exact(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(datasets, "DEBIAN_DIR", "/nonexistent")        # the bundled subset: fast and offline
     base, tuned = tmp_path / "u4", tmp_path / "u4ft"
@@ -22,7 +28,6 @@ def test_finetune_one_short_epoch_lowers_the_loss_and_stays_bit_exact(tmp_path, 
                  "--bits", "4", "--out", str(base)] + common) == 0, capsys.readouterr().err
     # the training forward is the deployed arithmetic: bit for bit the simulation of the plan (rounding half
     # away from zero; fixed-point values hit exact ties often)
-    torch = pytest.importorskip("torch")
     import onnx
     import tvm_fxp
     from tvm_fxp import deploy
