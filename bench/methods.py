@@ -219,7 +219,8 @@ def run_model(name, args) -> dict:
     return {"rows": rows, "targets": targets(rows), "data": {
         "calibration": "fashion-mnist train[:500]", "search": "fashion-mnist val[:2000] (training-file images "
         "55000-56999, never trained on)", "check": "goyal2021 and fxpqnet confirm their choices on val[2000:4000] "
-        "(training-file images 57000-58999); debruin2020 scores its candidates on val[:4000]", "test": rows["uniform8"]["test_data"]}}
+        "(training-file images 57000-58999); debruin2020 and lin2016 score their candidates on val[:4000]",
+        "test": rows["uniform8"]["test_data"]}}
 
 
 def plot(results, path):
