@@ -161,7 +161,7 @@ def allocate(lg, stats: dict, config: Lin2016, evaluate) -> Plan:
         for b in range(config.min_bits, config.max_bits + 1):
             p = build_plan(lg, stats, config, {k: b for k in rho})
             loss = loss_of(p)
-            trace["equal_bits"].append({"bits": b, "loss": round(loss, 5)})
+            trace["equal_bits"].append({"bits": b, "loss": round(loss, 5), "weight_bits": weight_bits(lg, p)})
             if loss <= config.budget:
                 eq_bits, eq_plan = b, p
                 break
