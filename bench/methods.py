@@ -187,6 +187,8 @@ def run_model(name, args) -> dict:
     import tvm_fxp
     from tvm_fxp.calibrate import calibrate
     from tvm_fxp.datasets import fashion_mnist
+    from dataclasses import fields
+
     from tvm_fxp.methods.lin2016 import Lin2016, build_plan
 
     rows = {}
@@ -226,7 +228,9 @@ def run_model(name, args) -> dict:
                 test = fashion_mnist("test", limit=args.test_size)
                 stats = calibrate(q.prepared, q.graph, fashion_mnist("train", limit=500).inputs, progress=False)
                 float_out = tvm_fxp.Runner(tvm_fxp.build(q.prepared)).run(test.inputs)
-                eqq = tvm_fxp.bind_plan(q.prepared, q.graph, build_plan(q.graph, stats, Lin2016(), {
+                cfg = Lin2016(**{f.name: q.plan.config[f.name] for f in fields(Lin2016) if f.name in q.plan.config})
+                assert not cfg.correct_biases, "the CLI's lin2016 does not correct biases: the reference would differ"
+                eqq = tvm_fxp.bind_plan(q.prepared, q.graph, build_plan(q.graph, stats, cfg, {
                     l.name: eq_bits for l in q.graph.layers.values() if l.weight is not None}), stats)
                 ref, eq_out = measure(eqq, test.inputs, test.labels, float_out)
                 # the chosen plan against the reference image by image (its simulation: bit-exact with the build)

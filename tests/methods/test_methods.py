@@ -194,6 +194,29 @@ def test_lin2016_scores_plans_on_search_and_check_images(models, search_data):
             assert t["loss"] == pytest.approx(loss(build_plan(lg, stats, cfg, {k: t["bits"] for k in rho})), abs=1e-5)
 
 
+def test_lin2016_with_bias_correction_scores_and_keeps_corrected_plans(models, search_data):
+    """``correct_biases``: every plan is scored after the label-free bias correction on the search images, the
+    equal-bit-width ones too, and the chosen plan keeps its corrections."""
+    from tvm_fxp.costs import weight_bits
+    from tvm_fxp.methods.correction import corrected_plan
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    x, y = search_data
+    cfg = Lin2016(offset_step=0.5, correct_biases=True)
+    ev = make_evaluator(prepared, lg, stats, x, y, None, progress=False, max_evaluations=12)
+    plan = get_method("lin2016").allocate(lg, stats, cfg, ev)
+    biased = {l.name for l in lg.layers.values() if l.weight is not None and l.bias is not None}
+    assert set(plan.bias_correction) == biased
+    chosen = [t for t in plan.config["trace"]["offsets"] if t["weight_bits"] == weight_bits(lg, plan)]
+    again = corrected_plan(lg, build_plan(lg, stats, cfg, chosen[0]["bits"]), ev.sim, x)
+    assert again.tensors == plan.tensors and again.bias_correction == plan.bias_correction
+    assert chosen[0]["loss"] == pytest.approx(ev.loss(plan), abs=1e-9)
+    rho = [l.name for l in lg.layers.values() if l.weight is not None]
+    for t in plan.config["trace"]["equal_bits"]:
+        eq = corrected_plan(lg, build_plan(lg, stats, cfg, {k: t["bits"] for k in rho}), ev.sim, x)
+        assert t["loss"] == pytest.approx(ev.loss(eq), abs=1e-5)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_fxpqnet_never_commits_a_step_that_breaks_the_budget(plans, name):
     q, ev = plans[name, "fxpqnet"]
