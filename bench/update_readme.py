@@ -189,6 +189,34 @@ def _mean_bits(row, kinds) -> float:
     return sum(bits[k] for k in keys) / max(1, len(keys))
 
 
+def _lin_why(r, row, plan, t) -> str:
+    """Lin's missed target, from the plan's trace and the paired test comparison: which equal bit-width the
+    budget made the reference, what the next narrower one lost, and how many test images the two plans split."""
+    cfg, tr = plan["config"], plan["config"]["trace"]
+    ref = tr["equal_bits"][-1]
+    where = (f"the {2 * r['search_size']:,} validation images it scores plans on (search and check)"
+             if cfg.get("check_evaluations") else f"the {r['search_size']:,} search images")
+    below, n_below = None, None
+    chosen = min((o for o in tr["offsets"] if o["weight_bits"] == row["weight_bits"]), key=lambda o: o["loss"],
+                 default=None)
+    why = f"the best equal-bit plan is {ref['bits']} bits: on {where} it loses {100 * ref['loss']:.2f} points"
+    if len(tr["equal_bits"]) > 1:
+        below = tr["equal_bits"][-2]
+        n_below = below.get("weight_bits")
+        why += (f", {below['bits']} bits {100 * below['loss']:.2f} (budget {100 * cfg['budget']:g})")
+    if chosen:
+        why += (f"; the chosen allocation ({', '.join(str(b) for b in chosen['bits'].values())} bits per layer) loses "
+                f"{100 * chosen['loss']:.2f} there and is {100 * t['weight_reduction_vs_equal_bits']:.1f}% smaller"
+                + (f" ({100 * (1 - row['weight_bits'] / n_below):.1f}% smaller than {below['bits']} bits)"
+                   if n_below else ""))
+    why += f"; on test {t['top1']:.4f} vs {t['equal_bits_top1']:.4f} for the equal-bit plan"
+    pr = t.get("paired")
+    if pr:
+        why += (f": of the {pr['images']:,} test images {pr['only_first_right']} are right only with the chosen plan "
+                f"and {pr['only_second_right']} only with the equal-bit plan (exact McNemar p = {pr['mcnemar_p']:.2f})")
+    return why
+
+
 def why_missed(r, diag) -> list[str]:
     """One measured line per missed target, generated from the results, the saved plans and the diagnostics."""
     lines = []
@@ -199,16 +227,7 @@ def why_missed(r, diag) -> list[str]:
                 continue
             row, plan, why = rows.get(key, {}), _plan(name, key), None
             if key == "lin2016" and plan:
-                tr, eq = plan["config"]["trace"], plan["config"]["equal_bit_weight_bits"]
-                ref = tr["equal_bits"][-1]
-                big = [o for o in tr["offsets"] if o["weight_bits"] <= 0.8 * eq]
-                first = max(big, key=lambda o: o["weight_bits"]) if big else None
-                why = (f"the best equal-bit plan is {ref['bits']} bits (validation loss {100 * ref['loss']:.2f} points); "
-                       f"the parameter-count rule's allocations come in whole-bit steps of the largest layer, and the "
-                       f"largest one >= 20% smaller ({first['bits'] if first else '-'}) loses "
-                       f"{100 * first['loss'] if first else float('nan'):.2f} points on the validation images, so the chosen "
-                       f"one is {100 * t['weight_reduction_vs_equal_bits']:.1f}% smaller (test top-1 {t['top1']:.4f} vs "
-                       f"{t['equal_bits_top1']:.4f} for the equal-bit plan)")
+                why = _lin_why(r, row, plan, t)
             elif key == "goyal2021" and plan:
                 tr = [x for x in plan["config"]["trace"] if "tensor" in x]
                 split = plan["config"].get("split", "none") == "cost"

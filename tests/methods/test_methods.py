@@ -11,7 +11,7 @@ from tvm_fxp.methods import get_method
 from tvm_fxp.methods.debruin2020 import DeBruin2020
 from tvm_fxp.methods.fxpqnet import FxpQNet
 from tvm_fxp.methods.goyal2021 import Goyal2021
-from tvm_fxp.methods.lin2016 import KAPPA_DB_PER_BIT, Lin2016
+from tvm_fxp.methods.lin2016 import KAPPA_DB_PER_BIT, Lin2016, build_plan
 from tvm_fxp.passes import float_ops_in_integer_graph
 from tvm_fxp.passes.relax_utils import const_np, is_const, main_bindings, op_name
 from rebuild import rebuild_function
@@ -158,6 +158,63 @@ def test_debruin2020_scores_candidates_on_search_and_check_images(models, search
     ev2 = make_evaluator(prepared, lg, stats, x, y, None, progress=False)
     plan2 = get_method("debruin2020").allocate(lg, stats, DeBruin2020(acc_bits=16, max_bits=8, max_tiles=0), ev2)
     assert plan2.config["check_evaluations"] is None and ev2.evaluations == ev.evaluations
+
+
+def test_lin2016_scores_plans_on_search_and_check_images(models, search_data):
+    """With a check split every plan (equal bit-widths and offsets) is scored on both image sets together, and
+    the chosen allocation is the smallest whose pooled loss is within the equal-bit-width plan's."""
+    from tvm_fxp.costs import weight_bits
+    from tvm_fxp.datasets import fashion_mnist
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    x, y = search_data
+    other = fashion_mnist("val", limit=192)
+    cfg = Lin2016(offset_step=0.5)
+    ev = make_evaluator(prepared, lg, stats, x, y, None, progress=False, max_evaluations=20,
+                        check_inputs=other.inputs[96:], check_labels=other.labels[96:])
+    plan = get_method("lin2016").allocate(lg, stats, cfg, ev)
+    trace = plan.config["trace"]
+    assert ev.evaluations > 0 and ev.check.evaluations == ev.evaluations == plan.config["check_evaluations"]
+    pooled = (ev.loss(plan) + ev.check.loss(plan)) / 2            # 96 + 96 images
+    chosen = [t for t in trace["offsets"] if t["weight_bits"] == weight_bits(lg, plan)]
+    assert chosen and chosen[0]["loss"] == pytest.approx(pooled, abs=1e-5)
+    target = trace["equal_bits"][-1]["loss"] + cfg.tolerance
+    if trace["target_met"]:
+        assert chosen[0]["loss"] <= target + 1e-5
+        assert weight_bits(lg, plan) == min(t["weight_bits"] for t in trace["offsets"] if t["loss"] <= target + 1e-5)
+    # without pooling the check images are not read and the losses are the search images' alone
+    ev2 = make_evaluator(prepared, lg, stats, x, y, None, progress=False, max_evaluations=20,
+                         check_inputs=other.inputs[96:], check_labels=other.labels[96:])
+    plan2 = get_method("lin2016").allocate(lg, stats, Lin2016(offset_step=0.5, pooled=False), ev2)
+    assert ev2.check.evaluations == 0 and plan2.config["check_evaluations"] is None
+    rho = [l.name for l in lg.layers.values() if l.weight is not None]
+    for pl, loss in ((plan, lambda p: (ev.loss(p) + ev.check.loss(p)) / 2), (plan2, ev2.loss)):
+        assert pl.config["trace"]["equal_bits"]
+        for t in pl.config["trace"]["equal_bits"]:
+            assert t["loss"] == pytest.approx(loss(build_plan(lg, stats, cfg, {k: t["bits"] for k in rho})), abs=1e-5)
+
+
+def test_lin2016_with_bias_correction_scores_and_keeps_corrected_plans(models, search_data):
+    """``correct_biases``: every plan is scored after the label-free bias correction on the search images, the
+    equal-bit-width ones too, and the chosen plan keeps its corrections."""
+    from tvm_fxp.costs import weight_bits
+    from tvm_fxp.methods.correction import corrected_plan
+
+    prepared, lg, stats = models["fmnist_vgg"]
+    x, y = search_data
+    cfg = Lin2016(offset_step=0.5, correct_biases=True)
+    ev = make_evaluator(prepared, lg, stats, x, y, None, progress=False, max_evaluations=12)
+    plan = get_method("lin2016").allocate(lg, stats, cfg, ev)
+    biased = {l.name for l in lg.layers.values() if l.weight is not None and l.bias is not None}
+    assert set(plan.bias_correction) == biased
+    chosen = [t for t in plan.config["trace"]["offsets"] if t["weight_bits"] == weight_bits(lg, plan)]
+    again = corrected_plan(lg, build_plan(lg, stats, cfg, chosen[0]["bits"]), ev.sim, x)
+    assert again.tensors == plan.tensors and again.bias_correction == plan.bias_correction
+    assert chosen[0]["loss"] == pytest.approx(ev.loss(plan), abs=1e-9)
+    rho = [l.name for l in lg.layers.values() if l.weight is not None]
+    for t in plan.config["trace"]["equal_bits"]:
+        eq = corrected_plan(lg, build_plan(lg, stats, cfg, {k: t["bits"] for k in rho}), ev.sim, x)
+        assert t["loss"] == pytest.approx(ev.loss(eq), abs=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)

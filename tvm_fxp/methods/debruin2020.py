@@ -141,14 +141,9 @@ def allocate(lg, stats: dict, config: DeBruin2020, evaluate) -> Plan:
     if evaluate is None:
         raise MethodError("debruin2020 needs evaluation data (the most accurate safe configuration is kept)")
     check = getattr(evaluate, "check", None) if config.pooled else None
-
-    def pooled_loss(p):
-        """Loss on the search images, with a check split on both together (the choice among candidates is
-        a most-accurate pick: on 2,000 images alone it overfits them)."""
-        if check is None:
-            return evaluate.loss(p)
-        n, m = evaluate.size, check.size
-        return (n * evaluate.loss(p) + m * check.loss(p)) / (n + m)
+    # with a check split, every candidate is scored on the search and check images together (the choice
+    # among candidates is a most-accurate pick: on 2,000 images alone it overfits them)
+    pooled_loss = evaluate.pooled_loss if check is not None else evaluate.loss
 
     plan = uniform_plan(lg, stats, 16)
     # activations that no weighted layer reads get ``other_bits`` first, so every candidate is scored with them

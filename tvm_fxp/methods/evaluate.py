@@ -132,6 +132,15 @@ class Evaluator:
         """Quality lost against float (points are fractions: 0.01 = one point)."""
         return self.reference - self(plan).quality(self.use_labels)
 
+    def pooled_loss(self, plan: Plan) -> float:
+        """The loss on these inputs and the check split's together (weighted by their sizes; just ``loss``
+        without a check split): for a search's choices among many candidates, which on the search inputs
+        alone overfit them."""
+        if self.check is None:
+            return self.loss(plan)
+        n, m = self.size, self.check.size
+        return (n * self.loss(plan) + m * self.check.loss(plan)) / (n + m)
+
 
 # ---- shared format helpers --------------------------------------------------------------------------
 
