@@ -29,11 +29,11 @@ Reported in ``plan.config["corrections"]``.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..formats import FixedPointFormat
 from ..plan import Plan
 from .correction import correct_biases, network_error
 from .evaluate import SearchTimeout, clamp_biases, range_format, search_order, uniform_plan
@@ -48,6 +48,8 @@ class FxpQNet:
     min_bits: int = 2
     frac_offsets: tuple = (-1, 0, 1)
     bias_correction: bool = True
+    repeat: bool = True                  # a committed structure's next step goes back into the round's queue
+    retry: bool = True                   # after a round that committed, its frozen structures are tried again
     screen: int = 512                    # inputs the ranking and the fractional-length choice are scored on
     name = "fxpqnet"
     label_free = True
@@ -67,9 +69,12 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
     plan = uniform_plan(lg, stats, config.start_bits)
     frozen: set = set()
     commits = []
+    refused = []                # steps that broke the budget (their structure frozen for the round)
     corrections: list = []
     since_correction = 1        # commits since the last correction (the start counts as one)
     rounds = 0
+    committed = 0
+    undone: set = set()         # structures whose commit the check split undid
 
     screen = evaluate.screen(config.screen)
     check = getattr(evaluate, "check", None)
@@ -86,6 +91,11 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
             raise MethodError(f"fxpqnet: the {config.start_bits}-bit starting plan already breaks the budget")
         while True:
             rounds += 1
+            if config.retry and committed > 0:
+                # a step that broke the budget earlier in the search may keep it now (the fractional lengths
+                # are re-chosen and errors do not add up exactly): try every structure again, except those
+                # undone on the check split
+                frozen = {k for k in frozen if k in undone}
             base_err = network_error(screen(plan))
             trials = []
             for key in search_order(lg):       # score every structure's one-bit step (range-derived frac)
@@ -100,25 +110,38 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
                 trials.append((sizes[key] / added, key, bits))
             committed = 0
             history = [(plan, None)]     # the plan after each of this round's commits (and its commit's index)
-            for _, key, bits in sorted(trials, key=lambda t: -t[0]):   # best first
+            queue = [(-ratio, i, key, bits) for i, (ratio, key, bits) in enumerate(trials)]
+            heapq.heapify(queue)
+            order = len(queue)
+            while queue:                 # best first; a committed structure's next step goes back in the queue
+                _, _, key, bits = heapq.heappop(queue)
                 # fractional length on network-level error, with everything committed so far applied
                 options = [clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits, off)))
                            for off in config.frac_offsets]
                 candidate = min(options, key=lambda p: network_error(screen(p)))
                 d = drop(candidate)
-                if d <= config.budget:
-                    plan = candidate
-                    committed += 1
-                    commits.append({"round": rounds, "tensor": key, "bits": bits, "frac": plan[key].frac,
-                                    "agreement_drop": round(d, 5)})
-                    history.append((plan, len(commits) - 1))
-                else:
+                if d > config.budget:
                     frozen.add(key)    # its one-bit step breaks the budget
+                    refused.append({"round": rounds, "tensor": key, "bits": bits, "agreement_drop": round(d, 5)})
+                    continue
+                plan = candidate
+                committed += 1
+                commits.append({"round": rounds, "tensor": key, "bits": bits, "frac": plan[key].frac,
+                                "agreement_drop": round(d, 5)})
+                history.append((plan, len(commits) - 1))
+                if config.repeat and bits - 1 >= config.min_bits:
+                    # the same structure's next step, scored against the plan now (the others keep their scores
+                    # from the round's start: a lazy form of re-scoring every structure after each commit)
+                    trial = clamp_biases(lg, plan.with_format(key, range_format(lg, stats, key, bits - 1)))
+                    added = max(network_error(screen(trial)) - network_error(screen(plan)), 1e-9)
+                    order += 1
+                    heapq.heappush(queue, (-sizes[key] / added, order, key, bits - 1))
             while len(history) > 1 and not confirmed(plan):
                 # the round's plan breaks the budget on the check split: undo its last commits until it does not
                 _, i = history.pop()
                 commits[i]["undone_on_check"] = True
                 frozen.add(commits[i]["tensor"])
+                undone.add(commits[i]["tensor"])
                 plan = history[-1][0]
                 committed -= 1
             since_correction += committed
@@ -145,7 +168,8 @@ def allocate(lg, stats: dict, config: FxpQNet, evaluate) -> Plan:
         plan = corrected if report["applied"] else plan
         corrections.append({"round": "final", **report})
     out = Plan(plan.tensors, config.name, {**asdict(config), "frac_offsets": list(config.frac_offsets),
-                                           "rounds": rounds, "commits": commits, "corrections": corrections,
+                                           "rounds": rounds, "commits": commits, "refused": refused,
+                                           "corrections": corrections,
                                            "evaluations": evaluate.evaluations,
                                            "screen_evaluations": evaluate.screen_evaluations,
                                            "check_evaluations": check.evaluations if check else None,
