@@ -1,6 +1,6 @@
 """Why a method's plan loses accuracy, measured: per-layer isolated loss of every saved plan.
 
-    .venv/bin/python bench/diagnose_methods.py [--test-size 2000]
+    .venv/bin/python bench/diagnose_methods.py [--test-size 2000] [--models fmnist_vgg ...] [--methods fxpqnet ...]
 
 Reads the plans ``bench/methods.py`` saved (``bench/results/plans/MODEL_METHOD.json``).  For each plan and
 each weighted layer, the layer's operands (its input activation, weights and bias) take the plan's formats
@@ -44,6 +44,8 @@ def diagnose_model(name, args) -> dict:
     out = {"float_top1": ev.float_top1, "uniform16_loss_points": 100 * ev.loss(base), "plans": {}}
     for path in sorted((Path(args.results) / "plans").glob(f"{name}_*.json")):
         method = path.stem[len(name) + 1:]
+        if args.methods is not None and method not in args.methods:
+            continue
         plan = Plan.load(path)
         row = {"loss_points": 100 * ev.loss(plan), "layers": {}}
         for layer in weighted:
@@ -90,6 +92,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
     ap.add_argument("--test-size", type=int, default=2000)
     ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="only these plans (MODEL_METHOD.json; default: all); the other plans' rows of the existing "
+                         "results are kept")
     args = ap.parse_args(argv)
     t0 = time.time()
     res = {"date": time.strftime("%Y-%m-%d"), "test_size": args.test_size,
@@ -100,6 +105,8 @@ def main(argv=None) -> int:
         old = json.loads(out.read_text())
         for name, m in old.get("models", {}).items():
             if old.get("test_size") == args.test_size:
+                if name in res["models"] and args.methods is not None:
+                    res["models"][name]["plans"] = {**m.get("plans", {}), **res["models"][name]["plans"]}
                 res["models"].setdefault(name, m)
     out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     print(f"written: {out}")

@@ -1,6 +1,6 @@
 """How much each search overfits the images it scored plans on, measured on validation images only.
 
-    .venv/bin/python bench/holdout.py [--models fmnist_vgg ...]
+    .venv/bin/python bench/holdout.py [--models fmnist_vgg ...] [--methods fxpqnet ...] [--merge]
 
 Every search of ``bench/methods.py`` scores its candidates on the first ``search_size`` (2,000) validation
 images; goyal2021 also confirms each choice on the next 2,000 (its check split).  Here each chosen plan
@@ -32,7 +32,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["fmnist_vgg", "fmnist_resnet"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "holdout.json"))
-    ap.add_argument("--merge", action="store_true", help="keep the other models' rows of the existing results")
+    ap.add_argument("--methods", nargs="+", default=list(SEARCHES), choices=SEARCHES,
+                    help="the plans to measure (default: every search's)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other models' and the other methods' rows of the existing results")
     args = ap.parse_args(argv)
     methods = json.loads((ROOT / "bench" / "results" / "methods.json").read_text())
     n = int(methods["search_size"])
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
             prepared, lg = api.load_model(ROOT / "examples" / "models" / f"{name}.onnx")
             fl = tvm_fxp.Runner(tvm_fxp.build(prepared)).run(val.inputs)
             rows = {}
-            for m in SEARCHES:
+            for m in args.methods:
                 p = ROOT / "bench" / "results" / "plans" / f"{name}_{m}.json"
                 if m not in methods["models"][name]["rows"] or not p.exists():
                     continue
@@ -66,7 +69,10 @@ def main(argv=None) -> int:
             results[name] = {"float_search_top1": top1(fl[seen], val.labels[seen]),
                              "float_heldout_top1": top1(fl[rest], val.labels[rest]), "rows": rows}
     if args.merge and Path(args.out).exists():
-        results = {**json.loads(Path(args.out).read_text())["models"], **results}
+        old = json.loads(Path(args.out).read_text())["models"]
+        for name, r in results.items():
+            r["rows"] = {**old.get(name, {}).get("rows", {}), **r["rows"]}
+        results = {**old, **results}
     Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "search_images": n,
                                           "heldout_images": len(val) - n, "models": results}, indent=1) + "\n")
     print(f"written: {args.out}")
