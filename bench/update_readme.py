@@ -205,6 +205,12 @@ def _lin_why(r, name, row, plan, t) -> str:
                 f"{100 * chosen['loss']:.2f} there and is {100 * t['weight_reduction_vs_equal_bits']:.1f}% smaller"
                 + (f" ({100 * (1 - row['weight_bits'] / n_below):.1f}% smaller than {below['bits']} bits)"
                    if n_below else ""))
+        smaller = [o for o in tr["offsets"] if o["weight_bits"] < row["weight_bits"]]
+        if smaller:      # what a looser tolerance would take instead
+            nxt = max(smaller, key=lambda o: o["weight_bits"])
+            why += (f", passing by {100 * (ref['loss'] + cfg.get('tolerance', 0) - chosen['loss']):.2f} points; the "
+                    f"next smaller allocation ({', '.join(str(b) for b in nxt['bits'].values())}) loses "
+                    f"{100 * nxt['loss']:.2f}")
     why += f"; on test {t['top1']:.4f} vs {t['equal_bits_top1']:.4f} for the equal-bit plan"
     pr = t.get("paired")
     if pr:
