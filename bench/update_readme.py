@@ -173,7 +173,10 @@ def methods_table(r) -> list[str]:
         for k, t in m["targets"].items():
             lines.append(f"- {k}: {'met' if t['met'] else 'missed'} ({t['target']}): " + ", ".join(
                 f"{a} = {v:.3f}" if isinstance(v, float) else f"{a} = {v}" for a, v in t.items()
-                if a not in ("target", "met")))
+                if a not in ("target", "met", "paired")) + (
+                f", test images right only with it / only with the equal-bit plan = {t['paired']['only_first_right']} / "
+                f"{t['paired']['only_second_right']} (McNemar p = {t['paired']['mcnemar_p']:.2f})"
+                if t.get("paired") else ""))
         lines.append("")
     return lines
 
@@ -189,7 +192,7 @@ def _mean_bits(row, kinds) -> float:
     return sum(bits[k] for k in keys) / max(1, len(keys))
 
 
-def _lin_why(r, row, plan, t) -> str:
+def _lin_why(r, name, row, plan, t) -> str:
     """Lin's missed target, from the plan's trace and the paired test comparison: which equal bit-width the
     budget made the reference, what the next narrower one lost, and how many test images the two plans split."""
     cfg, tr = plan["config"], plan["config"]["trace"]
@@ -209,11 +212,35 @@ def _lin_why(r, row, plan, t) -> str:
                 f"{100 * chosen['loss']:.2f} there and is {100 * t['weight_reduction_vs_equal_bits']:.1f}% smaller"
                 + (f" ({100 * (1 - row['weight_bits'] / n_below):.1f}% smaller than {below['bits']} bits)"
                    if n_below else ""))
+        smaller = [o for o in tr["offsets"] if o["weight_bits"] < row["weight_bits"]]
+        if smaller:      # what a looser tolerance would take instead
+            nxt = max(smaller, key=lambda o: o["weight_bits"])
+            why += (f", passing by {100 * (ref['loss'] + cfg.get('tolerance', 0) - chosen['loss']):.2f} points; the "
+                    f"next smaller allocation ({', '.join(str(b) for b in nxt['bits'].values())}) loses "
+                    f"{100 * nxt['loss']:.2f}")
     why += f"; on test {t['top1']:.4f} vs {t['equal_bits_top1']:.4f} for the equal-bit plan"
     pr = t.get("paired")
     if pr:
         why += (f": of the {pr['images']:,} test images {pr['only_first_right']} are right only with the chosen plan "
                 f"and {pr['only_second_right']} only with the equal-bit plan (exact McNemar p = {pr['mcnemar_p']:.2f})")
+    lev = (((_load("lin_levers.json") or {}).get("models") or {}).get(name) or {}).get("rows", {})
+    if "paper" in lev and lev["paper"]["chosen_weight_bits"] == row["weight_bits"]:
+        h = lev["paper"]["heldout_loss_points"]
+        why += (f"; on {(_load('lin_levers.json') or {}).get('heldout', 'the held-out validation images')} (no "
+                f"decision made on them) the chosen plan loses {h['chosen']:.2f} points, the equal-bit plan "
+                f"{h['reference']:.2f}")
+    others = {k: v for k, v in lev.items() if k != "paper"}
+    if others:   # bench/lin_levers.py: the same rule with plans made more accurate, references included
+
+        def size(v):
+            red = 100 * v["weight_reduction_vs_equal_bits"]
+            return f"{red:.1f}% smaller" if red >= 0 else f"{-red:.1f}% larger"
+
+        why += ("; making every plan more accurate moves the reference too (`bench/lin_levers.py`, validation "
+                "only): " + "; ".join(
+                    f"{k.replace('+', ' and ').replace('_', ' ')}: reference {v['reference_bits']} bits "
+                    f"({v['equal_bits'][-1]['loss_points']:.2f} points), chosen {size(v)} at "
+                    f"{v['chosen_loss_points']:.2f}" for k, v in others.items()))
     return why
 
 
@@ -227,7 +254,7 @@ def why_missed(r, diag) -> list[str]:
                 continue
             row, plan, why = rows.get(key, {}), _plan(name, key), None
             if key == "lin2016" and plan:
-                why = _lin_why(r, row, plan, t)
+                why = _lin_why(r, name, row, plan, t)
             elif key == "goyal2021" and plan:
                 tr = [x for x in plan["config"]["trace"] if "tensor" in x]
                 split = plan["config"].get("split", "none") == "cost"
@@ -280,7 +307,7 @@ def why_missed(r, diag) -> list[str]:
                        f"{_mean_bits(row, ('output',)):.1f}-bit activations on average; the errors add up over the "
                        f"layers (largest isolated losses: {worst} points); the k-tiled fallback meets the target")
             ho = (((_load("holdout.json") or {}).get("models") or {}).get(name) or {}).get("rows", {}).get(key)
-            if ho:   # bench/holdout.py: the same plan on the validation images the search never scored
+            if ho and not (why and "(no decision made on them)" in why):   # bench/holdout.py: the same plan on the validation images the search never scored
                 why = (why + "; " if why else "") + (
                     f"on the {ho.get('heldout_images') or _load('holdout.json')['heldout_images']} validation images the search never scored "
                     f"it loses {ho['heldout_loss_points']:.2f} points (on its {_load('holdout.json')['search_images']} "
