@@ -295,6 +295,15 @@ def main(argv=None) -> int:
                 r["targets"] = targets(merged)
         # the previous file's model order first, then models it did not have
         results = {**{n: results.get(n, prev) for n, prev in old.get("models", {}).items()}, **results}
+    load = {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)}
+    partial = {}
+    if args.merge and out.exists():    # when and under what load each merged method's rows were measured
+        partial = old.get("partial_runs", {})
+        for name, r in results.items():
+            for k in r["rows"]:
+                if k in args.methods or k.rsplit("_", 1)[0] in args.methods:
+                    partial.setdefault(name, {})[k] = {"date": time.strftime("%Y-%m-%d"),
+                                                       "wall_s": round(time.time() - t0, 1), "load_average_1min": load}
     out.parent.mkdir(parents=True, exist_ok=True)
     from tvm_fxp.cli import build_parser
 
@@ -302,9 +311,9 @@ def main(argv=None) -> int:
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "time_limit_s": defaults.time_limit,
                                "search_size": defaults.search_size, "calib_size": defaults.calib_size,
                                "search_split": "val", "wall_s": time.time() - t0,
-                               "load_average_1min": {"start": round(load_start[0], 2),
-                                                     "end": round(os.getloadavg()[0], 2)},
-                               "methods_run": args.methods if args.merge else "all", "models": results},
+                               "load_average_1min": load,
+                               "methods_run": args.methods if args.merge else "all", "models": results,
+                               **({"partial_runs": partial} if partial else {})},
                               indent=1, default=float) + "\n")
     plot(results, out.with_suffix(".png"))
     for name, r in results.items():
