@@ -299,6 +299,30 @@ def finetune_table(r, relax) -> list[str]:
                          f"{c['float_test_top1']:.4f} | {c['test_top1_before']:.4f} -> {c['test_top1_after']:.4f} | "
                          f"{c['val_top1_before']:.4f} -> {c['val_top1_after']:.4f} ({c['best_epoch']}) | {goal} | "
                          f"{'yes' if c['goal_met'] else 'no'} | {c['bit_exact']} | {c['wall_s']:.0f} |")
+    missed = [(name, case, c) for name, cases in r["models"].items() for case, c in cases.items() if not c["goal_met"]]
+    if missed:
+        lines += ["", "Missed goals, by how much against the noise of the measurement (the standard error of a top-1 "
+                  "p on n images is sqrt(p (1 - p) / n); the test split has 10,000 images, the model selection "
+                  "2,000):", ""]
+        for name, case, c in missed:
+            p = c["test_top1_after"]
+            by = c["loss_points_after"] - c["goal_points"]
+            lines.append(f"- {name} {case}: {'above float' if c['goal_points'] <= 0 else 'within ' + format(c['goal_points'], 'g') + ' points'} "
+                         f"missed by {by:.2f} points (test {p:.4f}, float {c['float_test_top1']:.4f}); one standard "
+                         f"error is {100 * (p * (1 - p) / 10000) ** 0.5:.2f} points on the test split and "
+                         f"{100 * (p * (1 - p) / 2000) ** 0.5:.2f} on the validation images that pick the epoch.")
+    tried = [(name, case, label, v) for name, cases in (r.get("variants") or {}).items()
+             for case, labels in cases.items() for label, v in labels.items()]
+    if tried:
+        lines += ["", "Measured and not kept (the same case from the same quantized directory, other `finetune` "
+                  "flags; test top-1 after, best epoch on validation):", ""]
+        for name, case, label, v in tried:
+            kept = r["models"].get(name, {}).get(case)
+            vals = " / ".join(f"{h['val_top1']:.4f}" for h in v["history"])
+            lines.append(f"- {name} {case}, {label} (`{v['finetune_flags']}`): test {v['test_top1_before']:.4f} -> "
+                         f"{v['test_top1_after']:.4f} (validation by epoch {vals}, epoch {v['best_epoch']} kept, "
+                         f"{v['date']})"
+                         + (f"; the default recipe's row: {kept['test_top1_after']:.4f}" if kept else "") + ".")
     if relax:
         lines += ["", f"Training inside TVM was measured first (`bench/relax_training.py`, {relax['date']}): one vgg "
                   f"training step, batch {relax['batch']}, differentiated by `relax.transform.Gradient` and built by "
