@@ -26,7 +26,7 @@ CASES = {   # name -> (quantize flags, epochs, goal in points of float: fxp >= f
             # CLI's defaults (learning rate from the weights' bits, batch 128, the whole training split)
     "ternary4": (["--method", "mellempudi2017", "--cluster", "4", "--weights", "ternary"], 4, 2.0),
     "uniform4": (["--method", "uniform", "--bits", "4"], 2, 1.0),
-    "lin2016": (None, 2, 0.0),
+    "lin2016": (None, 4, 0.0),
 }
 
 METHODS_ROW = {"ternary4": "mellempudi2017_ternary", "lin2016": "lin2016"}   # the same run in bench/methods.py
@@ -73,7 +73,8 @@ def make_row(name, case, flags, base, tuned, goal, wall) -> dict:
            "finetune_flags": " ".join(
                [f"--epochs {epochs}"] + ([f"--distill {f['distill']:g} --temperature {f['temperature']:g}"]
                                          if f.get("distill") else [])
-               + ([f"--logit-grad {f['logit_grad']}"] if f.get("logit_grad", "clip") != "clip" else [])),
+               + ([f"--logit-grad {f['logit_grad']}"] if f.get("logit_grad", "clip") != "clip" else [])
+               + ([f"--seed {f['seed']}"] if f.get("seed") else [])),
            "epochs": epochs, "steps_per_epoch": f["steps_per_epoch"], "batch": f["batch"], "lr": f["lr"],
            "logit_scale": f["logit_scale"],
            "images_seen": f["steps_per_epoch"] * f["batch"] * epochs,

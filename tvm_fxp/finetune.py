@@ -652,7 +652,7 @@ def cmd_finetune(args, quantize) -> dict:
         qargs.append("--quiet")
     summary = quantize(qargs)
     summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": lr, "refit_activations": refit,
-                           "distill": args.distill, "temperature": args.temperature,
+                           "distill": args.distill, "temperature": args.temperature, "seed": args.seed,
                            "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
