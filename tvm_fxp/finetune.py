@@ -484,7 +484,7 @@ def default_lr(plan: Plan, lg) -> float:
 def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float, batch: int, seed: int,
           progress: bool = True, steps_per_epoch: int | None = None, threads: int | None = None,
           refit: bool = False, teacher: QuantNet | None = None, distill: float = 0.0,
-          temperature: float = 1.0) -> dict:
+          temperature: float = 1.0, augment: bool = True) -> dict:
     """Adam with a cosine schedule over ``epochs``; after each epoch the validation top-1 (the plan's formats in
     place) and a checkpoint ``out/finetune_state.pt`` (weights, formats, optimizer, best epoch) to resume from.
     With ``refit``, before the first step every weight's frac and every activation's frac (same widths) is
@@ -555,7 +555,7 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
             idx = perm[s * batch:(s + 1) * batch]
             if len(idx) == 0:
                 break
-            xb = _augment(torch, xt[idx], gen)
+            xb = _augment(torch, xt[idx], gen) if augment else xt[idx]
             logits = net(xb) / scale
             loss = F.cross_entropy(logits, yt[idx])
             if teacher is not None and distill > 0:
@@ -631,7 +631,7 @@ def cmd_finetune(args, quantize) -> dict:
         teacher = QuantNet(folded, lg, plan) if args.distill > 0 else None
         result = train(net, train_data, val_data, args.epochs, out, lr, args.train_batch, args.seed,
                        not args.quiet, args.steps_per_epoch, args.threads, refit, teacher, args.distill,
-                       args.temperature)
+                       args.temperature, not args.no_augment)
     model_path = out / "finetuned.onnx"
     net.export(model_path)
     # quantize the trained model with the same plan (Mellempudi: the clusters re-derived, same parameters)
@@ -652,7 +652,7 @@ def cmd_finetune(args, quantize) -> dict:
         qargs.append("--quiet")
     summary = quantize(qargs)
     summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": lr, "refit_activations": refit,
-                           "distill": args.distill, "temperature": args.temperature, "seed": args.seed,
+                           "distill": args.distill, "temperature": args.temperature, "seed": args.seed, "augment": not args.no_augment,
                            "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
@@ -680,6 +680,7 @@ def add_finetune_parser(sub, common) -> None:
                    help="weight a of the knowledge distillation from the float model handed in: loss = (1-a) CE + "
                         "a T^2 KL(teacher || student); 0 (default) trains on the labels alone")
     f.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T (default 1)")
+    f.add_argument("--no-augment", action="store_true", help="no random flips and crops")
     f.add_argument("--train-size", type=int, default=None, help="train on the first N training images only")
     f.add_argument("--val-size", type=int, default=2000, help="validation images for model selection")
     f.add_argument("--steps-per-epoch", type=int, default=None, help="a shorter epoch (default: the whole split)")
