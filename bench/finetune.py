@@ -26,7 +26,7 @@ CASES = {   # name -> (quantize flags, epochs, goal in points of float: fxp >= f
             # CLI's defaults (learning rate from the weights' bits, batch 128, the whole training split)
     "ternary4": (["--method", "mellempudi2017", "--cluster", "4", "--weights", "ternary"], 4, 2.0),
     "uniform4": (["--method", "uniform", "--bits", "4"], 2, 1.0),
-    "lin2016": (None, 2, 0.0),
+    "lin2016": (None, 4, 0.0),
 }
 
 METHODS_ROW = {"ternary4": "mellempudi2017_ternary", "lin2016": "lin2016"}   # the same run in bench/methods.py
@@ -55,10 +55,28 @@ def run_case(name, case, args, work) -> dict:
         ft += ["--steps-per-epoch", str(args.steps_per_epoch)]
     if main(ft) != 0:
         raise RuntimeError(f"{name} {case}: finetune failed")
-    before = json.loads((base / "summary.json").read_text())
-    after = json.loads((tuned / "summary.json").read_text())
+    row = make_row(name, case, flags, base, tuned, goal, time.time() - t)
+    print(f"[{name}] {case}: test {row['test_top1_before']:.4f} -> {row['test_top1_after']:.4f} (float "
+          f"{row['float_test_top1']:.4f}), val {row['val_top1_before']:.4f} -> {row['val_top1_after']:.4f}, "
+          f"{epochs} epochs x {row['steps_per_epoch']} steps, {row['wall_s']:.0f} s, bit-exact {row['bit_exact']}",
+          flush=True)
+    return row
+
+
+def make_row(name, case, flags, base, tuned, goal, wall) -> dict:
+    """The result row of one fine-tuning: ``base`` the quantized directory it started from, ``tuned`` its out."""
+    before = json.loads((Path(base) / "summary.json").read_text())
+    after = json.loads((Path(tuned) / "summary.json").read_text())
     f = after["finetune"]
+    epochs = f["epochs"]
     row = {"flags": " ".join(flags if case != "lin2016" else ["--plan", f"plans/{name}_lin2016.json"]),
+           "finetune_flags": " ".join(
+               [f"--epochs {epochs}"] + ([f"--distill {f['distill']:g} --temperature {f['temperature']:g}"]
+                                         if f.get("distill") else [])
+               + ([f"--logit-grad {f['logit_grad']}"] if f.get("logit_grad", "clip") != "clip" else [])
+               + ([f"--seed {f['seed']}"] if f.get("seed") else [])
+               + ([f"--train-batch {f['batch']}"] if f["batch"] != 128 else [])
+               + (["--no-augment"] if not f.get("augment", True) else [])),
            "epochs": epochs, "steps_per_epoch": f["steps_per_epoch"], "batch": f["batch"], "lr": f["lr"],
            "logit_scale": f["logit_scale"],
            "images_seen": f["steps_per_epoch"] * f["batch"] * epochs,
@@ -69,14 +87,10 @@ def run_case(name, case, args, work) -> dict:
            "val_top1_after": f["val_top1_after"], "best_epoch": f["best_epoch"], "history": f["history"],
            "train_loss_before": f["train_loss_before"], "train_loss_after": f["train_loss_after"],
            "bit_exact": after["bit_exact"], "weight_bits": after["weight_bits"],
-           "finetune_wall_s": f["wall_s"], "wall_s": round(time.time() - t, 1),
+           "finetune_wall_s": f["wall_s"], "wall_s": round(wall, 1),
            "goal_points": goal, "loss_points_after": 100 * (before["float_top1"] - after["fxp_top1"]),
            "date": time.strftime("%Y-%m-%d")}
     row["goal_met"] = bool(row["loss_points_after"] < goal if goal > 0 else row["loss_points_after"] < 0)
-    print(f"[{name}] {case}: test {row['test_top1_before']:.4f} -> {row['test_top1_after']:.4f} (float "
-          f"{row['float_test_top1']:.4f}), val {row['val_top1_before']:.4f} -> {row['val_top1_after']:.4f}, "
-          f"{epochs} epochs x {row['steps_per_epoch']} steps, {row['wall_s']:.0f} s, bit-exact {row['bit_exact']}",
-          flush=True)
     return row
 
 
@@ -91,15 +105,31 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--from-dirs", default=None,
                     help="start from bench/methods.py's quantize directories DIR/MODEL_ROW where they exist")
+    ap.add_argument("--variant", nargs=3, action="append", default=[], metavar=("LABEL", "MODEL:CASE", "OUT_DIR"),
+                    help="record a fine-tuning run with other finetune flags than the defaults (OUT_DIR: its --out; "
+                         "its summary names the flags) under 'variants', measured and not kept; implies --merge, "
+                         "runs nothing")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    old = json.loads(out.read_text()) if args.merge and out.exists() else {}
-    results = old.get("models", {})
+    old = json.loads(out.read_text()) if (args.merge or args.variant) and out.exists() else {}
+    results, variants = old.get("models", {}), old.get("variants", {})
+    if args.variant:
+        for label, mc, tuned in args.variant:
+            name, case = mc.split(":")
+            f = json.loads((Path(tuned) / "summary.json").read_text())["finetune"]
+            flags = CASES[case][0] or ["--plan", str(ROOT / "bench" / "results" / "plans" / f"{name}_{case}.json")]
+            variants.setdefault(name, {}).setdefault(case, {})[label] = make_row(
+                name, case, flags, f["from"], tuned, CASES[case][2], f["wall_s"])
+        out.write_text(json.dumps({"date": old.get("date", time.strftime("%Y-%m-%d")), "models": results,
+                                   "variants": variants}, indent=1) + "\n")
+        print(f"written: {out}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="finetune_") as work:
         for name in args.models:
             for case in args.cases:
                 results.setdefault(name, {})[case] = run_case(name, case, args, work)
-                out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "models": results}, indent=1) + "\n")
+                out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "models": results,
+                                           "variants": variants}, indent=1) + "\n")
     print(f"written: {out}")
     return 0
 

@@ -338,6 +338,14 @@ class QuantNet:
         anchored = set(self.anchor_layer.values())
         return ["input"] + [l.output_key for l in self.lg.layers.values() if l.name in anchored]
 
+    @classmethod
+    def _least_squares_frac(cls, v, f0: int, span, qmin: int, qmax: int) -> int:
+        """The frac in ``f0 + span`` (a power-of-two step, the width's ``[qmin, qmax]``) whose quantization of
+        ``v`` has the least squared error; the smallest such frac on a tie."""
+        errs = [(float((cls._ste(v, 2.0 ** -f, qmin, qmax) - v).pow(2).sum()), f)
+                for f in range(f0 + span[0], f0 + span[1] + 1)]
+        return min(errs)[1]
+
     def refit_weight_fracs(self, span=(-2, 2)) -> dict:
         """Each weight's frac (per tensor or per channel; not Mellempudi's cluster scales) re-chosen in ``f0 +
         span`` for the least squared error of its quantization; ``f0`` is the frac before (from the range)."""
@@ -356,11 +364,8 @@ class QuantNet:
                 wc = torch.movedim(w, layer.weight_axis, 0).reshape(w.shape[layer.weight_axis], -1)
                 if not fmt.per_channel:
                     wc = wc.reshape(1, -1)
-                fr = []
-                for row, f0 in zip(wc, fmt.frac_list if fmt.per_channel else [fmt.frac]):
-                    errs = [(float((self._ste(row, 2.0 ** -f, fmt.qmin, fmt.qmax) - row).pow(2).sum()), f)
-                            for f in range(f0 + span[0], f0 + span[1] + 1)]
-                    fr.append(min(errs)[1])
+                fr = [self._least_squares_frac(row, f0, span, fmt.qmin, fmt.qmax)
+                      for row, f0 in zip(wc, fmt.frac_list if fmt.per_channel else [fmt.frac])]
                 new = tuple(fr) if fmt.per_channel else fr[0]
                 if new != fmt.frac:
                     changed[layer.weight_key] = (fmt.frac, new)
@@ -380,17 +385,11 @@ class QuantNet:
         changed = {}
         with torch.no_grad():
             for key in self.activation_keys():
-                v = self(x, record=key).double()
                 fmt = self.plan[key]
-                best = None
-                for f in range(fmt.frac + span[0], fmt.frac + span[1] + 1):
-                    cand = replace(fmt, frac=f)
-                    err = float((self._ste(v, 2.0 ** -f, cand.qmin, cand.qmax) - v).pow(2).sum())
-                    if best is None or err < best[0]:
-                        best = (err, f)
-                if best[1] != fmt.frac:
-                    changed[key] = (fmt.frac, best[1])
-                    self.plan.tensors[key] = replace(fmt, frac=best[1])
+                f = self._least_squares_frac(self(x, record=key).double(), fmt.frac, span, fmt.qmin, fmt.qmax)
+                if f != fmt.frac:
+                    changed[key] = (fmt.frac, f)
+                    self.plan.tensors[key] = replace(fmt, frac=f)
         changed.update(self.cap_biases())
         return changed
 
@@ -484,7 +483,8 @@ def default_lr(plan: Plan, lg) -> float:
 
 def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float, batch: int, seed: int,
           progress: bool = True, steps_per_epoch: int | None = None, threads: int | None = None,
-          refit: bool = False) -> dict:
+          refit: bool = False, teacher: QuantNet | None = None, distill: float = 0.0,
+          temperature: float = 1.0, augment: bool = True) -> dict:
     """Adam with a cosine schedule over ``epochs``; after each epoch the validation top-1 (the plan's formats in
     place) and a checkpoint ``out/finetune_state.pt`` (weights, formats, optimizer, best epoch) to resume from.
     With ``refit``, before the first step every weight's frac and every activation's frac (same widths) is
@@ -492,7 +492,12 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
     training images) and kept through training (re-deriving the activations' fracs after each epoch as well was
     measured worse: fmnist_vgg uniform 4-bit validation 0.9200 -> 0.9125 in epoch 2, the logits' format
     following their growth to coarser steps); the epoch kept (best validation, the plan as handed in included)
-    keeps its formats."""
+    keeps its formats.
+
+    With a ``teacher`` (the float network handed in) and ``distill`` = a > 0 the loss is knowledge distillation
+    (Hinton et al. 2015): ``(1 - a) * CE(labels) + a * T**2 * KL(softmax(teacher / T) || softmax(student / T))``,
+    both logits divided by the loss's logit scale first; the teacher's logits come from the same augmented
+    batch, float weights, no formats."""
     torch = _torch()
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -550,8 +555,14 @@ def train(net: QuantNet, train_data, val_data, epochs: int, out: Path, lr: float
             idx = perm[s * batch:(s + 1) * batch]
             if len(idx) == 0:
                 break
-            logits = net(_augment(torch, xt[idx], gen))
-            loss = F.cross_entropy(logits / scale, yt[idx])
+            xb = _augment(torch, xt[idx], gen) if augment else xt[idx]
+            logits = net(xb) / scale
+            loss = F.cross_entropy(logits, yt[idx])
+            if teacher is not None and distill > 0:
+                with torch.no_grad():
+                    soft = F.log_softmax(teacher(xb, quantized=False) / (scale * temperature), 1)
+                kd = F.kl_div(F.log_softmax(logits / temperature, 1), soft, reduction="batchmean", log_target=True)
+                loss = (1 - distill) * loss + distill * temperature ** 2 * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -616,8 +627,11 @@ def cmd_finetune(args, quantize) -> dict:
         print(f"fine-tuning {len(net.params)} weight/bias tensors of {plan.method} on {len(train_data)} images "
               f"({train_data.source}); selecting on {len(val_data)} ({val_data.source}); float validation top-1 "
               f"{float_val:.4f}", file=sys.stderr)
+        # the teacher of the distillation: the float network handed in, frozen
+        teacher = QuantNet(folded, lg, plan) if args.distill > 0 else None
         result = train(net, train_data, val_data, args.epochs, out, lr, args.train_batch, args.seed,
-                       not args.quiet, args.steps_per_epoch, args.threads, refit)
+                       not args.quiet, args.steps_per_epoch, args.threads, refit, teacher, args.distill,
+                       args.temperature, not args.no_augment)
     model_path = out / "finetuned.onnx"
     net.export(model_path)
     # quantize the trained model with the same plan (Mellempudi: the clusters re-derived, same parameters)
@@ -638,6 +652,7 @@ def cmd_finetune(args, quantize) -> dict:
         qargs.append("--quiet")
     summary = quantize(qargs)
     summary["finetune"] = {"from": str(d), "epochs": args.epochs, "lr": lr, "refit_activations": refit,
+                           "distill": args.distill, "temperature": args.temperature, "seed": args.seed, "augment": not args.no_augment,
                            "batch": args.train_batch,
                            "float_val_top1": float_val, **result,
                            "test_top1_before": prev.get("fxp_top1"), "test_top1_after": summary["fxp_top1"],
@@ -661,6 +676,11 @@ def add_finetune_parser(sub, common) -> None:
     f.add_argument("--keep-formats", action="store_true",
                    help="keep the plan's fracs (default: before training, re-derive each weight's and activation's "
                         "frac, i.e. its clipping point, same width, for least squared error)")
+    f.add_argument("--distill", type=float, default=0.0,
+                   help="weight a of the knowledge distillation from the float model handed in: loss = (1-a) CE + "
+                        "a T^2 KL(teacher || student); 0 (default) trains on the labels alone")
+    f.add_argument("--temperature", type=float, default=1.0, help="distillation temperature T (default 1)")
+    f.add_argument("--no-augment", action="store_true", help="no random flips and crops")
     f.add_argument("--train-size", type=int, default=None, help="train on the first N training images only")
     f.add_argument("--val-size", type=int, default=2000, help="validation images for model selection")
     f.add_argument("--steps-per-epoch", type=int, default=None, help="a shorter epoch (default: the whole split)")

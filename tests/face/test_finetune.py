@@ -76,3 +76,30 @@ def test_finetune_one_short_epoch_lowers_the_loss_and_stays_bit_exact(tmp_path, 
     err = capsys.readouterr().err
     assert code == 0 and "resuming after epoch 1 of 2" in err and "epoch 2/2: loss" in err, err
     assert "epoch 1/2" not in err
+    # knowledge distillation (--distill): the teacher is the float model handed in (its logits those of
+    # onnxruntime on source.onnx), stays frozen, and four steps of the pure distillation loss move the
+    # student's softmax towards it (the checkpoint's weights: the last epoch whatever the selection keeps)
+    import onnxruntime as ort
+    import torch.nn.functional as F
+    from tvm_fxp.finetune import STATE, train
+
+    teacher = QuantNet(fold_batchnorm(onnx.load(str(base / "source.onnx"))), q.graph, q.plan)
+    sess = ort.InferenceSession(str(base / "source.onnx"))
+    with torch.no_grad():
+        np.testing.assert_allclose(teacher(torch.from_numpy(x), quantized=False).numpy(),
+                                   sess.run(None, {sess.get_inputs()[0].name: x})[0], rtol=1e-4, atol=1e-4)
+    tr = datasets.fashion_mnist("train", limit=256)
+    xt = torch.from_numpy(tr.inputs)
+
+    def kl():
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(net(xt), 1), F.log_softmax(teacher(xt, quantized=False), 1),
+                                  reduction="batchmean", log_target=True))
+
+    w0, kl0 = teacher.state(), kl()
+    (tmp_path / "kd").mkdir()
+    train(net, tr, datasets.fashion_mnist("val", limit=64), 1, tmp_path / "kd", 5e-4, 64, 0, False, 4, 2,
+          False, teacher, 1.0, 1.0)
+    net.load_state(torch.load(tmp_path / "kd" / STATE, weights_only=False)["weights"])
+    assert kl() < 0.8 * kl0, (kl0, kl())
+    assert all(np.array_equal(w0[k], v) for k, v in teacher.state().items())
