@@ -103,11 +103,14 @@ def main(argv=None) -> int:
     out = Path(args.results) / "methods_diagnostics.json"
     if out.exists():   # keep the models not diagnosed in this run
         old = json.loads(out.read_text())
-        for name, m in old.get("models", {}).items():
-            if old.get("test_size") == args.test_size:
+        if old.get("test_size") == args.test_size:
+            for name, m in old.get("models", {}).items():
                 if name in res["models"] and args.methods is not None:
-                    res["models"][name]["plans"] = {**m.get("plans", {}), **res["models"][name]["plans"]}
-                res["models"].setdefault(name, m)
+                    res["models"][name]["plans"] = dict(sorted({**m.get("plans", {}),
+                                                                **res["models"][name]["plans"]}.items()))
+            # the previous file's model order first, then models it did not have
+            res["models"] = {**{n: res["models"].get(n, m) for n, m in old.get("models", {}).items()},
+                             **res["models"]}
     out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     print(f"written: {out}")
     return 0
