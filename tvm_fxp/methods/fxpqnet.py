@@ -17,7 +17,10 @@ errors do not add up exactly, so a step refused earlier may keep the budget now)
 (2-point budget): one pass of every structure per round (neither ``repeat`` nor ``retry``) stopped at 5.42x
 less memory than float with the 1568x128 dense layer's weights at 6 bits, because each round spent the budget
 on every structure alike; with the queue the large structures go first and it reached 9.40x (dense weights
-at 3 bits) with 163 evaluations instead of 149, 0.3 points of top-1 lost on the check split.
+at 3 bits) with 163 evaluations instead of 149, 0.3 points of top-1 lost on the check split.  The queue does
+that; ``retry`` alone is worth little on the reference models and its effect depends on the path: without it
+fmnist_vgg reached 9.37x (131 evaluations) and fmnist_resnet 6.89x (314 evaluations; 6.72x and 287 with it,
+where the bias correction came at a different point of the search and was not kept).
 
 The ranking and the fractional-length choice are relative, so they are scored on the first ``screen`` search
 inputs (512 of the CLI's 2,000); every commit's budget check is on all of them (the guarantee is unchanged),
