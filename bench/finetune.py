@@ -76,7 +76,7 @@ def make_row(name, case, flags, base, tuned, goal, wall) -> dict:
                + ([f"--logit-grad {f['logit_grad']}"] if f.get("logit_grad", "clip") != "clip" else [])
                + ([f"--seed {f['seed']}"] if f.get("seed") else [])
                + ([f"--train-batch {f['batch']}"] if f["batch"] != 128 else [])
-               + (["--no-augment"] if not f.get("augment", True) else [])),
+               + (["--augment"] if f.get("augment", True) else [])),   # summaries without the key: augmented
            "epochs": epochs, "steps_per_epoch": f["steps_per_epoch"], "batch": f["batch"], "lr": f["lr"],
            "logit_scale": f["logit_scale"],
            "images_seen": f["steps_per_epoch"] * f["batch"] * epochs,
